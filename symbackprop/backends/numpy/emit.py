@@ -1,0 +1,147 @@
+"""NumPy source from the optimised IR, rendered through the jinja2 templates.
+
+One statement per node (kernels print one line per temp and output), named after
+the user's variables (`h`, and `d_h` for its gradient), each commented with the
+model line it comes from. Same IR in, same bytes out.
+"""
+from __future__ import annotations
+
+import keyword
+import threading
+
+from ...primitives.elementwise import Fill, Kernel
+from ...primitives.index import Index
+from ...primitives.shape import BroadcastTo, Reshape, Transpose
+from ...rendering import render
+from .printer import MathPrinter, NumpyPrinter, kernel_may_warn
+
+_state = threading.local()
+COMMENT_COLUMN = 44
+_VIEWS = (Reshape, Transpose, Index, BroadcastTo)
+_RESERVED = set(keyword.kwlist) | {"np", "math", "float", "abs", "max", "min", "int", "len", "range", "sum"}
+
+
+def current_emitter():
+    return _state.emitter
+
+
+class Emitter:
+    def __init__(self, printer_cls, taken=()):
+        self.printer_cls = printer_cls
+        self.used = set(_RESERVED) | set(taken)
+        self.names: dict = {}
+        self.inline: dict = {}
+
+    def fresh(self, base):
+        base = base if base.isidentifier() else "t"
+        if base != "t" and base not in self.used:
+            self.used.add(base)
+            return base
+        sep = "" if base == "t" else "_"
+        k = 1
+        while f"{base}{sep}{k}" in self.used:
+            k += 1
+        self.used.add(f"{base}{sep}{k}")
+        return f"{base}{sep}{k}"
+
+    def name(self, v):
+        if v not in self.names:
+            if v.name:
+                base = v.name
+            elif v.grad_of is not None:
+                base = "d_" + self.name(v.grad_of)
+            else:
+                base = "t"
+            self.names[v] = self.fresh(base)
+        return self.names[v]
+
+    def arg(self, v):
+        """How an input is written: its name, or the literal for a scalar constant."""
+        node = v.node
+        if node is not None and node.prim is Fill and v.shape == ():
+            return repr(float(node.attrs["value"]))
+        if v in self.inline:
+            return self.inline[v]
+        return self.name(v)
+
+
+def _with_comment(line, loc):
+    if not loc or not loc.line:
+        return line
+    pad = max(COMMENT_COLUMN - len(line), 2)
+    return f"{line}{' ' * pad}# {loc.short()}"
+
+
+def emit_statements(emitter, nodes, inlinable=frozenset()):
+    """Source lines for `nodes`, in order."""
+    lines = []
+    for node in nodes:
+        if node.prim is Fill and node.outputs[0].shape == ():
+            continue  # scalar constants are written inline
+        args = [emitter.arg(v) for v in node.inputs]
+        if node.outputs[0] in inlinable:
+            # a view read once (W.T, x[0], g[:, None]) reads best where it is used
+            emitter.inline[node.outputs[0]] = node.prim.numpy(node, args, None)
+            continue
+        outs = [emitter.name(v) for v in node.outputs]
+        text = node.prim.numpy(node, args, outs)
+        if isinstance(text, str):
+            text = [f"{outs[0]} = {text}"]
+        lines.extend(_with_comment(t, node.loc) for t in text)
+    return lines
+
+
+def _inlinable_views(nodes, results):
+    uses: dict = {}
+    for n in nodes:
+        for v in n.inputs:
+            uses[v] = uses.get(v, 0) + 1
+    return frozenset(n.outputs[0] for n in nodes
+                     if n.prim in _VIEWS and n.prim is not BroadcastTo and uses.get(n.outputs[0], 0) == 1
+                     and n.outputs[0] not in results and n.outputs[0].name is None)
+
+
+def returned(emitter, v, spec, others):
+    """The expression returning `v` for a parameter described by `spec`: fresh memory, its dtype."""
+    text = emitter.arg(v)
+    if spec.kind == "float":
+        return text if emitter.printer_cls is MathPrinter else f"float({text})"
+    if spec.shape == ():
+        return f"float({text})" if spec.dtype.name == "float64" else f"np.{spec.dtype}({text})"
+    node = v.node
+    if v.dtype != spec.dtype:
+        return f"{text}.astype(np.{spec.dtype})"
+    if node is None or node.prim in _VIEWS or others.count(v) > 1:
+        return f"np.array({text})"  # never hand out a view of an input or of another result
+    return text
+
+
+def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
+                  scalar=False, single=True):
+    """The text of one generated function; returns (text, uses_math)."""
+    printer_cls = MathPrinter if scalar else NumpyPrinter
+    emitter = Emitter(printer_cls, taken=[p.name for p in params])
+    _state.emitter = emitter
+    try:
+        for p in params:
+            emitter.names[p] = p.name
+        inlinable = _inlinable_views(nodes, [value] + list(grads or []))
+        forward = emit_statements(emitter, [n for n in nodes if n in forward_nodes], inlinable)
+        backward = emit_statements(emitter, [n for n in nodes if n not in forward_nodes], inlinable)
+        value_text = emitter.arg(value)
+        if grads is None:
+            ret = value_text
+        else:
+            parts = [returned(emitter, g, s, list(grads)) for g, s in zip(grads, grad_specs)]
+            ret = f"{value_text}, {parts[0] if single else '(' + ', '.join(parts) + (',)' if len(parts) == 1 else ')')}"
+    finally:
+        _state.emitter = None
+    errstate = not scalar and any(n.prim is Kernel and kernel_may_warn(n) for n in nodes)
+    sections = [{"title": "forward", "lines": forward}]
+    if grads is not None:
+        sections.append({"title": "backward: each gradient is the residual times the local derivative",
+                         "lines": backward})
+    text = render("numpy_function.py.j2", name=name, params=[p.name for p in params], doc=doc,
+                  errstate=errstate, indent=" " * (8 if errstate else 4), sections=sections, ret=ret)
+    uses_math = scalar and "math." in text
+    return text, uses_math

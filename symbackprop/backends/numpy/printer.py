@@ -1,0 +1,229 @@
+"""SymPy kernel bodies as NumPy (arrays) or math (Python floats) expressions."""
+from __future__ import annotations
+
+import sympy
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
+
+from ...primitives import scalar
+import numpy as np
+
+from ...ir import Value
+from ...primitives.elementwise import expand
+
+_NUMPY_FUNCS = {
+    "exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "expm1": "np.expm1", "sin": "np.sin",
+    "cos": "np.cos", "tan": "np.tan", "tanh": "np.tanh", "sinh": "np.sinh", "cosh": "np.cosh",
+    "atan": "np.arctan", "asin": "np.arcsin", "acos": "np.arccos", "sign": "np.sign", "absolute": "np.abs",
+    "Abs": "np.abs", "maximum": "np.maximum", "minimum": "np.minimum", "where": "np.where",
+    "logical_not": "np.logical_not",
+}
+_MATH_FUNCS = {
+    "exp": "math.exp", "log": "math.log", "log1p": "math.log1p", "expm1": "math.expm1", "sin": "math.sin",
+    "cos": "math.cos", "tan": "math.tan", "tanh": "math.tanh", "sinh": "math.sinh", "cosh": "math.cosh",
+    "atan": "math.atan", "asin": "math.asin", "acos": "math.acos", "absolute": "abs", "Abs": "abs",
+    "maximum": "max", "minimum": "min",
+}
+
+
+class NumpyPrinter(StrPrinter):
+    """Prints with `np.` functions; symbols are renamed through `names`."""
+
+    funcs = _NUMPY_FUNCS
+    sqrt = "np.sqrt"
+
+    def __init__(self, names):
+        super().__init__({"order": "none"})
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr, expr.name)
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}"
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Infinity(self, expr):
+        return "np.inf" if self.funcs is _NUMPY_FUNCS else "math.inf"
+
+    def _print_NegativeInfinity(self, expr):
+        return "-np.inf" if self.funcs is _NUMPY_FUNCS else "-math.inf"
+
+    def _print_NaN(self, expr):
+        return "np.nan" if self.funcs is _NUMPY_FUNCS else "math.nan"
+
+    def _print_Exp1(self, expr):
+        return repr(float(sympy.E))
+
+    def _print_Pi(self, expr):
+        return repr(float(sympy.pi))
+
+    def _print_Pow(self, expr, rational=False):
+        base, e = expr.args
+        if e == sympy.S.Half:
+            return f"{self.sqrt}({self._print(base)})"
+        if e == -sympy.S.Half:
+            return f"1/{self.sqrt}({self._print(base)})"
+        if e == -1:
+            return f"1/{self.parenthesize(base, PRECEDENCE['Mul'], strict=True)}"
+        if e.is_Integer and e < 0:
+            return f"1/{self.parenthesize(base, PRECEDENCE['Pow'], strict=True)}**{-e}"
+        return self.pow(base, e)
+
+    def pow(self, base, e):
+        b = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        return f"{b}**{self.parenthesize(e, PRECEDENCE['Pow'], strict=True)}"
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if isinstance(expr, scalar.BOOL_FUNCTIONS) and hasattr(type(expr), "symbol"):
+            a, b = (self.parenthesize(x, PRECEDENCE["Add"] - 1 if type(expr).symbol in "&|" else PRECEDENCE["Add"])
+                    for x in expr.args)
+            return f"({a} {type(expr).symbol} {b})"
+        if name == "sigmoid":
+            return self.sigmoid(expr.args[0])
+        if name == "where":
+            return self.where(*expr.args)
+        if name in self.funcs:
+            return f"{self.funcs[name]}({', '.join(self._print(a) for a in expr.args)})"
+        raise NotImplementedError(f"no NumPy text for {name}")
+
+    _print_sign = _print_Function
+    _print_Abs = _print_Function
+    _print_exp = _print_Function
+    _print_log = _print_Function
+
+    def sigmoid(self, x):
+        return f"1/(1 + {self.funcs['exp']}({self._print(-x)}))"
+
+    def where(self, c, a, b):
+        return f"np.where({self._print(c)}, {self._print(a)}, {self._print(b)})"
+
+
+class MathPrinter(NumpyPrinter):
+    """Prints Python-float code with `math.`; comparisons stay Python bools."""
+
+    funcs = _MATH_FUNCS
+    sqrt = "math.sqrt"
+
+    def pow(self, base, e):
+        if e.is_Integer and 0 < e <= 3:
+            b = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+            return "*".join([b] * int(e))
+        if e.is_Integer:
+            return super().pow(base, e)
+        # float ** float gives a complex for a negative base; math.pow raises instead
+        return f"math.pow({self._print(base)}, {self._print(e)})"
+
+    def where(self, c, a, b):
+        return f"({self._print(a)} if {self._print(c)} else {self._print(b)})"
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name == "sign":
+            x = self._print(expr.args[0])
+            return f"(({x} > 0) - ({x} < 0))"
+        if name == "logical_not":
+            return f"(not {self._print(expr.args[0])})"
+        if name == "logical_and":
+            return f"({self._print(expr.args[0])} and {self._print(expr.args[1])})"
+        if name == "logical_or":
+            return f"({self._print(expr.args[0])} or {self._print(expr.args[1])})"
+        return super()._print_Function(expr)
+
+    _print_sign = _print_Function
+    _print_Abs = _print_Function
+    _print_exp = _print_Function
+    _print_log = _print_Function
+
+
+def _may_warn(expr) -> bool:
+    for e in sympy.preorder_traversal(expr):
+        if e.is_Pow and not (e.exp.is_Integer and e.exp > 0):
+            return True
+        if isinstance(e, sympy.Function) and not isinstance(
+                e, scalar.BOOL_FUNCTIONS + (scalar.maximum, scalar.minimum, scalar.absolute, scalar.sign)):
+            return True
+    return False
+
+
+def numpy_dtype(expr, dtypes):
+    """The dtype NumPy gives the printed `expr` (None for a Python number: a weak scalar)."""
+    if expr.is_Symbol:
+        return dtypes[int(expr.name[1:])]
+    if expr.is_Number:
+        return None
+    if isinstance(expr, scalar.BOOL_FUNCTIONS):
+        return np.dtype(bool)
+    args = expr.args[1:] if isinstance(expr, scalar.where) else expr.args
+    kinds = [numpy_dtype(a, dtypes) for a in args]
+    strong = [d for d in kinds if d is not None]
+    weak_float = any(a.is_Number and not a.is_Integer for a in args) or (expr.is_Pow and expr.exp.is_negative)
+    if not strong:
+        return None
+    result = np.result_type(*strong)
+    arithmetic = isinstance(expr, (sympy.Add, sympy.Mul, sympy.Pow))
+    if result.kind in "biu" and (weak_float or not arithmetic):
+        return np.dtype(np.float64)
+    if result.kind == "b" and arithmetic and any(a.is_Number for a in args):
+        return np.dtype(np.int64)
+    return result
+
+
+def kernel_may_warn(node) -> bool:
+    """Whether NumPy could warn (overflow, log of 0, 0/0) evaluating this kernel."""
+    return any(_may_warn(e) for e in expand(node.attrs["program"], node.attrs["outs"]))
+
+
+def kernel_lines(node, args, out, printer_cls=None, namer=None):
+    """Assignments computing a kernel's outputs: temps first, then each output."""
+    from .emit import current_emitter
+    emitter = current_emitter()
+    printer_cls = printer_cls or emitter.printer_cls
+    names = {sympy.Symbol(f"a{i}", real=True): a for i, a in enumerate(args)}
+    program, outs = node.attrs["program"], node.attrs["outs"]
+    # an output that is just a temp gives the temp its name
+    temp_out = {}
+    for k, o in enumerate(outs):
+        if o.is_Symbol and o in dict(program) and o not in temp_out:
+            temp_out[o] = out[k]
+    user_names = {}
+    if node.attrs["names"]:
+        expanded = dict(zip([t for t, _ in program], expand(program, [t for t, _ in program])))
+        wanted = {e: n for n, e in node.attrs["names"]}
+        user_names = {t: wanted[e] for t, e in expanded.items() if e in wanted}
+    lines = []
+    printer = printer_cls(names)
+    for t, e in program:
+        names[t] = temp_out.get(t) or emitter.fresh(user_names.get(t, "t"))
+        lines.append(f"{names[t]} = {printer.doprint(e)}")
+    dtypes = [v.dtype for v in node.inputs]
+    for k, o in enumerate(outs):
+        if o in temp_out and temp_out[o] == out[k]:
+            continue
+        text = printer.doprint(o)
+        value = node.outputs[k]
+        if printer_cls is not MathPrinter:
+            text = _numpy_result(text, expand(program, [o])[0], node.inputs, value)
+        lines.append(f"{out[k]} = {text}")
+    return lines
+
+
+
+def _numpy_result(text, expr, inputs, value: Value):
+    """Make the printed expression have the declared dtype and shape."""
+    natural = numpy_dtype(expr, [v.dtype for v in inputs])
+    used = [inputs[int(s.name[1:])].shape for s in expr.free_symbols if s.name.startswith("a")]
+    shape = tuple(np.broadcast_shapes(*used)) if used else ()
+    if shape != value.shape:
+        return f"np.full({value.shape!r}, {text}, dtype=np.{value.dtype})"
+    if natural is None:
+        return f"np.{value.dtype}({text})" if value.shape == () else text
+    if natural != value.dtype:
+        return f"({text}).astype(np.{value.dtype})"
+    return text

@@ -1,0 +1,178 @@
+"""What `np.<name>`, `math.<name>` and array methods mean to the compiler.
+
+Each entry is a Python function over Values and static Python values that builds
+IR through primitives.ops; on static numbers it computes the number itself.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import CompileError
+from ..ir import Value, current_loc
+from ..primitives import ops
+from ..primitives.scalar import UNARY
+
+
+def _all_static(*xs):
+    return not any(isinstance(x, Value) for x in xs)
+
+
+def _static_unary(name, x):
+    with np.errstate(all="ignore"):
+        return float(getattr(np, {"atan": "arctan", "asin": "arcsin", "acos": "arccos",
+                                  "fabs": "abs"}.get(name, name))(x))
+
+
+def _unary(name):
+    def fn(x, /):
+        if _all_static(x):
+            return _static_unary(name, x)
+        return ops.unary(name, x)
+    fn.__name__ = name
+    return fn
+
+
+def _sum(a, axis=None, keepdims=False):
+    return ops.sum(a, axis, keepdims) if not _all_static(a) else a
+
+
+def _mean(a, axis=None, keepdims=False):
+    return ops.mean(a, axis, keepdims) if not _all_static(a) else a
+
+
+def _max(a, axis=None, keepdims=False):
+    return ops.amax(a, axis, keepdims) if not _all_static(a) else a
+
+
+def _min(a, axis=None, keepdims=False):
+    return ops.amin(a, axis, keepdims) if not _all_static(a) else a
+
+
+def _where(condition, x, y, /):
+    return ops.where(condition, x, y)
+
+
+def _clip(a, a_min=None, a_max=None):
+    return ops.clip(a, a_min, a_max)
+
+
+def _binary(fn_static, fn_ops):
+    def fn(x1, x2, /):
+        if _all_static(x1, x2):
+            with np.errstate(all="ignore"):
+                return float(fn_static(x1, x2))
+        return fn_ops(x1, x2)
+    return fn
+
+
+def _transpose(a, axes=None):
+    return ops.transpose(a, axes)
+
+
+def _shape_arg(shape, more):
+    if more:
+        return (shape,) + tuple(more)
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(shape)
+
+
+def _reshape(a, shape, *more):
+    return ops.reshape(a, _shape_arg(shape, more))
+
+
+def _concatenate(arrays, axis=0):
+    return ops.concatenate(_sequence(arrays, "np.concatenate"), axis)
+
+
+def _stack(arrays, axis=0):
+    return ops.stack(_sequence(arrays, "np.stack"), axis)
+
+
+def _sequence(xs, what):
+    if not isinstance(xs, (list, tuple)):
+        raise CompileError(f"{what} takes a list or tuple of arrays", current_loc(),
+                           f"Write {what}([a, b], axis=0).")
+    return list(xs)
+
+
+def _expand_dims(a, axis):
+    shape = list(ops.as_value(a).shape)
+    ndim = len(shape) + 1
+    axes = ops.normalize_axes(axis, ndim)
+    for ax in axes:
+        shape.insert(ax, 1)
+    return ops.reshape(a, shape)
+
+
+def _zeros_like(a):
+    return ops.zeros_like(ops.as_value(a))
+
+
+def _ones_like(a):
+    a = ops.as_value(a)
+    return ops.fill(1.0, a.shape, a.dtype if a.dtype.kind == "f" else np.float64)
+
+
+def _square(x, /):
+    return x * x if _all_static(x) else ops.unary("square", x)
+
+
+def _power(x1, x2, /):
+    return ops.power(x1, x2)
+
+
+NUMPY = {name: _unary(name) for name in UNARY}
+NUMPY.update(
+    square=_square,
+    sum=_sum, mean=_mean, max=_max, min=_min, amax=_max, amin=_min,
+    maximum=_binary(np.maximum, ops.maximum), minimum=_binary(np.minimum, ops.minimum),
+    fmax=_binary(np.fmax, ops.maximum), fmin=_binary(np.fmin, ops.minimum),
+    add=_binary(np.add, ops.add), subtract=_binary(np.subtract, ops.sub),
+    multiply=_binary(np.multiply, ops.mul), divide=_binary(np.divide, ops.div),
+    true_divide=_binary(np.divide, ops.div), power=_power,
+    where=_where, clip=_clip,
+    dot=ops.dot, matmul=ops.matmul, outer=ops.outer,
+    transpose=_transpose, reshape=_reshape, concatenate=_concatenate, stack=_stack,
+    expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
+)
+
+NUMPY_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "newaxis": None, "euler_gamma": np.euler_gamma}
+
+MATH = {name: NUMPY[name] for name in (
+    "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan", "asin",
+    "acos", "fabs")}
+MATH["pow"] = _power
+
+MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "tau": math.tau}
+
+
+def _method_reshape(a, *shape):
+    if len(shape) == 1:
+        return ops.reshape(a, _shape_arg(shape[0], ()))
+    return ops.reshape(a, tuple(shape))
+
+
+def _method_transpose(a, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return ops.transpose(a, axes or None)
+
+
+METHODS = {
+    "sum": _sum, "mean": _mean, "max": _max, "min": _min,
+    "reshape": _method_reshape, "transpose": _method_transpose,
+    "dot": ops.dot, "clip": _clip,
+    "copy": lambda a: a,
+    "ravel": lambda a: ops.reshape(a, (a.size,)),
+    "flatten": lambda a: ops.reshape(a, (a.size,)),
+}
+
+ATTRIBUTES = {
+    "T": lambda a: ops.transpose(a),
+    "shape": lambda a: a.shape,
+    "ndim": lambda a: a.ndim,
+    "size": lambda a: a.size,
+}

@@ -1,0 +1,78 @@
+"""Find a function's `def` in its module's source, parsed with `ast`, lines intact."""
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import threading
+import types
+
+from ..errors import CompileError, Loc
+
+_cache: dict = {}
+_lock = threading.Lock()
+
+
+def _module_tree(path: str):
+    stamp = os.stat(path).st_mtime_ns
+    with _lock:
+        hit = _cache.get(path)
+        if hit and hit[0] == stamp:
+            return hit[1], hit[2]
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    tree = ast.parse(text, filename=path)
+    lines = text.splitlines()
+    with _lock:
+        _cache[path] = (stamp, tree, lines)
+    return tree, lines
+
+
+class Source:
+    """A parsed function: its `def` node, its file and the file's lines."""
+
+    def __init__(self, fn: types.FunctionType):
+        self.fn = fn
+        name = getattr(fn, "__name__", repr(fn))
+        try:
+            path = inspect.getsourcefile(fn)
+        except TypeError:
+            path = None
+        if not path or not os.path.exists(path):
+            raise CompileError(
+                f"cannot read the source of `{name}`",
+                None,
+                "Define the model with `def` in a .py file (not in an interactive session, exec or a lambda).",
+            )
+        self.file = path
+        tree, self.lines = _module_tree(path)
+        first = fn.__code__.co_firstlineno
+        if fn.__name__ == "<lambda>":
+            raise CompileError("a lambda cannot be a model or a helper", Loc(path, first),
+                               "Write it as a module-level `def`.")
+        if fn.__code__.co_freevars:
+            raise CompileError(f"`{name}` is a closure (it reads {', '.join(fn.__code__.co_freevars)} "
+                               "from an enclosing function)", Loc(path, first),
+                               "Define it at module level and pass those values as parameters.")
+        found = None
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == fn.__name__:
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if start == first or node.lineno == first:
+                    found = node
+                    break
+        if found is None:
+            raise CompileError(f"cannot find the definition of `{name}` in {path}", None,
+                               "Define the model as a module-level `def` and save the file before compiling.")
+        self.node = found
+
+    def loc(self, node) -> Loc:
+        line = getattr(node, "lineno", self.node.lineno)
+        text = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else ""
+        return Loc(self.file, line, text)
+
+    def segment(self, node) -> str:
+        try:
+            return ast.unparse(node)
+        except Exception:  # pragma: no cover - ast.unparse handles every parsed node
+            return type(node).__name__

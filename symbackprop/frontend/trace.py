@@ -1,0 +1,613 @@
+"""Run the model's `ast` on the signature: static Python values are computed, arrays become IR.
+
+Control flow must be decided by static values (shapes, loop indices, non-array
+arguments), so loops unroll and `if`s pick a branch; helper functions are inlined.
+Unrolling keeps one IR node per array operation per iteration: compile time is
+linear in the trip count, and the SymPy work per repeated body is cached.
+Everything outside the language raises CompileError at the construct's line.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import difflib
+import inspect
+import math
+import numbers
+import operator
+import types
+
+import numpy as np
+
+from ..errors import CompileError, ShapeError
+from ..ir import Value, at
+from ..primitives import ops
+from . import namespace
+from .source import Source
+
+MAX_ITERATIONS = 100_000
+
+
+class _Module:
+    def __init__(self, name, functions, constants):
+        self.name, self.functions, self.constants = name, functions, constants
+
+
+NUMPY = _Module("np", namespace.NUMPY, namespace.NUMPY_CONSTANTS)
+MATH = _Module("math", namespace.MATH, namespace.MATH_CONSTANTS)
+
+
+class _Callable:
+    def __init__(self, label, impl, owner=None):
+        self.label, self.impl, self.owner = label, impl, owner
+
+
+class _Helper:
+    def __init__(self, fn):
+        self.fn = fn
+
+
+class _Return(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+class _Frame:
+    def __init__(self, src, env):
+        self.src = src
+        self.globals = src.fn.__globals__
+        self.env = env
+
+
+_BINOPS = {
+    ast.Add: ("+", ops.add), ast.Sub: ("-", ops.sub), ast.Mult: ("*", ops.mul), ast.Div: ("/", ops.div),
+    ast.Pow: ("**", ops.power), ast.MatMult: ("@", ops.matmul),
+    ast.BitAnd: ("&", lambda a, b: ops.logical("and", a, b) if _has_value(a, b) else a & b),
+    ast.BitOr: ("|", lambda a, b: ops.logical("or", a, b) if _has_value(a, b) else a | b),
+    ast.FloorDiv: ("//", None), ast.Mod: ("%", None), ast.LShift: ("<<", None), ast.RShift: (">>", None),
+    ast.BitXor: ("^", None),
+}
+_STATIC_BINOPS = {ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.LShift: operator.lshift,
+                  ast.RShift: operator.rshift, ast.BitXor: operator.xor}
+_COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+
+_REJECTED_STATEMENTS = {
+    ast.While: ("a `while` loop", "Use `for i in range(n)` with a bound known at compile time."),
+    ast.Try: ("`try`", "Remove it: the model must not depend on exceptions."),
+    ast.With: ("`with`", "Remove it: models cannot use context managers."),
+    ast.Raise: ("`raise`", "Check inputs before calling the model."),
+    ast.Global: ("`global`", "Pass the value as a parameter."),
+    ast.Nonlocal: ("`nonlocal`", "Pass the value as a parameter."),
+    ast.Import: ("`import` inside the model", "Import at module level."),
+    ast.ImportFrom: ("`import` inside the model", "Import at module level."),
+    ast.ClassDef: ("a class definition inside the model", "Define helpers as module-level functions."),
+    ast.FunctionDef: ("a nested function", "Define helpers as module-level functions and call them."),
+    ast.AsyncFunctionDef: ("a nested async function", "Define helpers as module-level functions."),
+    ast.Delete: ("`del`", "Just stop using the name."),
+}
+if hasattr(ast, "Match"):
+    _REJECTED_STATEMENTS[ast.Match] = ("`match`", "Use `if` on values known at compile time.")
+if hasattr(ast, "TryStar"):
+    _REJECTED_STATEMENTS[ast.TryStar] = ("`try`", "Remove it: the model must not depend on exceptions.")
+for _name in ("AsyncFor", "AsyncWith"):
+    _REJECTED_STATEMENTS[getattr(ast, _name)] = (f"`async {_name[5:].lower()}`", "Models are plain functions.")
+
+_REJECTED_EXPRESSIONS = {
+    ast.Lambda: ("a lambda", "Define a module-level function and call it."),
+    ast.ListComp: ("a list comprehension", "Use a `for` loop, with np.stack or np.concatenate to collect."),
+    ast.SetComp: ("a set comprehension", "Use a `for` loop."),
+    ast.DictComp: ("a dict comprehension", "Use a `for` loop."),
+    ast.GeneratorExp: ("a generator expression", "Use a `for` loop, with np.stack or np.concatenate to collect."),
+    ast.Yield: ("`yield`", "A model returns one scalar."),
+    ast.YieldFrom: ("`yield from`", "A model returns one scalar."),
+    ast.Await: ("`await`", "Models are plain functions."),
+    ast.Dict: ("a dict", "Pass arrays as separate parameters."),
+    ast.Set: ("a set", "Use a tuple."),
+    ast.JoinedStr: ("an f-string", "Models compute numbers only."),
+    ast.Starred: ("`*` unpacking", "Pass arguments one by one."),
+}
+
+
+def _has_value(*xs):
+    return any(isinstance(x, Value) for x in xs)
+
+
+def _is_static(x):
+    return isinstance(x, (numbers.Number, np.number, np.bool_, str, type(None), slice, range, tuple, list,
+                          type(Ellipsis)))
+
+
+def _describe(x):
+    if isinstance(x, Value):
+        return f"an array {x.dtype}{list(x.shape)}"
+    return f"a {type(x).__name__}"
+
+
+class Tracer:
+    """Evaluates a model's body on IR values; one instance per compilation."""
+
+    def __init__(self):
+        self.stack: list = []
+
+    # ---- functions ---------------------------------------------------------
+    def call(self, fn, args, kwargs, call_loc=None):
+        src = Source(fn)
+        if src.node in [s.node for s in self.stack]:
+            raise CompileError(f"`{fn.__name__}` calls itself (recursion)", call_loc or src.loc(src.node),
+                               "Write the repetition as a `for` loop.")
+        if isinstance(src.node, ast.AsyncFunctionDef):
+            raise CompileError(f"`{fn.__name__}` is an async function", src.loc(src.node),
+                               "Models and helpers are plain functions.")
+        a = src.node.args
+        if a.vararg or a.kwarg:
+            star = f"*{a.vararg.arg}" if a.vararg else f"**{a.kwarg.arg}"
+            raise CompileError(f"`{star}` parameters are not supported", src.loc(src.node),
+                               "List every parameter by name.")
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"call of `{fn.__name__}`: {e}", call_loc or src.loc(src.node)) from None
+        bound.apply_defaults()
+        frame = _Frame(src, dict(bound.arguments))
+        self.stack.append(src)
+        try:
+            self.block(frame, src.node.body)
+        except _Return as r:
+            return r.value
+        except (_Break, _Continue):  # pragma: no cover - caught by their loops
+            raise
+        finally:
+            self.stack.pop()
+        raise CompileError(f"`{fn.__name__}` has no `return`", src.loc(src.node),
+                           "End the function with `return <value>`.")
+
+    # ---- statements --------------------------------------------------------
+    def block(self, frame, body):
+        for stmt in body:
+            with at(frame.src.loc(stmt)):
+                self.statement(frame, stmt)
+
+    def statement(self, frame, s):
+        kind = type(s)
+        if kind in _REJECTED_STATEMENTS:
+            what, hint = _REJECTED_STATEMENTS[kind]
+            raise CompileError(f"{what} is not supported", frame.src.loc(s), hint)
+        method = getattr(self, "stmt_" + kind.__name__, None)
+        if method is None:
+            raise CompileError(f"`{frame.src.segment(s).splitlines()[0]}` is not supported",
+                               frame.src.loc(s))
+        method(frame, s)
+
+    def stmt_Expr(self, frame, s):
+        if isinstance(s.value, ast.Constant) and isinstance(s.value.value, str):
+            return  # docstring
+        self.expr(frame, s.value)
+
+    def stmt_Pass(self, frame, s):
+        pass
+
+    def stmt_Assign(self, frame, s):
+        value = self.expr(frame, s.value)
+        for target in s.targets:
+            self.assign(frame, target, value)
+
+    def stmt_AnnAssign(self, frame, s):
+        if s.value is None:
+            return
+        self.assign(frame, s.target, self.expr(frame, s.value))
+
+    def stmt_AugAssign(self, frame, s):
+        if not isinstance(s.target, ast.Name):
+            self._reject_target(frame, s.target, augmented=True)
+        current = self.expr(frame, s.target)
+        value = self.binop(frame, s, current, s.op, self.expr(frame, s.value))
+        self.assign(frame, s.target, value)
+
+    def stmt_If(self, frame, s):
+        test = self.expr(frame, s.test)
+        if isinstance(test, Value):
+            cond = frame.src.segment(s.test)
+            raise CompileError(f"`if` on an array value ({cond}) is not supported", frame.src.loc(s),
+                               f"Use np.where({cond}, a, b) to choose element by element.")
+        self.block(frame, s.body if test else s.orelse)
+
+    def stmt_Return(self, frame, s):
+        raise _Return(None if s.value is None else self.expr(frame, s.value))
+
+    def stmt_Break(self, frame, s):
+        raise _Break()
+
+    def stmt_Continue(self, frame, s):
+        raise _Continue()
+
+    def stmt_Assert(self, frame, s):
+        test = self.expr(frame, s.test)
+        if isinstance(test, Value):
+            raise CompileError("`assert` on an array value is not supported", frame.src.loc(s),
+                               "Assert on shapes or other values known at compile time, or remove it.")
+        if not test:
+            message = self.expr(frame, s.msg) if s.msg is not None else frame.src.segment(s.test)
+            raise ShapeError(f"assertion failed: {message}", frame.src.loc(s))
+
+    def stmt_For(self, frame, s):
+        if s.orelse:
+            raise CompileError("`for ... else` is not supported", frame.src.loc(s), "Remove the `else` block.")
+        items = self.iterable(frame, s.iter)
+        for count, item in enumerate(items):
+            if count >= MAX_ITERATIONS:
+                raise CompileError(f"the loop runs more than {MAX_ITERATIONS} times", frame.src.loc(s),
+                                   "Loops unroll at compile time; vectorise with array operations instead.")
+            self.assign(frame, s.target, item)
+            try:
+                self.block(frame, s.body)
+            except _Break:
+                break
+            except _Continue:
+                continue
+
+    def iterable(self, frame, node):
+        it = self.expr(frame, node)
+        if isinstance(it, (range, list, tuple)):
+            return it
+        if isinstance(it, Value):
+            if it.ndim == 0:
+                raise CompileError("cannot loop over a 0-d array", frame.src.loc(node))
+            return (ops.index(it, i) for i in range(it.shape[0]))
+        raise CompileError(f"cannot loop over {_describe(it)}", frame.src.loc(node),
+                           "Loop over range(n) with n known at compile time.")
+
+    # ---- assignment --------------------------------------------------------
+    def assign(self, frame, target, value):
+        if isinstance(target, ast.Name):
+            if isinstance(value, Value) and value.name is None and value.node is not None:
+                value.name = target.id
+            frame.env[target.id] = value
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            items = self.unpack(frame, target, value)
+            for t, v in zip(target.elts, items):
+                self.assign(frame, t, v)
+        else:
+            self._reject_target(frame, target)
+
+    def unpack(self, frame, target, value):
+        n = len(target.elts)
+        if any(isinstance(t, ast.Starred) for t in target.elts):
+            raise CompileError("starred assignment is not supported", frame.src.loc(target),
+                               "Unpack a fixed number of values.")
+        if isinstance(value, Value):
+            if value.ndim == 0 or value.shape[0] != n:
+                raise ShapeError(f"cannot unpack {_describe(value)} into {n} names", frame.src.loc(target))
+            return [ops.index(value, i) for i in range(n)]
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            raise CompileError(f"cannot unpack {_describe(value)} into {n} names", frame.src.loc(target))
+        return list(value)
+
+    def _reject_target(self, frame, target, augmented=False):
+        text = frame.src.segment(target)
+        if isinstance(target, ast.Subscript):
+            raise CompileError(
+                f"assigning to an element or slice (`{text} {'op=' if augmented else '='} ...`) is not supported",
+                frame.src.loc(target),
+                "Arrays are immutable in a model: build a new one with np.where, np.concatenate or np.stack.")
+        if isinstance(target, ast.Attribute):
+            raise CompileError(f"assigning to an attribute (`{text} = ...`) is not supported",
+                               frame.src.loc(target), "Use a local variable.")
+        raise CompileError(f"cannot assign to `{text}`", frame.src.loc(target))
+
+    # ---- expressions -------------------------------------------------------
+    def expr(self, frame, node):
+        kind = type(node)
+        if kind in _REJECTED_EXPRESSIONS:
+            what, hint = _REJECTED_EXPRESSIONS[kind]
+            raise CompileError(f"{what} is not supported", frame.src.loc(node), hint)
+        method = getattr(self, "expr_" + kind.__name__, None)
+        if method is None:
+            raise CompileError(f"`{frame.src.segment(node)}` is not supported", frame.src.loc(node))
+        with at(frame.src.loc(node)):
+            return method(frame, node)
+
+    def expr_Constant(self, frame, node):
+        if isinstance(node.value, (bytes, complex)):
+            raise CompileError(f"the constant {node.value!r} is not supported", frame.src.loc(node))
+        return node.value
+
+    def expr_Name(self, frame, node):
+        name = node.id
+        if name in frame.env:
+            return frame.env[name]
+        if name in frame.globals:
+            return self.global_value(frame, name, frame.globals[name], node)
+        if hasattr(builtins, name):
+            return _Callable(name, getattr(self, "builtin_" + name, None))
+        raise CompileError(f"name `{name}` is not defined", frame.src.loc(node))
+
+    def global_value(self, frame, name, obj, node):
+        if obj is np:
+            return NUMPY
+        if obj is math:
+            return MATH
+        if isinstance(obj, (bool, int, float, np.number)) or (isinstance(obj, tuple) and all(
+                isinstance(x, (int, float)) for x in obj)):
+            return obj
+        if getattr(obj, "__symbackprop__", False):
+            raise CompileError(f"`{name}` is a compiled gradient function; call the original model instead",
+                               frame.src.loc(node))
+        if isinstance(obj, types.FunctionType):
+            return _Helper(obj)
+        fname = getattr(obj, "__name__", None)
+        if fname and getattr(np, fname, None) is obj:
+            return self.module_attr(NUMPY, fname, node, frame)
+        if fname and getattr(math, fname, None) is obj:
+            return self.module_attr(MATH, fname, node, frame)
+        if isinstance(obj, np.ndarray):
+            raise CompileError(f"the global array `{name}` cannot be used inside a model", frame.src.loc(node),
+                               "Pass it as a parameter.")
+        raise CompileError(f"`{name}` ({type(obj).__name__}) cannot be used inside a model", frame.src.loc(node))
+
+    def module_attr(self, module, attr, node, frame):
+        if attr in module.constants:
+            return module.constants[attr]
+        if attr in module.functions:
+            return _Callable(f"{module.name}.{attr}", module.functions[attr], module)
+        close = difflib.get_close_matches(attr, list(module.functions), n=3)
+        hint = f"Did you mean {', '.join(module.name + '.' + c for c in close)}?" if close else \
+            "See docs/language.md for the supported functions."
+        raise CompileError(f"`{module.name}.{attr}` is not supported", frame.src.loc(node), hint)
+
+    def expr_Attribute(self, frame, node):
+        base = self.expr(frame, node.value)
+        attr = node.attr
+        if isinstance(base, _Module):
+            return self.module_attr(base, attr, node, frame)
+        if isinstance(base, Value):
+            if attr in namespace.ATTRIBUTES:
+                return namespace.ATTRIBUTES[attr](base)
+            if attr in namespace.METHODS:
+                return _Callable(f".{attr}", namespace.METHODS[attr], base)
+            raise CompileError(f"the array attribute or method `.{attr}` is not supported", frame.src.loc(node),
+                               "Supported: " + ", ".join(f".{m}" for m in list(namespace.ATTRIBUTES)
+                                                         + list(namespace.METHODS)))
+        if isinstance(base, (list, tuple)) and attr in ("append", "extend", "pop", "insert", "remove", "index",
+                                                        "count", "sort", "reverse", "clear", "copy"):
+            raise CompileError(f"list methods (`.{attr}`) are not supported", frame.src.loc(node),
+                               "Collect arrays with np.stack or np.concatenate, or use a tuple.")
+        if isinstance(base, (int, float)) and attr in ("real", "imag"):
+            return getattr(base, attr)
+        raise CompileError(f"`{frame.src.segment(node)}` is not supported ({_describe(base)} has no "
+                           f"attribute the compiler knows)", frame.src.loc(node))
+
+    def expr_BinOp(self, frame, node):
+        left = self.expr(frame, node.left)
+        right = self.expr(frame, node.right)
+        return self.binop(frame, node, left, node.op, right)
+
+    def binop(self, frame, node, left, op, right):
+        symbol, fn = _BINOPS[type(op)]
+        for side in (left, right):
+            if not isinstance(side, (Value, numbers.Number, np.number, np.bool_)):
+                if isinstance(left, (tuple, list)) and isinstance(right, (tuple, list)) and symbol == "+":
+                    return tuple(left) + tuple(right)
+                raise CompileError(f"`{symbol}` cannot take {_describe(side)}", frame.src.loc(node))
+        if fn is None:
+            if _has_value(left, right):
+                raise CompileError(f"`{symbol}` on arrays is not supported", frame.src.loc(node),
+                                   "Only + - * / ** @ act on arrays.")
+            return _STATIC_BINOPS[type(op)](left, right)
+        return fn(left, right)
+
+    def expr_UnaryOp(self, frame, node):
+        value = self.expr(frame, node.operand)
+        if isinstance(node.op, ast.USub):
+            return ops.neg(value)
+        if isinstance(node.op, ast.UAdd):
+            return value
+        if isinstance(node.op, ast.Not):
+            if isinstance(value, Value):
+                raise CompileError("`not` on an array is not supported", frame.src.loc(node),
+                                   "Use ~(condition) for an elementwise not.")
+            return not value
+        if isinstance(value, Value):
+            return ops.logical_not(value)
+        return ~value
+
+    def expr_BoolOp(self, frame, node):
+        word = "and" if isinstance(node.op, ast.And) else "or"
+        result = None
+        for part in node.values:
+            result = self.expr(frame, part)
+            if isinstance(result, Value):
+                raise CompileError(f"`{word}` on array values is not supported", frame.src.loc(node),
+                                   f"Use {'&' if word == 'and' else '|'} between comparisons in parentheses: "
+                                   f"(a > 0) {'&' if word == 'and' else '|'} (b > 0).")
+            if (word == "and") != bool(result):
+                return result
+        return result
+
+    def expr_Compare(self, frame, node):
+        left = self.expr(frame, node.left)
+        result = None
+        for op, right_node in zip(node.ops, node.comparators):
+            right = self.expr(frame, right_node)
+            if type(op) not in _COMPARE:
+                if _has_value(left, right):
+                    raise CompileError(f"`{type(op).__name__}` comparison of arrays is not supported",
+                                       frame.src.loc(node), "Use <, <=, >, >=, == or !=.")
+                part = {ast.Is: operator.is_, ast.IsNot: operator.is_not, ast.In: lambda a, b: a in b,
+                        ast.NotIn: lambda a, b: a not in b}[type(op)](left, right)
+            else:
+                part = ops.compare(_COMPARE[type(op)], left, right)
+            if result is None:
+                result = part
+            elif _has_value(result, part):
+                result = ops.logical("and", result, part)
+            else:
+                result = result and part
+            left = right
+        return result
+
+    def expr_IfExp(self, frame, node):
+        test = self.expr(frame, node.test)
+        if isinstance(test, Value):
+            cond = frame.src.segment(node.test)
+            raise CompileError(f"`... if {cond} else ...` on an array value is not supported", frame.src.loc(node),
+                               f"Use np.where({cond}, a, b) to choose element by element.")
+        return self.expr(frame, node.body if test else node.orelse)
+
+    def expr_NamedExpr(self, frame, node):
+        value = self.expr(frame, node.value)
+        self.assign(frame, node.target, value)
+        return value
+
+    def expr_Tuple(self, frame, node):
+        return tuple(self.expr(frame, e) for e in node.elts)
+
+    def expr_List(self, frame, node):
+        return [self.expr(frame, e) for e in node.elts]
+
+    def expr_Slice(self, frame, node):
+        parts = [None if p is None else self.expr(frame, p) for p in (node.lower, node.upper, node.step)]
+        for p in parts:
+            if isinstance(p, Value):
+                raise CompileError("slice bounds must be known at compile time, not arrays", frame.src.loc(node),
+                                   "Use constants, shapes or loop indices as bounds.")
+        return slice(*parts)
+
+    def expr_Subscript(self, frame, node):
+        base = self.expr(frame, node.value)
+        index = self.expr(frame, node.slice)
+        if isinstance(base, Value):
+            return ops.index(base, index)
+        if isinstance(base, (tuple, list, range)):
+            if isinstance(index, Value):
+                raise CompileError("indexing a tuple with an array is not supported", frame.src.loc(node))
+            try:
+                item = base[index]
+            except (IndexError, TypeError) as e:
+                raise CompileError(f"`{frame.src.segment(node)}`: {e}", frame.src.loc(node)) from None
+            return tuple(item) if isinstance(item, list) else item
+        raise CompileError(f"cannot index {_describe(base)}", frame.src.loc(node))
+
+    def expr_Call(self, frame, node):
+        fn = self.expr(frame, node.func)
+        args = [self.expr(frame, a) for a in node.args]
+        kwargs = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise CompileError("`**` unpacking in a call is not supported", frame.src.loc(node),
+                                   "Pass keyword arguments one by one.")
+            kwargs[kw.arg] = self.expr(frame, kw.value)
+        loc = frame.src.loc(node)
+        if isinstance(fn, _Helper):
+            return self.call(fn.fn, args, kwargs, loc)
+        if isinstance(fn, _Callable):
+            return self.call_builtin(frame, node, fn, args, kwargs)
+        raise CompileError(f"{_describe(fn)} is not callable", loc)
+
+    def call_builtin(self, frame, node, fn, args, kwargs):
+        loc = frame.src.loc(node)
+        if fn.impl is None:
+            raise CompileError(f"`{fn.label}()` is not supported", loc,
+                               "Print outside the model, on the value the gradient function returns."
+                               if fn.label == "print" else "See docs/language.md for what a model can call.")
+        for k in ("out", "dtype", "where", "initial", "order", "casting"):
+            if k in kwargs:
+                raise CompileError(f"`{fn.label}(..., {k}=...)` is not supported", loc,
+                                   f"Remove `{k}=`: generated code chooses its own.")
+        if fn.owner is MATH:
+            for a in args:
+                if isinstance(a, Value) and a.ndim > 0:
+                    raise CompileError(f"`{fn.label}` takes a scalar, got {_describe(a)}", loc,
+                                       f"Use np.{fn.label.split('.')[1]} on arrays.")
+        call_args = ([fn.owner] if isinstance(fn.owner, Value) else []) + list(args)
+        try:
+            inspect.signature(fn.impl).bind(*call_args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"`{fn.label}()`: {e}", loc) from None
+        except ValueError:  # builtins without a signature
+            pass
+        try:
+            return fn.impl(*call_args, **kwargs)
+        except CompileError as e:
+            if e.loc is None:  # raised by a builtin that had no location at hand
+                raise CompileError(e.detail, loc, e.hint) from None
+            raise
+
+    # ---- Python builtins the language allows ------------------------------
+    builtin_range = staticmethod(lambda *a: _static_call("range", range, a))
+    builtin_len = staticmethod(lambda x: x.shape[0] if isinstance(x, Value) and x.ndim else
+                               _static_call("len", len, (x,)))
+    builtin_abs = staticmethod(lambda x: ops.absolute(x))
+    builtin_zip = staticmethod(lambda *xs: list(zip(*[_seq(x) for x in xs])))
+    builtin_enumerate = staticmethod(lambda xs, start=0: list(enumerate(_seq(xs), start)))
+    builtin_reversed = staticmethod(lambda xs: list(reversed(_seq(xs))))
+    builtin_tuple = staticmethod(lambda xs=(): tuple(_seq(xs)))
+    builtin_list = staticmethod(lambda xs=(): list(_seq(xs)))
+
+    @staticmethod
+    def builtin_float(x=0.0):
+        if isinstance(x, Value):
+            if x.ndim:
+                raise CompileError(f"float() of {_describe(x)}", None, "Reduce it to a scalar first.")
+            return x
+        return float(x)
+
+    @staticmethod
+    def builtin_int(x=0):
+        if isinstance(x, Value):
+            raise CompileError("int() of an array value is not supported", None,
+                               "Integers must be known at compile time.")
+        return int(x)
+
+    @staticmethod
+    def builtin_min(*xs):
+        return _fold(xs, ops.minimum, builtins.min)
+
+    @staticmethod
+    def builtin_max(*xs):
+        return _fold(xs, ops.maximum, builtins.max)
+
+    @staticmethod
+    def builtin_sum(xs, start=0):
+        total = start
+        for x in _seq(xs):
+            total = ops.add(total, x)
+        return total
+
+
+def _seq(x):
+    if isinstance(x, Value):
+        return [ops.index(x, i) for i in range(x.shape[0])]
+    if isinstance(x, (list, tuple, range)):
+        return list(x)
+    raise CompileError(f"expected a tuple, list or range, got {_describe(x)}", None)
+
+
+def _static_call(name, fn, args):
+    for a in args:
+        if isinstance(a, Value):
+            raise CompileError(f"`{name}()` needs values known at compile time, got {_describe(a)}", None,
+                               "Use shapes (x.shape[0]), constants or non-array arguments.")
+    return fn(*args)
+
+
+def _fold(xs, op, static):
+    if len(xs) == 1:
+        xs = tuple(_seq(xs[0]))
+    if not _has_value(*xs):
+        return static(xs)
+    for x in xs:
+        if isinstance(x, Value) and x.ndim:
+            raise CompileError("builtin min()/max() of arrays is not supported", None,
+                               "Use np.minimum/np.maximum elementwise, or np.min/np.max to reduce.")
+    result = xs[0]
+    for x in xs[1:]:
+        result = op(result, x)
+    return result

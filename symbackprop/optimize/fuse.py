@@ -1,0 +1,123 @@
+"""Fuse elementwise kernels: a producer read only by one kernel is inlined into it.
+
+The merged body is one SymPy expression per output, so its derivative is taken
+whole (where-safety and sigmoid recognition need the guarded or composed
+expression inside one body) and CSE sees across what were separate operations.
+Broadcasts feeding a kernel are absorbed: NumPy broadcasting does them for free.
+User names of inlined values are kept, so the generated code still says `z`.
+"""
+from __future__ import annotations
+
+import sympy
+
+from ..primitives.elementwise import Kernel, arg, expand
+from ..primitives.shape import BroadcastTo
+
+
+def named(v) -> bool:
+    """A value the user named, or the gradient of one: a line of its own in readable code."""
+    return bool(v.name) or (v.grad_of is not None and bool(v.grad_of.name))
+
+
+def _fusible(producer, consumer, users, keep, across_names):
+    if producer is None or producer.prim is not Kernel or producer is consumer:
+        return False
+    if not across_names and any(named(v) for v in producer.outputs):
+        return False
+    if any(v in keep for v in producer.outputs):
+        return False
+    if any(u is not consumer for v in producer.outputs for u in users.get(v, [])):
+        return False
+    shape = producer.attrs["shape"]
+    # computing a smaller producer per element of a bigger consumer would repeat work
+    return shape == consumer.attrs["shape"] or all(s == 1 for s in shape)
+
+
+def _merge(consumer, producer):
+    """Inline `producer` into `consumer` (mutating it)."""
+    inputs, index = [], {}
+
+    def slot(v):
+        if v not in index:
+            index[v] = arg(len(inputs))
+            inputs.append(v)
+        return index[v]
+
+    p_map = {arg(j): slot(v) for j, v in enumerate(producer.inputs)}
+    p_outs = [e.xreplace(p_map) for e in expand(producer.attrs["program"], producer.attrs["outs"])]
+    c_map = {}
+    for j, v in enumerate(consumer.inputs):
+        if v.node is producer:
+            c_map[arg(j)] = p_outs[producer.outputs.index(v)]
+        else:
+            c_map[arg(j)] = slot(v)
+    # slots of producer inputs were taken first; renumber in order of the consumer's inputs
+    outs = tuple(e.xreplace(c_map) for e in expand(consumer.attrs["program"], consumer.attrs["outs"]))
+    names = tuple((n, e.xreplace(p_map)) for n, e in producer.attrs["names"])
+    names += tuple((v.name, p_outs[k]) for k, v in enumerate(producer.outputs) if v.name)
+    names += tuple((n, e.xreplace(c_map)) for n, e in consumer.attrs["names"])
+    consumer.inputs = inputs
+    consumer.attrs.update(outs=outs, program=(), names=names)
+
+
+def _absorb_broadcasts(node):
+    changed = False
+    for j, v in enumerate(node.inputs):
+        if v.node is not None and v.node.prim is BroadcastTo:
+            node.inputs[j] = v.node.inputs[0]
+            changed = True
+    if changed:  # the same source may now appear twice
+        inputs, index, subs = [], {}, {}
+        for j, v in enumerate(node.inputs):
+            if v not in index:
+                index[v] = arg(len(inputs))
+                inputs.append(v)
+            subs[arg(j)] = index[v]
+        node.inputs = inputs
+        node.attrs["outs"] = tuple(e.xreplace(subs) for e in node.attrs["outs"])
+        node.attrs["program"] = tuple((t, e.xreplace(subs)) for t, e in node.attrs["program"])
+        node.attrs["names"] = tuple((n, e.xreplace(subs)) for n, e in node.attrs["names"])
+
+
+def fuse_elementwise(graph, keep=(), across_names=False):
+    """Inline single-use kernels into their consumers, in one pass over the graph.
+
+    By default a value the user named stays a statement of its own, so the code
+    reads line by line like the model and its backprop; `across_names` fuses
+    whole chains (for backends that compile each kernel into one loop).
+    """
+    keep = set(keep)
+    users = graph.users()
+    removed = set()
+    for node in graph.nodes:
+        if node.prim is not Kernel:
+            continue
+        _absorb_broadcasts(node)
+        merged = True
+        while merged:
+            merged = False
+            for v in list(node.inputs):
+                producer = v.node
+                if producer is not None and producer not in removed and _fusible(producer, node, users, keep, across_names):
+                    _merge(node, producer)
+                    removed.add(producer)
+                    merged = True
+                    break
+        for v in node.inputs:
+            users.setdefault(v, [])
+            if node not in users[v]:
+                users[v].append(node)
+    graph.nodes = [n for n in graph.nodes if n not in removed]
+    return graph
+
+
+def finalize_kernels(graph):
+    """Common subexpressions of each kernel's outputs, as an ordered program of temps."""
+    from ..primitives.elementwise import temps
+    for node in graph.nodes:
+        if node.prim is Kernel:
+            outs = expand(node.attrs["program"], node.attrs["outs"])
+            repl, reduced = sympy.cse(list(outs), symbols=temps(), optimizations=None, order="none")
+            node.attrs["program"] = tuple(repl)
+            node.attrs["outs"] = tuple(reduced)
+    return graph

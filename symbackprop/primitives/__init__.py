@@ -1,0 +1,2 @@
+"""Array primitives, one module per family; importing this registers them all."""
+from . import registry, scalar, elementwise, ops, reduce, index, shape, linalg, composite, kernel_adjoint  # noqa: F401

@@ -1,0 +1,110 @@
+"""Softmax-family composites, recognised in the forward graph (optimize/patterns.py).
+
+Written as exp, sum and log they would differentiate into a chain through the
+log; as composites their adjoints are the ones taught: d logsumexp = p,
+d log_softmax = g - p * sum(g), d softmax = p * (g - sum(g * p)), with
+p = e / s reusing the forward exponentials. The last two sum to zero along the
+axis, which is what makes the max-shift `x - max(x)` get no gradient at all.
+"""
+from __future__ import annotations
+
+from . import ops
+from .reduce import reduction_call
+from .registry import Primitive, primitive
+
+
+def _keep_shape(shape, axes):
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+class SoftmaxFamily(Primitive):
+    def _exp_sum(self, node, args, e, s):
+        z = node.inputs[0]
+        return [f"{e} = np.exp({args[0]})",
+                f"{s} = {reduction_call('sum', e, node.attrs['axes'], z.ndim, True)}"]
+
+    def softmax(self, node):
+        """p = e / s from the forward exponentials: no second exp."""
+        e, s = node.outputs[1], node.outputs[2]
+        p = ops.div(e, s)
+        if p.name is None:
+            p.name = "p"
+        return p
+
+
+@primitive("logsumexp")
+class LogSumExp(SoftmaxFamily):
+    """log(sum(exp(z), axes)); outputs (lse, e = exp(z), s = sum(e) with keepdims)."""
+
+    def infer(self, node):
+        z = node.inputs[0]
+        axes, keep = node.attrs["axes"], node.attrs["keepdims"]
+        lse = _keep_shape(z.shape, axes) if keep else tuple(d for i, d in enumerate(z.shape) if i not in axes)
+        return [(lse, z.dtype), (z.shape, z.dtype), (_keep_shape(z.shape, axes), z.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        z = node.inputs[0]
+        g = gs[0] if node.attrs["keepdims"] else ops.expand_to_keepdims(gs[0], node.attrs["axes"], z.ndim)
+        p = self.softmax(node)
+        return [ops.mul(g, p)]
+
+    def numpy(self, node, args, out):
+        lse, e, s = out
+        lines = self._exp_sum(node, args, e, s)
+        log = f"np.log({s})"
+        if not node.attrs["keepdims"]:
+            shape = node.outputs[0].shape
+            log = f"{log}.reshape({', '.join(map(str, shape)) if shape else '()'})"
+        return lines + [f"{lse} = {log}"]
+
+    def describe(self, node):
+        return "logsumexp"
+
+
+@primitive("log_softmax")
+class LogSoftmax(SoftmaxFamily):
+    """z - logsumexp(z); outputs (log p, e = exp(z), s = sum(e) with keepdims)."""
+
+    def infer(self, node):
+        z = node.inputs[0]
+        return [(z.shape, z.dtype), (z.shape, z.dtype), (_keep_shape(z.shape, node.attrs["axes"]), z.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        # d log_softmax: g - p * sum(g)   (sums to zero along the axes)
+        g = gs[0]
+        total = ops.sum(g, node.attrs["axes"], keepdims=True)
+        d = ops.sub(g, ops.mul(self.softmax(node), total))
+        d.zero_sum_axes = frozenset(node.attrs["axes"])
+        return [d]
+
+    def numpy(self, node, args, out):
+        logp, e, s = out
+        return self._exp_sum(node, args, e, s) + [f"{logp} = {args[0]} - np.log({s})"]
+
+    def describe(self, node):
+        return "log_softmax"
+
+
+@primitive("softmax")
+class Softmax(SoftmaxFamily):
+    """exp(z) / sum(exp(z)); outputs (p, e, s)."""
+
+    def infer(self, node):
+        z = node.inputs[0]
+        return [(z.shape, z.dtype), (z.shape, z.dtype), (_keep_shape(z.shape, node.attrs["axes"]), z.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        # d softmax: p * (g - sum(g * p))   (sums to zero along the axes)
+        p, g = node.outputs[0], gs[0]
+        total = ops.sum(ops.mul(g, p), node.attrs["axes"], keepdims=True)
+        d = ops.elementwise(lambda p_, g_, t: p_ * (g_ - t), p, g, total, what="softmax gradient")
+        d.zero_sum_axes = frozenset(node.attrs["axes"])
+        return [d]
+
+    def numpy(self, node, args, out):
+        p, e, s = out
+        return self._exp_sum(node, args, e, s) + [f"{p} = {e} / {s}"]
+
+    def describe(self, node):
+        return "softmax"
+

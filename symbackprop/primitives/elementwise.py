@@ -1,0 +1,194 @@
+"""Elementwise kernels: a SymPy body per output, over one symbol per input array.
+
+A kernel node has attrs
+    outs     tuple of SymPy expressions, one per output, over symbols a0..an-1
+    program  tuple of (temp, expr) assignments the outs may refer to
+    names    tuple of (user_name, expr): intermediate values the user named
+    shape    the output shape (NumPy broadcasting of the inputs)
+Inputs broadcast with NumPy's rules. Kernels are fused (optimize/fuse.py) and
+their derivative comes from sympy.diff; there is no hand-written adjoint here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from ..ir import emit
+from . import scalar
+from .registry import Primitive, primitive
+
+_ARGS: list[sympy.Symbol] = []
+
+
+def arg(i: int) -> sympy.Symbol:
+    """The canonical symbol of a kernel's i-th input."""
+    while len(_ARGS) <= i:
+        _ARGS.append(sympy.Symbol(f"a{len(_ARGS)}", real=True))
+    return _ARGS[i]
+
+
+def temps(prefix="t"):
+    return sympy.numbered_symbols(prefix, real=True)
+
+
+def number(x) -> sympy.Expr:
+    """A Python number as an exact SymPy number (integral floats become integers)."""
+    if isinstance(x, (bool, np.bool_)):
+        return sympy.Integer(int(x))
+    if isinstance(x, (int, np.integer)):
+        return sympy.Integer(int(x))
+    x = float(x)
+    if x.is_integer() and abs(x) < 2**53:
+        return sympy.Integer(int(x))
+    if x != 0 and np.isfinite(1 / x) and (1 / x).is_integer() and 1 / float(int(1 / x)) == x:
+        return sympy.Rational(1, int(1 / x))  # prints as x/128, exactly the float it was
+    return sympy.Float(x, 17) if np.isfinite(x) else (sympy.oo if x > 0 else -sympy.oo if x < 0 else sympy.nan)
+
+
+def is_bool_expr(expr) -> bool:
+    return isinstance(expr, scalar.BOOL_FUNCTIONS)
+
+
+def expand(program, outs):
+    """Substitute the program's temps into the outs (a DAG: SymPy shares subtrees)."""
+    env = {}
+    for t, e in program:
+        env[t] = e.xreplace(env)
+    return tuple(o.xreplace(env) for o in outs)
+
+
+_INTEGRAL_FUNCS = (scalar.maximum, scalar.minimum, scalar.where, scalar.absolute, scalar.sign)
+
+
+def kernel_dtype(expr, dtypes) -> np.dtype:
+    """The dtype NumPy gives `expr` evaluated on inputs of `dtypes`."""
+    if is_bool_expr(expr):
+        return np.dtype(bool)
+    used = [dtypes[int(s.name[1:])] for s in expr.free_symbols if s.name.startswith("a")]
+    numeric = [d for d in used if d.kind != "b"]
+    dtype = np.result_type(*numeric) if numeric else np.dtype(np.int64)
+    if dtype.kind in "iub":
+        exact = all(
+            a.is_Symbol or a.is_Integer or isinstance(a, (sympy.Add, sympy.Mul) + _INTEGRAL_FUNCS + scalar.BOOL_FUNCTIONS)
+            or (a.is_Pow and a.exp.is_Integer and a.exp >= 0)
+            for a in sympy.preorder_traversal(expr)
+        )
+        if not exact:
+            dtype = np.dtype(np.float64)
+    return dtype
+
+
+@primitive("kernel")
+class Kernel(Primitive):
+    elementwise = True
+
+    def infer(self, node):
+        dtypes = [v.dtype for v in node.inputs]
+        return [(node.attrs["shape"], kernel_dtype(e, dtypes)) for e in expand(node.attrs["program"], node.attrs["outs"])]
+
+    def adjoint(self, node, gs, wants):
+        from .kernel_adjoint import kernel_adjoint
+        return kernel_adjoint(node, gs, wants)
+
+    def numpy(self, node, args, out):
+        from ..backends.numpy.printer import kernel_lines
+        return kernel_lines(node, args, out)
+
+    def describe(self, node):
+        outs = expand(node.attrs["program"], node.attrs["outs"])
+        return ", ".join(sympy.sstr(o) for o in outs)
+
+
+@primitive("fill")
+class Fill(Primitive):
+    """A constant array: every element is `value`. Folded into kernels that read it."""
+
+    def infer(self, node):
+        return [(node.attrs["shape"], node.attrs["dtype"])]
+
+    def adjoint(self, node, gs, wants):
+        return []
+
+    def numpy(self, node, args, out):
+        value, shape = node.attrs["value"], node.attrs["shape"]
+        if shape == ():
+            return repr(float(value))
+        return f"np.full({shape!r}, {float(value)!r}, dtype=np.{node.attrs['dtype']})"
+
+    def describe(self, node):
+        return f"fill {node.attrs['value']}"
+
+
+def fill(value, shape, dtype=np.float64):
+    return emit(Fill, [], {"value": float(value), "shape": tuple(shape), "dtype": np.dtype(dtype)})
+
+
+def fill_value(v):
+    """The constant a Value holds everywhere, or None."""
+    node = v.node
+    if node is not None and node.prim is Fill:
+        return node.attrs["value"]
+    return None
+
+
+def _coefficient_of_single_symbol(expr):
+    coeff, rest = expr.as_coeff_Mul()
+    return rest if rest.is_Symbol and coeff.is_Number else None
+
+
+def kernel(values, outs, shape, program=(), names=()):
+    """Build a kernel over `values` computing `outs`; returns one Value per out.
+
+    Constant inputs are folded in, duplicate inputs merged, symbols renumbered;
+    an out that is just an input (of the right shape) returns that input.
+    """
+    values = list(values)
+    subs, new_values, new_syms = {}, [], {}
+    for i, v in enumerate(values):
+        c = fill_value(v)
+        if c is not None:
+            subs[arg(i)] = number(c)
+        elif v in new_syms:
+            subs[arg(i)] = new_syms[v]
+        else:
+            new_syms[v] = arg(len(new_values))
+            subs[arg(i)] = new_syms[v]
+            new_values.append(v)
+    program = tuple((t, e.xreplace(subs)) for t, e in program)
+    outs = tuple(o.xreplace(subs) for o in outs)
+    names = tuple((n, e.xreplace(subs)) for n, e in names)
+    used = set().union(*(e.free_symbols for e in expand(program, outs)))
+    keep = [i for i in range(len(new_values)) if arg(i) in used]
+    if len(keep) != len(new_values):
+        renumber = {arg(i): arg(j) for j, i in enumerate(keep)}
+        program = tuple((t, e.xreplace(renumber)) for t, e in program)
+        outs = tuple(o.xreplace(renumber) for o in outs)
+        names = tuple((n, e.xreplace(renumber)) for n, e in names)
+        new_values = [new_values[i] for i in keep]
+    shape = tuple(shape)
+    dtypes = [v.dtype for v in new_values]
+    results: list = [None] * len(outs)
+    pending = []
+    for k, o in enumerate(expand(program, outs)):
+        if o.is_Symbol and o.name.startswith("a"):
+            v = new_values[int(o.name[1:])]
+            if v.shape == shape:
+                results[k] = v
+                continue
+        if o.is_Number:
+            results[k] = fill(float(o), shape, kernel_dtype(o, dtypes) if dtypes else np.float64)
+            continue
+        pending.append(k)
+    if pending:
+        outs_p = tuple(outs[k] for k in pending)
+        attrs = {"outs": outs_p, "program": program, "names": names, "shape": shape}
+        made = emit(Kernel, new_values, attrs)
+        made = made if isinstance(made, tuple) else (made,)
+        for k, v in zip(pending, made):
+            results[k] = v
+            single = _coefficient_of_single_symbol(outs[k])
+            if single is not None and single.name.startswith("a"):
+                src = new_values[int(single.name[1:])]
+                if src.shape == shape:
+                    v.zero_sum_axes = src.zero_sum_axes
+    return results

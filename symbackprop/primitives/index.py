@@ -1,0 +1,146 @@
+"""Basic indexing (constants, slices, loop indices, None) and its adjoint, scatter-add."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CompileError, ShapeError
+from ..ir import current_loc, emit
+from .registry import Primitive, primitive
+
+
+def normalize_index(idx, shape):
+    """A static index as a tuple of ints, slices (with bounds) and None; and the result shape."""
+    from ..ir import Value
+
+    items = idx if isinstance(idx, tuple) else (idx,)
+    for it in items:
+        if isinstance(it, Value):
+            raise CompileError(
+                "indexing with an array (fancy or boolean indexing) is not supported",
+                current_loc(),
+                "Use np.where(mask, x, 0.0) to select elements, or index with constants, slices and loop indices.",
+            )
+        if isinstance(it, (bool, np.bool_)) or not (
+            it is None or it is Ellipsis or isinstance(it, (slice, int, np.integer))
+        ):
+            raise CompileError(f"index {it!r} is not supported", current_loc(),
+                               "Index with whole numbers, slices, None and loop indices.")
+    n_real = sum(1 for it in items if it is not None and it is not Ellipsis)
+    if sum(1 for it in items if it is Ellipsis) > 1:
+        raise CompileError("an index can have only one `...`", current_loc())
+    if n_real > len(shape):
+        raise ShapeError(f"too many indices for an array of shape {shape}", current_loc())
+    expanded = []
+    for it in items:
+        if it is Ellipsis:
+            expanded.extend([slice(None)] * (len(shape) - n_real))
+        else:
+            expanded.append(it)
+    while sum(1 for it in expanded if it is not None) < len(shape):
+        expanded.append(slice(None))
+    key, out_shape, dim = [], [], 0
+    for it in expanded:
+        if it is None:
+            key.append(None)
+            out_shape.append(1)
+            continue
+        size = shape[dim]
+        if isinstance(it, slice):
+            for part in (it.start, it.stop, it.step):
+                if part is not None and not isinstance(part, (int, np.integer)):
+                    raise CompileError(f"slice bounds must be known at compile time, got {part!r}", current_loc())
+            if it.step == 0:
+                raise ShapeError("slice step cannot be zero", current_loc())
+            start, stop, step = it.indices(size)
+            n = len(range(start, stop, step))
+            key.append(slice(None) if (start, stop, step) == (0, size, 1) else slice(start, stop, step))
+            out_shape.append(n)
+        else:
+            i = int(it)
+            if not -size <= i < size:
+                raise ShapeError(f"index {i} is out of bounds for axis {dim} with size {size}", current_loc())
+            key.append(i % size)
+        dim += 1
+    return tuple(key), tuple(out_shape)
+
+
+def _slice_text(s: slice) -> str:
+    if s == slice(None):
+        return ":"
+    step = 1 if s.step is None else s.step
+    start = "" if s.start is None or (s.start == 0 and step > 0) else str(s.start)
+    stop = "" if s.stop is None else str(s.stop)
+    if s.step in (None, 1):
+        return f"{start}:{stop}"
+    return f"{start}:{stop}:{s.step}"
+
+
+def index_text(key) -> str:
+    key = list(key)
+    while len(key) > 1 and key[-1] == slice(None):  # x[0, :, :] reads as x[0]
+        key.pop()
+    parts = []
+    for k in key:
+        if k is None:
+            parts.append("None")
+        elif isinstance(k, slice):
+            parts.append(_slice_text(k))
+        else:
+            parts.append(str(k))
+    return ", ".join(parts) if parts else "..."
+
+
+def _negative_stop_fix(key):
+    """A slice whose normalised stop is -1 (a reversed slice to the front) must print as None."""
+    fixed = []
+    for k in key:
+        if isinstance(k, slice) and k.step is not None and k.step < 0 and k.stop is not None and k.stop < 0:
+            k = slice(k.start, None, k.step)
+        fixed.append(k)
+    return tuple(fixed)
+
+
+@primitive("index")
+class Index(Primitive):
+    def infer(self, node):
+        return [(node.attrs["shape"], node.inputs[0].dtype)]
+
+    def adjoint(self, node, gs, wants):
+        x = node.inputs[0]
+        return [scatter_add(x.shape, gs[0].dtype, [(node.attrs["index"], gs[0])])]
+
+    def numpy(self, node, args, out):
+        return f"{args[0]}[{index_text(_negative_stop_fix(node.attrs['index']))}]"
+
+    def describe(self, node):
+        return f"[{index_text(_negative_stop_fix(node.attrs['index']))}]"
+
+
+@primitive("scatter_add")
+class ScatterAdd(Primitive):
+    """Zeros of `shape` with each input added at its index: the adjoint of indexing."""
+
+    def infer(self, node):
+        return [(node.attrs["shape"], node.attrs["dtype"])]
+
+    def adjoint(self, node, gs, wants):
+        from . import ops
+        return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
+
+    def numpy(self, node, args, out):
+        (name,) = out
+        shape, dtype = node.attrs["shape"], node.attrs["dtype"]
+        lines = [f"{name} = np.zeros({shape!r}, dtype=np.{dtype})"]
+        for key, a in zip(node.attrs["indexes"], args):
+            lines.append(f"{name}[{index_text(_negative_stop_fix(key))}] += {a}")
+        return lines
+
+    def describe(self, node):
+        return "scatter-add"
+
+
+def scatter_add(shape, dtype, parts):
+    """One scatter-add node for several (index, value) contributions."""
+    keys = tuple(k for k, _ in parts)
+    values = [v for _, v in parts]
+    return emit(ScatterAdd, values, {"shape": tuple(shape), "dtype": np.dtype(dtype), "indexes": keys})

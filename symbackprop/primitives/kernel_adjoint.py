@@ -1,0 +1,116 @@
+"""The adjoint of an elementwise kernel, derived by SymPy.
+
+For outputs y_k = B_k(a) and incoming gradients g_k, the gradient of input i is
+sum_k g_k * dB_k/da_i, unbroadcast to the input's shape. Each derivative is
+rewritten in terms of the forward outputs (B_k -> y_k, so tanh' is 1 - y**2),
+then forward bodies and derivatives go through one sympy.cse: what they share
+is computed once on the forward pass and kept as a residual for the backward
+pass, the way hand-written backprop stores activations. Derivations are cached
+by body structure, so the same layer repeated costs SymPy work once.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import sympy
+
+from . import ops
+from .elementwise import arg, expand, kernel, kernel_dtype, temps
+from .scalar import recognise
+from ..ir import Value
+
+
+@dataclass(frozen=True)
+class Derivation:
+    forward_program: tuple
+    forward_outs: tuple        # the original outputs, then one per residual
+    residuals: tuple           # temps of the forward program the backward reads
+    backward_program: tuple
+    backward_outs: tuple       # distinct derivative expressions
+    which: tuple               # per input: index into backward_outs, or None
+
+
+def out_symbol(k):
+    return sympy.Symbol(f"y{k}", real=True)
+
+
+def grad_symbol(k):
+    return sympy.Symbol(f"g{k}", real=True)
+
+
+def _needed(program, exprs):
+    """The temps of `program` that `exprs` reach, transitively."""
+    defs = dict(program)
+    need, stack = set(), [s for e in exprs for s in e.free_symbols]
+    while stack:
+        s = stack.pop()
+        if s in defs and s not in need:
+            need.add(s)
+            stack.extend(defs[s].free_symbols)
+    return need
+
+
+@functools.lru_cache(maxsize=4096)
+def derive(outs, program, wants, has_g) -> Derivation:
+    bodies = [recognise(b) for b in expand(program, outs)]
+    to_output = {b: out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
+    derivs, which = [], []
+    for i, want in enumerate(wants):
+        if not want:
+            which.append(None)
+            continue
+        a = arg(i)
+        d = sum((grad_symbol(k) * sympy.diff(b, a).xreplace(to_output)
+                 for k, b in enumerate(bodies) if has_g[k]), sympy.S.Zero)
+        if d not in derivs:
+            derivs.append(d)
+        which.append(derivs.index(d))
+    repl, reduced = sympy.cse(bodies + derivs, symbols=temps(), optimizations=None, order="none")
+    n = len(bodies)
+    forward_needed = _needed(repl, reduced[:n])
+    forward_program = tuple((t, e) for t, e in repl if t in forward_needed)
+    backward_program = tuple((t, e) for t, e in repl if t not in forward_needed)
+    backward_reads = set().union(set(), *(e.free_symbols for e in reduced[n:]),
+                                 *(e.free_symbols for _, e in backward_program))
+    residuals = tuple(t for t, _ in forward_program if t in backward_reads)
+    return Derivation(forward_program, tuple(reduced[:n]) + residuals, residuals,
+                      backward_program, tuple(reduced[n:]), tuple(which))
+
+
+def kernel_adjoint(node, gs, wants):
+    n_out = len(node.outputs)
+    has_g = tuple(g is not None for g in gs)
+    d = derive(node.attrs["outs"], node.attrs["program"], tuple(wants), has_g)
+    # the forward kernel now computes the shared subexpressions and keeps the residuals
+    node.attrs["program"] = d.forward_program
+    node.attrs["outs"] = d.forward_outs
+    residual_values = {}
+    dtypes = [v.dtype for v in node.inputs]
+    for t, body in zip(d.residuals, expand(d.forward_program, d.residuals)):
+        v = Value(node.attrs["shape"], kernel_dtype(body, dtypes), node)
+        node.outputs.append(v)
+        residual_values[t] = v
+    # the backward kernel reads gradients, inputs, outputs and residuals
+    env = {}
+    for i, v in enumerate(node.inputs):
+        env[arg(i)] = v
+    for k in range(n_out):
+        env[out_symbol(k)] = node.outputs[k]
+        if gs[k] is not None:
+            env[grad_symbol(k)] = gs[k]
+    env.update(residual_values)
+    reads = set().union(set(), *(e.free_symbols for e in d.backward_outs),
+                        *(e.free_symbols for _, e in d.backward_program))
+    bound = [s for s in sorted(reads, key=lambda s: s.name) if s in env]
+    rename = {s: arg(j) for j, s in enumerate(bound)}
+    program = tuple((t, e.xreplace(rename)) for t, e in d.backward_program)
+    outs = tuple(e.xreplace(rename) for e in d.backward_outs)
+    grads = kernel([env[s] for s in bound], outs, node.attrs["shape"], program) if outs else []
+    result = []
+    for i, idx in enumerate(d.which):
+        if idx is None:
+            result.append(None)
+        else:
+            result.append(ops.sum_to(grads[idx], node.inputs[i].shape))
+    return result

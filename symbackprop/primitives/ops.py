@@ -1,0 +1,364 @@
+"""Building IR from Values and Python numbers: used by the frontend and by every adjoint rule.
+
+Each function checks its arguments (shapes, static parameters) and emits one
+primitive; none of them computes numbers.
+"""
+from __future__ import annotations
+
+import numbers as _numbers
+
+import numpy as np
+
+from ..errors import CompileError, ShapeError
+from ..ir import Value, current_loc, emit
+from . import scalar
+from .elementwise import arg, fill, fill_value, kernel, number
+
+Static = (_numbers.Number, np.number, np.bool_)
+
+
+def is_value(x) -> bool:
+    return isinstance(x, Value)
+
+
+def is_static_number(x) -> bool:
+    return isinstance(x, Static) and not isinstance(x, Value)
+
+
+def _describe(x):
+    if is_value(x):
+        return f"{x.dtype}{list(x.shape)}"
+    return type(x).__name__
+
+
+def broadcast_shapes(*shapes, what="operands"):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        listed = " and ".join(str(tuple(s)) for s in shapes)
+        raise ShapeError(f"shapes {listed} of the {what} do not broadcast", current_loc()) from None
+
+
+def _check_operand(x, what):
+    if is_value(x) or is_static_number(x):
+        return
+    raise CompileError(
+        f"{what} expects arrays or numbers, got {type(x).__name__} ({x!r:.60})",
+        current_loc(),
+    )
+
+
+def elementwise(fn, *args, what="operation"):
+    """Apply a SymPy scalar function to arrays and numbers, NumPy-broadcast."""
+    for a in args:
+        _check_operand(a, what)
+    values = [a for a in args if is_value(a)]
+    shape = broadcast_shapes(*(v.shape for v in values), what=what)
+    index = {}
+    syms = []
+    for a in args:
+        if is_value(a):
+            index.setdefault(a, len(index))
+            syms.append(arg(index[a]))
+        else:
+            syms.append(number(a))
+    expr = fn(*syms)
+    return kernel(list(index), (expr,), shape)[0]
+
+
+def _static(op, a, b):
+    return not is_value(a) and not is_value(b)
+
+
+def add(a, b):
+    return a + b if _static(None, a, b) else elementwise(lambda x, y: x + y, a, b, what="`+`")
+
+
+def sub(a, b):
+    return a - b if _static(None, a, b) else elementwise(lambda x, y: x - y, a, b, what="`-`")
+
+
+def mul(a, b):
+    return a * b if _static(None, a, b) else elementwise(lambda x, y: x * y, a, b, what="`*`")
+
+
+def div(a, b):
+    if _static(None, a, b):
+        return np.float64(a) / np.float64(b) if b == 0 else a / b
+    return elementwise(lambda x, y: x / y, a, b, what="`/`")
+
+
+def power(a, b):
+    if _static(None, a, b):
+        return a**b
+    return elementwise(lambda x, y: x**y, a, b, what="`**`")
+
+
+def neg(a):
+    return -a if not is_value(a) else elementwise(lambda x: -x, a, what="unary `-`")
+
+
+def absolute(a):
+    return abs(a) if not is_value(a) else elementwise(scalar.absolute, a, what="abs")
+
+
+_PY_COMPARE = {
+    "lt": lambda a, b: a < b, "le": lambda a, b: a <= b, "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b, "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+}
+
+
+def compare(op, a, b):
+    if _static(None, a, b):
+        return _PY_COMPARE[op](a, b)
+    return elementwise(scalar.COMPARISONS[op], a, b, what="comparison")
+
+
+def logical(op, a, b):
+    fn = scalar.logical_and if op == "and" else scalar.logical_or
+    for x in (a, b):
+        if is_value(x) and x.dtype.kind != "b":
+            raise CompileError(
+                f"`{'&' if op == 'and' else '|'}` needs boolean arrays (comparisons), got {_describe(x)}",
+                current_loc(), "Combine comparisons: (x > 0) & (x < 1).")
+    return elementwise(fn, a, b, what="logical operation")
+
+
+def logical_not(a):
+    if is_value(a) and a.dtype.kind != "b":
+        raise CompileError("`~` needs a boolean array (a comparison)", current_loc())
+    return elementwise(scalar.logical_not, a, what="`~`")
+
+
+def where(c, a, b):
+    if not is_value(c):
+        return a if c else b
+    if c.dtype.kind != "b":
+        c = compare("ne", c, 0)
+    return elementwise(scalar.where, c, a, b, what="np.where")
+
+
+def maximum(a, b):
+    if _static(None, a, b):
+        return max(a, b)
+    return elementwise(scalar.maximum, a, b, what="np.maximum")
+
+
+def minimum(a, b):
+    if _static(None, a, b):
+        return min(a, b)
+    return elementwise(scalar.minimum, a, b, what="np.minimum")
+
+
+def clip(x, lo, hi):
+    if lo is None and hi is None:
+        raise CompileError("np.clip needs a lower or an upper bound", current_loc())
+    if lo is None:
+        return minimum(x, hi)
+    if hi is None:
+        return maximum(x, lo)
+    return elementwise(lambda v, l, h: scalar.minimum(scalar.maximum(v, l), h), x, lo, hi, what="np.clip")
+
+
+def unary(name, x):
+    return elementwise(scalar.UNARY[name], x, what=f"np.{name}")
+
+
+# ---- structural operations -----------------------------------------------------
+
+def as_value(x, like=None):
+    """A Python number as a 0-d constant Value."""
+    if is_value(x):
+        return x
+    dtype = like.dtype if like is not None and like.dtype.kind == "f" else np.float64
+    return fill(float(x), (), dtype)
+
+
+def normalize_axes(axis, ndim, what="axis"):
+    """None -> all axes; ints -> a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise CompileError(f"{what} must be a whole number known at compile time, got {a!r}", current_loc())
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{what} {a} is out of bounds for an array of {ndim} dimensions", current_loc())
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated {what} in {axis!r}", current_loc())
+    return tuple(sorted(out))
+
+
+def reduce(kind, x, axis=None, keepdims=False):
+    from .reduce import REDUCTIONS
+    x = as_value(x)
+    axes = normalize_axes(axis, x.ndim)
+    if not axes:
+        return x
+    return emit(REDUCTIONS[kind], [x], {"axes": axes, "keepdims": bool(keepdims)})
+
+
+def sum(x, axis=None, keepdims=False):
+    return reduce("sum", x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    x = as_value(x)
+    axes = normalize_axes(axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    return div(sum(x, axes, keepdims), count) if count else div(sum(x, axes, keepdims), 0.0)
+
+
+def amax(x, axis=None, keepdims=False):
+    return reduce("max", x, axis, keepdims)
+
+
+def amin(x, axis=None, keepdims=False):
+    return reduce("min", x, axis, keepdims)
+
+
+def reshape(x, shape):
+    from .shape import Reshape
+    x = as_value(x)
+    shape = tuple(int(s) for s in shape)
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        if shape.count(-1) > 1 or known == 0 or x.size % known:
+            raise ShapeError(f"cannot reshape {x.shape} into {shape}", current_loc())
+        shape = tuple(x.size // known if s == -1 else s for s in shape)
+    if int(np.prod(shape, dtype=np.int64)) != x.size:
+        raise ShapeError(f"cannot reshape an array of shape {x.shape} into shape {shape}", current_loc())
+    if shape == x.shape:
+        return x
+    c = fill_value(x)
+    if c is not None:
+        return fill(c, shape, x.dtype)
+    return emit(Reshape, [x], {"shape": shape})
+
+
+def expand_to_keepdims(g, axes, ndim):
+    """Reinsert the reduced axes (as size 1) into a reduction's result."""
+    shape = list(g.shape)
+    for a in sorted(axes):
+        shape.insert(a, 1)
+    return reshape(g, shape) if len(shape) != g.ndim else g
+
+
+def transpose(x, axes=None):
+    from .shape import Transpose
+    x = as_value(x)
+    if x.ndim < 2 and axes is None:
+        return x
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(normalize_axes_ordered(axes, x.ndim))
+    if sorted(perm) != list(range(x.ndim)) or len(perm) != x.ndim:
+        raise ShapeError(f"axes {axes!r} are not a permutation of {x.ndim} dimensions", current_loc())
+    if perm == tuple(range(x.ndim)):
+        return x
+    return emit(Transpose, [x], {"perm": perm})
+
+
+def normalize_axes_ordered(axes, ndim):
+    return [int(a) % ndim for a in axes]
+
+
+def swap_last(x):
+    perm = list(range(x.ndim))
+    perm[-1], perm[-2] = perm[-2], perm[-1]
+    return transpose(x, perm)
+
+
+def broadcast_to(x, shape):
+    from .shape import BroadcastTo
+    x = as_value(x)
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    broadcast_shapes(x.shape, shape)
+    c = fill_value(x)
+    if c is not None:
+        return fill(c, shape, x.dtype)
+    return emit(BroadcastTo, [x], {"shape": shape})
+
+
+def sum_to(x, shape):
+    """Sum `x` down to `shape` (the adjoint of NumPy broadcasting)."""
+    from .shape import SumTo
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = set(range(lead)) | {lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1}
+    if axes and axes <= x.zero_sum_axes:
+        return None
+    c = fill_value(x)
+    if c is not None:
+        count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+        return fill(c * count, shape, x.dtype)
+    return emit(SumTo, [x], {"shape": shape})
+
+
+def matmul(a, b):
+    from .linalg import MatMul
+    for v in (a, b):
+        if not is_value(v):
+            raise CompileError("`@` needs arrays on both sides", current_loc(), "Use `*` to scale by a number.")
+        if v.ndim == 0:
+            raise ShapeError("`@` does not take 0-d arrays", current_loc())
+    MatMul.result_shape(a.shape, b.shape)
+    return emit(MatMul, [a, b], {})
+
+
+def dot(a, b):
+    if not is_value(a) or not is_value(b) or a.ndim == 0 or b.ndim == 0:
+        return mul(a, b)
+    if a.ndim > 2 or b.ndim > 2:
+        raise CompileError("np.dot of arrays with more than 2 dimensions is not supported", current_loc(),
+                           "Use a @ b (np.matmul), which broadcasts over the leading dimensions.")
+    return matmul(a, b)
+
+
+def outer(a, b):
+    from .linalg import Outer
+    a, b = as_value(a), as_value(b)
+    return emit(Outer, [a, b], {})
+
+
+def index(x, idx):
+    from .index import Index, normalize_index
+    x = as_value(x)
+    key, shape = normalize_index(idx, x.shape)
+    if key == tuple(slice(None) for _ in x.shape):
+        return x
+    return emit(Index, [x], {"index": key, "shape": shape})
+
+
+def concatenate(xs, axis=0):
+    from .shape import Concatenate
+    xs = [as_value(x) for x in xs]
+    if not xs:
+        raise CompileError("np.concatenate needs at least one array", current_loc())
+    if any(x.ndim == 0 for x in xs):
+        raise ShapeError("np.concatenate cannot join 0-d arrays; use np.stack", current_loc())
+    (axis,) = normalize_axes(axis, xs[0].ndim)
+    Concatenate.result_shape([x.shape for x in xs], axis)
+    if len(xs) == 1:
+        return xs[0]
+    return emit(Concatenate, xs, {"axis": axis})
+
+
+def stack(xs, axis=0):
+    xs = [as_value(x) for x in xs]
+    if not xs:
+        raise CompileError("np.stack needs at least one array", current_loc())
+    shape = xs[0].shape
+    if any(x.shape != shape for x in xs):
+        raise ShapeError(f"np.stack needs arrays of one shape, got {[x.shape for x in xs]}", current_loc())
+    (axis,) = normalize_axes(axis, len(shape) + 1)
+    expanded = [reshape(x, shape[:axis] + (1,) + shape[axis:]) for x in xs]
+    return concatenate(expanded, axis) if len(xs) > 1 else expanded[0]
+
+
+def zeros_like(x):
+    return fill(0.0, x.shape, x.dtype)

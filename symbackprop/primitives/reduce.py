@@ -1,0 +1,83 @@
+"""Reductions over axes: sum, max, min (mean is a sum divided by the count)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops, scalar
+from .registry import Primitive, primitive
+
+
+def _reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+
+def axis_text(axes, ndim):
+    """`axis=...` arguments as a person writes them (none when reducing everything)."""
+    if len(axes) == ndim:
+        return ""
+    return f"axis={axes[0]}" if len(axes) == 1 else f"axis={axes}"
+
+
+def reduction_call(method, x, axes, ndim, keepdims):
+    parts = [p for p in (axis_text(axes, ndim), "keepdims=True" if keepdims else "") if p]
+    return f"{x}.{method}({', '.join(parts)})"
+
+
+class Reduction(Primitive):
+    method = "?"
+
+    def infer(self, node):
+        (x,) = node.inputs
+        dtype = x.dtype
+        if self.method == "sum" and dtype.kind == "b":
+            dtype = np.dtype(np.int64)
+        return [(_reduced_shape(x.shape, node.attrs["axes"], node.attrs["keepdims"]), dtype)]
+
+    def numpy(self, node, args, out):
+        x = node.inputs[0]
+        return reduction_call(self.method, args[0], node.attrs["axes"], x.ndim, node.attrs["keepdims"])
+
+    def describe(self, node):
+        return f"{self.method} over axes {node.attrs['axes']}"
+
+    def keep(self, node, v):
+        """A reduced value with the reduced axes put back as size 1."""
+        if node.attrs["keepdims"]:
+            return v
+        return ops.expand_to_keepdims(v, node.attrs["axes"], node.inputs[0].ndim)
+
+
+@primitive("sum")
+class Sum(Reduction):
+    method = "sum"
+
+    def adjoint(self, node, gs, wants):
+        x = node.inputs[0]
+        return [ops.broadcast_to(self.keep(node, gs[0]), x.shape)]
+
+
+class Extremum(Reduction):
+    def adjoint(self, node, gs, wants):
+        # ties share the gradient equally (the kink convention)
+        x = node.inputs[0]
+        m = self.keep(node, node.out)
+        g = self.keep(node, gs[0])
+        hit = ops.compare("eq", x, m)
+        count = ops.sum(hit, node.attrs["axes"], keepdims=True)
+        return [ops.elementwise(lambda h, g_, c: scalar.where(h, g_ / c, 0), hit, g, count,
+                                what=f"{self.method} gradient")]
+
+
+@primitive("max")
+class Max(Extremum):
+    method = "max"
+
+
+@primitive("min")
+class Min(Extremum):
+    method = "min"
+
+
+REDUCTIONS = {"sum": Sum, "max": Max, "min": Min}

@@ -1,0 +1,288 @@
+"""Scalar functions SymPy lacks, with derivatives written in terms of their output.
+
+These are the bodies of elementwise kernels. Every derivative here is chosen so
+that common-subexpression elimination can reuse the forward value
+(`sigmoid' = s*(1 - s)`, `expm1' = expm1 + 1`), and so that `where` stays
+where-safe: its derivative selects, it never multiplies by a 0/1 mask.
+
+Kink convention: at a tie or a corner the derivative is the mean of the
+one-sided derivatives (what a central difference measures): maximum and minimum
+split ties evenly, abs'(0) = 0, clip passes half the gradient at its bounds.
+"""
+from __future__ import annotations
+
+import sympy
+from sympy import S
+
+
+class RealFunction(sympy.Function):
+    is_real = True
+    is_extended_real = True
+
+
+class sigmoid(RealFunction):
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return 1 / (1 + sympy.exp(-x))
+
+
+class expm1(RealFunction):
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return self + 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return S.Zero
+
+
+class log1p(RealFunction):
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return 1 / (1 + self.args[0])
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return S.Zero
+
+
+class BoolFunction(RealFunction):
+    """A 0/1-valued function: derivative zero, dtype bool."""
+
+    def fdiff(self, argindex=1):
+        return S.Zero
+
+
+def _bool(value):
+    return S.One if value else S.Zero
+
+
+class gt(BoolFunction):
+    nargs = 2
+    symbol = ">"
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return _bool(a > b)
+
+
+class ge(BoolFunction):
+    nargs = 2
+    symbol = ">="
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return _bool(a >= b)
+
+
+class lt(BoolFunction):
+    nargs = 2
+    symbol = "<"
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return _bool(a < b)
+
+
+class le(BoolFunction):
+    nargs = 2
+    symbol = "<="
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return _bool(a <= b)
+
+
+class eq(BoolFunction):
+    nargs = 2
+    symbol = "=="
+
+    @classmethod
+    def eval(cls, a, b):
+        if a == b:
+            return S.One
+        if a.is_Number and b.is_Number:
+            return _bool(a == b)
+
+
+class ne(BoolFunction):
+    nargs = 2
+    symbol = "!="
+
+    @classmethod
+    def eval(cls, a, b):
+        if a == b:
+            return S.Zero
+        if a.is_Number and b.is_Number:
+            return _bool(a != b)
+
+
+class logical_and(BoolFunction):
+    nargs = 2
+    symbol = "&"
+
+
+class logical_or(BoolFunction):
+    nargs = 2
+    symbol = "|"
+
+
+class logical_not(BoolFunction):
+    nargs = 1
+
+
+COMPARISONS = {"gt": gt, "ge": ge, "lt": lt, "le": le, "eq": eq, "ne": ne}
+BOOL_FUNCTIONS = (gt, ge, lt, le, eq, ne, logical_and, logical_or, logical_not)
+
+
+class maximum(RealFunction):
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        if argindex == 2:
+            a, b = b, a
+        return gt(a, b) + eq(a, b) / 2
+
+    @classmethod
+    def eval(cls, a, b):
+        if a == b:
+            return a
+        if a.is_Number and b.is_Number:
+            return sympy.Max(a, b)
+
+
+class minimum(RealFunction):
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        if argindex == 2:
+            a, b = b, a
+        return lt(a, b) + eq(a, b) / 2
+
+    @classmethod
+    def eval(cls, a, b):
+        if a == b:
+            return a
+        if a.is_Number and b.is_Number:
+            return sympy.Min(a, b)
+
+
+class where(RealFunction):
+    """np.where(c, a, b); its derivative selects instead of multiplying by a mask."""
+
+    nargs = 3
+
+    @classmethod
+    def eval(cls, c, a, b):
+        if c.is_Number:
+            return a if c != 0 else b
+        if a == b:
+            return a
+
+    def _eval_derivative(self, s):
+        c, a, b = self.args
+        return where(c, a.diff(s), b.diff(s))
+
+
+class sign(RealFunction):
+    """np.sign; zero derivative (abs'(0) = sign(0) = 0 follows the kink convention)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return S.Zero
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return sympy.sign(x)
+
+
+class absolute(RealFunction):
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sign(self.args[0])
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return abs(x)
+
+
+#: numpy / math names -> SymPy constructors of the scalar body
+UNARY = {
+    "exp": sympy.exp,
+    "log": sympy.log,
+    "log1p": log1p,
+    "expm1": expm1,
+    "sqrt": sympy.sqrt,
+    "square": lambda x: x**2,
+    "abs": absolute,
+    "absolute": absolute,
+    "fabs": absolute,
+    "sin": sympy.sin,
+    "cos": sympy.cos,
+    "tan": sympy.tan,
+    "tanh": sympy.tanh,
+    "sinh": sympy.sinh,
+    "cosh": sympy.cosh,
+    "arctan": sympy.atan,
+    "arcsin": sympy.asin,
+    "arccos": sympy.acos,
+    "atan": sympy.atan,
+    "asin": sympy.asin,
+    "acos": sympy.acos,
+    "sign": sign,
+    "negative": lambda x: -x,
+    "positive": lambda x: x,
+    "reciprocal": lambda x: 1 / x,
+}
+
+BINARY = {
+    "add": lambda a, b: a + b,
+    "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a / b,
+    "true_divide": lambda a, b: a / b,
+    "power": lambda a, b: a**b,
+    "pow": lambda a, b: a**b,
+    "maximum": maximum,
+    "minimum": minimum,
+    "fmax": maximum,
+    "fmin": minimum,
+}
+
+
+def recognise(expr):
+    """Rewrite `1/(1 + exp(-u))` as sigmoid(u) so its derivative reuses s."""
+
+    def is_sigmoid(e):
+        if not (e.is_Pow and e.exp == -1 and e.base.is_Add and len(e.base.args) == 2):
+            return False
+        one, other = sorted(e.base.args, key=lambda t: not t.is_Number)
+        return one == 1 and isinstance(other, sympy.exp)
+
+    def to_sigmoid(e):
+        other = [t for t in e.base.args if not t.is_Number][0]
+        return sigmoid(-other.args[0])
+
+    if not expr.has(sympy.exp):
+        return expr
+    return expr.replace(is_sigmoid, to_sigmoid)

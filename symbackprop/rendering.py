@@ -1,0 +1,31 @@
+"""The jinja2 templates (top-level templates/, packaged as symbackprop/templates in a wheel)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jinja2
+
+
+def template_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "numpy_function.py.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"symbackprop templates not found beside {here}; reinstall the package")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def render(template: str, **context) -> str:
+    return environment().get_template(template).render(**context)

@@ -1,0 +1,86 @@
+"""Reverse mode: walk the forward graph backwards, applying each primitive's adjoint rule.
+
+Only values that depend on a `wrt` parameter get gradients, and a rule is asked
+only for the inputs that need one: no dead adjoints are built. Contributions to
+one value are summed; index adjoints into one array become a single scatter-add.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import CompileError
+from .ir import at, building
+from .primitives import ops
+from .primitives.elementwise import fill_value
+from .primitives.index import ScatterAdd, scatter_add
+
+
+def _depends_on(graph, sources):
+    live = set(sources)
+    for node in graph.nodes:
+        if any(v in live for v in node.inputs):
+            live.update(node.outputs)
+    return live
+
+
+def _total(contributions, like, forward_nodes=()):
+    """Sum the gradient contributions to one value (None when there are none)."""
+    parts = [c for c in contributions if c is not None and fill_value(c) != 0.0]
+    if not parts:
+        return None
+    scatters = [c for c in parts if c.node is not None and c.node.prim is ScatterAdd]
+    if len(scatters) > 1:
+        merged = []
+        for c in scatters:
+            merged.extend(zip(c.node.attrs["indexes"], c.node.inputs))
+        parts = [c for c in parts if c not in scatters]
+        parts.append(scatter_add(like.shape, scatters[0].dtype, merged))
+    total = parts[0]
+    for p in parts[1:]:
+        total = ops.add(total, p)
+    if total.name is None and total.grad_of is None and total.node is not None \
+            and total.node not in forward_nodes:
+        total.grad_of = like
+    if all(p.zero_sum_axes for p in parts):
+        total.zero_sum_axes = frozenset.intersection(*(p.zero_sum_axes for p in parts))
+    return total
+
+
+def reverse(graph, wrt):
+    """Extend `graph` with the backward pass; return the gradient Value of each `wrt` param."""
+    live = _depends_on(graph, wrt)
+    forward = list(graph.nodes)
+    forward_nodes = set(forward)
+    adjoints: dict = {}
+    with building(graph):
+        if graph.result in live:
+            adjoints[graph.result] = [ops.fill(1.0, (), graph.result.dtype)]
+        for node in reversed(forward):
+            if not any(v in adjoints for v in node.outputs):
+                continue
+            gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
+            if all(g is None for g in gs):
+                continue
+            wants = [v in live and v.dtype.kind in "fc" or (v in live and v in wrt) for v in node.inputs]
+            if not any(wants):
+                continue
+            with at(node.loc):
+                results = node.prim.adjoint(node, gs, wants)
+                if len(results) != len(node.inputs):
+                    raise CompileError(f"internal: adjoint of {node.prim.name} gave {len(results)} gradients",
+                                       node.loc)
+                for v, want, r in zip(node.inputs, wants, results):
+                    if want and r is not None:
+                        if r.shape != v.shape:
+                            raise CompileError(f"internal: gradient of shape {r.shape} for a value of shape "
+                                               f"{v.shape} in {node.prim.name}", node.loc)
+                        if r.name is None and r.grad_of is None and r.node not in forward_nodes:
+                            r.grad_of = v
+                        adjoints.setdefault(v, []).append(r)
+        grads = []
+        for p in wrt:
+            g = _total(adjoints.get(p, []), p, forward_nodes)
+            if g is None:
+                g = ops.fill(0.0, p.shape, p.dtype if p.dtype.kind == "f" else np.float64)
+            grads.append(g)
+    return grads
