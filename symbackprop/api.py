@@ -10,7 +10,6 @@ from collections import OrderedDict
 import numpy as np
 
 from .compile import Compiled, compile_value_and_grad, load, numpy_module, spec_of
-from .errors import CompileError
 
 BACKENDS = ("numpy", "llvm")
 #: specialisations kept per function; the least recently used is dropped beyond this
@@ -83,10 +82,6 @@ class GradFunction:
         self.backend = backend
         self.with_value = with_value
         self._signature = inspect.signature(fn)
-        for p in self._signature.parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise CompileError(f"`{p}` parameters are not supported",
-                                   None, "List every parameter of the model by name.")
         self.params = list(self._signature.parameters)
         self.wrt, self.single = resolve_wrt(self.params, wrt)
         self._wrt_set = frozenset(self.wrt)

@@ -139,7 +139,9 @@ NUMPY.update(
     expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
 )
 
-NUMPY_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "newaxis": None, "euler_gamma": np.euler_gamma}
+NUMPY_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "newaxis": None, "euler_gamma": np.euler_gamma,
+                   # dtypes are names the model may mention (only to be told dtype= is not supported)
+                   "float32": "float32", "float64": "float64"}
 
 MATH = {name: NUMPY[name] for name in (
     "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan", "asin",

@@ -23,6 +23,7 @@ from ..errors import CompileError, ShapeError
 from ..ir import Value, at
 from ..primitives import ops
 from . import namespace
+from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function
 from .source import Source
 
 MAX_ITERATIONS = 100_000
@@ -79,43 +80,6 @@ _STATIC_BINOPS = {ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.LS
                   ast.RShift: operator.rshift, ast.BitXor: operator.xor}
 _COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
 
-_REJECTED_STATEMENTS = {
-    ast.While: ("a `while` loop", "Use `for i in range(n)` with a bound known at compile time."),
-    ast.Try: ("`try`", "Remove it: the model must not depend on exceptions."),
-    ast.With: ("`with`", "Remove it: models cannot use context managers."),
-    ast.Raise: ("`raise`", "Check inputs before calling the model."),
-    ast.Global: ("`global`", "Pass the value as a parameter."),
-    ast.Nonlocal: ("`nonlocal`", "Pass the value as a parameter."),
-    ast.Import: ("`import` inside the model", "Import at module level."),
-    ast.ImportFrom: ("`import` inside the model", "Import at module level."),
-    ast.ClassDef: ("a class definition inside the model", "Define helpers as module-level functions."),
-    ast.FunctionDef: ("a nested function", "Define helpers as module-level functions and call them."),
-    ast.AsyncFunctionDef: ("a nested async function", "Define helpers as module-level functions."),
-    ast.Delete: ("`del`", "Just stop using the name."),
-}
-if hasattr(ast, "Match"):
-    _REJECTED_STATEMENTS[ast.Match] = ("`match`", "Use `if` on values known at compile time.")
-if hasattr(ast, "TryStar"):
-    _REJECTED_STATEMENTS[ast.TryStar] = ("`try`", "Remove it: the model must not depend on exceptions.")
-for _name in ("AsyncFor", "AsyncWith"):
-    _REJECTED_STATEMENTS[getattr(ast, _name)] = (f"`async {_name[5:].lower()}`", "Models are plain functions.")
-
-_REJECTED_EXPRESSIONS = {
-    ast.Lambda: ("a lambda", "Define a module-level function and call it."),
-    ast.ListComp: ("a list comprehension", "Use a `for` loop, with np.stack or np.concatenate to collect."),
-    ast.SetComp: ("a set comprehension", "Use a `for` loop."),
-    ast.DictComp: ("a dict comprehension", "Use a `for` loop."),
-    ast.GeneratorExp: ("a generator expression", "Use a `for` loop, with np.stack or np.concatenate to collect."),
-    ast.Yield: ("`yield`", "A model returns one scalar."),
-    ast.YieldFrom: ("`yield from`", "A model returns one scalar."),
-    ast.Await: ("`await`", "Models are plain functions."),
-    ast.Dict: ("a dict", "Pass arrays as separate parameters."),
-    ast.Set: ("a set", "Use a tuple."),
-    ast.JoinedStr: ("an f-string", "Models compute numbers only."),
-    ast.Starred: ("`*` unpacking", "Pass arguments one by one."),
-}
-
-
 def _has_value(*xs):
     return any(isinstance(x, Value) for x in xs)
 
@@ -140,6 +104,7 @@ class Tracer:
     # ---- functions ---------------------------------------------------------
     def call(self, fn, args, kwargs, call_loc=None):
         src = Source(fn)
+        check_function(src)
         if src.node in [s.node for s in self.stack]:
             raise CompileError(f"`{fn.__name__}` calls itself (recursion)", call_loc or src.loc(src.node),
                                "Write the repetition as a `for` loop.")
@@ -177,8 +142,8 @@ class Tracer:
 
     def statement(self, frame, s):
         kind = type(s)
-        if kind in _REJECTED_STATEMENTS:
-            what, hint = _REJECTED_STATEMENTS[kind]
+        if kind in REJECTED_STATEMENTS:
+            what, hint = REJECTED_STATEMENTS[kind]
             raise CompileError(f"{what} is not supported", frame.src.loc(s), hint)
         method = getattr(self, "stmt_" + kind.__name__, None)
         if method is None:
@@ -305,8 +270,8 @@ class Tracer:
     # ---- expressions -------------------------------------------------------
     def expr(self, frame, node):
         kind = type(node)
-        if kind in _REJECTED_EXPRESSIONS:
-            what, hint = _REJECTED_EXPRESSIONS[kind]
+        if kind in REJECTED_EXPRESSIONS:
+            what, hint = REJECTED_EXPRESSIONS[kind]
             raise CompileError(f"{what} is not supported", frame.src.loc(node), hint)
         method = getattr(self, "expr_" + kind.__name__, None)
         if method is None:
@@ -358,8 +323,9 @@ class Tracer:
         if attr in module.functions:
             return _Callable(f"{module.name}.{attr}", module.functions[attr], module)
         close = difflib.get_close_matches(attr, list(module.functions), n=3)
-        hint = f"Did you mean {', '.join(module.name + '.' + c for c in close)}?" if close else \
-            "See docs/language.md for the supported functions."
+        hint = "See docs/language.md for the supported functions."
+        if close:
+            hint = f"Did you mean {', '.join(module.name + '.' + c for c in close)}? " + hint
         raise CompileError(f"`{module.name}.{attr}` is not supported", frame.src.loc(node), hint)
 
     def expr_Attribute(self, frame, node):
