@@ -195,6 +195,7 @@ def _compile_value_and_grad(fn, specs, wrt, single) -> Compiled:
     results = [graph.result] + grads
     eliminate_dead_code(graph, results)
     fuse_elementwise(graph, keep=results + graph.params)
+    eliminate_dead_code(graph, results)  # broadcasts the kernels absorbed
     finalize_kernels(graph)
     compiled = Compiled(fn, tuple(specs), tuple(wrt), single, graph=graph, forward_nodes=forward_nodes)
     compiled.grads = grads

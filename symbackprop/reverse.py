@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import CompileError
-from .ir import at, building
+from .ir import at, building, current_loc
 from .primitives import ops
 from .primitives.elementwise import fill_value
 from .primitives.index import ScatterAdd, scatter_add
@@ -58,7 +58,8 @@ def reverse(graph, wrt):
         for node in reversed(forward):
             if not any(v in adjoints for v in node.outputs):
                 continue
-            gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
+            with at(node.loc):
+                gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
             if all(g is None for g in gs):
                 continue
             wants = [v in live and v.dtype.kind in "fc" or (v in live and v in wrt) for v in node.inputs]
@@ -79,7 +80,9 @@ def reverse(graph, wrt):
                         adjoints.setdefault(v, []).append(r)
         grads = []
         for p in wrt:
-            g = _total(adjoints.get(p, []), p, forward_nodes)
+            parts = adjoints.get(p, [])
+            with at(parts[-1].node.loc if parts and parts[-1].node is not None else current_loc()):
+                g = _total(parts, p, forward_nodes)
             if g is None:
                 g = ops.fill(0.0, p.shape, p.dtype if p.dtype.kind == "f" else np.float64)
             grads.append(g)

@@ -87,10 +87,16 @@ def kernel_adjoint(node, gs, wants):
     node.attrs["outs"] = d.forward_outs
     residual_values = {}
     dtypes = [v.dtype for v in node.inputs]
+    extra = []
     for t, body in zip(d.residuals, expand(d.forward_program, d.residuals)):
+        if t in d.forward_outs[:n_out]:  # the residual is an output already
+            residual_values[t] = node.outputs[d.forward_outs.index(t)]
+            continue
         v = Value(node.attrs["shape"], kernel_dtype(body, dtypes), node)
         node.outputs.append(v)
         residual_values[t] = v
+        extra.append(t)
+    node.attrs["outs"] = d.forward_outs[:n_out] + tuple(extra)
     # the backward kernel reads gradients, inputs, outputs and residuals
     env = {}
     for i, v in enumerate(node.inputs):

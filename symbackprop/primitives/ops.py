@@ -331,7 +331,11 @@ def index(x, idx):
     key, shape = normalize_index(idx, x.shape)
     if key == tuple(slice(None) for _ in x.shape):
         return x
-    return emit(Index, [x], {"index": key, "shape": shape})
+    name = None
+    ints = [k for k in key if isinstance(k, int)]
+    if x.name and ints and all(isinstance(k, int) or k == slice(None) for k in key):
+        name = "_".join([x.name] + [str(k) for k in ints])  # Ws[2] is Ws_2, its gradient d_Ws_2
+    return emit(Index, [x], {"index": key, "shape": shape}, name=name)
 
 
 def concatenate(xs, axis=0):

@@ -98,7 +98,7 @@ def _inlinable_views(nodes, results):
             uses[v] = uses.get(v, 0) + 1
     return frozenset(n.outputs[0] for n in nodes
                      if n.prim in _VIEWS and n.prim is not BroadcastTo and uses.get(n.outputs[0], 0) == 1
-                     and n.outputs[0] not in results and n.outputs[0].name is None)
+                     and n.outputs[0] not in results)
 
 
 def returned(emitter, v, spec, others):

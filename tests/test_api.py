@@ -1,0 +1,174 @@
+"""The public contract: wrt, decorators, the per-signature cache, dtypes, call-time errors."""
+import threading
+
+import numpy as np
+import pytest
+
+import symbackprop as sb
+import models
+
+
+def test_wrt_by_name_index_and_tuple():
+    args = (0.5, -0.3, 2.0, 1.0)
+    r = 2 * (0.5 * 2.0 - 0.3 - 1.0)  # d loss / d y_hat = 2 (y_hat - y)
+    assert sb.grad(models.line)(*args) == pytest.approx(r * 2.0)            # default: first parameter
+    assert sb.grad(models.line, wrt="b")(*args) == pytest.approx(r)
+    assert sb.grad(models.line, wrt=2)(*args) == pytest.approx(r * 0.5)
+    assert sb.grad(models.line, wrt=-1)(*args) == pytest.approx(-r)
+    gw, gb = sb.grad(models.line, wrt=("w", "b"))(*args)
+    assert (gw, gb) == (pytest.approx(r * 2.0), pytest.approx(r))
+    value, (gb2,) = sb.value_and_grad(models.line, wrt=["b"])(*args)
+    assert value == pytest.approx(models.line(*args)) and gb2 == pytest.approx(r)
+
+
+def test_decorator_forms():
+    @sb.grad
+    def f(x):
+        return x * x
+
+    @sb.value_and_grad(wrt=("x",))
+    def g(x, y):
+        return x * y
+
+    assert f(3.0) == 6.0
+    assert g(2.0, 5.0) == (10.0, (5.0,))
+    assert f.__name__ == "f" and "symbackprop" in repr(f)
+
+
+def test_bad_wrt_is_rejected_at_decoration():
+    with pytest.raises(ValueError, match="not a parameter"):
+        sb.grad(models.line, wrt="z")
+    with pytest.raises(ValueError, match="out of range"):
+        sb.grad(models.line, wrt=7)
+    with pytest.raises(ValueError, match="repeats"):
+        sb.grad(models.line, wrt=("w", 0))
+    with pytest.raises(ValueError, match="backend"):
+        sb.grad(models.line, backend="cuda")
+
+
+def test_cache_compiles_once_per_signature():
+    f = sb.value_and_grad(models.matmul_2d, wrt=(0, 1))
+    a, b = np.ones((3, 4)), np.ones((4, 2))
+    for _ in range(3):
+        f(a, b)
+    assert f.compilations == 1
+    f(np.ones((5, 4)), b)
+    assert f.compilations == 2
+    f(a.astype(np.float32), b.astype(np.float32))
+    assert f.compilations == 3
+    f(a, b)
+    assert f.compilations == 3
+
+
+def test_static_arguments_steer_control_flow_and_key_the_cache():
+    f = sb.grad(models.loop_with_helpers, wrt=("W", "b"))
+    args = [np.ones((3, 2)), np.ones(2), np.ones((4, 3)), np.zeros((4, 2))]
+    f(*args, 2)
+    f(*args, n=2)
+    assert f.compilations == 1
+    g2 = f(*args, 2)
+    g3 = f(*args, 3)
+    assert f.compilations == 2 and not np.allclose(g2[0], g3[0])
+
+
+def test_float32_in_float32_out():
+    f = sb.value_and_grad(models.mlp, wrt=(0, 1))
+    rng = np.random.default_rng(0)
+    args = [rng.normal(size=(5, 4)), np.zeros(4), rng.normal(size=(4, 3)), np.zeros(3), rng.normal(size=(2, 5)),
+            np.eye(3)[[0, 2]]]
+    value64, grads64 = f(*args)
+    value32, grads32 = f(*[a.astype(np.float32) for a in args])
+    assert all(g.dtype == np.float32 for g in grads32) and np.asarray(value32).dtype == np.float32
+    for g32, g64 in zip(grads32, grads64):
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
+
+
+def test_python_floats_give_python_floats_and_0d_arrays_too():
+    value, grads = sb.value_and_grad(models.line, wrt=(0, 1))(0.5, 1.0, 2.0, 3.0)
+    assert type(value) is float and all(type(g) is float for g in grads)
+    g = sb.grad(models.binary_broadcast)(np.array(0.5), np.ones(3))
+    assert type(g) is float
+
+
+def test_gradients_are_fresh_arrays_never_views_of_inputs():
+    f = sb.grad(models.matmul_vectors, wrt=(0, 1, 2))
+    A, v, u = np.ones((3, 3)), np.ones(3), np.ones(3)
+    grads = f(A, v, u)
+    for g, x in zip(grads, (A, v, u)):
+        assert not np.shares_memory(g, x)
+
+
+def test_inputs_are_not_mutated_and_strided_or_readonly_inputs_work():
+    f = sb.grad(models.loop_stacked, wrt=(0, 1, 2))
+    rng = np.random.default_rng(1)
+    Ws, bs, x = rng.normal(size=(3, 4, 4)), rng.normal(size=(3, 4)), rng.normal(size=(8, 4))
+    copies = [a.copy() for a in (Ws, bs, x)]
+    expected = f(Ws, bs, x)
+    for a, c in zip((Ws, bs, x), copies):
+        np.testing.assert_array_equal(a, c)
+    x_strided = np.asfortranarray(rng.normal(size=(16, 4)))[::2]
+    np.testing.assert_allclose(f(Ws, bs, x_strided)[0], f(Ws, bs, np.ascontiguousarray(x_strided))[0])
+    for a in (Ws, bs, x):
+        a.flags.writeable = False
+    for got, want in zip(f(Ws, bs, x), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_same_array_for_two_parameters():
+    a = np.linspace(-1, 1, 6).reshape(2, 3)
+    ga, gb = sb.grad(models.binary_broadcast, wrt=(0, 1))(a, a)
+    assert ga.shape == gb.shape == (2, 3)
+
+
+def test_call_time_errors_name_the_parameter():
+    f = sb.grad(models.matmul_2d)
+    with pytest.raises(TypeError, match="matmul_2d"):
+        f(np.ones((2, 2)))
+    with pytest.raises(TypeError, match="`A`.*dtype"):
+        f(np.array([["a", "b"]]), np.ones((2, 2)))
+    with pytest.raises(TypeError, match="`A`.*object"):
+        f(np.array([[object()]]), np.ones((1, 2)))
+    with pytest.raises(TypeError, match="integer|int64"):
+        f(np.ones((2, 2), dtype=np.int64), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        f(np.ones((2, 3)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        sb.grad(models.binary_broadcast)(np.ones((2, 3)), np.ones(4))
+    with pytest.raises(TypeError, match="list"):
+        f([[1.0]], np.ones((1, 1)))
+
+
+def test_source_before_any_call_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="not been called"):
+        sb.grad(models.line).source
+
+
+def test_threads_share_one_compilation():
+    f = sb.value_and_grad(models.mlp, wrt=(0, 2))
+    rng = np.random.default_rng(2)
+    args = [rng.normal(size=(5, 4)), np.zeros(4), rng.normal(size=(4, 3)), np.zeros(3), rng.normal(size=(2, 5)),
+            np.eye(3)[[0, 2]]]
+    results, barrier = [None] * 8, threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()
+        results[i] = f(*args)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert f.compilations == 1
+    for value, grads in results:
+        assert value == results[0][0]
+        for g, g0 in zip(grads, results[0][1]):
+            np.testing.assert_array_equal(g, g0)
+
+
+def test_cache_is_bounded():
+    from symbackprop import api
+    f = sb.grad(models.binary_broadcast)
+    for n in range(1, api.CACHE_SIZE + 6):
+        f(np.ones(n), np.ones(n))
+    assert len(f._cache) == api.CACHE_SIZE
