@@ -83,8 +83,11 @@ def emit_statements(emitter, nodes, inlinable=frozenset()):
             # a view read once (W.T, x[0], g[:, None]) reads best where it is used
             emitter.inline[node.outputs[0]] = node.prim.numpy(node, args, None)
             continue
-        outs = [emitter.name(v) for v in node.outputs]
+        # kernels name their outputs as they compute them, after their temps
+        outs = None if node.prim is Kernel else [emitter.name(v) for v in node.outputs]
         text = node.prim.numpy(node, args, outs)
+        if outs is None:
+            outs = [emitter.name(v) for v in node.outputs]
         if isinstance(text, str):
             text = [f"{outs[0]} = {text}"]
         lines.extend(_with_comment(t, node.loc) for t in text)

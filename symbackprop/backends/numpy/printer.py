@@ -187,11 +187,18 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
     printer_cls = printer_cls or emitter.printer_cls
     names = {sympy.Symbol(f"a{i}", real=True): a for i, a in enumerate(args)}
     program, outs = node.attrs["program"], node.attrs["outs"]
-    # an output that is just a temp gives the temp its name
+    # an output that is just a temp gives the temp its name; outputs are named in order of computation
     temp_out = {}
     for k, o in enumerate(outs):
         if o.is_Symbol and o in dict(program) and o not in temp_out:
-            temp_out[o] = out[k]
+            temp_out[o] = k
+    out = list(out) if out is not None else [None] * len(outs)
+
+    def out_name(k):
+        if out[k] is None:
+            out[k] = emitter.name(node.outputs[k])
+        return out[k]
+
     user_names = {}
     if node.attrs["names"]:
         expanded = dict(zip([t for t, _ in program], expand(program, [t for t, _ in program])))
@@ -200,17 +207,17 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
     lines = []
     printer = printer_cls(names)
     for t, e in program:
-        names[t] = temp_out.get(t) or emitter.fresh(user_names.get(t, "t"))
+        names[t] = out_name(temp_out[t]) if t in temp_out else emitter.fresh(user_names.get(t, "t"))
         lines.append(f"{names[t]} = {printer.doprint(e)}")
     dtypes = [v.dtype for v in node.inputs]
     for k, o in enumerate(outs):
-        if o in temp_out and temp_out[o] == out[k]:
+        if temp_out.get(o) == k:
             continue
         text = printer.doprint(o)
         value = node.outputs[k]
         if printer_cls is not MathPrinter:
             text = _numpy_result(text, expand(program, [o])[0], node.inputs, value)
-        lines.append(f"{out[k]} = {text}")
+        lines.append(f"{out_name(k)} = {text}")
     return lines
 
 
