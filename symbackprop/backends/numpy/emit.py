@@ -31,6 +31,7 @@ class Emitter:
         self.used = set(_RESERVED) | set(taken)
         self.names: dict = {}
         self.inline: dict = {}
+        self.counters: dict = {}
 
     def fresh(self, base):
         base = base if base.isidentifier() else "t"
@@ -38,9 +39,10 @@ class Emitter:
             self.used.add(base)
             return base
         sep = "" if base == "t" else "_"
-        k = 1
+        k = self.counters.get(base, 1)
         while f"{base}{sep}{k}" in self.used:
             k += 1
+        self.counters[base] = k + 1
         self.used.add(f"{base}{sep}{k}")
         return f"{base}{sep}{k}"
 
