@@ -190,3 +190,8 @@ def returns_param(x):
 
 def constant_loss(x):
     return 3.0
+
+
+def reciprocal_chain(a, b):
+    h = 1.0 / a
+    return np.sum(h / b ** 2 + a ** -3 * b)

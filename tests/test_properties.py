@@ -56,3 +56,17 @@ def test_random_elementwise_expressions(tmp_path, body, seed):
     again = sb.value_and_grad(model, wrt=(0, 1))
     again(*args)
     assert again.source == f.source
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=expressions(3), x=st.floats(-2, 2), y=st.floats(-2, 2))
+def test_random_scalar_expressions_on_python_floats(tmp_path, body, x, y):
+    """Python floats compile to `math` code: a different printer, checked the same way."""
+    model = load_model(tmp_path, body)
+    x, y = (v + 0.01 if abs(v - 0.1) < 1e-3 else v for v in (x, y))
+    value, grads = sb.value_and_grad(model, wrt=(0, 1))(x, y)
+    assert all(type(g) is float for g in grads)
+    with np.errstate(all="ignore"):
+        want = float(model(np.float64(x), np.float64(y)))
+    np.testing.assert_allclose(value, want, rtol=1e-10, atol=1e-10)
+    assert_gradients_match(model, grads, [x, y], (0, 1), rtol=1e-4, atol=1e-6)

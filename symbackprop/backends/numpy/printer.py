@@ -113,8 +113,9 @@ class MathPrinter(NumpyPrinter):
 
     def pow(self, base, e):
         if e.is_Integer and 0 < e <= 3:
+            # a product, bracketed: the caller placed it where a power binds tighter (a/t**2)
             b = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
-            return "*".join([b] * int(e))
+            return "(" + "*".join([b] * int(e)) + ")"
         if e.is_Integer:
             return super().pow(base, e)
         # float ** float gives a complex for a negative base; math.pow raises instead
