@@ -126,7 +126,7 @@ class GradFunction:
             return entry
 
     def _compile(self, specs):
-        compiled = compile_value_and_grad(self.fn, specs, self.wrt, self.single)
+        compiled = compile_value_and_grad(self.fn, specs, self.wrt, self.single, self.backend)
         if self.backend == "llvm":
             from .backends.llvm import attach
             attach(compiled)

@@ -178,13 +178,13 @@ def is_scalar_model(specs, graph) -> bool:
         v.shape == () for n in graph.nodes for v in n.outputs)
 
 
-def compile_value_and_grad(fn, specs, wrt, single) -> Compiled:
+def compile_value_and_grad(fn, specs, wrt, single, backend="numpy") -> Compiled:
     # SymPy would distribute 2*(a - b) into 2*a - 2*b and hide the shared (a - b) from CSE
     with distribute(False):
-        return _compile_value_and_grad(fn, specs, wrt, single)
+        return _compile_value_and_grad(fn, specs, wrt, single, backend)
 
 
-def _compile_value_and_grad(fn, specs, wrt, single) -> Compiled:
+def _compile_value_and_grad(fn, specs, wrt, single, backend) -> Compiled:
     graph = trace(fn, specs)
     _forward_pipeline(graph)
     params = {p.name: p for p in graph.params}
@@ -194,13 +194,16 @@ def _compile_value_and_grad(fn, specs, wrt, single) -> Compiled:
         grads = reverse(graph, wrt_values)
     results = [graph.result] + grads
     eliminate_dead_code(graph, results)
-    fuse_elementwise(graph, keep=results + graph.params)
+    # NumPy code keeps one statement per line of the model; a compiled backend fuses whole chains into one loop
+    fuse_elementwise(graph, keep=results + graph.params, across_names=backend != "numpy")
     eliminate_dead_code(graph, results)  # broadcasts the kernels absorbed
     finalize_kernels(graph)
     compiled = Compiled(fn, tuple(specs), tuple(wrt), single, graph=graph, forward_nodes=forward_nodes)
     compiled.grads = grads
+    compiled.backend = backend
     compiled.scalar = is_scalar_model(specs, graph)
-    compiled.source = numpy_module(compiled)
+    if backend == "numpy":
+        compiled.source = numpy_module(compiled)
     return compiled
 
 

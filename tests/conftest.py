@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "llvm"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -176,7 +176,8 @@ def kernel(values, outs, shape, program=(), names=()):
                 results[k] = v
                 continue
         if o.is_Number:
-            results[k] = fill(float(o), shape, kernel_dtype(o, dtypes) if dtypes else np.float64)
+            floats = [d for d in dtypes if d.kind == "f"]
+            results[k] = fill(float(o), shape, np.result_type(*floats) if floats else np.float64)
             continue
         pending.append(k)
     if pending:

@@ -1,0 +1,141 @@
+"""JIT-compiled callables and exported artifacts for one specialisation."""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import tempfile
+
+import numpy as np
+
+from ...errors import CompileError
+from . import jit
+from .blas_calls import numpy_blas
+from .lower import Lowering
+
+
+def symbol_name(compiled):
+    return f"{compiled.fn.__name__}_value_and_grad"
+
+
+def lower(compiled, with_blas):
+    blas = numpy_blas() if with_blas else None
+    text = Lowering(compiled, symbol_name(compiled), blas).run()
+    return header_comment(compiled) + text
+
+
+def header_comment(compiled):
+    """What each parameter and output is, and the operations with their source lines."""
+    lines = [f"; symbackprop: value and gradient of `{compiled.fn.__name__}`",
+             f"; int {symbol_name(compiled)}(" + ", ".join(
+                 [s.describe() for s in compiled.specs if s.dynamic] + ["value"]
+                 + [f"d_{compiled.specs[i].name}" for i in compiled.wrt]) + ")"]
+    for node in compiled.graph.nodes:
+        where = node.loc.short() if node.loc and node.loc.line else ""
+        outs = ", ".join(v.name or "_" for v in node.outputs)
+        lines.append(f";   {where:24s} {outs} = {node.prim.describe(node)}"[:160])
+    return "\n".join(lines) + "\n"
+
+
+def attach(compiled):
+    ir_text = lower(compiled, with_blas=True)
+    symbols = {name: address for name, address, _ in numpy_blas().values()}
+    try:
+        module = jit.compile_module(ir_text, symbols)
+    except (ValueError, RuntimeError) as error:
+        raise CompileError(f"LLVM could not compile the generated code: {error}") from None
+    compiled.source = ir_text
+    compiled.jit_module = module
+    compiled.call = make_caller(compiled, module.address(symbol_name(compiled)))
+    return compiled
+
+
+def make_caller(compiled, address):
+    specs = compiled.specs
+    dynamic = [i for i, s in enumerate(specs) if s.dynamic]
+    grads = compiled.grads
+    grad_specs = [specs[i] for i in compiled.wrt]
+    n = len(dynamic) + 1 + len(grads)
+    cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * n)(address)
+    in_dtypes = [specs[i].dtype for i in dynamic]
+    value_dtype = compiled.graph.result.dtype
+    out_shapes = [(g.shape, g.dtype) for g in grads]
+    single = compiled.single
+
+    def finish(g, spec):
+        if spec.kind == "float" or (spec.shape == () and spec.dtype == np.float64):
+            return float(g)
+        if spec.shape == ():
+            return spec.dtype.type(g)
+        return g if g.dtype == spec.dtype else g.astype(spec.dtype)
+
+    def call(*args):
+        inputs = [np.ascontiguousarray(args[i], dtype=d) for i, d in zip(dynamic, in_dtypes)]
+        value = np.empty((), value_dtype)
+        outs = [np.empty(shape, dtype) for shape, dtype in out_shapes]
+        cfunc(*[a.ctypes.data for a in inputs], value.ctypes.data, *[o.ctypes.data for o in outs])
+        result = [finish(o, s) for o, s in zip(outs, grad_specs)]
+        v = float(value) if value_dtype == np.float64 else value_dtype.type(value)
+        return v, (result[0] if single else tuple(result))
+
+    return call
+
+
+def c_header(compiled):
+    name = symbol_name(compiled)
+    ctype = {"float64": "double", "float32": "float"}
+    lines = [f"/* symbackprop: value and gradient of `{compiled.fn.__name__}`; returns 0 on success. */",
+             f"#ifndef {name.upper()}_H", f"#define {name.upper()}_H", "", "#ifdef __cplusplus",
+             'extern "C" {', "#endif", "", f"int {name}("]
+    params = []
+    for s in compiled.specs:
+        if s.kind == "static":
+            continue
+        t = ctype.get(s.dtype.name)
+        if t is None:
+            raise CompileError(f"export: parameter `{s.name}` has dtype {s.dtype}; the C interface takes float32 "
+                               "or float64 arrays")
+        shape = "scalar" if s.shape == () else "[" + "][".join(map(str, s.shape)) + "], C order"
+        params.append(f"    const {t}* {s.name},  /* {shape} */")
+    vt = ctype[compiled.graph.result.dtype.name]
+    params.append(f"    {vt}* value,  /* the loss, scalar */")
+    for i, g in zip(compiled.wrt, compiled.grads):
+        s = compiled.specs[i]
+        shape = "scalar" if s.shape == () else "[" + "][".join(map(str, s.shape)) + "], C order"
+        params.append(f"    {ctype[g.dtype.name]}* d_{s.name},  /* gradient of {s.name}: {shape} */")
+    params[-1] = params[-1].replace(",  /*", "  /*")
+    statics = [s.describe() for s in compiled.specs if s.kind == "static"]
+    lines += params + [");", ""]
+    if statics:
+        lines.insert(1, f"/* specialised for {', '.join(statics)} */")
+    lines += ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {name.upper()}_H */", ""]
+    return "\n".join(lines)
+
+
+def export(compiled, path):
+    """Write `.ll` IR text, or a `.so` needing only libc/libm with its `.h` beside it."""
+    if getattr(compiled, "backend", "numpy") != "llvm":
+        from ...compile import compile_value_and_grad
+        compiled = compile_value_and_grad(compiled.fn, compiled.specs, compiled.wrt, compiled.single, "llvm")
+    text = lower(compiled, with_blas=False)
+    if path.endswith(".ll"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    obj = jit.emit_object(text)
+    header = os.path.splitext(path)[0] + ".h"
+    with tempfile.TemporaryDirectory() as tmp:
+        objfile = os.path.join(tmp, "model.o")
+        with open(objfile, "wb") as f:
+            f.write(obj)
+        cc = os.environ.get("CC", "cc")
+        try:
+            subprocess.run([cc, "-shared", "-o", path, objfile, "-lm"], check=True, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise CompileError(f"export to .so needs a C compiler ({cc}) to link the object; install gcc or set CC") \
+                from None
+        except subprocess.CalledProcessError as error:
+            raise CompileError(f"linking {path} failed: {error.stderr.strip()}") from None
+    with open(header, "w", encoding="utf-8") as f:
+        f.write(c_header(compiled))
+    return path

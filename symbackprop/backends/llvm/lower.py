@@ -1,0 +1,501 @@
+"""The optimised IR as one LLVM function, one lowering rule per primitive.
+
+The function has the C entry point of the exported library:
+
+    int <model>_value_and_grad(const T* p0, ..., T* value, T* g0, ...)
+
+one pointer per array or float parameter (C-contiguous, the specialised shape),
+then the loss, then one output per gradient in `wrt` order; it returns 0.
+Every value lives in a C-contiguous buffer: parameters and outputs in the
+caller's memory, 0-d temporaries in allocas (which LLVM keeps in registers),
+the others malloc'ed and freed after their last use. Reshapes and leading-index
+views (Ws[i]) are pointer arithmetic, transposes feeding a product are BLAS
+flags; everything else is a loop nest (loops.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ...errors import CompileError
+from ...primitives.elementwise import expand
+from . import blas_calls
+from .expr import ExprLowering, intrinsic
+from .loops import I64, Operand, broadcast_strides, contiguous_strides, load, loop_nest, store
+
+I8, I32 = ir.IntType(8), ir.IntType(32)
+PTR = ir.PointerType()
+LOWERINGS: dict = {}
+
+
+def lowers(*names):
+    def register(fn):
+        for n in names:
+            LOWERINGS[n] = fn
+        return fn
+    return register
+
+
+def llvm_type(dtype):
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return ir.DoubleType()
+    if dtype == np.float32:
+        return ir.FloatType()
+    if dtype.kind == "b":
+        return I8
+    if dtype.kind in "iu":
+        return ir.IntType(dtype.itemsize * 8)
+    raise CompileError(f"the LLVM backend has no type for {dtype}")
+
+
+def float_type(dtypes):
+    floats = [np.dtype(d) for d in dtypes if np.dtype(d).kind == "f"]
+    return llvm_type(np.result_type(*floats) if floats else np.float64)
+
+
+class Lowering:
+    """Builds the module for one specialisation."""
+
+    def __init__(self, compiled, symbol, blas=None):
+        self.compiled = compiled
+        graph = compiled.graph
+        self.graph = graph
+        self.blas = blas                      # BLAS symbol names to call, or None for loops
+        self.module = ir.Module(name=symbol)
+        params = graph.params
+        outputs = [graph.result] + list(compiled.grads)
+        ftype = ir.FunctionType(I32, [PTR] * (len(params) + len(outputs)))
+        self.function = ir.Function(self.module, ftype, symbol)
+        for a in self.function.args[len(params):]:
+            a.add_attribute("noalias")
+        entry = self.function.append_basic_block("entry")
+        self.allocas = ir.IRBuilder(entry)
+        body = self.function.append_basic_block("body")
+        self.b = ir.IRBuilder(body)
+        self.buffers: dict = {}
+        self.owned: list = []
+        for v, a in zip(params, self.function.args):
+            self.buffers[v] = a
+        self.out_args = list(zip(outputs, self.function.args[len(params):]))
+        self.direct = {}
+        for v, a in self.out_args:
+            # compute an output straight into the caller's memory when nothing else claims it
+            if v.node is not None and v not in self.direct and v not in params \
+                    and LOWERINGS.get(v.node.prim.name) not in (_alias_rules()):
+                self.direct[v] = a
+        self.last_use = {}
+        for i, node in enumerate(graph.nodes):
+            for v in node.inputs:
+                self.last_use[v] = i
+        self.virtual_transposes = _virtual_transposes(graph)
+
+    # ---- buffers ----------------------------------------------------------------
+    def buffer(self, v):
+        if v not in self.buffers:
+            raise CompileError(f"internal: {v!r} used before it was computed (LLVM lowering)")
+        return self.buffers[v]
+
+    def operand(self, v, strides=None, offset=0):
+        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset)
+
+    def define(self, v):
+        """A fresh buffer for value `v`."""
+        if v in self.direct:
+            self.buffers[v] = self.direct[v]
+            return self.buffers[v]
+        ty = llvm_type(v.dtype)
+        if v.shape == () or v.size <= 16:
+            ptr = self.allocas.alloca(ty, size=max(v.size, 1))
+        else:
+            malloc = self._libc("malloc", PTR, [I64])
+            ptr = self.b.call(malloc, [ir.Constant(I64, v.size * v.dtype.itemsize)])
+            self.owned.append((v, ptr))
+        self.buffers[v] = ptr
+        return ptr
+
+    def alias(self, v, pointer):
+        self.buffers[v] = pointer
+
+    def _libc(self, name, ret, args):
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ret, args), name)
+        return fn
+
+    def memcpy(self, dst, src, nbytes):
+        fn = self._libc("memcpy", PTR, [PTR, PTR, I64])
+        self.b.call(fn, [dst, src, ir.Constant(I64, nbytes)])
+
+    def fill(self, v, value):
+        ty = llvm_type(v.dtype)
+        op = self.operand(v)
+        const = ir.Constant(ty, value if isinstance(ty, (ir.DoubleType, ir.FloatType)) else int(value))
+        loop_nest(self.b, v.shape, [op], lambda b, offs: store(b, const, op, offs[0]))
+
+    # ---- the function -------------------------------------------------------------
+    def run(self):
+        for i, node in enumerate(self.graph.nodes):
+            rule = LOWERINGS.get(node.prim.name)
+            if rule is None:
+                raise CompileError(f"the LLVM backend cannot lower `{node.prim.name}`", node.loc)
+            rule(self, node)
+            self._free_dead(i)
+        for v, a in self.out_args:
+            src = self.buffer(v)
+            if self.buffers.get(v) is not a:
+                self.memcpy(a, src, max(v.size, 1) * v.dtype.itemsize)
+        free = self._libc("free", ir.VoidType(), [PTR])
+        for v, ptr in self.owned:
+            self.b.call(free, [ptr])
+        self.owned = []
+        self.b.ret(ir.Constant(I32, 0))
+        self.allocas.branch(self.b.block.parent.basic_blocks[1])
+        return str(self.module)
+
+    def _free_dead(self, i):
+        keep = {v for v, _ in self.out_args}
+        free = None
+        alive = []
+        for v, ptr in self.owned:
+            roots = [u for u, p in self.buffers.items() if p is ptr]
+            if all(self.last_use.get(u, -1) <= i for u in roots) and not any(u in keep for u in roots):
+                free = free or self._libc("free", ir.VoidType(), [PTR])
+                self.b.call(free, [ptr])
+            else:
+                alive.append((v, ptr))
+        self.owned = alive
+
+
+def _alias_rules():
+    return (LOWERINGS.get("reshape"),)
+
+
+def _virtual_transposes(graph):
+    """2-d transposes read only by matrix products: passed to BLAS as a flag, never materialised."""
+    users = graph.users()
+    out = set()
+    for node in graph.nodes:
+        if node.prim.name == "transpose" and node.inputs[0].ndim == 2:
+            us = users.get(node.outputs[0], [])
+            if us and all(u.prim.name == "matmul" and u.inputs[0].ndim == 2 and u.inputs[1].ndim == 2 for u in us):
+                out.add(node.outputs[0])
+    return out
+
+
+# ---- elementwise ------------------------------------------------------------------
+
+@lowers("kernel")
+def lower_kernel(L, node):
+    shape = node.attrs["shape"]
+    ins = [L.operand(v, broadcast_strides(v.shape, shape)) for v in node.inputs]
+    outs = []
+    for v in node.outputs:
+        L.define(v)
+        outs.append(L.operand(v))
+    ftype = float_type([v.dtype for v in node.outputs] + [v.dtype for v in node.inputs])
+    program, exprs = node.attrs["program"], node.attrs["outs"]
+    import sympy
+
+    def body(b, offs):
+        values = {sympy.Symbol(f"a{i}", real=True): load(b, op, o) for i, (op, o) in enumerate(zip(ins, offs))}
+        lower = ExprLowering(b, ftype, {}, where=f"kernel at {node.loc.short()}")
+        for s, v in values.items():
+            lower.memo[s] = v if v.type == ftype or isinstance(v.type, ir.IntType) and v.type.width > 8 \
+                else (lower.as_bool(v) if v.type == I8 else lower.as_float(v))
+        for t, e in program:
+            lower.memo[t] = lower.value(e)
+        for e, v, op, o in zip(exprs, node.outputs, outs, offs[len(ins):]):
+            store(b, _convert(lower, lower.value(e), v.dtype), op, o)
+
+    loop_nest(L.b, shape, ins + outs, body)
+
+
+def _convert(lower, value, dtype):
+    ty = llvm_type(dtype)
+    if np.dtype(dtype).kind == "b":
+        return lower.b.zext(lower.as_bool(value), I8)
+    if isinstance(ty, ir.IntType):
+        return lower.b.fptosi(lower.as_float(value), ty)
+    value = lower.as_float(value)
+    if value.type != ty:
+        value = lower.b.fptrunc(value, ty) if isinstance(ty, ir.FloatType) else lower.b.fpext(value, ty)
+    return value
+
+
+@lowers("fill")
+def lower_fill(L, node):
+    v = node.outputs[0]
+    L.define(v)
+    L.fill(v, node.attrs["value"])
+
+
+# ---- reductions ---------------------------------------------------------------------
+
+def _reduce_into(L, x, out, axes, kind):
+    """out (keepdims layout) = reduce(x) over axes; out's buffer already defined."""
+    keep_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+    out_strides = broadcast_strides(keep_shape, x.shape)
+    out_strides = tuple(0 if i in axes else s for i, s in enumerate(out_strides))
+    ty = llvm_type(out.dtype)
+    init = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[kind]
+    L.fill(out, init if isinstance(ty, (ir.DoubleType, ir.FloatType)) else 0)
+    src = L.operand(x)
+    dst = Operand(L.buffer(out), ty, out_strides)
+
+    def body(b, offs):
+        value = load(b, src, offs[0])
+        if value.type != ty:
+            value = b.zext(value, ty) if isinstance(ty, ir.IntType) else b.uitofp(value, ty)
+        acc = load(b, dst, offs[1])
+        if kind == "sum":
+            new = b.add(acc, value) if isinstance(ty, ir.IntType) else b.fadd(acc, value)
+        else:
+            new = intrinsic(b, "maximum" if kind == "max" else "minimum", ty, [acc, value])
+        store(b, new, dst, offs[1])
+
+    loop_nest(L.b, x.shape, [src, dst], body)
+
+
+@lowers("sum", "max", "min")
+def lower_reduction(L, node):
+    out = node.outputs[0]
+    L.define(out)
+    _reduce_into(L, node.inputs[0], out, node.attrs["axes"], node.prim.name)
+
+
+@lowers("sum_to")
+def lower_sum_to(L, node):
+    x, out = node.inputs[0], node.outputs[0]
+    shape = node.attrs["shape"]
+    lead = x.ndim - len(shape)
+    axes = set(range(lead)) | {lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1}
+    L.define(out)
+    _reduce_into(L, x, out, tuple(sorted(axes)), "sum")
+
+
+# ---- shapes ---------------------------------------------------------------------------
+
+@lowers("reshape")
+def lower_reshape(L, node):
+    L.alias(node.outputs[0], L.buffer(node.inputs[0]))
+
+
+@lowers("transpose")
+def lower_transpose(L, node):
+    x, out = node.inputs[0], node.outputs[0]
+    if out in L.virtual_transposes:
+        return
+    perm = node.attrs["perm"]
+    src_strides = contiguous_strides(x.shape)
+    src = L.operand(x, tuple(src_strides[p] for p in perm))
+    L.define(out)
+    dst = L.operand(out)
+    loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
+
+
+@lowers("broadcast_to")
+def lower_broadcast_to(L, node):
+    x, out = node.inputs[0], node.outputs[0]
+    src = L.operand(x, broadcast_strides(x.shape, out.shape))
+    L.define(out)
+    dst = L.operand(out)
+    loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
+
+
+def _index_geometry(shape, key):
+    """(offset, strides per output dim) of basic index `key` into a C-contiguous array of `shape`."""
+    own = contiguous_strides(shape)
+    offset, strides, dim = 0, [], 0
+    for k in key:
+        if k is None:
+            strides.append(0)
+            continue
+        if isinstance(k, slice):
+            start, _, step = k.indices(shape[dim])
+            offset += start * own[dim]
+            strides.append(own[dim] * step)
+        else:
+            offset += k * own[dim]
+        dim += 1
+    strides.extend(own[dim:])
+    return offset, tuple(strides)
+
+
+def _is_leading_view(key):
+    seen_slice = False
+    for k in key:
+        if k is None:
+            return False
+        if isinstance(k, slice):
+            if k != slice(None):
+                return False
+            seen_slice = True
+        elif seen_slice:
+            return False
+    return True
+
+
+@lowers("index")
+def lower_index(L, node):
+    x, out = node.inputs[0], node.outputs[0]
+    key = node.attrs["index"]
+    offset, strides = _index_geometry(x.shape, key)
+    if _is_leading_view(key):  # Ws[i]: a pointer into Ws, no copy
+        ty = llvm_type(x.dtype)
+        L.alias(out, L.b.gep(L.buffer(x), [ir.Constant(I64, offset)], inbounds=True, source_etype=ty))
+        return
+    src = L.operand(x, strides, offset)
+    L.define(out)
+    dst = L.operand(out)
+    loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
+
+
+@lowers("scatter_add")
+def lower_scatter_add(L, node):
+    out = node.outputs[0]
+    L.define(out)
+    ty = llvm_type(out.dtype)
+    L.fill(out, 0.0)
+    for key, g in zip(node.attrs["indexes"], node.inputs):
+        offset, strides = _index_geometry(out.shape, key)
+        dst = Operand(L.buffer(out), ty, strides, offset)
+        src = L.operand(g)
+
+        def body(b, o, src=src, dst=dst):
+            store(b, b.fadd(load(b, dst, o[1]), _cast(b, load(b, src, o[0]), ty)), dst, o[1])
+
+        loop_nest(L.b, g.shape, [src, dst], body)
+
+
+def _cast(b, v, ty):
+    if v.type == ty:
+        return v
+    if isinstance(ty, ir.DoubleType):
+        return b.fpext(v, ty)
+    return b.fptrunc(v, ty)
+
+
+@lowers("concatenate")
+def lower_concatenate(L, node):
+    out = node.outputs[0]
+    axis = node.attrs["axis"]
+    L.define(out)
+    ty = llvm_type(out.dtype)
+    own = contiguous_strides(out.shape)
+    start = 0
+    for x in node.inputs:
+        dst = Operand(L.buffer(out), ty, own, start * own[axis])
+        src = L.operand(x)
+        loop_nest(L.b, x.shape, [src, dst],
+                  lambda b, o, src=src, dst=dst: store(b, _cast(b, load(b, src, o[0]), ty), dst, o[1]))
+        start += x.shape[axis]
+
+
+# ---- linear algebra ------------------------------------------------------------------------
+
+def _matrix(L, v):
+    """(pointer, transposed) for a 2-d operand, looking through virtual transposes."""
+    if v in L.virtual_transposes:
+        return L.buffer(v.node.inputs[0]), True
+    return L.buffer(v), False
+
+
+@lowers("matmul")
+def lower_matmul(L, node):
+    a, b = node.inputs
+    out = node.outputs[0]
+    L.define(out)
+    if a.ndim <= 2 and b.ndim <= 2:
+        m = a.shape[0] if a.ndim == 2 else 1
+        k = a.shape[-1]
+        n = b.shape[1] if b.ndim == 2 else 1
+        pa, ta = _matrix(L, a) if a.ndim == 2 else (L.buffer(a), False)
+        pb, tb = _matrix(L, b) if b.ndim == 2 else (L.buffer(b), False)
+        blas_calls.gemm(L, out.dtype, m, n, k, pa, ta, pb, tb, L.buffer(out))
+        return
+    # batched: one product per batch index (NumPy's broadcasting of the leading dims)
+    a2 = a.shape if a.ndim > 1 else (1,) + a.shape
+    b2 = b.shape if b.ndim > 1 else b.shape + (1,)
+    batch = tuple(out.shape[:len(out.shape) - (2 - (a.ndim == 1) - (b.ndim == 1))])
+    m, k, n = a2[-2], a2[-1], b2[-1]
+    sa = broadcast_strides(a2[:-2], batch)
+    sb = broadcast_strides(b2[:-2], batch)
+    so = contiguous_strides(batch)
+    ty = llvm_type(out.dtype)
+    for index in np.ndindex(*batch):
+        off_a = sum(i * s for i, s in zip(index, sa)) * m * k
+        off_b = sum(i * s for i, s in zip(index, sb)) * k * n
+        off_o = sum(i * s for i, s in zip(index, so)) * m * n
+        pa = L.b.gep(L.buffer(a), [ir.Constant(I64, off_a)], source_etype=ty)
+        pb = L.b.gep(L.buffer(b), [ir.Constant(I64, off_b)], source_etype=ty)
+        po = L.b.gep(L.buffer(out), [ir.Constant(I64, off_o)], source_etype=ty)
+        blas_calls.gemm(L, out.dtype, m, n, k, pa, False, pb, False, po)
+
+
+@lowers("outer")
+def lower_outer(L, node):
+    a, b = node.inputs
+    out = node.outputs[0]
+    L.define(out)
+    ty = llvm_type(out.dtype)
+    pa, pb, po = L.operand(a, (1, 0)), L.operand(b, (0, 1)), L.operand(out)
+
+    def body(bld, o):
+        store(bld, bld.fmul(_cast(bld, load(bld, pa, o[0]), ty), _cast(bld, load(bld, pb, o[1]), ty)), po, o[2])
+
+    loop_nest(L.b, out.shape, [pa, pb, po], body)
+
+
+# ---- softmax family ---------------------------------------------------------------------------
+
+def _exp_and_sum(L, node):
+    z = node.inputs[0]
+    e, s = node.outputs[1], node.outputs[2]
+    axes = node.attrs["axes"]
+    L.define(e)
+    ty = llvm_type(z.dtype)
+    src, dst = L.operand(z), L.operand(e)
+    from . import vecmath
+    loop_nest(L.b, z.shape, [src, dst], lambda b, o: store(b, vecmath.exp(b, load(b, src, o[0])), dst, o[1]))
+    L.define(s)
+    _reduce_into(L, e, s, axes, "sum")
+    return ty
+
+
+def _elementwise(L, shape, inputs, out, fn):
+    """out[i] = fn(builder, *inputs[i]) with broadcasting."""
+    ops = [L.operand(v, broadcast_strides(v.shape, shape)) for v in inputs]
+    dst = L.operand(out)
+    loop_nest(L.b, shape, ops + [dst],
+              lambda b, o: store(b, fn(b, *[load(b, op, off) for op, off in zip(ops, o)]), dst, o[-1]))
+
+
+@lowers("logsumexp")
+def lower_logsumexp(L, node):
+    from . import vecmath
+    _exp_and_sum(L, node)
+    lse, s = node.outputs[0], node.outputs[2]
+    L.define(lse)
+    src, dst = L.operand(s), L.operand(lse)
+    loop_nest(L.b, (s.size,), [Operand(src.pointer, src.etype, (1,)), Operand(dst.pointer, dst.etype, (1,))],
+              lambda b, o: store(b, vecmath.log(b, load(b, src, o[0])), dst, o[1]))
+
+
+@lowers("log_softmax")
+def lower_log_softmax(L, node):
+    from . import vecmath
+    _exp_and_sum(L, node)
+    z = node.inputs[0]
+    logp, s = node.outputs[0], node.outputs[2]
+    L.define(logp)
+    _elementwise(L, z.shape, [z, s], logp, lambda b, zz, ss: b.fsub(zz, vecmath.log(b, ss)))
+
+
+@lowers("softmax")
+def lower_softmax(L, node):
+    _exp_and_sum(L, node)
+    z = node.inputs[0]
+    p, e, s = node.outputs
+    L.define(p)
+    _elementwise(L, z.shape, [e, s], p, lambda b, ee, ss: b.fdiv(ee, ss))
