@@ -23,7 +23,11 @@ from . import blas_calls
 from .expr import ExprLowering, intrinsic
 from .loops import I64, Operand, broadcast_strides, contiguous_strides, load, loop_nest, store
 
+import os
+
 I8, I32 = ir.IntType(8), ir.IntType(32)
+#: tests set this: freed buffers are first filled with NaN bytes, so a use after free shows as NaN
+POISON_FREED = bool(os.environ.get("SYMBACKPROP_POISON_FREED"))
 PTR = ir.PointerType()
 LOWERINGS: dict = {}
 
@@ -89,6 +93,9 @@ class Lowering:
             for v in node.inputs:
                 self.last_use[v] = i
         self.virtual_transposes = _virtual_transposes(graph)
+        for v in self.virtual_transposes:  # the product reads the source through the transpose
+            src = v.node.inputs[0]
+            self.last_use[src] = max(self.last_use.get(src, -1), self.last_use.get(v, -1))
 
     # ---- buffers ----------------------------------------------------------------
     def buffer(self, v):
@@ -145,9 +152,8 @@ class Lowering:
             src = self.buffer(v)
             if self.buffers.get(v) is not a:
                 self.memcpy(a, src, max(v.size, 1) * v.dtype.itemsize)
-        free = self._libc("free", ir.VoidType(), [PTR])
         for v, ptr in self.owned:
-            self.b.call(free, [ptr])
+            self.release(v, ptr)
         self.owned = []
         self.b.ret(ir.Constant(I32, 0))
         self.allocas.branch(self.b.block.parent.basic_blocks[1])
@@ -155,16 +161,20 @@ class Lowering:
 
     def _free_dead(self, i):
         keep = {v for v, _ in self.out_args}
-        free = None
         alive = []
         for v, ptr in self.owned:
             roots = [u for u, p in self.buffers.items() if p is ptr]
             if all(self.last_use.get(u, -1) <= i for u in roots) and not any(u in keep for u in roots):
-                free = free or self._libc("free", ir.VoidType(), [PTR])
-                self.b.call(free, [ptr])
+                self.release(v, ptr)
             else:
                 alive.append((v, ptr))
         self.owned = alive
+
+    def release(self, v, ptr):
+        if POISON_FREED:
+            memset = self._libc("memset", PTR, [PTR, I32, I64])
+            self.b.call(memset, [ptr, ir.Constant(I32, 0xFF), ir.Constant(I64, v.size * v.dtype.itemsize)])
+        self.b.call(self._libc("free", ir.VoidType(), [PTR]), [ptr])
 
 
 def _alias_rules():
