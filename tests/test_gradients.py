@@ -110,3 +110,16 @@ def test_returning_a_parameter_and_a_constant(backend):
     assert sb.grad(models.returns_param, backend=backend)(2.5) == 1.0
     g = sb.grad(models.constant_loss, backend=backend)(np.ones(3))
     np.testing.assert_array_equal(g, np.zeros(3))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_backends_agree_in_float64(name):
+    """The LLVM backend and the NumPy backend give the same numbers to float64 round-off."""
+    model, make_args, wrt = CASES[name]
+    args = make_args()
+    v_np, g_np = sb.value_and_grad(model, wrt=wrt, backend="numpy")(*args)
+    v_ll, g_ll = sb.value_and_grad(model, wrt=wrt, backend="llvm")(*args)
+    np.testing.assert_allclose(v_ll, v_np, rtol=1e-12, atol=1e-14)
+    for a, b in zip(g_ll, g_np):
+        scale = max(1.0, float(np.max(np.abs(b))))
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13 * scale)

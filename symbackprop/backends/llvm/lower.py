@@ -79,6 +79,8 @@ class Lowering:
         self.b = ir.IRBuilder(body)
         self.buffers: dict = {}
         self.owned: list = []
+        self.outlining = False
+        self.outlined: dict = {}
         for v, a in zip(params, self.function.args):
             self.buffers[v] = a
         self.out_args = list(zip(outputs, self.function.args[len(params):]))
@@ -108,6 +110,8 @@ class Lowering:
 
     def define(self, v):
         """A fresh buffer for value `v`."""
+        if self.outlining:  # inside an outlined loop function: the caller allocated it
+            return self.buffers[v]
         if v in self.direct:
             self.buffers[v] = self.direct[v]
             return self.buffers[v]
@@ -146,7 +150,12 @@ class Lowering:
             rule = LOWERINGS.get(node.prim.name)
             if rule is None:
                 raise CompileError(f"the LLVM backend cannot lower `{node.prim.name}`", node.loc)
-            rule(self, node)
+            if node.outputs[0] in self.virtual_transposes:
+                pass  # read by the products as a transpose flag
+            elif node.prim.name in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
+                self.outline(rule, node)
+            else:
+                rule(self, node)
             self._free_dead(i)
         for v, a in self.out_args:
             src = self.buffer(v)
@@ -158,6 +167,35 @@ class Lowering:
         self.b.ret(ir.Constant(I32, 0))
         self.allocas.branch(self.b.block.parent.basic_blocks[1])
         return str(self.module)
+
+    def outline(self, rule, node):
+        """Lower `node` into a function of its buffers, shared by every node of the same shape.
+
+        The same layer repeated (a loop over stacked weights) then costs LLVM one loop, not n.
+        """
+        from ...ir import _freeze
+        for v in node.outputs:
+            self.define(v)
+        key = (node.prim.name, _freeze(node.attrs), tuple((v.shape, str(v.dtype)) for v in node.inputs),
+               tuple((v.shape, str(v.dtype)) for v in node.outputs))
+        fn = self.outlined.get(key)
+        values = list(node.inputs) + list(node.outputs)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * len(values)),
+                             f"{self.function.name}_{node.prim.name}{len(self.outlined)}")
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+            saved = self.b, self.buffers, self.outlining
+            self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+            self.buffers = dict(zip(values, fn.args))
+            self.outlining = True
+            try:
+                rule(self, node)
+                self.b.ret_void()
+            finally:
+                self.b, self.buffers, self.outlining = saved
+            self.outlined[key] = fn
+        self.b.call(fn, [self.buffer(v) for v in values])
 
     def _free_dead(self, i):
         keep = {v for v, _ in self.out_args}
@@ -177,18 +215,23 @@ class Lowering:
         self.b.call(self._libc("free", ir.VoidType(), [PTR]), [ptr])
 
 
+#: loop primitives lowered into shared functions (matmul is a BLAS call; views are pointer arithmetic)
+OUTLINED = {"kernel", "sum", "max", "min", "sum_to", "transpose", "broadcast_to", "scatter_add", "concatenate",
+            "outer", "logsumexp", "log_softmax", "softmax", "fill"}
+
+
 def _alias_rules():
     return (LOWERINGS.get("reshape"),)
 
 
 def _virtual_transposes(graph):
-    """2-d transposes read only by matrix products: passed to BLAS as a flag, never materialised."""
+    """2-d transposes read only by (unbatched) matrix products: a BLAS flag, never materialised."""
     users = graph.users()
     out = set()
     for node in graph.nodes:
         if node.prim.name == "transpose" and node.inputs[0].ndim == 2:
             us = users.get(node.outputs[0], [])
-            if us and all(u.prim.name == "matmul" and u.inputs[0].ndim == 2 and u.inputs[1].ndim == 2 for u in us):
+            if us and all(u.prim.name == "matmul" and u.inputs[0].ndim <= 2 and u.inputs[1].ndim <= 2 for u in us):
                 out.add(node.outputs[0])
     return out
 
@@ -294,8 +337,6 @@ def lower_reshape(L, node):
 @lowers("transpose")
 def lower_transpose(L, node):
     x, out = node.inputs[0], node.outputs[0]
-    if out in L.virtual_transposes:
-        return
     perm = node.attrs["perm"]
     src_strides = contiguous_strides(x.shape)
     src = L.operand(x, tuple(src_strides[p] for p in perm))

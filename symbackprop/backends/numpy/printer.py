@@ -77,6 +77,9 @@ class NumpyPrinter(StrPrinter):
 
     def pow(self, base, e):
         b = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        if e == 3 or e == 4:
+            # NumPy squares fast but takes the general pow() path for x**3: multiply instead
+            return f"({b}*{b}*{b})" if e == 3 else f"({b}**2)**2"
         return f"{b}**{self.parenthesize(e, PRECEDENCE['Pow'], strict=True)}"
 
     def _print_Function(self, expr):
