@@ -95,6 +95,8 @@ class Lowering:
             for v in node.inputs:
                 self.last_use[v] = i
         self.virtual_transposes = _virtual_transposes(graph)
+        self.fused_reductions = _fused_reductions(graph, {v for v, _ in self.out_args})
+        self.reductions_done = {r for r in self.fused_reductions.values()}
         for v in self.virtual_transposes:  # the product reads the source through the transpose
             src = v.node.inputs[0]
             self.last_use[src] = max(self.last_use.get(src, -1), self.last_use.get(v, -1))
@@ -150,8 +152,8 @@ class Lowering:
             rule = LOWERINGS.get(node.prim.name)
             if rule is None:
                 raise CompileError(f"the LLVM backend cannot lower `{node.prim.name}`", node.loc)
-            if node.outputs[0] in self.virtual_transposes:
-                pass  # read by the products as a transpose flag
+            if node.outputs[0] in self.virtual_transposes or node in self.reductions_done:
+                pass  # read by the products as a transpose flag, or computed by its producer's loop
             elif node.prim.name in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
                 self.outline(rule, node)
             else:
@@ -174,17 +176,24 @@ class Lowering:
         The same layer repeated (a loop over stacked weights) then costs LLVM one loop, not n.
         """
         from ...ir import _freeze
+        outputs = []
         for v in node.outputs:
-            self.define(v)
+            reduction = self.fused_reductions.get(v)
+            outputs.append(reduction.outputs[0] if reduction is not None else v)
+            self.define(outputs[-1])
+        fused = tuple(reduction_plan(self.fused_reductions[v]) if v in self.fused_reductions else None
+                      for v in node.outputs)
         key = (node.prim.name, _freeze(node.attrs), tuple((v.shape, str(v.dtype)) for v in node.inputs),
-               tuple((v.shape, str(v.dtype)) for v in node.outputs))
+               tuple((v.shape, str(v.dtype)) for v in outputs), fused)
         fn = self.outlined.get(key)
-        values = list(node.inputs) + list(node.outputs)
+        values = list(node.inputs) + outputs
         if fn is None:
             fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * len(values)),
                              f"{self.function.name}_{node.prim.name}{len(self.outlined)}")
             fn.linkage = "internal"
             fn.attributes.add("noinline")
+            for a in fn.args:  # outputs are fresh buffers; inputs are only read
+                a.add_attribute("noalias")
             saved = self.b, self.buffers, self.outlining
             self.b = ir.IRBuilder(fn.append_basic_block("entry"))
             self.buffers = dict(zip(values, fn.args))
@@ -224,6 +233,19 @@ def _alias_rules():
     return (LOWERINGS.get("reshape"),)
 
 
+def _fused_reductions(graph, results):
+    """Kernel outputs read only by one reduction: the kernel's loop accumulates them directly."""
+    users = graph.users()
+    fused = {}
+    for node in graph.nodes:
+        if node.prim.name in ("sum", "max", "min", "sum_to"):
+            v = node.inputs[0]
+            if v.node is not None and v.node.prim.name == "kernel" and users.get(v) == [node] \
+                    and v not in results and v.shape == v.node.attrs["shape"]:
+                fused[v] = node
+    return fused
+
+
 def _virtual_transposes(graph):
     """2-d transposes read only by (unbatched) matrix products: a BLAS flag, never materialised."""
     users = graph.users()
@@ -240,12 +262,20 @@ def _virtual_transposes(graph):
 
 @lowers("kernel")
 def lower_kernel(L, node):
+    """One loop computing every output; an output only a reduction reads is accumulated, never stored."""
     shape = node.attrs["shape"]
     ins = [L.operand(v, broadcast_strides(v.shape, shape)) for v in node.inputs]
     outs = []
     for v in node.outputs:
-        L.define(v)
-        outs.append(L.operand(v))
+        reduction = L.fused_reductions.get(v)
+        if reduction is not None:
+            kind, axes = reduction_plan(reduction)
+            out = reduction.outputs[0]
+            L.define(out)
+            outs.append(_accumulator(L, shape, out, axes, kind))
+        else:
+            L.define(v)
+            outs.append((L.operand(v), None))
     ftype = float_type([v.dtype for v in node.outputs] + [v.dtype for v in node.inputs])
     program, exprs = node.attrs["program"], node.attrs["outs"]
     import sympy
@@ -258,10 +288,14 @@ def lower_kernel(L, node):
                 else (lower.as_bool(v) if v.type == I8 else lower.as_float(v))
         for t, e in program:
             lower.memo[t] = lower.value(e)
-        for e, v, op, o in zip(exprs, node.outputs, outs, offs[len(ins):]):
-            store(b, _convert(lower, lower.value(e), v.dtype), op, o)
+        for e, v, (op, accumulate), o in zip(exprs, node.outputs, outs, offs[len(ins):]):
+            value = _convert(lower, lower.value(e), v.dtype)
+            if accumulate is None:
+                store(b, value, op, o)
+            else:
+                accumulate(b, value, o)
 
-    loop_nest(L.b, shape, ins + outs, body)
+    loop_nest(L.b, shape, ins + [op for op, _ in outs], body)
 
 
 def _convert(lower, value, dtype):
@@ -285,29 +319,50 @@ def lower_fill(L, node):
 
 # ---- reductions ---------------------------------------------------------------------
 
-def _reduce_into(L, x, out, axes, kind):
-    """out (keepdims layout) = reduce(x) over axes; out's buffer already defined."""
-    keep_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-    out_strides = broadcast_strides(keep_shape, x.shape)
+def reduction_plan(node):
+    """(kind, axes) of a reduction node over its input's shape."""
+    if node.prim.name == "sum_to":
+        x, shape = node.inputs[0], node.attrs["shape"]
+        lead = x.ndim - len(shape)
+        axes = set(range(lead)) | {lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1}
+        return "sum", tuple(sorted(axes))
+    return node.prim.name, node.attrs["axes"]
+
+
+def _accumulator(L, shape, out, axes, kind):
+    """Initialise `out` and return (operand, accumulate(builder, value, offset)) over `shape`."""
+    keep_shape = tuple(1 if i in axes else n for i, n in enumerate(shape))
+    out_strides = broadcast_strides(keep_shape, shape)
     out_strides = tuple(0 if i in axes else s for i, s in enumerate(out_strides))
     ty = llvm_type(out.dtype)
     init = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[kind]
     L.fill(out, init if isinstance(ty, (ir.DoubleType, ir.FloatType)) else 0)
-    src = L.operand(x)
     dst = Operand(L.buffer(out), ty, out_strides)
 
-    def body(b, offs):
-        value = load(b, src, offs[0])
+    def accumulate(b, value, offset):
         if value.type != ty:
-            value = b.zext(value, ty) if isinstance(ty, ir.IntType) else b.uitofp(value, ty)
-        acc = load(b, dst, offs[1])
+            if isinstance(ty, ir.IntType):
+                value = b.zext(value, ty)
+            elif isinstance(value.type, ir.IntType):
+                value = b.uitofp(value, ty)
+            else:
+                value = _cast(b, value, ty)
+        acc = load(b, dst, offset)
         if kind == "sum":
-            new = b.add(acc, value) if isinstance(ty, ir.IntType) else b.fadd(acc, value)
+            # reassociation lets LLVM keep several partial sums in vector lanes, as NumPy's pairwise sum does
+            new = b.add(acc, value) if isinstance(ty, ir.IntType) else b.fadd(acc, value, flags=("reassoc",))
         else:
             new = intrinsic(b, "maximum" if kind == "max" else "minimum", ty, [acc, value])
-        store(b, new, dst, offs[1])
+        store(b, new, dst, offset)
 
-    loop_nest(L.b, x.shape, [src, dst], body)
+    return dst, accumulate
+
+
+def _reduce_into(L, x, out, axes, kind):
+    """out (keepdims layout) = reduce(x) over axes; out's buffer already defined."""
+    dst, accumulate = _accumulator(L, x.shape, out, axes, kind)
+    src = L.operand(x)
+    loop_nest(L.b, x.shape, [src, dst], lambda b, offs: accumulate(b, load(b, src, offs[0]), offs[1]))
 
 
 @lowers("sum", "max", "min")
@@ -319,12 +374,9 @@ def lower_reduction(L, node):
 
 @lowers("sum_to")
 def lower_sum_to(L, node):
-    x, out = node.inputs[0], node.outputs[0]
-    shape = node.attrs["shape"]
-    lead = x.ndim - len(shape)
-    axes = set(range(lead)) | {lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1}
+    out = node.outputs[0]
     L.define(out)
-    _reduce_into(L, x, out, tuple(sorted(axes)), "sum")
+    _reduce_into(L, node.inputs[0], out, reduction_plan(node)[1], "sum")
 
 
 # ---- shapes ---------------------------------------------------------------------------
