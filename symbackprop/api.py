@@ -89,6 +89,8 @@ class GradFunction:
         self._lock = threading.Lock()
         self._last: Compiled | None = None
         self.compilations = 0
+        # a class of its own, so that its __call__ can become generated code checking the last signature
+        self.__class__ = type(f"GradFunction_{fn.__name__}", (GradFunction,), {})
 
     # ---- calling ---------------------------------------------------------------
     def _arguments(self, args, kwargs):
@@ -102,15 +104,64 @@ class GradFunction:
         return tuple(bound.arguments[p] for p in self.params)
 
     def __call__(self, *args, **kwargs):
+        return self._general(*args, **kwargs)
+
+    def _general(self, *args, **kwargs):
+        """Any call: find or compile the specialisation for these arguments, then run it."""
         args = self._arguments(args, kwargs)
         key = tuple(map(_arg_key, args))
         entry = self._cache.get(key)
         if entry is None:
             entry = self._specialise(key, args)
+            self._install_fast_path(key, entry)
         else:
+            self._cache.move_to_end(key)
             self._last = entry
         result = entry.call(*args)
         return result if self.with_value else result[1]
+
+    def _install_fast_path(self, key, entry):
+        """Make __call__ generated code that checks the argument types of `key` and runs `entry` directly."""
+        from .rendering import render
+        namespace = {"_run": entry.call, "_ndarray": np.ndarray}
+        guards, dynamic = [], []
+        for p, k, spec in zip(self.params, key, entry.specs):
+            if k is _FLOAT:
+                guards.append(f"type({p}) is float")
+            elif k[0] == "0d" or len(k) == 2 and isinstance(k[1], np.dtype) and isinstance(k[0], tuple):
+                if k[0] == "0d":
+                    namespace[f"_type_{p}"] = spec.dtype.type
+                    guards.append(f"type({p}) is _type_{p}")
+                else:
+                    namespace[f"_dtype_{p}"] = k[1]
+                    guards.append(f"type({p}) is _ndarray and {p}.dtype is _dtype_{p} and {p}.shape == {k[0]!r}")
+            elif k[0] in (int, bool, str, type(None), tuple):
+                namespace[f"_type_{p}"], namespace[f"_value_{p}"] = type(spec.value), spec.value
+                guards.append(f"type({p}) is _type_{p} and {p} == _value_{p}")
+            else:
+                return  # nothing cheap to check: every call takes the general path
+            if spec.dynamic:
+                dynamic.append(p)
+        if any(s.kind == "static" for s in entry.specs):
+            namespace["_run"] = entry.run_dynamic
+        fallback = getattr(entry, "scalar", False) and self.backend == "numpy"
+        if fallback:
+            namespace["_run"] = entry.namespace["_value_and_grad_math"]
+            namespace["_fallback"] = entry.namespace["_value_and_grad_numpy"]
+        params, forward = [], []
+        for p in self._signature.parameters.values():
+            if p.kind is p.KEYWORD_ONLY and "*" not in params:
+                params.append("*")
+            if p.default is not p.empty:
+                namespace[f"_default_{p.name}"] = p.default
+                params.append(f"{p.name}=_default_{p.name}")
+            else:
+                params.append(p.name)
+            forward.append(f"{p.name}={p.name}" if p.kind is p.KEYWORD_ONLY else p.name)
+        text = render("fast_path.py.j2", params=params, guards=guards or ["True"], dynamic=dynamic,
+                      forward=forward, fallback=fallback, suffix="" if self.with_value else "[1]")
+        exec(compile(text, f"<symbackprop fast path of {self.fn.__name__}>", "exec"), namespace)
+        type(self).__call__ = namespace["__call__"]
 
     def _specialise(self, key, args):
         with self._lock:
@@ -134,6 +185,7 @@ class GradFunction:
             namespace = load(compiled.source, f"<symbackprop {self.fn.__name__}>")
             compiled.namespace = namespace
             run = namespace["value_and_grad"]
+            compiled.run_dynamic = run
             dynamic = [i for i, s in enumerate(specs) if s.dynamic]
             if len(dynamic) == len(specs):
                 compiled.call = run

@@ -46,8 +46,8 @@ def test_bad_wrt_is_rejected_at_decoration():
         sb.grad(models.line, backend="cuda")
 
 
-def test_cache_compiles_once_per_signature():
-    f = sb.value_and_grad(models.matmul_2d, wrt=(0, 1))
+def test_cache_compiles_once_per_signature(backend):
+    f = sb.value_and_grad(models.matmul_2d, wrt=(0, 1), backend=backend)
     a, b = np.ones((3, 4)), np.ones((4, 2))
     for _ in range(3):
         f(a, b)
@@ -71,8 +71,8 @@ def test_static_arguments_steer_control_flow_and_key_the_cache():
     assert f.compilations == 2 and not np.allclose(g2[0], g3[0])
 
 
-def test_float32_in_float32_out():
-    f = sb.value_and_grad(models.mlp, wrt=(0, 1))
+def test_float32_in_float32_out(backend):
+    f = sb.value_and_grad(models.mlp, wrt=(0, 1), backend=backend)
     rng = np.random.default_rng(0)
     args = [rng.normal(size=(5, 4)), np.zeros(4), rng.normal(size=(4, 3)), np.zeros(3), rng.normal(size=(2, 5)),
             np.eye(3)[[0, 2]]]
@@ -83,23 +83,23 @@ def test_float32_in_float32_out():
         np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
 
 
-def test_python_floats_give_python_floats_and_0d_arrays_too():
-    value, grads = sb.value_and_grad(models.line, wrt=(0, 1))(0.5, 1.0, 2.0, 3.0)
+def test_python_floats_give_python_floats_and_0d_arrays_too(backend):
+    value, grads = sb.value_and_grad(models.line, wrt=(0, 1), backend=backend)(0.5, 1.0, 2.0, 3.0)
     assert type(value) is float and all(type(g) is float for g in grads)
-    g = sb.grad(models.binary_broadcast)(np.array(0.5), np.ones(3))
+    g = sb.grad(models.binary_broadcast, backend=backend)(np.array(0.5), np.ones(3))
     assert type(g) is float
 
 
-def test_gradients_are_fresh_arrays_never_views_of_inputs():
-    f = sb.grad(models.matmul_vectors, wrt=(0, 1, 2))
+def test_gradients_are_fresh_arrays_never_views_of_inputs(backend):
+    f = sb.grad(models.matmul_vectors, wrt=(0, 1, 2), backend=backend)
     A, v, u = np.ones((3, 3)), np.ones(3), np.ones(3)
     grads = f(A, v, u)
     for g, x in zip(grads, (A, v, u)):
         assert not np.shares_memory(g, x)
 
 
-def test_inputs_are_not_mutated_and_strided_or_readonly_inputs_work():
-    f = sb.grad(models.loop_stacked, wrt=(0, 1, 2))
+def test_inputs_are_not_mutated_and_strided_or_readonly_inputs_work(backend):
+    f = sb.grad(models.loop_stacked, wrt=(0, 1, 2), backend=backend)
     rng = np.random.default_rng(1)
     Ws, bs, x = rng.normal(size=(3, 4, 4)), rng.normal(size=(3, 4)), rng.normal(size=(8, 4))
     copies = [a.copy() for a in (Ws, bs, x)]
@@ -114,9 +114,9 @@ def test_inputs_are_not_mutated_and_strided_or_readonly_inputs_work():
         np.testing.assert_array_equal(got, want)
 
 
-def test_same_array_for_two_parameters():
+def test_same_array_for_two_parameters(backend):
     a = np.linspace(-1, 1, 6).reshape(2, 3)
-    ga, gb = sb.grad(models.binary_broadcast, wrt=(0, 1))(a, a)
+    ga, gb = sb.grad(models.binary_broadcast, wrt=(0, 1), backend=backend)(a, a)
     assert ga.shape == gb.shape == (2, 3)
 
 
@@ -143,8 +143,8 @@ def test_source_before_any_call_is_a_clear_error():
         sb.grad(models.line).source
 
 
-def test_threads_share_one_compilation():
-    f = sb.value_and_grad(models.mlp, wrt=(0, 2))
+def test_threads_share_one_compilation(backend):
+    f = sb.value_and_grad(models.mlp, wrt=(0, 2), backend=backend)
     rng = np.random.default_rng(2)
     args = [rng.normal(size=(5, 4)), np.zeros(4), rng.normal(size=(4, 3)), np.zeros(3), rng.normal(size=(2, 5)),
             np.eye(3)[[0, 2]]]
@@ -172,3 +172,18 @@ def test_cache_is_bounded():
     for n in range(1, api.CACHE_SIZE + 6):
         f(np.ones(n), np.ones(n))
     assert len(f._cache) == api.CACHE_SIZE
+
+
+def test_fast_path_checks_the_signature_and_falls_back(backend):
+    """__call__ is generated for the last signature; anything else takes the general path."""
+    f = sb.value_and_grad(models.binary_broadcast, wrt=(0, 1), backend=backend)
+    a, b = np.ones((2, 3)), np.full(3, 2.0)
+    first = f(a, b)
+    assert f(a, b=b)[0] == first[0] and f.compilations == 1
+    f(a.astype(np.float32), b.astype(np.float32))          # compiles, becomes the fast path
+    again = f(a, b)                                          # general path: cached, no compile
+    assert f.compilations == 2 and again[0] == first[0]
+    for g_again, g_first in zip(again[1], first[1]):
+        np.testing.assert_array_equal(g_again, g_first)
+    with pytest.raises(TypeError):
+        f(a)

@@ -69,8 +69,8 @@ def make_caller(compiled, address):
             return spec.dtype.type(g)
         return g if g.dtype == spec.dtype else g.astype(spec.dtype)
 
-    def call(*args):
-        inputs = [np.ascontiguousarray(args[i], dtype=d) for i, d in zip(dynamic, in_dtypes)]
+    def run_dynamic(*args):
+        inputs = [np.ascontiguousarray(a, dtype=d) for a, d in zip(args, in_dtypes)]
         value = np.empty((), value_dtype)
         outs = [np.empty(shape, dtype) for shape, dtype in out_shapes]
         cfunc(*[a.ctypes.data for a in inputs], value.ctypes.data, *[o.ctypes.data for o in outs])
@@ -78,7 +78,10 @@ def make_caller(compiled, address):
         v = float(value) if value_dtype == np.float64 else value_dtype.type(value)
         return v, (result[0] if single else tuple(result))
 
-    return call
+    compiled.run_dynamic = run_dynamic
+    if len(dynamic) == len(specs):
+        return run_dynamic
+    return lambda *args: run_dynamic(*[args[i] for i in dynamic])
 
 
 def c_header(compiled):
