@@ -10,7 +10,6 @@ import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
-from sympy.core.parameters import distribute
 
 from .backends.numpy.emit import emit_function
 from .errors import CompileError, Loc
@@ -165,10 +164,9 @@ def _forward_pipeline(graph):
 
 def compile_forward(fn, specs):
     """The forward function alone (for export and inspection)."""
-    with distribute(False):
-        graph = trace(fn, specs)
-        _forward_pipeline(graph)
-        finalize_kernels(graph)
+    graph = trace(fn, specs)
+    _forward_pipeline(graph)
+    finalize_kernels(graph)
     return graph
 
 
@@ -179,12 +177,6 @@ def is_scalar_model(specs, graph) -> bool:
 
 
 def compile_value_and_grad(fn, specs, wrt, single, backend="numpy") -> Compiled:
-    # SymPy would distribute 2*(a - b) into 2*a - 2*b and hide the shared (a - b) from CSE
-    with distribute(False):
-        return _compile_value_and_grad(fn, specs, wrt, single, backend)
-
-
-def _compile_value_and_grad(fn, specs, wrt, single, backend) -> Compiled:
     graph = trace(fn, specs)
     _forward_pipeline(graph)
     params = {p.name: p for p in graph.params}

@@ -83,6 +83,8 @@ class Kernel(Primitive):
     elementwise = True
 
     def infer(self, node):
+        if node.attrs.get("dtype") is not None:  # gradients are float whatever their body's dtype
+            return [(node.attrs["shape"], node.attrs["dtype"])] * len(node.attrs["outs"])
         dtypes = [v.dtype for v in node.inputs]
         return [(node.attrs["shape"], kernel_dtype(e, dtypes)) for e in expand(node.attrs["program"], node.attrs["outs"])]
 
@@ -136,7 +138,7 @@ def _coefficient_of_single_symbol(expr):
     return rest if rest.is_Symbol and coeff.is_Number else None
 
 
-def kernel(values, outs, shape, program=(), names=()):
+def kernel(values, outs, shape, program=(), names=(), dtype=None):
     """Build a kernel over `values` computing `outs`; returns one Value per out.
 
     Constant inputs are folded in, duplicate inputs merged, symbols renumbered;
@@ -177,12 +179,14 @@ def kernel(values, outs, shape, program=(), names=()):
                 continue
         if o.is_Number:
             floats = [d for d in dtypes if d.kind == "f"]
-            results[k] = fill(float(o), shape, np.result_type(*floats) if floats else np.float64)
+            results[k] = fill(float(o), shape, dtype or (np.result_type(*floats) if floats else np.float64))
             continue
         pending.append(k)
     if pending:
         outs_p = tuple(outs[k] for k in pending)
         attrs = {"outs": outs_p, "program": program, "names": names, "shape": shape}
+        if dtype is not None:
+            attrs["dtype"] = np.dtype(dtype)
         made = emit(Kernel, new_values, attrs)
         made = made if isinstance(made, tuple) else (made,)
         for k, v in zip(pending, made):

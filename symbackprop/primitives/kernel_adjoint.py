@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import sympy
+from sympy.core.parameters import distribute
 
 from . import ops
 from .elementwise import arg, expand, kernel, kernel_dtype, temps
@@ -53,6 +55,16 @@ def _needed(program, exprs):
 
 @functools.lru_cache(maxsize=4096)
 def derive(outs, program, wants, has_g) -> Derivation:
+    # SymPy would distribute 2*(a - b) into 2*a - 2*b and hide the shared (a - b) from CSE. Some of
+    # its functions' eval (tanh(-x) -> -tanh(x)) can loop on undistributed arguments: then derive as usual.
+    try:
+        with distribute(False):
+            return _derive(outs, program, wants, has_g)
+    except RecursionError:
+        return _derive(outs, program, wants, has_g)
+
+
+def _derive(outs, program, wants, has_g) -> Derivation:
     bodies = [recognise(b) for b in expand(program, outs)]
     to_output = {b: out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
     derivs, which = [], []
@@ -112,7 +124,9 @@ def kernel_adjoint(node, gs, wants):
     rename = {s: arg(j) for j, s in enumerate(bound)}
     program = tuple((t, e.xreplace(rename)) for t, e in d.backward_program)
     outs = tuple(e.xreplace(rename) for e in d.backward_outs)
-    grads = kernel([env[s] for s in bound], outs, node.attrs["shape"], program) if outs else []
+    floats = [v.dtype for v in list(node.inputs) + [g for g in gs if g is not None] if v.dtype.kind == "f"]
+    dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
+    grads = kernel([env[s] for s in bound], outs, node.attrs["shape"], program, dtype=dtype) if outs else []
     result = []
     for i, idx in enumerate(d.which):
         if idx is None:

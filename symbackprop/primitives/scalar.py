@@ -107,6 +107,13 @@ class le(BoolFunction):
             return _bool(a <= b)
 
 
+def _swapped(cls, a, b):
+    """Symmetric comparisons in one canonical argument order, so CSE sees a == b and b == a as one."""
+    if sympy.default_sort_key(b) < sympy.default_sort_key(a):
+        return cls(b, a)
+    return None
+
+
 class eq(BoolFunction):
     nargs = 2
     symbol = "=="
@@ -117,6 +124,7 @@ class eq(BoolFunction):
             return S.One
         if a.is_Number and b.is_Number:
             return _bool(a == b)
+        return _swapped(cls, a, b)
 
 
 class ne(BoolFunction):
@@ -129,6 +137,7 @@ class ne(BoolFunction):
             return S.Zero
         if a.is_Number and b.is_Number:
             return _bool(a != b)
+        return _swapped(cls, a, b)
 
 
 class logical_and(BoolFunction):

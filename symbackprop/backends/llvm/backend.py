@@ -46,8 +46,66 @@ def attach(compiled):
         raise CompileError(f"LLVM could not compile the generated code: {error}") from None
     compiled.source = ir_text
     compiled.jit_module = module
-    compiled.call = make_caller(compiled, module.address(symbol_name(compiled)))
+    address = module.address(symbol_name(compiled))
+    compiled.call = make_fast_caller(compiled, address) or make_caller(compiled, address)
     return compiled
+
+
+def make_fast_caller(compiled, address):
+    """The METH_FASTCALL route (call.py): float parameters by value, scalar gradients in one buffer.
+
+    An adapter function turns that calling convention into the C entry point's. None when a
+    parameter's dtype is one the bridge does not read (the ctypes caller then serves).
+    """
+    from . import call as bridge
+    from .adapter import adapter_ir
+    specs = compiled.specs
+    dynamic = [i for i, s in enumerate(specs) if s.dynamic]
+    grad_specs = [specs[i] for i in compiled.wrt]
+    if bridge.LAYOUT is None or any(specs[i].kind == "array" and specs[i].dtype.name not in
+                                    ("float64", "float32", "int64", "int32") for i in dynamic):
+        return None
+    scalar_out = [g.shape == () for g in compiled.grads]
+    text, name = adapter_ir(compiled, symbol_name(compiled), scalar_out)
+    adapter = jit.compile_module(text, {symbol_name(compiled): address})
+    params = [bridge.Scalar("float64") if specs[i].kind == "float" else
+              bridge.Array(specs[i].dtype.name, specs[i].shape) for i in dynamic]
+    array_outs = [(g.shape, g.dtype) for g, s in zip(compiled.grads, scalar_out) if not s]
+    params += [bridge.Array(np.dtype(d).name, shape, writable=True) for shape, d in array_outs]
+    n_scalar = sum(scalar_out)
+    if n_scalar:
+        params.append(bridge.Array("float64", (n_scalar,), writable=True))
+    fast = bridge.make_caller(adapter, name, params, "float64")
+    run_dynamic = _call_wrapper(compiled, fast, scalar_out, grad_specs)
+    run_dynamic.keep = (adapter, compiled.jit_module)
+    compiled.run_dynamic = run_dynamic
+    if len(dynamic) == len(specs):
+        return run_dynamic
+    return lambda *args: run_dynamic(*[args[i] for i in dynamic])
+
+
+def _call_wrapper(compiled, fast, scalar_out, grad_specs):
+    """Generated Python (templates/llvm_call.py.j2) that allocates outputs and calls the bridge."""
+    from ...compile import load
+    from ...rendering import render
+    params = [f"p{i}" for i, s in enumerate(s for s in compiled.specs if s.dynamic)]
+    arrays, scalars, grads = [], [], []
+    for k, (g, is_scalar, spec) in enumerate(zip(compiled.grads, scalar_out, grad_specs)):
+        name = f"g{k}"
+        if is_scalar:
+            scalars.append(name)
+            text = name if spec.kind == "float" or spec.dtype == np.float64 else f"_{spec.dtype}({name})"
+        else:
+            arrays.append((name, g.shape, g.dtype.name))
+            text = name if g.dtype == spec.dtype else f"{name}.astype(_{spec.dtype})"
+        grads.append(text)
+    grads_text = grads[0] if compiled.single else "(" + ", ".join(grads) + ("," if len(grads) == 1 else "") + ")"
+    dtype = compiled.graph.result.dtype
+    value = "value" if dtype == np.float64 else f"_{dtype}(value)"
+    text = render("llvm_call.py.j2", params=params, arrays=arrays, scalars=scalars, value=value, grads=grads_text)
+    namespace = load(text, f"<symbackprop llvm call of {compiled.fn.__name__}>")
+    namespace.update(_fast=fast, _empty=np.empty, _float64=np.float64, _float32=np.float32)
+    return namespace["run"]
 
 
 def make_caller(compiled, address):

@@ -32,9 +32,14 @@ class NumpyPrinter(StrPrinter):
     funcs = _NUMPY_FUNCS
     sqrt = "np.sqrt"
 
-    def __init__(self, names):
+    def __init__(self, names, bools=frozenset()):
         super().__init__({"order": "none"})
         self.names = names
+        self.bools = bools  # symbols holding boolean arrays
+
+    def boolish(self, expr) -> bool:
+        """A product of comparisons or boolean values: a boolean array in NumPy."""
+        return all(isinstance(f, scalar.BOOL_FUNCTIONS) or f in self.bools for f in sympy.Mul.make_args(expr))
 
     def _print_Symbol(self, expr):
         return self.names.get(expr, expr.name)
@@ -81,6 +86,26 @@ class NumpyPrinter(StrPrinter):
             # NumPy squares fast but takes the general pow() path for x**3: multiply instead
             return f"({b}*{b}*{b})" if e == 3 else f"({b}**2)**2"
         return f"{b}**{self.parenthesize(e, PRECEDENCE['Pow'], strict=True)}"
+
+    # NumPy has no unary minus and no subtraction for boolean arrays: keep a number in front of them
+    def _print_Add(self, expr, order=None):
+        terms = list(expr.args)
+        if not any(self.boolish(t) or self.boolish(-t) for t in terms):
+            return super()._print_Add(expr, order)
+        first = next((t for t in terms if not (self.boolish(t) or self.boolish(-t))), None)
+        text = "0" if first is None else ""
+        for t in ([first] if first is not None else []) + [t for t in terms if t is not first]:
+            if t.could_extract_minus_sign():
+                text += (" - " if text else "-") + self.parenthesize(-t, PRECEDENCE["Add"])
+            else:
+                text += (" + " if text else "") + self.parenthesize(t, PRECEDENCE["Add"])
+        return text
+
+    def _print_Mul(self, expr):
+        coeff, rest = expr.as_coeff_Mul()
+        if coeff.is_negative and self.boolish(rest):
+            return f"({self._print(coeff)})*{self.parenthesize(rest, PRECEDENCE['Mul'])}"
+        return super()._print_Mul(expr)
 
     def _print_Function(self, expr):
         name = type(expr).__name__
@@ -209,11 +234,14 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
         wanted = {e: n for n, e in node.attrs["names"]}
         user_names = {t: wanted[e] for t, e in expanded.items() if e in wanted}
     lines = []
-    printer = printer_cls(names)
+    dtypes = [v.dtype for v in node.inputs]
+    bools = {sympy.Symbol(f"a{i}", real=True) for i, d in enumerate(dtypes) if d.kind == "b"}
+    bools |= {t for t, e in zip([t for t, _ in program], expand(program, [t for t, _ in program]))
+              if numpy_dtype(e, dtypes) == np.dtype(bool)}
+    printer = printer_cls(names, frozenset(bools))
     for t, e in program:
         names[t] = out_name(temp_out[t]) if t in temp_out else emitter.fresh(user_names.get(t, "t"))
         lines.append(f"{names[t]} = {printer.doprint(e)}")
-    dtypes = [v.dtype for v in node.inputs]
     for k, o in enumerate(outs):
         if temp_out.get(o) == k:
             continue
