@@ -114,9 +114,21 @@ class Graph:
 
     def __init__(self):
         self.params: list[Value] = []
-        self.nodes: list[Node] = []
+        self._nodes: list[Node] = []
         self.result: Value | None = None
         self._memo: dict = {}
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes):
+        # passes that drop nodes (dead code, fusion, patterns) replace the list: value numbering
+        # must forget the dropped ones, or a later emit would hand back a value nothing computes
+        self._nodes = nodes
+        kept = set(nodes)
+        self._memo = {k: n for k, n in self._memo.items() if n in kept}
 
     def users(self) -> dict:
         """Map each Value to the list of nodes that read it."""
