@@ -226,6 +226,11 @@ class GradFunction:
             return llvm_export(compiled, path)
         raise ValueError(f"cannot export to {path!r}: use a .py, .ll or .so file name")
 
+    def explain(self, *args, **kwargs) -> str:
+        """The backprop table for `args` (default: the last specialisation)."""
+        from .explain import explain
+        return explain(self, *args, **kwargs)
+
     def __repr__(self):
         kind = "value_and_grad" if self.with_value else "grad"
         return f"<symbackprop {kind} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"

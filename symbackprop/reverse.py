@@ -15,7 +15,8 @@ from .primitives.elementwise import fill_value
 from .primitives.index import ScatterAdd, scatter_add
 
 
-def _depends_on(graph, sources):
+def depends_on(graph, sources):
+    """Every value computed from `sources`."""
     live = set(sources)
     for node in graph.nodes:
         if any(v in live for v in node.inputs):
@@ -48,7 +49,7 @@ def _total(contributions, like, forward_nodes=()):
 
 def reverse(graph, wrt):
     """Extend `graph` with the backward pass; return the gradient Value of each `wrt` param."""
-    live = _depends_on(graph, wrt)
+    live = depends_on(graph, wrt)
     forward = list(graph.nodes)
     forward_nodes = set(forward)
     adjoints: dict = {}

@@ -199,3 +199,9 @@ def reciprocal_chain(a, b):
 
 def boolean_arithmetic(x, y):
     return np.sum(y - x * (x > 0) - np.minimum(2 * x, 4.5 - x) + (x > 0.3) * y)
+
+
+def float_scale_in_array_model(w, x, scale=2.0, n=3):
+    for i in range(n):
+        w = np.tanh(w * x)
+    return scale * np.sum(w)

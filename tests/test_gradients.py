@@ -56,6 +56,8 @@ CASES = {
     "layernorm": (models.layernorm, lambda: [r(3, 6), r(6, seed=23), r(6, seed=24)], (0, 1, 2)),
     "line": (models.line, lambda: [0.5, -0.3, 2.0, 1.0], (0, 1, 2, 3)),
     "boolean_arithmetic": (models.boolean_arithmetic, lambda: [r(5), r(5, seed=30)], (0, 1)),
+    "float_scale_in_array_model": (models.float_scale_in_array_model, lambda: [r(3), r(3, seed=31), 1.5, 2],
+                                   (0, 1, 2)),
     "reciprocal_scalar": (models.reciprocal_chain, lambda: [0.7, -1.3], (0, 1)),
     "reciprocal_array": (models.reciprocal_chain, lambda: [pos(3), r(3)], (0, 1)),
 }

@@ -35,6 +35,8 @@ class Reshape(Primitive):
 
     def numpy(self, node, args, out):
         key = _inserted_axes(node.inputs[0].shape, node.attrs["shape"])
+        if node.inputs[0].shape == ():  # a 0-d value may be a Python float, which has no [None]
+            return f"np.reshape({args[0]}, {node.attrs['shape']!r})"
         if key is not None:  # x[:, None] reads better than a reshape that only adds axes
             return f"{args[0]}[{index_text(key)}]"
         shape = node.attrs["shape"]
