@@ -1,0 +1,470 @@
+"""The command line: show, export, explain and graph the gradient of a model in a file.
+
+    symbackprop show model.py:loss --arg W=float64[128,784] --arg x=float64[784] --wrt W
+
+Exit status: 0 ok; 1 the model was rejected (the CompileError message is printed),
+or an artifact could not be written; 2 the command line is wrong (a bad MODEL,
+a missing or malformed --arg, argument types the model cannot take, an unknown
+--wrt name). docs/cli.md has an example of each command's output.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import inspect
+import io
+import keyword
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tokenize
+
+import numpy as np
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "symbackprop"
+#: example arrays hold numbers drawn with this seed; only shapes and dtypes steer compilation
+SEED = 0
+ARG_FORMS = "DTYPE[DIMS] (an array, e.g. float64[128,784]), DTYPE (a scalar, e.g. float32), " \
+            "float (a Python float), a number (3, 0.1), true/false, or a quoted string"
+
+
+class UsageError(Exception):
+    """The command line is wrong: exit 2."""
+
+
+class Failure(Exception):
+    """The model was rejected or an artifact could not be made: exit 1."""
+
+
+# ---- the model and its arguments -------------------------------------------------
+
+def load_model(target: str):
+    """The function named by `FILE.py:FUNCTION` (the file is loaded as a module by path)."""
+    path, sep, name = target.rpartition(":")
+    if not sep or not path or not name:
+        raise UsageError(f"MODEL must be FILE.py:FUNCTION, got {target!r}")
+    if not path.endswith(".py"):
+        raise UsageError(f"MODEL must name a .py file, got {path!r}")
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    if not name.isidentifier():
+        raise UsageError(f"{name!r} is not a function name")
+    path = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    module_name = stem if stem.isidentifier() and not keyword.iskeyword(stem) else "model"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    if os.path.dirname(path) not in sys.path:  # so that the model can import its neighbours
+        sys.path.insert(0, os.path.dirname(path))
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise Failure(f"{path}:{e.lineno}: cannot load the model: {e.msg}") from None
+    except Exception as e:  # the user's module failed while running its top level
+        raise Failure(f"{path}: cannot load the model: {type(e).__name__}: {e}") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        funcs = sorted(n for n, v in vars(module).items()
+                       if inspect.isfunction(v) and v.__module__ == module_name and not n.startswith("_"))
+        listed = ", ".join(funcs) if funcs else "none"
+        raise UsageError(f"{os.path.basename(path)} has no function `{name}` (its functions: {listed})")
+    return fn
+
+
+def parse_arg(text: str):
+    """`NAME=TYPE` from --arg: the name and an example value of that type."""
+    m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*(.*?)\s*", text)
+    if not m:
+        raise UsageError(f"--arg {text!r}: expected NAME=TYPE, e.g. --arg x=float64[128,784]")
+    name, spec = m.groups()
+    if not spec:
+        raise UsageError(f"--arg {text!r}: the type is missing; give {ARG_FORMS}")
+    return name, example_value(name, spec)
+
+
+def example_value(name, spec):
+    rng = np.random.default_rng(SEED)
+    array = re.fullmatch(r"([A-Za-z_]\w*)\s*(?:\[(.*)\])?", spec)
+    if array and array.group(1) not in ("true", "false", "True", "False", "None", "none", "inf", "nan"):
+        word, dims = array.groups()
+        if word == "float" and dims is None:
+            return float(rng.uniform(0.5, 1.5))
+        try:
+            dtype = np.dtype(word)
+        except TypeError:
+            raise UsageError(f"--arg {name}={spec}: unknown dtype `{word}`; use float64, float32, int64 or bool "
+                             f"(or give {ARG_FORMS})") from None
+        if dtype.kind not in "biuf":
+            raise UsageError(f"--arg {name}={spec}: models take float, int or bool arrays, not {dtype}")
+        shape = () if dims is None else _dims(name, spec, dims)
+        values = rng.uniform(0.5, 1.5, shape)
+        if dtype.kind == "b":
+            values = np.ones(shape, dtype=bool)
+        elif dtype.kind in "iu":
+            values = np.ones(shape, dtype=dtype)
+        values = np.asarray(values, dtype=dtype)
+        return values[()] if dims is None else values
+    lowered = spec.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    try:
+        value = ast.literal_eval(spec)
+    except (ValueError, SyntaxError):
+        raise UsageError(f"--arg {name}={spec}: cannot read `{spec}`; give {ARG_FORMS}") from None
+    if not _plain(value):
+        raise UsageError(f"--arg {name}={spec}: cannot use a {type(value).__name__}; give {ARG_FORMS}")
+    return value
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return all(_plain(x) for x in v)
+    return isinstance(v, (int, float, str, bool, type(None)))
+
+
+def _dims(name, spec, dims):
+    parts = [p.strip() for p in dims.split(",")]
+    if parts == [""]:
+        return ()
+    if parts[-1] == "":  # float64[3,]
+        parts = parts[:-1]
+    if not all(re.fullmatch(r"\d+", p) for p in parts):
+        raise UsageError(f"--arg {name}={spec}: dimensions must be non-negative integers, e.g. float64[128,784]")
+    return tuple(int(p) for p in parts)
+
+
+def bind_arguments(fn, given: dict):
+    """One value per parameter of `fn`: the --arg ones, and the defaults for the rest."""
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    names = [p.name for p in params]
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise UsageError(f"`{fn.__name__}` has no parameter {', '.join(f'`{n}`' for n in unknown)} "
+                         f"(its parameters: {', '.join(names)})")
+    missing = [p.name for p in params if p.name not in given and p.default is inspect.Parameter.empty]
+    if missing:
+        example = " ".join(f"--arg {n}=float64[...]" for n in missing)
+        raise UsageError(f"missing --arg for {', '.join(missing)} (no default value); for example {example}")
+    return [given[p.name] if p.name in given else p.default for p in params]
+
+
+def parse_wrt(text):
+    if text is None:
+        return None
+    items = [w.strip() for w in text.split(",")]
+    if any(not w for w in items):
+        raise UsageError(f"--wrt {text!r}: give parameter names separated by commas, e.g. --wrt W1,b1")
+    items = [int(w) if re.fullmatch(r"-?\d+", w) else w for w in items]
+    return items[0] if len(items) == 1 else tuple(items)
+
+
+def gradient_function(args, backend=None):
+    """The value_and_grad function of the model, specialised for the --arg types."""
+    from . import CompileError, value_and_grad
+    fn = load_model(args.model)
+    wrt = parse_wrt(args.wrt)
+    inner = getattr(fn, "fn", None)
+    if getattr(fn, "__symbackprop__", False) and inner is not None:  # decorated with @sb.grad: use its wrt
+        if wrt is None:
+            wrt = tuple(fn.params[i] for i in fn.wrt) if not fn.single else fn.params[fn.wrt[0]]
+        fn = inner
+    if not inspect.isfunction(fn):
+        raise UsageError(f"`{args.model}` is a {type(fn).__name__}, not a function")
+    given = {}
+    for text in args.arg or []:
+        name, value = parse_arg(text)
+        if name in given:
+            raise UsageError(f"--arg {name} is given twice")
+        given[name] = value
+    values = bind_arguments(fn, given)
+    try:
+        gradfn = value_and_grad(fn, wrt=wrt, backend="numpy")
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--wrt: {e}") from None
+    try:
+        gradfn.specialise(*values)
+    except CompileError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"the --arg types do not fit `{fn.__name__}`: {e}") from None
+    backend = backend or "numpy"
+    if backend == "llvm":
+        gradfn = value_and_grad(fn, wrt=wrt, backend="llvm")
+        try:
+            gradfn.specialise(*values)
+        except Exception as e:
+            raise Failure(f"the LLVM backend could not compile `{fn.__name__}`: {type(e).__name__}: {e}") from None
+    return gradfn, values
+
+
+# ---- show: highlighted source ------------------------------------------------------
+
+COLOURS = {
+    "keyword": "\033[1;35m", "builtin": "\033[36m", "function": "\033[1;34m", "string": "\033[32m",
+    "comment": "\033[2;37m", "number": "\033[33m", "module": "\033[36m", "type": "\033[33m",
+    "local": "\033[36m", "global": "\033[1;34m",
+}
+RESET = "\033[0m"
+_BUILTINS = {"float", "int", "abs", "max", "min", "range", "len", "sum", "tuple", "True", "False", "None"}
+
+
+def _paint(kind, text):
+    colour = COLOURS.get(kind)
+    if not colour or not text:
+        return text
+    return "\n".join(f"{colour}{line}{RESET}" if line else line for line in text.split("\n"))
+
+
+def highlight_python(source: str) -> str:
+    """Python source with ANSI colours (keywords, names being defined, strings, numbers, comments)."""
+    lines = source.splitlines(keepends=True)
+    out, row, col = [], 1, 0
+
+    def copy_to(r, c):
+        nonlocal row, col
+        while row < r:
+            out.append(lines[row - 1][col:])
+            row, col = row + 1, 0
+        out.append(lines[row - 1][col:c] if row - 1 < len(lines) else "")
+        col = c
+
+    previous = None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in (tokenize.ENDMARKER,):
+                break
+            (r0, c0), (r1, c1) = tok.start, tok.end
+            if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT) or not tok.string:
+                continue
+            copy_to(r0, c0)
+            kind = None
+            if tok.type == tokenize.COMMENT:
+                kind = "comment"
+            elif tok.type == tokenize.STRING:
+                kind = "string"
+            elif tok.type == tokenize.NUMBER:
+                kind = "number"
+            elif tok.type == tokenize.NAME:
+                if previous in ("def", "class"):
+                    kind = "function"
+                elif keyword.iskeyword(tok.string) and tok.string not in ("True", "False", "None"):
+                    kind = "keyword"
+                elif previous == ".":
+                    kind = None  # an attribute: t.sum() is not the builtin sum
+                elif tok.string in ("np", "math"):
+                    kind = "module"
+                elif tok.string in _BUILTINS:
+                    kind = "builtin"
+            out.append(_paint(kind, tok.string))
+            row, col = r1, c1
+            previous = tok.string
+        copy_to(len(lines) + 1, 0) if row <= len(lines) else None
+    except (tokenize.TokenError, IndentationError, IndexError):
+        return source
+    return "".join(out)
+
+
+_LLVM = re.compile(r"""
+    (?P<comment>;.*$)
+  | (?P<string>c?"[^"]*")
+  | (?P<local>%[-\w.$]+)
+  | (?P<global>@[-\w.$]+)
+  | (?P<type>\b(?:i\d+|half|float|double|void|ptr|label|metadata)\b)
+  | (?P<keyword>\b(?:define|declare|ret|br|call|tail|load|store|alloca|getelementptr|inbounds|phi|select|icmp|fcmp
+        |fadd|fsub|fmul|fdiv|frem|fneg|add|sub|mul|sdiv|udiv|srem|urem|shl|lshr|ashr|and|or|xor|zext|sext|trunc
+        |fpext|fptrunc|sitofp|uitofp|fptosi|bitcast|extractelement|insertelement|shufflevector|switch|unreachable
+        |global|constant|private|internal|external|dso_local|nounwind|readonly|noalias|nocapture|align|to|label
+        |attributes|target|datalayout|triple|fast|nnan|ninf|nsz|arcp|contract|afn|reassoc)\b)
+  | (?P<number>\b-?\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|0x[0-9A-Fa-f]+)
+""", re.VERBOSE | re.MULTILINE)
+
+
+def highlight_llvm(text: str) -> str:
+    return _LLVM.sub(lambda m: _paint(m.lastgroup, m.group()), text)
+
+
+def use_colour(choice: str, stream) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never":
+        return False
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+# ---- the commands -------------------------------------------------------------------
+
+def cmd_show(args):
+    gradfn, _ = gradient_function(args, args.backend)
+    text = gradfn.source
+    if use_colour(args.color, sys.stdout):
+        text = highlight_llvm(text) if args.backend == "llvm" else highlight_python(text)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+EXPORT_SUFFIXES = (".py", ".ll", ".so")
+
+
+def cmd_export(args):
+    suffix = os.path.splitext(args.output)[1]
+    if suffix not in EXPORT_SUFFIXES:
+        raise UsageError(f"-o {args.output}: export writes .py, .ll or .so files")
+    gradfn, _ = gradient_function(args, args.backend)
+    try:
+        written = gradfn.export(args.output)
+    except (ImportError, AttributeError, NotImplementedError) as e:
+        if suffix == ".py":
+            raise
+        raise Failure(f"cannot write {args.output}: {suffix} export needs the LLVM backend "
+                      f"(symbackprop.backends.llvm.export), which is not available here ({type(e).__name__}: {e}). "
+                      "Export to a .py file instead.") from None
+    except OSError as e:
+        raise Failure(f"cannot write {args.output}: {e.strerror or e}") from None
+    except Exception as e:
+        raise Failure(f"cannot write {args.output}: {type(e).__name__}: {e}") from None
+    paths = [os.fspath(written) if isinstance(written, (str, os.PathLike)) else args.output]
+    if suffix == ".so":
+        header = os.path.splitext(args.output)[0] + ".h"
+        if os.path.isfile(header):
+            paths.append(header)
+    for p in paths:
+        print(f"wrote {p}")
+    return EXIT_OK
+
+
+def cmd_explain(args):
+    from .explain import explain
+    gradfn, values = gradient_function(args)
+    sys.stdout.write(explain(gradfn, *values))
+    return EXIT_OK
+
+
+RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+
+
+def cmd_graph(args):
+    from .graph import to_dot
+    suffix = os.path.splitext(args.output)[1] if args.output else ""
+    if args.output and suffix not in (".dot", ".gv") and suffix not in RENDERED:
+        raise UsageError(f"-o {args.output}: graph writes .dot or .gv (DOT text), or .svg, .png or .pdf "
+                         "(drawn by Graphviz)")
+    gradfn, values = gradient_function(args)
+    dot_text = to_dot(gradfn.specialise(*values))
+    if not args.output:
+        sys.stdout.write(dot_text)
+        return EXIT_OK
+    if suffix in (".dot", ".gv"):
+        _write(args.output, dot_text)
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    dot = shutil.which("dot")
+    if dot is None:
+        raise Failure(f"cannot draw {args.output}: Graphviz's `dot` program is not installed. Install it "
+                      "(apt-get install graphviz, or brew install graphviz), or write the DOT text with "
+                      "-o graph.dot and render it elsewhere.")
+    result = subprocess.run([dot, f"-T{RENDERED[suffix]}", "-o", args.output], input=dot_text, text=True,
+                            capture_output=True)
+    if result.returncode != 0:
+        raise Failure(f"dot could not draw {args.output}: {result.stderr.strip()}")
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _write(path, text):
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise Failure(f"cannot write {path}: {e.strerror or e}") from None
+
+
+# ---- the parser ------------------------------------------------------------------------
+
+EXAMPLE = "model.py:loss --arg W=float64[128,784] --arg b=float64[128] --arg x=float64[784] --wrt W,b"
+COMMANDS = {
+    "show": (cmd_show, "print the generated gradient code",
+             "Print the generated code of value_and_grad (NumPy source, or LLVM IR with --backend llvm),\n"
+             "highlighted when standard output is a terminal."),
+    "export": (cmd_export, "write a standalone .py, .ll or .so (with .h)",
+               "Write the specialisation as a standalone artifact chosen by the suffix of -o:\n"
+               "  .py  a module needing only NumPy, with forward(...) and value_and_grad(...)\n"
+               "  .ll  LLVM IR text;  .so  a shared library, with a C header (.h) beside it"),
+    "explain": (cmd_explain, "print the backprop table",
+                "Print the backprop table: each forward operation with its source line, then, last\n"
+                "operation first, the residual (incoming gradient), the local derivative it is\n"
+                "multiplied by, and the gradient this produces."),
+    "graph": (cmd_graph, "draw the forward and backward computational graph",
+              "Write the computational graph as Graphviz DOT (to standard output, or -o graph.dot);\n"
+              "-o graph.svg (.png, .pdf) draws it with Graphviz's `dot`. Dashed red edges are the\n"
+              "forward values the backward pass reuses."),
+}
+ARG_HELP = ("an argument's type: NAME=float64[128,784] (an array), NAME=float32 (a scalar), NAME=float "
+            "(a Python float), NAME=3 or NAME=0.1 or NAME=true (a value); repeat for each parameter "
+            "without a default")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Symbolic reverse-mode differentiation of a Python+NumPy model in a file.",
+        epilog=f"example:\n  {PROG} explain {EXAMPLE}\n\n"
+               "exit status: 0 ok, 1 model rejected or artifact not written, 2 usage error")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, summary, description) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=f"example:\n  {PROG} {name} {EXAMPLE}"
+                                  + (" -o grad.py" if name == "export" else "")
+                                  + (" -o graph.svg" if name == "graph" else ""))
+        p.add_argument("model", metavar="MODEL", help="the model, as FILE.py:FUNCTION")
+        p.add_argument("--arg", action="append", metavar="NAME=TYPE", help=ARG_HELP)
+        p.add_argument("--wrt", metavar="A,B", help="the parameters to differentiate, comma-separated "
+                                                    "(default: the first parameter)")
+        p.add_argument("--backend", choices=("numpy", "llvm"), default="numpy",
+                       help="code generator for show and export (default: numpy)")
+        if name == "export":
+            p.add_argument("-o", "--output", required=True, metavar="OUT",
+                           help="the file to write: OUT.py, OUT.ll or OUT.so")
+        if name == "graph":
+            p.add_argument("-o", "--output", metavar="OUT",
+                           help="OUT.dot (DOT text) or OUT.svg/.png/.pdf (needs Graphviz); default: DOT on stdout")
+        if name == "show":
+            p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                           help="highlight the code (default: when standard output is a terminal)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import CompileError
+    try:
+        return COMMANDS[args.command][0](args)
+    except UsageError as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CompileError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_FAILED
+    except Failure as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `symbackprop show ... | head`
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug in symbackprop: say so, without a traceback from inside the compiler
+        print(f"{PROG} {args.command}: internal error (a bug in symbackprop, please report it): "
+              f"{type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
