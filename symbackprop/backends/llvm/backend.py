@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import CompileError
 from . import jit
-from .blas_calls import numpy_blas
+from . import blas
 from .lower import Lowering
 
 
@@ -19,8 +19,7 @@ def symbol_name(compiled):
 
 
 def lower(compiled, with_blas):
-    blas = numpy_blas() if with_blas else None
-    text = Lowering(compiled, symbol_name(compiled), blas).run()
+    text = Lowering(compiled, symbol_name(compiled), with_blas and blas.find_cblas() is not None).run()
     return header_comment(compiled) + text
 
 
@@ -39,7 +38,7 @@ def header_comment(compiled):
 
 def attach(compiled):
     ir_text = lower(compiled, with_blas=True)
-    symbols = {name: address for name, address, _ in numpy_blas().values()}
+    symbols = blas.cblas_symbols()
     try:
         module = jit.compile_module(ir_text, symbols)
     except (ValueError, RuntimeError) as error:

@@ -134,6 +134,7 @@ def _optimize(module, machine):
     options.loop_vectorization = True
     options.slp_vectorization = True
     options.loop_interleaving = True
-    options.loop_unrolling = True
+    # full unrolling of constant-trip loops quadrupled compile time (W5: 0.9 s -> 0.23 s) for no speed
+    options.loop_unrolling = False
     builder = llvm.create_pass_builder(machine, options)
     builder.getModulePassManager().run(module, builder)

@@ -65,7 +65,7 @@ class Lowering:
         self.compiled = compiled
         graph = compiled.graph
         self.graph = graph
-        self.blas = blas                      # BLAS symbol names to call, or None for loops
+        self.blas = blas                      # whether products may call NumPy's BLAS (not in exports)
         self.module = ir.Module(name=symbol)
         params = graph.params
         outputs = [graph.result] + list(compiled.grads)
@@ -79,6 +79,7 @@ class Lowering:
         self.b = ir.IRBuilder(body)
         self.buffers: dict = {}
         self.owned: list = []
+        self.view_roots: dict = {}
         self.outlining = False
         self.outlined: dict = {}
         for v, a in zip(params, self.function.args):
@@ -127,8 +128,14 @@ class Lowering:
         self.buffers[v] = ptr
         return ptr
 
-    def alias(self, v, pointer):
+    def alias(self, v, pointer, source=None):
         self.buffers[v] = pointer
+        if source is not None:
+            # a view (x[0] of a temporary) keeps the buffer it points into alive until its own last read
+            root = self.view_roots.get(source, source)
+            self.view_roots[v] = root
+            end = len(self.graph.nodes) if v in {u for u, _ in self.out_args} else self.last_use.get(v, -1)
+            self.last_use[root] = max(self.last_use.get(root, -1), end)
 
     def _libc(self, name, ret, args):
         fn = self.module.globals.get(name)
@@ -383,7 +390,7 @@ def lower_sum_to(L, node):
 
 @lowers("reshape")
 def lower_reshape(L, node):
-    L.alias(node.outputs[0], L.buffer(node.inputs[0]))
+    L.alias(node.outputs[0], L.buffer(node.inputs[0]), source=node.inputs[0])
 
 
 @lowers("transpose")
@@ -446,7 +453,7 @@ def lower_index(L, node):
     offset, strides = _index_geometry(x.shape, key)
     if _is_leading_view(key):  # Ws[i]: a pointer into Ws, no copy
         ty = llvm_type(x.dtype)
-        L.alias(out, L.b.gep(L.buffer(x), [ir.Constant(I64, offset)], inbounds=True, source_etype=ty))
+        L.alias(out, L.b.gep(L.buffer(x), [ir.Constant(I64, offset)], inbounds=True, source_etype=ty), source=x)
         return
     src = L.operand(x, strides, offset)
     L.define(out)

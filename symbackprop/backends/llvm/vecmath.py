@@ -4,7 +4,7 @@ Each function takes an IRBuilder and a double, float, <N x double> or <N x float
 returns a value of the same type, with no branches and no calls, so the loop vectoriser
 widens it. float32 is evaluated in float64 with shorter polynomials and rounded once.
 Polynomials are Remez minimax fits (mpmath), leading coefficients rounded first and the
-rest refitted; error budgets are in docs/, measured results in tests/llvm_infra.
+rest refitted; measured errors are asserted in tests/llvm_infra/test_vecmath.py.
 """
 import math
 import struct
@@ -775,18 +775,20 @@ BINARY = {"pow": pow}
 
 
 def elementwise_kernel(function: str, dtype: str = "float64", name: str = "kernel",
-                       lanes: int | None = None, exponent: float | None = None) -> str:
+                       lanes: int | None = None, **options) -> str:
     """IR text of `void name(T* in, [T* in2,] T* out, i64 n)` applying `function` elementwise.
 
-    pow reads x and y arrays, or only x when a constant `exponent` is given. With `lanes`, the
-    loop works on explicit <lanes x T> vectors (n must then be a multiple of lanes).
+    `options` go to the function (pow's `exponent`, which makes the kernel unary; the trigonometric
+    `wide_range`). With `lanes` the loop works on explicit <lanes x T> vectors (n a multiple of lanes).
     """
     scalar = {"float64": _DOUBLE, "float32": ir.FloatType()}[dtype]
-    if exponent is not None:
-        apply, arity = (lambda builder, x: pow(builder, x, exponent)), 1
+    if function == "pow" and "exponent" in options:
+        arity = 1
+        apply = lambda builder, x: pow(builder, x, options["exponent"])     # noqa: E731
     else:
-        apply = UNARY.get(function) or BINARY[function]
         arity = 1 if function in UNARY else 2
+        target = UNARY.get(function) or BINARY[function]
+        apply = lambda builder, *xs: target(builder, *xs, **options)        # noqa: E731
     value_type = scalar if lanes is None else ir.VectorType(scalar, lanes)
     module = ir.Module(name=f"{function}_{dtype}")
     pointer = ir.PointerType()
