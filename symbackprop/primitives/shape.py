@@ -143,3 +143,21 @@ class Concatenate(Primitive):
 
     def describe(self, node):
         return f"concatenate along axis {node.attrs['axis']}"
+
+
+@primitive("copy")
+class Copy(Primitive):
+    """A fresh array equal to x: what is read after an in-place update must not share memory with it."""
+
+    def infer(self, node):
+        x = node.inputs[0]
+        return [(x.shape, x.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        return [gs[0]]
+
+    def numpy(self, node, args, out):
+        return f"np.copy({args[0]})"
+
+    def describe(self, node):
+        return "copy"

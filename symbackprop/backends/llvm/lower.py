@@ -404,6 +404,13 @@ def lower_transpose(L, node):
     loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
 
 
+@lowers("copy")
+def lower_copy(L, node):
+    x, out = node.inputs[0], node.outputs[0]
+    L.define(out)
+    L.memcpy(L.buffer(out), L.buffer(x), max(x.size, 1) * x.dtype.itemsize)
+
+
 @lowers("broadcast_to")
 def lower_broadcast_to(L, node):
     x, out = node.inputs[0], node.outputs[0]

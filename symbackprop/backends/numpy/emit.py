@@ -13,6 +13,7 @@ from ...primitives.elementwise import Fill, Kernel
 from ...primitives.index import Index
 from ...primitives.shape import BroadcastTo, Reshape, Transpose
 from ...rendering import render
+from .inplace import in_place_lines, writes_in_place
 from .printer import MathPrinter, NumpyPrinter, kernel_may_warn
 
 _state = threading.local()
@@ -96,6 +97,21 @@ def emit_statements(emitter, nodes, inlinable=frozenset()):
     return lines
 
 
+def emit_updates(emitter, nodes, updates, inlinable):
+    """The update section: an update kernel overwrites its target in place; other new values are copied in last."""
+    in_place = {new.node: target for target, new in updates if writes_in_place(new, set(nodes))}
+    lines = []
+    for node in nodes:
+        if node in in_place:
+            written = in_place_lines(emitter, node, in_place[node])
+            lines += [_with_comment(written[0], node.loc)] + written[1:]  # the rule's formula, once
+        else:
+            lines.extend(emit_statements(emitter, [node], inlinable))
+    lines.extend(f"{emitter.name(t)}[...] = {emitter.arg(new)}" for t, new in updates
+                 if new.node not in in_place and new is not t)
+    return lines
+
+
 def _inlinable_views(nodes, results):
     uses: dict = {}
     for n in nodes:
@@ -122,17 +138,26 @@ def returned(emitter, v, spec, others):
 
 
 def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
-                  scalar=False, single=True):
-    """The text of one generated function; returns (text, uses_math)."""
+                  scalar=False, single=True, updates=(), update_nodes=frozenset(), update_title="update"):
+    """The text of one generated function; returns (text, uses_math).
+
+    `updates` are (target, new value) pairs: the nodes in `update_nodes` form a last section that
+    writes each new value into its target (a parameter of the function) in place.
+    """
     printer_cls = MathPrinter if scalar else NumpyPrinter
     emitter = Emitter(printer_cls, taken=[p.name for p in params])
     _state.emitter = emitter
     try:
         for p in params:
             emitter.names[p] = p.name
+        for target, new in updates:  # written in place: the new value is read under its target's name
+            if writes_in_place(new, update_nodes):
+                emitter.names[new] = target.name
         inlinable = _inlinable_views(nodes, [value] + list(grads or []))
         forward = emit_statements(emitter, [n for n in nodes if n in forward_nodes], inlinable)
-        backward = emit_statements(emitter, [n for n in nodes if n not in forward_nodes], inlinable)
+        backward = emit_statements(emitter, [n for n in nodes if n not in forward_nodes
+                                             and n not in update_nodes], inlinable)
+        update = emit_updates(emitter, [n for n in nodes if n in update_nodes], updates, inlinable)
         value_text = emitter.arg(value)
         if grads is None:
             ret = value_text
@@ -143,9 +168,11 @@ def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_
         _state.emitter = None
     errstate = not scalar and any(n.prim is Kernel and kernel_may_warn(n) for n in nodes)
     sections = [{"title": "forward", "lines": forward}]
-    if grads is not None:
+    if grads is not None or updates:
         sections.append({"title": "backward: each gradient is the residual times the local derivative",
                          "lines": backward})
+    if updates:
+        sections.append({"title": update_title, "lines": update})
     text = render("numpy_function.py.j2", name=name, params=[p.name for p in params], doc=doc,
                   errstate=errstate, indent=" " * (8 if errstate else 4), sections=sections, ret=ret)
     uses_math = scalar and "math." in text
