@@ -19,24 +19,16 @@ BACKWARD_STYLE = 'color="#2471a3", fontcolor="#2471a3"'
 def statements(compiled):
     """Each node's generated statements (comments dropped) and the names of all values, as in `.source`."""
     graph = compiled.graph
-    emitter = numpy_emit.Emitter(MathPrinter if compiled.scalar else NumpyPrinter,
-                                 taken=[p.name for p in graph.params])
-    for p in graph.params:
-        emitter.names[p] = p.name
     results = [graph.result] + list(compiled.grads)
-    inlinable = numpy_emit._inlinable_views(graph.nodes, results)
+    inlinable = numpy_emit.inlinable_views(graph.nodes, results)
     # the same walk as emit_function: forward nodes first, then backward, one emitter
     ordered = [n for n in graph.nodes if n in compiled.forward_nodes] + \
               [n for n in graph.nodes if n not in compiled.forward_nodes]
-    saved = getattr(numpy_emit._state, "emitter", None)
-    numpy_emit._state.emitter = emitter
     texts = {}
-    try:
+    with numpy_emit.emitting(MathPrinter if compiled.scalar else NumpyPrinter, graph.params) as emitter:
         for node in ordered:
             lines = numpy_emit.emit_statements(emitter, [node], inlinable)
             texts[node] = [_strip_comment(line, node.loc) for line in lines]
-    finally:
-        numpy_emit._state.emitter = saved
     for node in ordered:  # views written inline where they are read (W.T): label them with that text
         out = node.outputs[0]
         if not texts[node] and out in emitter.inline:

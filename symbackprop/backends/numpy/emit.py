@@ -6,6 +6,7 @@ model line it comes from. Same IR in, same bytes out.
 """
 from __future__ import annotations
 
+import contextlib
 import keyword
 import threading
 
@@ -24,6 +25,23 @@ _RESERVED = set(keyword.kwlist) | {"np", "math", "float", "abs", "max", "min", "
 
 def current_emitter():
     return _state.emitter
+
+
+@contextlib.contextmanager
+def emitting(printer_cls, params):
+    """An Emitter naming the values of one generated function (parameters keep their names)."""
+    emitter = Emitter(printer_cls, taken=[p.name for p in params])
+    emitter.names.update({p: p.name for p in params})
+    saved, _state.emitter = getattr(_state, "emitter", None), emitter
+    try:
+        yield emitter
+    finally:
+        _state.emitter = saved
+
+
+def inlinable_views(nodes, results):
+    """Views read once (W.T, x[0], g[:, None]): written where they are used, not as statements."""
+    return _inlinable_views(nodes, results)
 
 
 class Emitter:
@@ -145,11 +163,7 @@ def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_
     writes each new value into its target (a parameter of the function) in place.
     """
     printer_cls = MathPrinter if scalar else NumpyPrinter
-    emitter = Emitter(printer_cls, taken=[p.name for p in params])
-    _state.emitter = emitter
-    try:
-        for p in params:
-            emitter.names[p] = p.name
+    with emitting(printer_cls, params) as emitter:
         for target, new in updates:  # written in place: the new value is read under its target's name
             if writes_in_place(new, update_nodes):
                 emitter.names[new] = target.name
@@ -164,8 +178,6 @@ def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_
         else:
             parts = [returned(emitter, g, s, list(grads)) for g, s in zip(grads, grad_specs)]
             ret = f"{value_text}, {parts[0] if single else '(' + ', '.join(parts) + (',)' if len(parts) == 1 else ')')}"
-    finally:
-        _state.emitter = None
     errstate = not scalar and any(n.prim is Kernel and kernel_may_warn(n) for n in nodes)
     sections = [{"title": "forward", "lines": forward}]
     if grads is not None or updates:
