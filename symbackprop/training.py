@@ -281,9 +281,8 @@ class TrainStep:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"train_step needs an optimizer from sb.optim (SGD, RMSProp, Adam, AdamW), "
                             f"got {optimizer!r}")
-        if backend != "numpy":
-            raise NotImplementedError(f"train_step(backend={backend!r}) is not implemented yet: only the NumPy "
-                                      "backend lowers update kernels so far; use backend='numpy'")
+        if backend not in ("numpy", "llvm"):
+            raise ValueError(f"backend must be 'numpy' or 'llvm', got {backend!r}")
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.optimizer = optimizer
@@ -388,8 +387,13 @@ class TrainStep:
     # ---- compiling, inspection and export -------------------------------------------
     def _compile(self, specs):
         compiled = compile_train_step(self.fn, specs, self.wrt, self.optimizer)
-        compiled.namespace = load(compiled.source, f"<symbackprop train step {self.fn.__name__}>")
-        compiled.call = compiled.namespace[compiled.core]
+        if self.backend == "llvm":
+            from .backends.llvm.backend import attach_train_step
+            compiled.call = attach_train_step(compiled)
+            compiled.source = compiled.llvm_source
+        else:
+            compiled.namespace = load(compiled.source, f"<symbackprop train step {self.fn.__name__}>")
+            compiled.call = compiled.namespace[compiled.core]
         compiled.dynamic = [i for i, s in enumerate(specs) if s.dynamic]
         self.compilations += 1
         return compiled
@@ -414,8 +418,8 @@ class TrainStep:
         path = os.fspath(path)
         suffix = os.path.splitext(path)[1]
         if suffix in (".ll", ".so"):
-            raise NotImplementedError(f"exporting a train step as {suffix} needs the LLVM backend to lower update "
-                                      "kernels, which it does not yet; export a .py module")
+            from .backends.llvm.backend import export_step
+            return export_step(compile_train_step(self.fn, compiled.specs, self.wrt, self.optimizer), path)
         if suffix != ".py":
             raise ValueError(f"cannot export to {path!r}: use a .py file name")
         with open(path, "w", encoding="utf-8") as f:

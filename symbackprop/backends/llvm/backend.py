@@ -142,33 +142,51 @@ def make_caller(compiled, address):
 
 
 def c_header(compiled):
-    name = symbol_name(compiled)
-    ctype = {"float64": "double", "float32": "float"}
-    lines = [f"/* symbackprop: value and gradient of `{compiled.fn.__name__}`; returns 0 on success. */",
-             f"#ifndef {name.upper()}_H", f"#define {name.upper()}_H", "", "#ifdef __cplusplus",
-             'extern "C" {', "#endif", "", f"int {name}("]
-    params = []
-    for s in compiled.specs:
-        if s.kind == "static":
-            continue
-        t = ctype.get(s.dtype.name)
-        if t is None:
-            raise CompileError(f"export: parameter `{s.name}` has dtype {s.dtype}; the C interface takes float32 "
-                               "or float64 arrays")
-        shape = "scalar" if s.shape == () else "[" + "][".join(map(str, s.shape)) + "], C order"
-        params.append(f"    const {t}* {s.name},  /* {shape} */")
-    vt = ctype[compiled.graph.result.dtype.name]
-    params.append(f"    {vt}* value,  /* the loss, scalar */")
+    entries = [(s.name, s.dtype, s.shape, True, "") for s in compiled.specs if s.kind != "static"]
+    entries.append(("value", compiled.graph.result.dtype, (), False, "the loss"))
     for i, g in zip(compiled.wrt, compiled.grads):
         s = compiled.specs[i]
-        shape = "scalar" if s.shape == () else "[" + "][".join(map(str, s.shape)) + "], C order"
-        params.append(f"    {ctype[g.dtype.name]}* d_{s.name},  /* gradient of {s.name}: {shape} */")
-    params[-1] = params[-1].replace(",  /*", "  /*")
-    statics = [s.describe() for s in compiled.specs if s.kind == "static"]
-    lines += params + [");", ""]
+        entries.append((f"d_{s.name}", g.dtype, s.shape, False, f"gradient of {s.name}"))
+    return _header(symbol_name(compiled), f"value and gradient of `{compiled.fn.__name__}`", entries,
+                   [s.describe() for s in compiled.specs if s.kind == "static"])
+
+
+def _link(ir_text, path):
+    """Compile IR for a portable CPU and link it into a shared library needing only libc and libm."""
+    obj = jit.emit_object(ir_text)
+    with tempfile.TemporaryDirectory() as tmp:
+        objfile = os.path.join(tmp, "model.o")
+        with open(objfile, "wb") as f:
+            f.write(obj)
+        cc = os.environ.get("CC", "cc")
+        try:
+            subprocess.run([cc, "-shared", "-o", path, objfile, "-lm"], check=True, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise CompileError(f"export to .so needs a C compiler ({cc}) to link the object; install gcc or set CC") \
+                from None
+        except subprocess.CalledProcessError as error:
+            raise CompileError(f"linking {path} failed: {error.stderr.strip()}") from None
+
+
+_CTYPES = {"float64": "double", "float32": "float"}
+
+
+def _header(name, what, entries, statics):
+    """A C header declaring `int name(...)`; entries are (name, dtype, shape, const, note)."""
+    lines = [f"/* symbackprop: {what}; returns 0 on success. */"]
     if statics:
-        lines.insert(1, f"/* specialised for {', '.join(statics)} */")
-    lines += ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {name.upper()}_H */", ""]
+        lines.append(f"/* specialised for {', '.join(statics)} */")
+    lines += [f"#ifndef {name.upper()}_H", f"#define {name.upper()}_H", "", "#ifdef __cplusplus", 'extern "C" {',
+              "#endif", "", f"int {name}("]
+    params = []
+    for pname, dtype, shape, const, note in entries:
+        ctype = _CTYPES.get(np.dtype(dtype).name)
+        if ctype is None:
+            raise CompileError(f"export: `{pname}` has dtype {dtype}; the C interface takes float32 or float64 arrays")
+        dims = "scalar" if shape == () else "[" + "][".join(map(str, shape)) + "], C order"
+        params.append(f"    {'const ' if const else ''}{ctype}* {pname},  /* {note + ': ' if note else ''}{dims} */")
+    params[-1] = params[-1].replace(",  /*", "  /*")
+    lines += params + [");", "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {name.upper()}_H */", ""]
     return "\n".join(lines)
 
 
@@ -182,20 +200,83 @@ def export(compiled, path):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
-    obj = jit.emit_object(text)
+    _link(text, path)
     header = os.path.splitext(path)[0] + ".h"
-    with tempfile.TemporaryDirectory() as tmp:
-        objfile = os.path.join(tmp, "model.o")
-        with open(objfile, "wb") as f:
-            f.write(obj)
-        cc = os.environ.get("CC", "cc")
-        try:
-            subprocess.run([cc, "-shared", "-o", path, objfile, "-lm"], check=True, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise CompileError(f"export to .so needs a C compiler ({cc}) to link the object; install gcc or set CC") \
-                from None
-        except subprocess.CalledProcessError as error:
-            raise CompileError(f"linking {path} failed: {error.stderr.strip()}") from None
     with open(header, "w", encoding="utf-8") as f:
         f.write(c_header(compiled))
+    return path
+
+
+# ---- train steps ----------------------------------------------------------------------------
+
+def step_symbol(compiled):
+    return f"{compiled.fn.__name__}_train_step"
+
+
+def lower_step(compiled, with_blas):
+    """A train step as one C function: every input by pointer (targets updated in place), the loss last."""
+    compiled.grads = []
+    lowering = Lowering(compiled, step_symbol(compiled), with_blas and blas.find_cblas() is not None,
+                        updates=compiled.updates, update_nodes=compiled.update_nodes)
+    return header_comment(compiled).replace("value and gradient", "train step") + lowering.run()
+
+
+def attach_train_step(compiled):
+    """JIT-compile a CompiledStep; its `call` takes the NumPy step function's arguments and returns the loss."""
+    ir_text = lower_step(compiled, with_blas=True)
+    try:
+        module = jit.compile_module(ir_text, blas.cblas_symbols())
+    except (ValueError, RuntimeError) as error:
+        raise CompileError(f"LLVM could not compile the generated train step: {error}") from None
+    compiled.llvm_source = ir_text
+    compiled.jit_module = module
+    params = compiled.graph.params
+    targets = {id(t) for t, _ in compiled.updates}
+    written = [id(p) in targets for p in params]
+    cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * (len(params) + 1))(
+        module.address(step_symbol(compiled)))
+    dtypes = [p.dtype for p in params]
+    loss_dtype = compiled.graph.result.dtype
+
+    def call(*args):
+        arrays, back = [], []
+        for a, dtype, w in zip(args, dtypes, written):
+            x = np.ascontiguousarray(a, dtype=dtype)
+            if w and x is not a:  # a strided parameter: update a contiguous copy, then write it back
+                back.append((a, x))
+            arrays.append(x)
+        loss = np.empty((), loss_dtype)
+        cfunc(*[x.ctypes.data for x in arrays], loss.ctypes.data)
+        for a, x in back:
+            a[...] = x
+        return float(loss) if loss_dtype == np.float64 else loss_dtype.type(loss)
+
+    call.keep = module
+    return call
+
+
+def export_step(compiled, path):
+    """A train step as `.ll` text, or a `.so` with its `.h`: int <model>_train_step(...)."""
+    text = lower_step(compiled, with_blas=False)
+    if path.endswith(".ll"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    _link(text, path)
+    targets = {id(t) for t, _ in compiled.updates}
+    roles = {}
+    for name, param in compiled.state:
+        roles[name] = f"optimizer state for {param}, updated in place"
+    if compiled.step_name:
+        roles[compiled.step_name] = "the step count, updated in place"
+    for name, attr in compiled.hyper:
+        roles[name] = f"hyperparameter {attr}"
+    entries = []
+    for p in compiled.graph.params:
+        note = roles.get(p.name) or ("updated in place" if id(p) in targets else "")
+        entries.append((p.name, p.dtype, p.shape, id(p) not in targets, note))
+    entries.append(("loss", compiled.graph.result.dtype, (), False, "the loss before the update"))
+    with open(os.path.splitext(path)[0] + ".h", "w", encoding="utf-8") as f:
+        f.write(_header(step_symbol(compiled), f"one {compiled.optimizer.split('(')[0]} step on `{compiled.fn.__name__}`",
+                        entries, [s.describe() for s in compiled.specs if s.kind == "static"]))
     return path

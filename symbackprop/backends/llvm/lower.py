@@ -61,10 +61,14 @@ def float_type(dtypes):
 class Lowering:
     """Builds the module for one specialisation."""
 
-    def __init__(self, compiled, symbol, blas=None):
+    def __init__(self, compiled, symbol, blas=None, updates=(), update_nodes=frozenset()):
         self.compiled = compiled
         graph = compiled.graph
         self.graph = graph
+        # a train step's updates write into their targets (parameters, optimizer state) last, in place
+        self.update_nodes = set(update_nodes)
+        self.order = [n for n in graph.nodes if n not in self.update_nodes] + \
+                     [n for n in graph.nodes if n in self.update_nodes]
         self.blas = blas                      # whether products may call NumPy's BLAS (not in exports)
         self.module = ir.Module(name=symbol)
         params = graph.params
@@ -91,12 +95,22 @@ class Lowering:
             if v.node is not None and v not in self.direct and v not in params \
                     and LOWERINGS.get(v.node.prim.name) not in (_alias_rules()):
                 self.direct[v] = a
+        self.copy_back = []
+        for target, new in updates:
+            if new.node is not None and new.node in self.update_nodes and new.node.prim.name == "kernel" \
+                    and len(new.node.outputs) == 1 and new not in self.direct:
+                self.direct[new] = self.buffers[target]
+            else:
+                self.copy_back.append((new, self.buffers[target]))
         self.last_use = {}
-        for i, node in enumerate(graph.nodes):
+        for i, node in enumerate(self.order):
             for v in node.inputs:
                 self.last_use[v] = i
+        for new, _ in self.copy_back:
+            self.last_use[new] = len(self.order)
         self.virtual_transposes = _virtual_transposes(graph)
-        self.fused_reductions = _fused_reductions(graph, {v for v, _ in self.out_args})
+        self.fused_reductions = {v: r for v, r in _fused_reductions(graph, {v for v, _ in self.out_args}).items()
+                                 if v.node not in self.update_nodes and r not in self.update_nodes}
         self.reductions_done = {r for r in self.fused_reductions.values()}
         for v in self.virtual_transposes:  # the product reads the source through the transpose
             src = v.node.inputs[0]
@@ -134,7 +148,7 @@ class Lowering:
             # a view (x[0] of a temporary) keeps the buffer it points into alive until its own last read
             root = self.view_roots.get(source, source)
             self.view_roots[v] = root
-            end = len(self.graph.nodes) if v in {u for u, _ in self.out_args} else self.last_use.get(v, -1)
+            end = len(self.order) if v in {u for u, _ in self.out_args} else self.last_use.get(v, -1)
             self.last_use[root] = max(self.last_use.get(root, -1), end)
 
     def _libc(self, name, ret, args):
@@ -155,18 +169,20 @@ class Lowering:
 
     # ---- the function -------------------------------------------------------------
     def run(self):
-        for i, node in enumerate(self.graph.nodes):
+        for i, node in enumerate(self.order):
             rule = LOWERINGS.get(node.prim.name)
             if rule is None:
                 raise CompileError(f"the LLVM backend cannot lower `{node.prim.name}`", node.loc)
             if node.outputs[0] in self.virtual_transposes or node in self.reductions_done:
                 pass  # read by the products as a transpose flag, or computed by its producer's loop
+            elif node in self.update_nodes:
+                rule(self, node)  # reads and writes its target: not a function of distinct (noalias) buffers
             elif node.prim.name in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
                 self.outline(rule, node)
             else:
                 rule(self, node)
             self._free_dead(i)
-        for v, a in self.out_args:
+        for v, a in self.out_args + self.copy_back:
             src = self.buffer(v)
             if self.buffers.get(v) is not a:
                 self.memcpy(a, src, max(v.size, 1) * v.dtype.itemsize)
@@ -518,6 +534,26 @@ def _matrix(L, v):
     return L.buffer(v), False
 
 
+def _in_dtype(L, v, pointer, dtype):
+    """`pointer` (v's elements) as `dtype`: products read one element type, so a mixed operand is converted."""
+    if v.dtype == dtype:
+        return pointer
+    from ...ir import Value
+    copy = Value(v.shape, dtype)  # a temporary, freed after this node
+    L.define(copy)
+    src = Operand(pointer, llvm_type(v.dtype), (1,))
+    dst = Operand(L.buffer(copy), llvm_type(dtype), (1,))
+
+    def body(b, o):
+        x = load(b, src, o[0])
+        if isinstance(x.type, ir.IntType):
+            x = b.uitofp(x, dst.etype) if x.type.width == 8 else b.sitofp(x, dst.etype)
+        store(b, _cast(b, x, dst.etype), dst, o[1])
+
+    loop_nest(L.b, (max(v.size, 1),), [src, dst], body)
+    return L.buffer(copy)
+
+
 @lowers("matmul")
 def lower_matmul(L, node):
     a, b = node.inputs
@@ -529,6 +565,7 @@ def lower_matmul(L, node):
         n = b.shape[1] if b.ndim == 2 else 1
         pa, ta = _matrix(L, a) if a.ndim == 2 else (L.buffer(a), False)
         pb, tb = _matrix(L, b) if b.ndim == 2 else (L.buffer(b), False)
+        pa, pb = _in_dtype(L, a, pa, out.dtype), _in_dtype(L, b, pb, out.dtype)
         blas_calls.gemm(L, out.dtype, m, n, k, pa, ta, pb, tb, L.buffer(out))
         return
     # batched: one product per batch index (NumPy's broadcasting of the leading dims)
@@ -540,12 +577,13 @@ def lower_matmul(L, node):
     sb = broadcast_strides(b2[:-2], batch)
     so = contiguous_strides(batch)
     ty = llvm_type(out.dtype)
+    buffer_a, buffer_b = _in_dtype(L, a, L.buffer(a), out.dtype), _in_dtype(L, b, L.buffer(b), out.dtype)
     for index in np.ndindex(*batch):
         off_a = sum(i * s for i, s in zip(index, sa)) * m * k
         off_b = sum(i * s for i, s in zip(index, sb)) * k * n
         off_o = sum(i * s for i, s in zip(index, so)) * m * n
-        pa = L.b.gep(L.buffer(a), [ir.Constant(I64, off_a)], source_etype=ty)
-        pb = L.b.gep(L.buffer(b), [ir.Constant(I64, off_b)], source_etype=ty)
+        pa = L.b.gep(buffer_a, [ir.Constant(I64, off_a)], source_etype=ty)
+        pb = L.b.gep(buffer_b, [ir.Constant(I64, off_b)], source_etype=ty)
         po = L.b.gep(L.buffer(out), [ir.Constant(I64, off_o)], source_etype=ty)
         blas_calls.gemm(L, out.dtype, m, n, k, pa, False, pb, False, po)
 
