@@ -10,6 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .compile import Compiled, compile_value_and_grad, load, numpy_module, spec_of
+from .runtime import tune_allocator
 
 BACKENDS = ("numpy", "llvm")
 #: specialisations kept per function; the least recently used is dropped beyond this
@@ -177,6 +178,8 @@ class GradFunction:
             return entry
 
     def _compile(self, specs):
+        if any(s.kind == "array" and s.shape for s in specs):
+            tune_allocator()
         compiled = compile_value_and_grad(self.fn, specs, self.wrt, self.single, self.backend)
         if self.backend == "llvm":
             from .backends.llvm import attach

@@ -34,6 +34,7 @@ from .primitives.elementwise import Kernel, expand
 from .primitives.index import Index
 from .primitives.shape import BroadcastTo, Copy, Reshape, Transpose
 from .rendering import render
+from .runtime import tune_allocator
 from .reverse import reverse
 
 #: NumPy gives views for these: an in-place update of the base shows through them
@@ -386,6 +387,7 @@ class TrainStep:
 
     # ---- compiling, inspection and export -------------------------------------------
     def _compile(self, specs):
+        tune_allocator()
         compiled = compile_train_step(self.fn, specs, self.wrt, self.optimizer)
         if self.backend == "llvm":
             from .backends.llvm.backend import attach_train_step

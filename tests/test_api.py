@@ -187,3 +187,14 @@ def test_fast_path_checks_the_signature_and_falls_back(backend):
         np.testing.assert_array_equal(g_again, g_first)
     with pytest.raises(TypeError):
         f(a)
+
+
+def test_allocator_tuning_happens_once_and_can_be_turned_off():
+    import subprocess
+    import sys
+    script = ("import numpy as np, symbackprop as sb, symbackprop.runtime as rt, sys; sys.path.insert(0, 'tests');"
+              "import models; sb.grad(models.matmul_2d)(np.ones((2, 2)), np.ones((2, 2))); print(rt._done)")
+    on = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "SYMBACKPROP_MALLOC_TUNING": "0"})
+    assert on.stdout.strip() == "True" and off.stdout.strip() == "False"
