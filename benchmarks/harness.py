@@ -59,8 +59,8 @@ def hand_written_impl(workload):
 
 
 # --- symbackprop hook ------------------------------------------------------------------------
-# The compiler's implementations join the tables here once `import symbackprop` works. The
-# forward column for them is the model itself run by NumPy: what the user's code costs.
+# The compiler's implementations join the tables here once `import symbackprop` works. Their
+# forward column is the compiled forward pass of the same backend (`.forward`).
 
 SYMBACKPROP_BACKENDS = ("numpy", "llvm")
 
@@ -82,7 +82,7 @@ def symbackprop_impls(workload):
         except Exception as exc:
             skip(f"symbackprop-{backend} on {workload.name}: {type(exc).__name__}: {exc}")
             continue
-        impls.append(Impl(f"symbackprop-{backend}", value_and_grad, workload.model,
+        impls.append(Impl(f"symbackprop-{backend}", value_and_grad, value_and_grad.forward,
                           workload.make_inputs(), build_seconds=time.perf_counter() - start))
     return impls
 # ---------------------------------------------------------------------------------------------

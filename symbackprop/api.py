@@ -87,6 +87,7 @@ class GradFunction:
         self.wrt, self.single = resolve_wrt(self.params, wrt)
         self._wrt_set = frozenset(self.wrt)
         self._cache: OrderedDict = OrderedDict()
+        self._forwards: dict = {}
         self._lock = threading.Lock()
         self._last: Compiled | None = None
         self.compilations = 0
@@ -228,6 +229,20 @@ class GradFunction:
             from .backends.llvm import export as llvm_export
             return llvm_export(compiled, path)
         raise ValueError(f"cannot export to {path!r}: use a .py, .ll or .so file name")
+
+    def forward(self, *args, **kwargs):
+        """The loss alone, from compiled forward code on this function's backend (no gradient work)."""
+        from .compile import forward_callable
+        args = self._arguments(args, kwargs)
+        key = tuple(map(_arg_key, args))
+        run = self._forwards.get(key)
+        if run is None:
+            with self._lock:
+                specs = tuple(spec_of(n, a, False) for n, a in zip(self.params, args))
+                run = self._forwards[key] = forward_callable(self.fn, specs, self.backend)
+                if len(self._forwards) > CACHE_SIZE:
+                    self._forwards.pop(next(iter(self._forwards)))
+        return run(*args)
 
     def explain(self, *args, **kwargs) -> str:
         """The backprop table for `args` (default: the last specialisation)."""

@@ -248,6 +248,43 @@ def _forward_text(compiled, fgraph):
     return text.rstrip("\n"), m
 
 
+def forward_callable(fn, specs, backend):
+    """The loss alone from compiled forward code, taking the model's full argument list."""
+    graph = compile_forward(fn, specs)
+    compiled = Compiled(fn, tuple(specs), (), True, graph=graph, forward_nodes=set(graph.nodes))
+    compiled.grads = []
+    compiled.scalar = is_scalar_model(specs, graph)
+    dynamic = [i for i, s in enumerate(specs) if s.dynamic]
+    if backend == "llvm":
+        from .backends.llvm.backend import attach
+        compiled.backend = "llvm"
+        run = attach(compiled).run_dynamic
+    else:
+        text, uses_math = _forward_text(compiled, graph)
+        functions = [text]
+        if compiled.scalar:  # math raises where NumPy gives inf or nan: fall back as value_and_grad does
+            slow = emit_function("_forward_numpy", graph.params, specs, graph.nodes, set(graph.nodes),
+                                 graph.result, None, None, f"{fn.__name__}: the loss.")[0]
+            functions.append(_floats_as_numpy(slow.rstrip("\n"), compiled))
+        namespace = load(render("numpy_module.py.j2", title=f"Forward pass of `{fn.__name__}`.",
+                                origin=f"{fn.__module__}.{fn.__qualname__}", notes=[], uses_math=uses_math,
+                                functions=functions), f"<symbackprop forward {fn.__name__}>")
+        fast = namespace["forward"]
+        if compiled.scalar:
+            slow_fn = namespace["_forward_numpy"]
+
+            def run(*a):
+                try:
+                    return fast(*a)
+                except (ArithmeticError, ValueError):
+                    return float(slow_fn(*a))
+        else:
+            run = fast
+    if len(dynamic) == len(specs):
+        return run
+    return lambda *a: run(*[a[i] for i in dynamic])
+
+
 def _floats_as_numpy(text, compiled):
     """The NumPy fallback first turns Python floats into float64 scalars, so 1/0 gives inf."""
     lines = text.split("\n")

@@ -198,3 +198,13 @@ def test_allocator_tuning_happens_once_and_can_be_turned_off():
     off = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "SYMBACKPROP_MALLOC_TUNING": "0"})
     assert on.stdout.strip() == "True" and off.stdout.strip() == "False"
+
+
+def test_compiled_forward_gives_the_models_value(backend):
+    f = sb.value_and_grad(models.mlp, wrt=(0, 2), backend=backend)
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=(5, 4)), np.zeros(4), rng.normal(size=(4, 3)), np.zeros(3), rng.normal(size=(2, 5)),
+            np.eye(3)[[0, 2]]]
+    assert f.forward(*args) == pytest.approx(models.mlp(*args), rel=1e-12)
+    assert f.compilations == 0  # the forward pass has its own cache
+    assert sb.grad(models.where_safe_log, backend=backend).forward(-1.0) == -1.0

@@ -98,10 +98,11 @@ def _call_wrapper(compiled, fast, scalar_out, grad_specs):
             arrays.append((name, g.shape, g.dtype.name))
             text = name if g.dtype == spec.dtype else f"{name}.astype(_{spec.dtype})"
         grads.append(text)
-    grads_text = grads[0] if compiled.single else "(" + ", ".join(grads) + ("," if len(grads) == 1 else "") + ")"
+    grads_text = grads[0] if compiled.single and grads else "(" + ", ".join(grads) + ("," if len(grads) == 1 else "") + ")"
     dtype = compiled.graph.result.dtype
     value = "value" if dtype == np.float64 else f"_{dtype}(value)"
-    text = render("llvm_call.py.j2", params=params, arrays=arrays, scalars=scalars, value=value, grads=grads_text)
+    text = render("llvm_call.py.j2", params=params, arrays=arrays, scalars=scalars, value=value,
+                  grads=grads_text if compiled.grads else None)
     namespace = load(text, f"<symbackprop llvm call of {compiled.fn.__name__}>")
     namespace.update(_fast=fast, _empty=np.empty, _float64=np.float64, _float32=np.float32)
     return namespace["run"]
