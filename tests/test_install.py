@@ -20,7 +20,8 @@ def test_wheel_install_runs_the_quickstart_elsewhere(tmp_path):
     # dependencies come from this interpreter; symbackprop itself only from the wheel
     run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
     python = venv / "bin" / "python"
-    run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
+    # --ignore-installed: a symbackprop in the outer site-packages must not satisfy the requirement
+    run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", str(wheel))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(REPO / "examples" / "quickstart.py", elsewhere)
