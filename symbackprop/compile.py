@@ -176,7 +176,8 @@ def is_scalar_model(specs, graph) -> bool:
         v.shape == () for n in graph.nodes for v in n.outputs)
 
 
-def compile_value_and_grad(fn, specs, wrt, single, backend="numpy") -> Compiled:
+def differentiate(fn, specs, wrt):
+    """The optimised forward graph extended with its backward pass: (graph, forward nodes, wrt values, grads)."""
     graph = trace(fn, specs)
     _forward_pipeline(graph)
     params = {p.name: p for p in graph.params}
@@ -184,6 +185,11 @@ def compile_value_and_grad(fn, specs, wrt, single, backend="numpy") -> Compiled:
     forward_nodes = set(graph.nodes)
     with building(graph):
         grads = reverse(graph, wrt_values)
+    return graph, forward_nodes, wrt_values, grads
+
+
+def compile_value_and_grad(fn, specs, wrt, single, backend="numpy") -> Compiled:
+    graph, forward_nodes, _, grads = differentiate(fn, specs, wrt)
     results = [graph.result] + grads
     eliminate_dead_code(graph, results)
     # NumPy code keeps one statement per line of the model; a compiled backend fuses whole chains into one loop

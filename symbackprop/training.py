@@ -24,7 +24,7 @@ import numpy as np
 from .api import CACHE_SIZE, _arg_key, resolve_wrt
 from .backends.numpy.emit import emit_function
 from .backends.numpy.inplace import writes_in_place
-from .compile import Compiled, _forward_pipeline, _forward_text, compile_forward, load, spec_of, trace
+from .compile import Compiled, _forward_text, compile_forward, differentiate, load, spec_of
 from .errors import CompileError
 from .ir import Value, building, emit
 from .optim import Optimizer, rule
@@ -35,7 +35,6 @@ from .primitives.index import Index
 from .primitives.shape import BroadcastTo, Copy, Reshape, Transpose
 from .rendering import render
 from .runtime import tune_allocator
-from .reverse import reverse
 
 #: NumPy gives views for these: an in-place update of the base shows through them
 _VIEWS = (Reshape, Transpose, Index, BroadcastTo)
@@ -100,13 +99,8 @@ def compile_train_step(fn, specs, wrt, optimizer: Optimizer) -> CompiledStep:
 
 
 def _compile_train_step(fn, specs, wrt, optimizer):
-    graph = trace(fn, specs)
-    _forward_pipeline(graph)
-    params = {p.name: p for p in graph.params}
-    wrt_values = [params[specs[i].name] for i in wrt]
-    forward_nodes = set(graph.nodes)
+    graph, forward_nodes, wrt_values, grads = differentiate(fn, specs, wrt)
     with building(graph):
-        grads = reverse(graph, wrt_values)
         targets = set(wrt_values)
         # d_a = b when the loss is sum(a*b), and b may be updated before a
         grads = [_fresh(g, targets, gradient_of=p) for g, p in zip(grads, wrt_values)]

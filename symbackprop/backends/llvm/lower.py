@@ -18,7 +18,6 @@ import numpy as np
 from llvmlite import ir
 
 from ...errors import CompileError
-from ...primitives.elementwise import expand
 from . import blas_calls
 from .expr import ExprLowering, intrinsic
 from .loops import I64, Operand, broadcast_strides, contiguous_strides, load, loop_nest, store
