@@ -34,7 +34,8 @@ def _total(contributions, like, forward_nodes=()):
         merged = []
         for c in scatters:
             merged.extend(zip(c.node.attrs["indexes"], c.node.inputs))
-        parts = [c for c in parts if c not in scatters]
+        merged_ids = {id(c) for c in scatters}
+        parts = [c for c in parts if id(c) not in merged_ids]
         parts.append(scatter_add(like.shape, scatters[0].dtype, merged))
     total = parts[0]
     for p in parts[1:]:
