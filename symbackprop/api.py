@@ -1,7 +1,9 @@
 """grad and value_and_grad: decorators, `wrt` resolution and the per-signature cache."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import inspect
 import os
 import threading
@@ -39,6 +41,19 @@ def _arg_key(x):
         except TypeError:
             return ("unhashable", id(x))
     return ("other", t, id(x))
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """Compilation makes many small objects and no cycles worth collecting: the cyclic GC's full
+    passes over them made compile time grow faster than the program."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def resolve_wrt(params, wrt):
@@ -181,6 +196,10 @@ class GradFunction:
     def _compile(self, specs):
         if any(s.kind == "array" and s.shape for s in specs):
             tune_allocator()
+        with _no_gc():
+            return self._compile_now(specs)
+
+    def _compile_now(self, specs):
         compiled = compile_value_and_grad(self.fn, specs, self.wrt, self.single, self.backend)
         if self.backend == "llvm":
             from .backends.llvm import attach

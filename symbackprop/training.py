@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .api import CACHE_SIZE, _arg_key, resolve_wrt
+from .api import CACHE_SIZE, _arg_key, _no_gc, resolve_wrt
 from .backends.numpy.emit import emit_function
 from .backends.numpy.inplace import writes_in_place
 from .compile import Compiled, _forward_text, compile_forward, differentiate, load, spec_of
@@ -382,7 +382,8 @@ class TrainStep:
     # ---- compiling, inspection and export -------------------------------------------
     def _compile(self, specs):
         tune_allocator()
-        compiled = compile_train_step(self.fn, specs, self.wrt, self.optimizer)
+        with _no_gc():
+            compiled = compile_train_step(self.fn, specs, self.wrt, self.optimizer)
         if self.backend == "llvm":
             from .backends.llvm.backend import attach_train_step
             compiled.call = attach_train_step(compiled)
