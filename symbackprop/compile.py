@@ -60,6 +60,9 @@ def spec_of(name, x, differentiated: bool) -> Spec:
         if dtype.kind not in "biuf":
             raise TypeError(f"argument `{name}` has dtype {dtype}; models take numeric arrays "
                             "(float, int or bool)")
+        if not dtype.isnative:  # generated code names dtypes as np.float64 and reads native memory
+            raise TypeError(f"argument `{name}` has the non-native byte order {dtype.str}; pass "
+                            f"{name}.astype({name}.dtype.newbyteorder('='))")
         if differentiated and dtype.kind != "f":
             raise TypeError(f"cannot differentiate with respect to `{name}` of dtype {dtype}; "
                             "pass a float array (x.astype(np.float64))")

@@ -128,7 +128,7 @@ class Graph:
         # must forget the dropped ones, or a later emit would hand back a value nothing computes
         self._nodes = nodes
         kept = set(nodes)
-        self._memo = {k: n for k, n in self._memo.items() if n in kept}
+        self._memo = {k: hit for k, hit in self._memo.items() if hit[0] in kept}
 
     def users(self) -> dict:
         """Map each Value to the list of nodes that read it."""
@@ -195,13 +195,16 @@ def emit(prim, inputs, attrs=None, name=None):
     attrs = attrs or {}
     graph = current_graph()
     key = (prim.name, tuple(id(v) for v in inputs), _freeze(attrs))
-    node = graph._memo.get(key)
+    hit = graph._memo.get(key)
+    node = hit[0] if hit is not None else None
     if node is None:
         node = Node(prim, inputs, attrs, current_loc())
         for shape, dtype in prim.infer(node):
             node.outputs.append(Value(shape, dtype, node))
         graph.nodes.append(node)
-        graph._memo[key] = node
+        # the key holds ids: keep those inputs alive, or a new Value at a freed one's address would match
+        # (fusion rewires node.inputs, so the node alone does not keep them)
+        graph._memo[key] = (node, tuple(inputs))
     if name and node.outputs[0].name is None:
         node.outputs[0].name = name
     return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)

@@ -15,9 +15,14 @@ def template_dir() -> Path:
     raise FileNotFoundError(f"symbackprop templates not found beside {here}; reinstall the package")
 
 
+def docstring_text(text) -> str:
+    """Text that cannot close the docstring it is written into (a static argument 'a\"\"\"b' would)."""
+    return str(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -25,6 +30,8 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
+    env.filters["docstring"] = docstring_text
+    return env
 
 
 def render(template: str, **context) -> str:

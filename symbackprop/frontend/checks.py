@@ -51,7 +51,8 @@ def check_function(src):
     if getattr(src, "checked", False):
         return
     table = {**REJECTED_STATEMENTS, **REJECTED_EXPRESSIONS}
-    found = [n for n in ast.walk(ast.Module(body=src.node.body, type_ignores=[])) if type(n) in table]
+    found = [n for n in ast.walk(ast.Module(body=src.node.body, type_ignores=[])) if type(n) in table
+             and not (isinstance(n, ast.Starred) and isinstance(n.ctx, ast.Store))]  # `a, *b = x`: the tracer's message
     if found:
         first = min(found, key=lambda n: (n.lineno, n.col_offset))
         what, hint = table[type(first)]

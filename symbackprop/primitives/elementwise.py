@@ -145,6 +145,9 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
     an out that is just an input (of the right shape) returns that input.
     """
     values = list(values)
+    # a body that folds to a number (x - x, or zeros > 0) still has the dtype NumPy gives it
+    input_floats = [v.dtype for v in values if v.dtype.kind == "f"]
+    boolean = [is_bool_expr(o) for o in expand(program, outs)]
     subs, new_values, new_syms = {}, [], {}
     for i, v in enumerate(values):
         c = fill_value(v)
@@ -168,7 +171,6 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
         names = tuple((n, e.xreplace(renumber)) for n, e in names)
         new_values = [new_values[i] for i in keep]
     shape = tuple(shape)
-    dtypes = [v.dtype for v in new_values]
     results: list = [None] * len(outs)
     pending = []
     for k, o in enumerate(expand(program, outs)):
@@ -178,8 +180,9 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
                 results[k] = v
                 continue
         if o.is_Number:
-            floats = [d for d in dtypes if d.kind == "f"]
-            results[k] = fill(float(o), shape, dtype or (np.result_type(*floats) if floats else np.float64))
+            natural = np.dtype(bool) if boolean[k] else np.result_type(*input_floats) if input_floats \
+                else np.dtype(np.float64)
+            results[k] = fill(float(o), shape, dtype or natural)
             continue
         pending.append(k)
     if pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops, scalar
+from .elementwise import arg, kernel
 from .registry import Primitive, primitive
 
 
@@ -66,8 +67,9 @@ class Extremum(Reduction):
         g = self.keep(node, gs[0])
         hit = ops.compare("eq", x, m)
         count = ops.sum(hit, node.attrs["axes"], keepdims=True)
-        return [ops.elementwise(lambda h, g_, c: scalar.where(h, g_ / c, 0), hit, g, count,
-                                what=f"{self.method} gradient")]
+        # g/count with an integer count would be float64: the gradient keeps g's dtype (float32 stays float32)
+        h, g_, c = arg(0), arg(1), arg(2)
+        return list(kernel([hit, g, count], (scalar.where(h, g_ / c, 0),), x.shape, dtype=g.dtype))
 
 
 @primitive("max")

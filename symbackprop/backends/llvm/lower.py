@@ -205,10 +205,13 @@ class Lowering:
             self.define(outputs[-1])
         fused = tuple(reduction_plan(self.fused_reductions[v]) if v in self.fused_reductions else None
                       for v in node.outputs)
-        key = (node.prim.name, _freeze(node.attrs), tuple((v.shape, str(v.dtype)) for v in node.inputs),
-               tuple((v.shape, str(v.dtype)) for v in outputs), fused)
-        fn = self.outlined.get(key)
         values = list(node.inputs) + outputs
+        # the body reads a value passed twice (concatenate([w, v, w])) through one argument: only nodes
+        # that repeat the same inputs in the same places can share it
+        repeats = tuple(values.index(v) for v in values)
+        key = (node.prim.name, _freeze(node.attrs), tuple((v.shape, str(v.dtype)) for v in node.inputs),
+               tuple((v.shape, str(v.dtype)) for v in outputs), fused, repeats)
+        fn = self.outlined.get(key)
         if fn is None:
             fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * len(values)),
                              f"{self.function.name}_{node.prim.name}{len(self.outlined)}")

@@ -193,6 +193,11 @@ def numpy_dtype(expr, dtypes):
     kinds = [numpy_dtype(a, dtypes) for a in args]
     strong = [d for d in kinds if d is not None]
     weak_float = any(a.is_Number and not a.is_Integer for a in args) or (expr.is_Pow and expr.exp.is_negative)
+    if not strong and isinstance(expr, sympy.Function) and not (
+            isinstance(expr, scalar.where) and numpy_dtype(expr.args[0], dtypes) is None):
+        # np.log(2) is a float64 scalar and np.where(mask, 1, 0.5) a float64 array: NumPy's dtypes, not weak ones
+        return np.dtype(np.int64) if isinstance(expr, scalar.where) and all(a.is_Integer for a in args) \
+            else np.dtype(np.float64)
     if not strong:
         return None
     result = np.result_type(*strong)
@@ -218,8 +223,11 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
     program, outs = node.attrs["program"], node.attrs["outs"]
     # an output that is just a temp gives the temp its name; outputs are named in order of computation
     temp_out = {}
+    full = expand(program, outs)
     for k, o in enumerate(outs):
-        if o.is_Symbol and o in dict(program) and o not in temp_out:
+        # not when the temp lacks the output's shape or dtype (a residual of the 0-d inputs only: s/2)
+        if o.is_Symbol and o in dict(program) and o not in temp_out and (
+                printer_cls is MathPrinter or _numpy_result("", full[k], node.inputs, node.outputs[k]) == ""):
             temp_out[o] = k
     out = list(out) if out is not None else [None] * len(outs)
 

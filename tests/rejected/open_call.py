@@ -1,0 +1,7 @@
+# expect: line=6 error="`open()` is not supported" hint="docs/language.md"
+import numpy as np
+
+
+def model(x):
+    data = open("weights.txt")
+    return np.sum(x)

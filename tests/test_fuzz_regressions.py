@@ -1,0 +1,185 @@
+"""Bugs the fuzzer (tests/fuzzgen.py) found, each reduced to the smallest model that showed it."""
+import numpy as np
+
+import symbackprop as sb
+from gradcheck import assert_gradients_match
+
+
+def cancelling_input(x, y):
+    z = np.where(y > 0.1, y, 0.5 * y) + (x - x)
+    return np.sum(z * z)
+
+
+def test_an_input_that_cancels_gets_a_zero_gradient(backend):
+    """Value numbering handed back a zero fill that dead-code elimination had dropped (NameError)."""
+    x, y = np.ones((3, 4)), np.linspace(-1, 1, 4)
+    value, (gx, gy) = sb.value_and_grad(cancelling_input, wrt=(0, 1), backend=backend)(x, y)
+    np.testing.assert_array_equal(gx, np.zeros((3, 4)))
+    assert_gradients_match(cancelling_input, (gx, gy), [x, y], (0, 1))
+
+
+def row_of_a_concatenation(x):
+    return np.sum(np.concatenate([x, -x], axis=-1)[-2] ** 2) + np.sum(x)
+
+
+def test_a_row_view_of_a_temporary_outlives_nothing(backend):
+    """LLVM freed the concatenation while the view x[-2] into it was still to be read."""
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4))
+    value, g = sb.value_and_grad(row_of_a_concatenation, backend=backend)(x)
+    np.testing.assert_allclose(value, row_of_a_concatenation(x), rtol=1e-12)
+    assert_gradients_match(row_of_a_concatenation, (g,), [x], (0,))
+
+
+def mixed_product(p, W):
+    return np.sum(np.tanh(p @ W))
+
+
+def test_products_of_float64_and_float32_arrays(backend):
+    """LLVM read the float32 operand of a float64 product as float64 (garbage, and past its end)."""
+    rng = np.random.default_rng(1)
+    for shapes in [((4, 3), (3, 3)), ((2, 4, 3), (3, 5)), ((3,), (3, 5)), ((7, 9), (9, 8))]:
+        p, W = rng.uniform(-1, 1, shapes[0]), rng.uniform(-1, 1, shapes[1]).astype(np.float32)
+        value, (gp, gW) = sb.value_and_grad(mixed_product, wrt=(0, 1), backend=backend)(p, W)
+        np.testing.assert_allclose(value, mixed_product(p, W), rtol=1e-12)
+        assert gp.dtype == np.float64 and gW.dtype == np.float32
+        want = sb.value_and_grad(mixed_product, wrt=(0, 1), backend="numpy")(p.astype(np.float64),
+                                                                             W.astype(np.float64))[1]
+        np.testing.assert_allclose(gp, want[0], rtol=1e-10)
+        np.testing.assert_allclose(gW, want[1], rtol=1e-5)
+
+
+def max_of_product(p, W):
+    return np.max(p @ W) + np.min(p)
+
+
+def test_the_max_gradient_stays_float32(backend):
+    """g / (an integer tie count) made the max gradient float64 in a float32 model (and LLVM then fed it to a
+    float32 product as float64)."""
+    rng = np.random.default_rng(0)
+    p, W = rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (3, 3))
+    want = sb.grad(max_of_product, wrt=(0, 1))(p, W)
+    got = sb.grad(max_of_product, wrt=(0, 1), backend=backend)(p.astype(np.float32), W.astype(np.float32))
+    for g, w in zip(got, want):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def difference_with_itself(x):
+    zero = x - x
+    return np.sum(zero) + np.sum(x * x)
+
+
+def test_a_body_that_folds_to_a_constant_keeps_the_float32_dtype(backend):
+    """x - x became a float64 fill in a float32 model: the value came back float64."""
+    x = np.linspace(-1, 1, 6).astype(np.float32).reshape(2, 3)
+    value, g = sb.value_and_grad(difference_with_itself, backend=backend)(x)
+    assert np.asarray(value).dtype == np.float32 and g.dtype == np.float32
+    np.testing.assert_allclose(g, 2 * x, rtol=1e-6)
+
+
+def leaky_where(x, mask):
+    v = np.where(mask & (x > 0), x, 0.0)
+    w = np.where(v > 0.1, v, 0.5 * v)
+    return np.sum(w) + np.sum(x * x)
+
+
+def test_where_between_two_numbers_is_an_array_of_their_dtype(backend):
+    """np.where(mask, 1, 0.5) is a float64 array, not a weak scalar: a float32 gradient came back float64."""
+    x = np.array([-0.5, 0.05, 0.3, 0.9], dtype=np.float32)
+    mask = np.array([True, True, True, False])
+    g = sb.grad(leaky_where, backend=backend)(x, mask)
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g, 2 * x + np.array([0.0, 0.5, 1.0, 0.0]), rtol=1e-6)
+
+
+def product_scaled_by_a_0d_array(x, W, s):
+    v = W @ x
+    return np.mean(v * s / v.shape[0] + v.size * 0.01)
+
+
+def test_a_residual_of_0d_inputs_has_the_kernel_shape(backend):
+    """A kernel's saved s/2 (0-d inputs only) was printed as a 0-d value and fed to `@` (ValueError)."""
+    x, W, s = np.linspace(0, 1, 3), np.ones((2, 3)), np.array(0.5)
+    value, (gx, gW) = sb.value_and_grad(product_scaled_by_a_0d_array, wrt=(0, 1), backend=backend)(x, W, s)
+    assert gx.shape == (3,) and gW.shape == (2, 3)
+    assert_gradients_match(product_scaled_by_a_0d_array, (gx, gW), [x, W, s], (0, 1))
+
+
+def comparison_of_a_constant(x):
+    z = x - x
+    v = np.where((z > 0) & (x < 0.5), z * 3.0, x)
+    return np.sum(v * v) + np.sum(np.where(z >= 0, x, 0.0))
+
+
+def test_a_comparison_that_folds_to_a_constant_stays_boolean(backend):
+    """zeros > 0 folded to a float64 fill, so `&` rejected it as not a comparison (CompileError)."""
+    x = np.linspace(-1, 1, 4)
+    np.testing.assert_allclose(sb.grad(comparison_of_a_constant, backend=backend)(x), 2 * x + 1)
+
+
+def log_of_a_number(x):
+    s = np.sum(x, keepdims=True)
+    return np.sum(np.power(0.5, s)) + np.sum(x * x)
+
+
+def test_a_function_of_a_number_is_a_float64_scalar_in_numpy(backend):
+    """np.log(2) in the printed gradient is a strong float64: the float32 gradient came back float64."""
+    x = np.array([0.25, -0.5], dtype=np.float32)
+    g = sb.grad(log_of_a_number, backend=backend)(x)
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g, -np.log(2) * 0.5 ** np.sum(x) + 2 * x, rtol=1e-6)
+
+
+def static_string(x, mode):
+    return np.sum(x) if mode == "sum" else np.sum(x * x)
+
+
+def test_a_static_string_cannot_close_the_generated_docstring(tmp_path):
+    """A static argument was written into the module docstring by repr(): '\"\"\"; code; \"\"\"' ran as code."""
+    evil = '"""; raise SystemExit("a static argument ran as code"); _ = """'
+    f = sb.grad(static_string)
+    np.testing.assert_array_equal(f(np.ones(2), evil), [2.0, 2.0])
+    path = f.export(tmp_path / "exported.py")
+    namespace = {}
+    exec(compile(open(path).read(), str(path), "exec"), namespace)
+    assert evil in namespace["__doc__"]
+
+
+def test_value_numbering_never_matches_a_freed_value():
+    """The memo key holds input ids; once fusion rewired a node's inputs, the old input could be freed and a new
+    Value born at its address matched the stale key: a compile handed back an unrelated node (wrong gradient
+    code, seen as 'compiling twice gave different code' after ~2000 programs in one process)."""
+    import gc
+    import weakref
+
+    from symbackprop.ir import Graph, Value, building, emit
+    from symbackprop.primitives.reduce import Sum
+
+    graph = Graph()
+    with building(graph):
+        x = Value((3,), np.float64, None, "x")
+        y = Value((3,), np.float64, None, "y")
+        node_out = emit(Sum, [x], {"axes": (0,), "keepdims": False})
+        node_out.node.inputs = [y]            # what fusion or replace_uses does to a node
+        watch = weakref.ref(x)
+        del x
+        gc.collect()
+        assert watch() is not None            # the memo keeps the keyed input alive, so its id stays unique
+        z = Value((3,), np.float64, None, "z")
+        assert emit(Sum, [z], {"axes": (0,), "keepdims": False}) is not node_out
+
+
+def repeated_inputs(x, w):
+    v = x * w
+    first = np.concatenate([w, v, w], axis=0)
+    second = np.concatenate([w, v, v], axis=0)
+    return np.sum(first) + np.sum(second * second)
+
+
+def test_nodes_that_repeat_an_input_differently_do_not_share_code(backend):
+    """LLVM shared one outlined concatenate between [w, v, w] and [w, v, v]: the second read v where w was."""
+    rng = np.random.default_rng(0)
+    x, w = rng.uniform(-1, 1, (1, 4)), rng.uniform(-1, 1, (1, 4))
+    value, (gx, gw) = sb.value_and_grad(repeated_inputs, wrt=(0, 1), backend=backend)(x, w)
+    np.testing.assert_allclose(value, repeated_inputs(x, w), rtol=1e-12)
+    assert_gradients_match(repeated_inputs, (gx, gw), [x, w], (0, 1))
