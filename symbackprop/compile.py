@@ -124,6 +124,7 @@ def trace(fn, specs) -> Graph:
                 args.append(s.value)
             else:
                 v = Value(s.shape, s.dtype, None, s.name)
+                v.weak = s.kind == "float"
                 graph.params.append(v)
                 args.append(v)
         result = Tracer().call(fn, args, {})

@@ -281,12 +281,8 @@ def scaled_sum(x, s):
     return np.sum(x * s)
 
 
-def test_a_python_float_keeps_a_float32_model_float32(request, backend):
+def test_a_python_float_keeps_a_float32_model_float32(backend):
     """NumPy treats a Python float as weak: float32 * 0.5 is float32, and so is the loss."""
-    if backend == "llvm":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the IR types a Python-float parameter as a strong float64: the LLVM code computes in float64 "
-            "and returns a Python float where NumPy (and the NumPy backend) give np.float32")))
     x = np.ones((2, 3), np.float32)
     value, (gx, gs) = sb.value_and_grad(scaled_sum, wrt=(0, 1), backend=backend)(x, 0.5)
     assert type(value) is np.float32 and gx.dtype == np.float32 and type(gs) is float
@@ -296,10 +292,15 @@ def tilde_of_a_float_comparison(x, s):
     return np.sum(np.where((x > 0.3) | ~(s > 0), x, 0.0))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "for a Python float s, (s > 0) is a Python bool and Python's ~True is -2 (truthy): plain NumPy keeps every "
-    "element; the compiler reads ~ as a logical not. It should match NumPy or reject ~ on a Python bool"))
-def test_tilde_on_a_python_float_comparison_matches_plain_numpy(backend):
+def logical_not_of_a_float_comparison(x, s):
+    return np.sum(np.where((x > 0.3) | np.logical_not(s > 0), x, 0.0))
+
+
+def test_tilde_on_a_python_float_comparison_is_rejected(backend):
+    """For a Python float s, (s > 0) is a Python bool and ~True is -2: not the logical not it looks like."""
     x = np.array([-1.0, 0.5, 2.0])
-    value, _ = sb.value_and_grad(tilde_of_a_float_comparison, backend=backend)(x, 0.5)
-    assert value == tilde_of_a_float_comparison(x, 0.5)
+    with pytest.raises(sb.CompileError, match=r"np\.logical_not") as info:
+        sb.value_and_grad(tilde_of_a_float_comparison, backend=backend)(x, 0.5)
+    assert info.value.line == tilde_of_a_float_comparison.__code__.co_firstlineno + 1
+    value, g = sb.value_and_grad(logical_not_of_a_float_comparison, backend=backend)(x, 0.5)
+    assert value == logical_not_of_a_float_comparison(x, 0.5) == 2.5 and list(g) == [0.0, 1.0, 1.0]

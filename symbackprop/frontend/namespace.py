@@ -137,6 +137,9 @@ NUMPY.update(
     dot=ops.dot, matmul=ops.matmul, outer=ops.outer,
     transpose=_transpose, reshape=_reshape, concatenate=_concatenate, stack=_stack,
     expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
+    logical_not=lambda x, /: ops.logical_not(x, "np.logical_not"),
+    logical_and=lambda x1, x2, /: ops.logical("and", x1, x2),
+    logical_or=lambda x1, x2, /: ops.logical("or", x1, x2),
 )
 
 NUMPY_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "newaxis": None, "euler_gamma": np.euler_gamma,

@@ -60,12 +60,19 @@ def expand(program, outs):
 _INTEGRAL_FUNCS = (scalar.maximum, scalar.minimum, scalar.where, scalar.absolute, scalar.sign)
 
 
+def operand_dtypes(values):
+    """Input dtypes for kernel_dtype: None for a weak Python float, which adapts to the arrays it meets."""
+    return [None if v.weak else v.dtype for v in values]
+
+
 def kernel_dtype(expr, dtypes) -> np.dtype:
-    """The dtype NumPy gives `expr` evaluated on inputs of `dtypes`."""
+    """The dtype NumPy gives `expr` evaluated on inputs of `dtypes` (None: a weak Python float)."""
     if is_bool_expr(expr):
         return np.dtype(bool)
     used = [dtypes[int(s.name[1:])] for s in expr.free_symbols if s.name.startswith("a")]
-    numeric = [d for d in used if d.kind != "b"]
+    if used and all(d is None for d in used):
+        return np.dtype(np.float64)
+    numeric = [d for d in used if d is not None and d.kind != "b"]
     dtype = np.result_type(*numeric) if numeric else np.dtype(np.int64)
     if dtype.kind in "iub":
         exact = all(
@@ -85,7 +92,7 @@ class Kernel(Primitive):
     def infer(self, node):
         if node.attrs.get("dtype") is not None:  # gradients are float whatever their body's dtype
             return [(node.attrs["shape"], node.attrs["dtype"])] * len(node.attrs["outs"])
-        dtypes = [v.dtype for v in node.inputs]
+        dtypes = operand_dtypes(node.inputs)
         return [(node.attrs["shape"], kernel_dtype(e, dtypes)) for e in expand(node.attrs["program"], node.attrs["outs"])]
 
     def adjoint(self, node, gs, wants):
@@ -146,7 +153,7 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
     """
     values = list(values)
     # a body that folds to a number (x - x, or zeros > 0) still has the dtype NumPy gives it
-    input_floats = [v.dtype for v in values if v.dtype.kind == "f"]
+    input_floats = [v.dtype for v in values if v.dtype.kind == "f" and not v.weak]
     boolean = [is_bool_expr(o) for o in expand(program, outs)]
     subs, new_values, new_syms = {}, [], {}
     for i, v in enumerate(values):
@@ -192,6 +199,9 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
             attrs["dtype"] = np.dtype(dtype)
         made = emit(Kernel, new_values, attrs)
         made = made if isinstance(made, tuple) else (made,)
+        if new_values and all(v.weak for v in new_values):
+            for v in made:
+                v.weak = True
         for k, v in zip(pending, made):
             results[k] = v
             single = _coefficient_of_single_symbol(outs[k])

@@ -18,7 +18,7 @@ import sympy
 from sympy.core.parameters import distribute
 
 from . import ops
-from .elementwise import arg, expand, kernel, kernel_dtype, temps
+from .elementwise import arg, expand, kernel, kernel_dtype, operand_dtypes, temps
 from .scalar import recognise
 from ..ir import Value
 
@@ -98,7 +98,7 @@ def kernel_adjoint(node, gs, wants):
     node.attrs["program"] = d.forward_program
     node.attrs["outs"] = d.forward_outs
     residual_values = {}
-    dtypes = [v.dtype for v in node.inputs]
+    dtypes = operand_dtypes(node.inputs)
     extra = []
     for t, body in zip(d.residuals, expand(d.forward_program, d.residuals)):
         if t in d.forward_outs[:n_out]:  # the residual is an output already
@@ -124,7 +124,8 @@ def kernel_adjoint(node, gs, wants):
     rename = {s: arg(j) for j, s in enumerate(bound)}
     program = tuple((t, e.xreplace(rename)) for t, e in d.backward_program)
     outs = tuple(e.xreplace(rename) for e in d.backward_outs)
-    floats = [v.dtype for v in list(node.inputs) + [g for g in gs if g is not None] if v.dtype.kind == "f"]
+    floats = [v.dtype for v in list(node.inputs) + [g for g in gs if g is not None]
+              if v.dtype.kind == "f" and not v.weak]
     dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
     grads = kernel([env[s] for s in bound], outs, node.attrs["shape"], program, dtype=dtype) if outs else []
     result = []

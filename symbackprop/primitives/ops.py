@@ -124,9 +124,13 @@ def logical(op, a, b):
     return elementwise(fn, a, b, what="logical operation")
 
 
-def logical_not(a):
+def logical_not(a, what="`~`"):
     if is_value(a) and a.dtype.kind != "b":
-        raise CompileError("`~` needs a boolean array (a comparison)", current_loc())
+        raise CompileError(f"{what} needs a boolean array (a comparison)", current_loc())
+    if what == "`~`" and is_value(a) and a.weak:
+        raise CompileError("`~` on a comparison of Python floats is not supported: in plain Python it is a "
+                           "bitwise not of a bool (~True == -2)", current_loc(),
+                           "Use np.logical_not(condition), or flip the comparison.")
     return elementwise(scalar.logical_not, a, what="`~`")
 
 

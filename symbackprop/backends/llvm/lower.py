@@ -301,7 +301,7 @@ def lower_kernel(L, node):
         else:
             L.define(v)
             outs.append((L.operand(v), None))
-    ftype = float_type([v.dtype for v in node.outputs] + [v.dtype for v in node.inputs])
+    ftype = float_type([v.dtype for v in node.outputs] + [v.dtype for v in node.inputs if not v.weak])
     program, exprs = node.attrs["program"], node.attrs["outs"]
     import sympy
 

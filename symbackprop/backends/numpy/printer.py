@@ -9,7 +9,7 @@ from ...primitives import scalar
 import numpy as np
 
 from ...ir import Value
-from ...primitives.elementwise import expand
+from ...primitives.elementwise import expand, operand_dtypes
 
 _NUMPY_FUNCS = {
     "exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "expm1": "np.expm1", "sin": "np.sin",
@@ -38,8 +38,9 @@ class NumpyPrinter(StrPrinter):
         self.bools = bools  # symbols holding boolean arrays
 
     def boolish(self, expr) -> bool:
-        """A product of comparisons or boolean values: a boolean array in NumPy."""
-        return all(isinstance(f, scalar.BOOL_FUNCTIONS) or f in self.bools for f in sympy.Mul.make_args(expr))
+        """A product of comparisons or boolean values (times a number: -(x > 0)/2): a boolean array in NumPy."""
+        _, rest = expr.as_coeff_Mul()
+        return all(isinstance(f, scalar.BOOL_FUNCTIONS) or f in self.bools for f in sympy.Mul.make_args(rest))
 
     def _print_Symbol(self, expr):
         return self.names.get(expr, expr.name)
@@ -242,8 +243,8 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
         wanted = {e: n for n, e in node.attrs["names"]}
         user_names = {t: wanted[e] for t, e in expanded.items() if e in wanted}
     lines = []
-    dtypes = [v.dtype for v in node.inputs]
-    bools = {sympy.Symbol(f"a{i}", real=True) for i, d in enumerate(dtypes) if d.kind == "b"}
+    dtypes = operand_dtypes(node.inputs)
+    bools = {sympy.Symbol(f"a{i}", real=True) for i, d in enumerate(dtypes) if d is not None and d.kind == "b"}
     bools |= {t for t, e in zip([t for t, _ in program], expand(program, [t for t, _ in program]))
               if numpy_dtype(e, dtypes) == np.dtype(bool)}
     printer = printer_cls(names, frozenset(bools))
@@ -264,7 +265,7 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
 
 def _numpy_result(text, expr, inputs, value: Value):
     """Make the printed expression have the declared dtype and shape."""
-    natural = numpy_dtype(expr, [v.dtype for v in inputs])
+    natural = numpy_dtype(expr, operand_dtypes(inputs))
     used = [inputs[int(s.name[1:])].shape for s in expr.free_symbols if s.name.startswith("a")]
     shape = tuple(np.broadcast_shapes(*used)) if used else ()
     if shape != value.shape:
