@@ -205,3 +205,8 @@ def float_scale_in_array_model(w, x, scale=2.0, n=3):
     for i in range(n):
         w = np.tanh(w * x)
     return scale * np.sum(w)
+
+
+def negated_relu_in_a_sum(x, s):
+    v = np.maximum(np.mean(x, axis=0), 0.0)
+    return np.sum(np.tanh(s) * x - v)

@@ -58,6 +58,7 @@ CASES = {
     "boolean_arithmetic": (models.boolean_arithmetic, lambda: [r(5), r(5, seed=30)], (0, 1)),
     "float_scale_in_array_model": (models.float_scale_in_array_model, lambda: [r(3), r(3, seed=31), 1.5, 2],
                                    (0, 1, 2)),
+    "negated_relu_in_a_sum": (models.negated_relu_in_a_sum, lambda: [r(3, 4), 0.4], (0, 1)),
     "reciprocal_scalar": (models.reciprocal_chain, lambda: [0.7, -1.3], (0, 1)),
     "reciprocal_array": (models.reciprocal_chain, lambda: [pos(3), r(3)], (0, 1)),
 }

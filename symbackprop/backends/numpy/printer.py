@@ -94,7 +94,8 @@ class NumpyPrinter(StrPrinter):
         if not any(self.boolish(t) or self.boolish(-t) for t in terms):
             return super()._print_Add(expr, order)
         first = next((t for t in terms if not (self.boolish(t) or self.boolish(-t))), None)
-        text = "0" if first is None else ""
+        # `-(a == b)/2` would negate a boolean array before dividing it: start from 0 instead
+        text = "0" if first is None or first.could_extract_minus_sign() else ""
         for t in ([first] if first is not None else []) + [t for t in terms if t is not first]:
             if t.could_extract_minus_sign():
                 text += (" - " if text else "-") + self.parenthesize(-t, PRECEDENCE["Add"])
