@@ -183,3 +183,18 @@ def test_nodes_that_repeat_an_input_differently_do_not_share_code(backend):
     value, (gx, gw) = sb.value_and_grad(repeated_inputs, wrt=(0, 1), backend=backend)(x, w)
     np.testing.assert_allclose(value, repeated_inputs(x, w), rtol=1e-12)
     assert_gradients_match(repeated_inputs, (gx, gw), [x, w], (0, 1))
+
+
+def minus_relu_of_a_mean(x, s):
+    m = np.mean(x)
+    r = np.maximum(m, 0.0)
+    t = np.tanh(s) * m
+    return t - r
+
+
+def test_a_negated_half_comparison_prints_as_numpy_arithmetic(backend):
+    """-(m == 0)/2 was printed with a unary minus on a boolean, which NumPy refuses (TypeError)."""
+    f = sb.grad(minus_relu_of_a_mean, backend=backend)
+    t = np.tanh(0.3)
+    np.testing.assert_allclose(f(np.array([0.5, 1.0]), 0.3), [(t - 1) / 2] * 2)
+    np.testing.assert_allclose(f(np.array([-0.5, 0.5]), 0.3), [(t - 0.5) / 2] * 2)   # the kink: half

@@ -172,3 +172,16 @@ def test_llvm_ir_mentions_user_strings_only_in_comments(tmp_path):
             assert line.lstrip().startswith(";"), line
     import llvmlite.binding as llvm
     llvm.parse_assembly(text).verify()
+
+
+def test_c_headers_keep_static_strings_inside_comments(tmp_path):
+    """A static argument "*/ int x; /*" closed the header's comment and declared `int x;` in C."""
+    f = sb.grad(by_mode, backend="llvm")
+    f(np.ones(2), "*/ int injected; /*")
+    f.export(tmp_path / "model.so")
+    header = (tmp_path / "model.h").read_text()
+    code = "\n".join(line.split("/*")[0] for line in header.splitlines() if not line.lstrip().startswith("/*"))
+    assert "injected" not in code
+    for line in header.splitlines():
+        if "injected" in line:
+            assert line.count("*/") == 1 and line.rstrip().endswith("*/"), line

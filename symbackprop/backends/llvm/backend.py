@@ -176,7 +176,8 @@ def _header(name, what, entries, statics):
     """A C header declaring `int name(...)`; entries are (name, dtype, shape, const, note)."""
     lines = [f"/* symbackprop: {what}; returns 0 on success. */"]
     if statics:
-        lines.append(f"/* specialised for {', '.join(statics)} */")
+        # a static string may hold `*/`: it must not end the comment and put its text in the header as C
+        lines.append(f"/* specialised for {', '.join(statics).replace('*/', '* /')} */")
     lines += [f"#ifndef {name.upper()}_H", f"#define {name.upper()}_H", "", "#ifdef __cplusplus", 'extern "C" {',
               "#endif", "", f"int {name}("]
     params = []
