@@ -200,6 +200,11 @@ class GradFunction:
             return self._compile_now(specs)
 
     def _compile_now(self, specs):
+        if self.backend == "llvm":
+            for s in specs:
+                if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float32", "float64"):
+                    raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float32 "
+                                    "and float64 arrays (use backend='numpy', or convert it)")
         compiled = compile_value_and_grad(self.fn, specs, self.wrt, self.single, self.backend)
         if self.backend == "llvm":
             from .backends.llvm import attach
