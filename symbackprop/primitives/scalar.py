@@ -11,6 +11,8 @@ split ties evenly, abs'(0) = 0, clip passes half the gradient at its bounds.
 """
 from __future__ import annotations
 
+import operator
+
 import sympy
 from sympy import S
 
@@ -67,46 +69,6 @@ def _bool(value):
     return S.One if value else S.Zero
 
 
-class gt(BoolFunction):
-    nargs = 2
-    symbol = ">"
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Number and b.is_Number:
-            return _bool(a > b)
-
-
-class ge(BoolFunction):
-    nargs = 2
-    symbol = ">="
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Number and b.is_Number:
-            return _bool(a >= b)
-
-
-class lt(BoolFunction):
-    nargs = 2
-    symbol = "<"
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Number and b.is_Number:
-            return _bool(a < b)
-
-
-class le(BoolFunction):
-    nargs = 2
-    symbol = "<="
-
-    @classmethod
-    def eval(cls, a, b):
-        if a.is_Number and b.is_Number:
-            return _bool(a <= b)
-
-
 def _swapped(cls, a, b):
     """Symmetric comparisons in one canonical argument order, so CSE sees a == b and b == a as one."""
     if sympy.default_sort_key(b) < sympy.default_sort_key(a):
@@ -114,30 +76,25 @@ def _swapped(cls, a, b):
     return None
 
 
-class eq(BoolFunction):
-    nargs = 2
-    symbol = "=="
+def _comparison(name, symbol, test, symmetric=False):
+    """A comparison as a BoolFunction: folded on numbers, written `(a > b)` by the printers."""
 
-    @classmethod
     def eval(cls, a, b):
-        if a == b:
-            return S.One
+        if a == b and symmetric:  # x == x folds to True, as SymPy's own Eq does; x >= x is left alone
+            return _bool(test(0, 0))
         if a.is_Number and b.is_Number:
-            return _bool(a == b)
-        return _swapped(cls, a, b)
+            return _bool(test(a, b))
+        return _swapped(cls, a, b) if symmetric else None
+
+    return type(name, (BoolFunction,), {"nargs": 2, "symbol": symbol, "eval": classmethod(eval)})
 
 
-class ne(BoolFunction):
-    nargs = 2
-    symbol = "!="
-
-    @classmethod
-    def eval(cls, a, b):
-        if a == b:
-            return S.Zero
-        if a.is_Number and b.is_Number:
-            return _bool(a != b)
-        return _swapped(cls, a, b)
+gt = _comparison("gt", ">", operator.gt)
+ge = _comparison("ge", ">=", operator.ge)
+lt = _comparison("lt", "<", operator.lt)
+le = _comparison("le", "<=", operator.le)
+eq = _comparison("eq", "==", operator.eq, symmetric=True)
+ne = _comparison("ne", "!=", operator.ne, symmetric=True)
 
 
 class logical_and(BoolFunction):
