@@ -87,7 +87,6 @@ def kernel_dtype(expr, dtypes) -> np.dtype:
 
 @primitive("kernel")
 class Kernel(Primitive):
-    elementwise = True
 
     def infer(self, node):
         if node.attrs.get("dtype") is not None:  # gradients are float whatever their body's dtype

@@ -20,8 +20,6 @@ PRIMITIVES: dict[str, "Primitive"] = {}
 
 class Primitive:
     name = "?"
-    #: elementwise kernels are fused; everything else is a boundary
-    elementwise = False
 
     def infer(self, node):
         raise NotImplementedError
