@@ -210,3 +210,13 @@ def float_scale_in_array_model(w, x, scale=2.0, n=3):
 def negated_relu_in_a_sum(x, s):
     v = np.maximum(np.mean(x, axis=0), 0.0)
     return np.sum(np.tanh(s) * x - v)
+
+
+def stable_bce(w, b, X, y):
+    z = X @ w + b
+    return np.mean(np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))) - y * z)
+
+
+def stable_bce_scalar(w, b, x, y):
+    z = w * x + b
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))) - y * z

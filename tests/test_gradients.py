@@ -59,6 +59,9 @@ CASES = {
     "float_scale_in_array_model": (models.float_scale_in_array_model, lambda: [r(3), r(3, seed=31), 1.5, 2],
                                    (0, 1, 2)),
     "negated_relu_in_a_sum": (models.negated_relu_in_a_sum, lambda: [r(3, 4), 0.4], (0, 1)),
+    "stable_bce": (models.stable_bce, lambda: [r(4), 0.1, r(12, 4, seed=40) * 3, (r(12, seed=41) > 0) * 1.0],
+                   (0, 1)),
+    "stable_bce_scalar": (models.stable_bce_scalar, lambda: [0.4, -0.2, 1.5, 1.0], (0, 1, 2)),
     "reciprocal_scalar": (models.reciprocal_chain, lambda: [0.7, -1.3], (0, 1)),
     "reciprocal_array": (models.reciprocal_chain, lambda: [pos(3), r(3)], (0, 1)),
 }

@@ -34,6 +34,15 @@ class sigmoid(RealFunction):
             return 1 / (1 + sympy.exp(-x))
 
 
+class softplus(RealFunction):
+    """log(1 + exp(u)), written stably as max(u, 0) + log1p(exp(-|u|)); its derivative is sigmoid(u)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+
 class expm1(RealFunction):
     nargs = 1
 
@@ -237,7 +246,10 @@ BINARY = {
 
 
 def recognise(expr):
-    """Rewrite `1/(1 + exp(-u))` as sigmoid(u) so its derivative reuses s."""
+    """Rewrite `1/(1 + exp(-u))` as sigmoid(u) so its derivative reuses s, and the stable softplus
+    `max(u, 0) + log1p(exp(-|u|))` as softplus(u), whose derivative is sigmoid(u) (not a sum of
+    the kinks of its two terms)."""
+    expr = _recognise_softplus(expr)
 
     def is_sigmoid(e):
         if not (e.is_Pow and e.exp == -1 and e.base.is_Add and len(e.base.args) == 2):
@@ -252,3 +264,35 @@ def recognise(expr):
     if not expr.has(sympy.exp):
         return expr
     return expr.replace(is_sigmoid, to_sigmoid)
+
+
+def _recognise_softplus(expr):
+    def has_pair(e):
+        if not e.is_Add:
+            return False
+        relus = {t.args[0] for t in e.args if isinstance(t, maximum) and 0 in t.args}
+        return any(_softplus_tail(t) in relus for t in e.args)
+
+    def merge(e):
+        relus = {t.args[0]: t for t in e.args if isinstance(t, maximum) and 0 in t.args}
+        terms = list(e.args)
+        for t in e.args:
+            u = _softplus_tail(t)
+            if u is not None and u in relus and relus[u] in terms and t in terms:
+                terms.remove(t)
+                terms.remove(relus[u])
+                terms.append(softplus(u))
+        return sympy.Add(*terms)
+
+    if not expr.has(log1p) or not expr.has(maximum):
+        return expr
+    return expr.replace(has_pair, merge)
+
+
+def _softplus_tail(t):
+    """u when t is log1p(exp(-|u|)), else None."""
+    if isinstance(t, log1p) and isinstance(t.args[0], sympy.exp):
+        inner = -t.args[0].args[0]
+        if isinstance(inner, absolute):
+            return inner.args[0]
+    return None

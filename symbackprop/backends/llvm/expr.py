@@ -109,6 +109,10 @@ class ExprLowering:
         fn = type(e)
         if fn in _UNARY:
             return vecmath.UNARY[_UNARY[fn]](b, self.float(e.args[0]))
+        if fn is scalar.softplus:  # max(u, 0) + log1p(exp(-|u|)): no overflow for any u
+            u = self.float(e.args[0])
+            tail = vecmath.log1p(b, vecmath.exp(b, b.fneg(intrinsic(b, "fabs", self.ftype, [u]))))
+            return b.fadd(intrinsic(b, "maximum", self.ftype, [u, self.number(0)]), tail)
         if fn in (scalar.absolute, sympy.Abs):
             return intrinsic(b, "fabs", self.ftype, [self.float(e.args[0])])
         if fn in (scalar.sign, sympy.sign):

@@ -117,6 +117,8 @@ class NumpyPrinter(StrPrinter):
             return f"({a} {type(expr).symbol} {b})"
         if name == "sigmoid":
             return self.sigmoid(expr.args[0])
+        if name == "softplus":
+            return self.softplus(expr.args[0])
         if name == "where":
             return self.where(*expr.args)
         if name in self.funcs:
@@ -127,6 +129,10 @@ class NumpyPrinter(StrPrinter):
     _print_Abs = _print_Function
     _print_exp = _print_Function
     _print_log = _print_Function
+
+    def softplus(self, x):
+        u = self._print(x)
+        return f"({self.funcs['maximum']}({u}, 0) + {self.funcs['log1p']}({self.funcs['exp']}(-{self.funcs['absolute']}({u}))))"
 
     def sigmoid(self, x):
         return f"1/(1 + {self.funcs['exp']}({self._print(-x)}))"
