@@ -64,7 +64,7 @@ def reverse(graph, wrt):
                 gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
             if all(g is None for g in gs):
                 continue
-            wants = [v in live and v.dtype.kind in "fc" or (v in live and v in wrt) for v in node.inputs]
+            wants = [v in live and (v.dtype.kind == "f" or v in wrt) for v in node.inputs]
             if not any(wants):
                 continue
             with at(node.loc):

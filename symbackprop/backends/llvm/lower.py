@@ -92,7 +92,7 @@ class Lowering:
         for v, a in self.out_args:
             # compute an output straight into the caller's memory when nothing else claims it
             if v.node is not None and v not in self.direct and v not in params \
-                    and LOWERINGS.get(v.node.prim.name) not in (_alias_rules()):
+                    and v.node.prim.name != "reshape":  # a reshape is its input's buffer
                 self.direct[v] = a
         self.copy_back = []
         for target, new in updates:
@@ -252,10 +252,6 @@ class Lowering:
 #: loop primitives lowered into shared functions (matmul is a BLAS call; views are pointer arithmetic)
 OUTLINED = {"kernel", "sum", "max", "min", "sum_to", "transpose", "broadcast_to", "scatter_add", "concatenate",
             "outer", "logsumexp", "log_softmax", "softmax", "fill"}
-
-
-def _alias_rules():
-    return (LOWERINGS.get("reshape"),)
 
 
 def _fused_reductions(graph, results):
