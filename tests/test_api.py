@@ -208,3 +208,26 @@ def test_compiled_forward_gives_the_models_value(backend):
     assert f.forward(*args) == pytest.approx(models.mlp(*args), rel=1e-12)
     assert f.compilations == 0  # the forward pass has its own cache
     assert sb.grad(models.where_safe_log, backend=backend).forward(-1.0) == -1.0
+
+
+def test_a_model_defined_in_a_notebook_cell():
+    """IPython keeps a cell's source in linecache under a file name that is not on disk."""
+    import linecache
+    cell = "/tmp/ipykernel_0000/does-not-exist-123.py"
+    text = ("import numpy as np\n\n\ndef cell_model(w, x):\n    h = np.tanh(w * x)\n"
+            "    return np.sum(h * h)\n\n\ndef cell_bad(x):\n    while True:\n        pass\n")
+    linecache.cache[cell] = (len(text), None, text.splitlines(True), cell)
+    namespace = {}
+    exec(compile(text, cell, "exec"), namespace)
+    g = sb.grad(namespace["cell_model"])(0.5, 2.0)
+    assert g == pytest.approx(2 * np.tanh(1.0) * (1 - np.tanh(1.0) ** 2) * 2.0)
+    with pytest.raises(sb.CompileError) as info:
+        sb.grad(namespace["cell_bad"])(1.0)
+    assert info.value.file == cell and info.value.line == 10
+
+
+def test_a_model_made_by_exec_without_source_is_a_clear_error():
+    namespace = {}
+    exec("def f(x):\n    return x * x\n", namespace)
+    with pytest.raises(sb.CompileError, match="cannot read the source"):
+        sb.grad(namespace["f"])(1.0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import os
 import threading
 import types
@@ -13,14 +14,24 @@ _cache: dict = {}
 _lock = threading.Lock()
 
 
-def _module_tree(path: str):
-    stamp = os.stat(path).st_mtime_ns
+def _read(path: str):
+    """(stamp, text) of a source file, or of a notebook cell IPython keeps in linecache; None if neither."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        return os.stat(path).st_mtime_ns, text
+    lines = linecache.getlines(path)
+    if lines:
+        text = "".join(lines)
+        return hash(text), text
+    return None
+
+
+def _module_tree(path: str, stamp, text):
     with _lock:
         hit = _cache.get(path)
         if hit and hit[0] == stamp:
             return hit[1], hit[2]
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
     tree = ast.parse(text, filename=path)
     lines = text.splitlines()
     with _lock:
@@ -35,17 +46,19 @@ class Source:
         self.fn = fn
         name = getattr(fn, "__name__", repr(fn))
         try:
-            path = inspect.getsourcefile(fn)
+            path = inspect.getsourcefile(fn) or fn.__code__.co_filename
         except TypeError:
             path = None
-        if not path or not os.path.exists(path):
+        found_text = _read(path) if path else None
+        if found_text is None:
             raise CompileError(
                 f"cannot read the source of `{name}`",
                 None,
-                "Define the model with `def` in a .py file (not in an interactive session, exec or a lambda).",
+                "Define the model with `def` in a .py file or a notebook cell (not in exec, the plain "
+                "interactive prompt or a lambda).",
             )
         self.file = path
-        tree, self.lines = _module_tree(path)
+        tree, self.lines = _module_tree(path, *found_text)
         first = fn.__code__.co_firstlineno
         if fn.__name__ == "<lambda>":
             raise CompileError("a lambda cannot be a model or a helper", Loc(path, first),
