@@ -108,3 +108,16 @@ def test_scalar_models_use_math_and_fall_back_to_numpy_semantics():
     g = sb.grad(models.where_safe_log)
     # math.log(-1.0) raises; the NumPy fallback gives NumPy's answer instead of an exception
     assert g(-1.0) == 1.0 and g(4.0) == 0.25
+
+
+def test_stacked_weight_gradients_are_written_into_their_slices():
+    """for i in range(n): h = tanh(h @ Ws[i] + bs[i]): each layer's dW and db go straight into d_Ws[i], d_bs[i]."""
+    f = sb.value_and_grad(models.loop_stacked, wrt=(0, 1))
+    args = [np.full((3, 4, 4), 0.1), np.ones((3, 4)), np.ones((2, 4))]
+    value, (d_Ws, d_bs) = f(*args)
+    backward = f.source.split("# backward", 1)[1]
+    assert backward.count("out=d_Ws[") == 3 and backward.count("out=d_bs[") == 3
+    assert "d_Ws = np.empty((3, 4, 4)" in backward and "+=" not in backward
+    reference = sb.value_and_grad(models.loop_stacked, wrt=(0, 1), backend="llvm")(*args)[1]
+    np.testing.assert_allclose(d_Ws, reference[0], rtol=1e-12)
+    np.testing.assert_allclose(d_bs, reference[1], rtol=1e-12)

@@ -128,12 +128,34 @@ class ScatterAdd(Primitive):
         return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
 
     def numpy(self, node, args, out):
+        from ..backends.numpy.emit import current_emitter
         (name,) = out
-        shape, dtype = node.attrs["shape"], node.attrs["dtype"]
-        lines = [f"{name} = np.zeros({shape!r}, dtype=np.{dtype})"]
-        for key, a in zip(node.attrs["indexes"], args):
-            lines.append(f"{name}[{index_text(_negative_stop_fix(key))}] += {a}")
+        emitter = current_emitter()
+        written = emitter.scattered.get(node, ()) if emitter is not None else ()
+        lines = [] if written else [self.allocation(node, name)]
+        for k, (key, a) in enumerate(zip(node.attrs["indexes"], args)):
+            if k not in written:
+                lines.append(f"{name}[{index_text(_negative_stop_fix(key))}] += {a}")
         return lines
+
+    def allocation(self, node, name, empty=False):
+        shape, dtype = node.attrs["shape"], node.attrs["dtype"]
+        return f"{name} = np.{'empty' if empty else 'zeros'}({shape!r}, dtype=np.{dtype})"
+
+    def target(self, node, name, k):
+        return f"{name}[{index_text(_negative_stop_fix(node.attrs['indexes'][k]))}]"
+
+    def disjoint_rows(self, node):
+        """Whether every part writes its own leading index (Ws[i]): parts can be computed in place."""
+        rows = []
+        for key in node.attrs["indexes"]:
+            if not key or not isinstance(key[0], int) or any(k != slice(None) for k in key[1:]):
+                return False
+            rows.append(key[0])
+        return len(set(rows)) == len(rows)
+
+    def covers(self, node):
+        return sorted(key[0] for key in node.attrs["indexes"]) == list(range(node.attrs["shape"][0]))
 
     def describe(self, node):
         return "scatter-add"

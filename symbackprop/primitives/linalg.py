@@ -59,6 +59,10 @@ class MatMul(Primitive):
     def numpy(self, node, args, out):
         return f"{args[0]} @ {args[1]}"
 
+    def numpy_into(self, node, args, target):
+        """The product written straight into `target` (a slice of an accumulated gradient)."""
+        return f"np.matmul({args[0]}, {args[1]}, out={target})"
+
     def describe(self, node):
         return "matmul"
 

@@ -21,8 +21,9 @@ def axis_text(axes, ndim):
     return f"axis={axes[0]}" if len(axes) == 1 else f"axis={axes}"
 
 
-def reduction_call(method, x, axes, ndim, keepdims):
-    parts = [p for p in (axis_text(axes, ndim), "keepdims=True" if keepdims else "") if p]
+def reduction_call(method, x, axes, ndim, keepdims, out=None):
+    parts = [p for p in (axis_text(axes, ndim), "keepdims=True" if keepdims else "", f"out={out}" if out else "")
+             if p]
     return f"{x}.{method}({', '.join(parts)})"
 
 
@@ -39,6 +40,10 @@ class Reduction(Primitive):
     def numpy(self, node, args, out):
         x = node.inputs[0]
         return reduction_call(self.method, args[0], node.attrs["axes"], x.ndim, node.attrs["keepdims"])
+
+    def numpy_into(self, node, args, target):
+        x = node.inputs[0]
+        return reduction_call(self.method, args[0], node.attrs["axes"], x.ndim, node.attrs["keepdims"], target)
 
     def describe(self, node):
         return f"{self.method} over axes {node.attrs['axes']}"

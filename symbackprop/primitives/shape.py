@@ -110,6 +110,17 @@ class SumTo(Primitive):
     def describe(self, node):
         return f"sum to {node.attrs['shape']}"
 
+    @property
+    def numpy_into(self):
+        return _sum_to_into
+
+
+def _sum_to_into(node, args, target):
+    """Only a sum over leading axes (bias gradients) writes into its target in one call."""
+    x, shape = node.inputs[0], node.attrs["shape"]
+    lead = x.ndim - len(shape)
+    return reduction_call("sum", args[0], tuple(range(lead)), x.ndim, False, target)
+
 
 @primitive("concatenate")
 class Concatenate(Primitive):

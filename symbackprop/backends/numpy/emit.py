@@ -50,6 +50,9 @@ class Emitter:
         self.used = set(_RESERVED) | set(taken)
         self.names: dict = {}
         self.inline: dict = {}
+        # products and sums written straight into their slice of an accumulated gradient (d_Ws[2])
+        self.into: dict = {}       # producer node -> (scatter node, part index)
+        self.scattered: dict = {}  # scatter node -> part indices written in place
         self.counters: dict = {}
 
     def fresh(self, base):
@@ -100,6 +103,9 @@ def emit_statements(emitter, nodes, inlinable=frozenset()):
         if node.prim is Fill and node.outputs[0].shape == ():
             continue  # scalar constants are written inline
         args = [emitter.arg(v) for v in node.inputs]
+        if node in emitter.into:
+            lines.extend(_with_comment(t, node.loc) for t in _write_into(emitter, node, args))
+            continue
         if node.outputs[0] in inlinable:
             # a view read once (W.T, x[0], g[:, None]) reads best where it is used
             emitter.inline[node.outputs[0]] = node.prim.numpy(node, args, None)
@@ -113,6 +119,48 @@ def emit_statements(emitter, nodes, inlinable=frozenset()):
             text = [f"{outs[0]} = {text}"]
         lines.extend(_with_comment(t, node.loc) for t in text)
     return lines
+
+
+def _write_into(emitter, node, args):
+    scatter, k = emitter.into[node]
+    name = emitter.name(scatter.outputs[0])
+    lines = []
+    if scatter not in emitter.scattered:  # allocated where its first part is computed
+        whole = scatter.prim.covers(scatter) and all(
+            emitter.into.get(v.node, (None,))[0] is scatter for v in scatter.inputs)
+        lines.append(scatter.prim.allocation(scatter, name, empty=whole))
+        emitter.scattered[scatter] = set()
+    emitter.scattered[scatter].add(k)
+    return lines + [node.prim.numpy_into(node, args, scatter.prim.target(scatter, name, k))]
+
+
+def _writes_into(node):
+    if not hasattr(node.prim, "numpy_into"):
+        return False
+    if node.prim.name == "sum_to":  # only a sum over leading axes is one call with out=
+        x, shape = node.inputs[0], node.attrs["shape"]
+        lead = x.ndim - len(shape)
+        return lead > 0 and all(s == x.shape[lead + i] for i, s in enumerate(shape))
+    return True
+
+
+def plan_writes_into(emitter, nodes, results):
+    """Parts of a scatter-add over distinct leading indices, made by a product or a sum read nowhere else."""
+    from ...primitives.index import ScatterAdd
+    uses: dict = {}
+    for n in nodes:
+        for v in n.inputs:
+            uses[v] = uses.get(v, 0) + 1
+    node_set = set(nodes)
+    for s in nodes:
+        if s.prim is not ScatterAdd or not s.prim.disjoint_rows(s):
+            continue
+        for k, g in enumerate(s.inputs):
+            p = g.node
+            if (p is not None and p in node_set and _writes_into(p) and len(p.outputs) == 1
+                    and uses.get(g) == 1 and g not in results and g.dtype == s.attrs["dtype"]
+                    and p not in emitter.into):
+                emitter.into[p] = (s, k)
 
 
 def emit_updates(emitter, nodes, updates, inlinable):
@@ -168,6 +216,8 @@ def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_
             if writes_in_place(new, update_nodes):
                 emitter.names[new] = target.name
         inlinable = _inlinable_views(nodes, [value] + list(grads or []))
+        if not scalar:
+            plan_writes_into(emitter, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
         forward = emit_statements(emitter, [n for n in nodes if n in forward_nodes], inlinable)
         backward = emit_statements(emitter, [n for n in nodes if n not in forward_nodes
                                              and n not in update_nodes], inlinable)
