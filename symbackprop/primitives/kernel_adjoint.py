@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
+from sympy.core.function import ArgumentIndexError
 from sympy.core.parameters import distribute
+from sympy.ntheory.multinomial import multinomial_coefficients_iterator
 
 from . import ops
 from .elementwise import arg, expand, kernel, kernel_dtype, operand_dtypes, temps
+from . import scalar
 from .scalar import recognise
 from ..ir import Value
 
@@ -53,6 +56,84 @@ def _needed(program, exprs):
     return need
 
 
+_FUNCTION_RULE = sympy.Function._eval_derivative
+_DEFAULT_N_TIMES = sympy.Basic._eval_derivative_n_times
+
+
+class _Differentiator:
+    """sympy.diff by SymPy's own rules, each subexpression once per variable.
+
+    sympy.diff wraps every subexpression's derivative in a Derivative(...) evaluation that
+    re-checks its variables, asks whether the result is zero (an assumptions query over the
+    new expression) and walks it for leftover Derivatives; over a kernel body that bookkeeping
+    cost most of the derivation. This applies the same rules as Add, Mul, Pow and Function
+    (so it builds the same expressions, in the same order) with the bookkeeping left out, and
+    shares the derivative of a subexpression the body reaches twice. Any other class is handed
+    to sympy.diff.
+    """
+
+    def __init__(self):
+        self.free: dict = {}
+
+    def free_symbols(self, e):
+        found = self.free.get(e)
+        if found is None:
+            if e.is_Symbol:
+                found = frozenset((e,))
+            elif isinstance(e, (sympy.Add, sympy.Mul, sympy.Pow, sympy.Function)):
+                found = frozenset().union(*(self.free_symbols(a) for a in e.args))
+            else:
+                found = frozenset(e.free_symbols)
+            self.free[e] = found
+        return found
+
+    def diff(self, e, s, memo):
+        d = memo.get(e)
+        if d is not None:
+            return d
+        if s not in self.free_symbols(e):
+            d = sympy.S.Zero
+        elif e == s:
+            d = sympy.S.One
+        else:
+            cls = type(e)
+            if cls is sympy.Add:
+                d = sympy.Add(*[self.diff(a, s, memo) for a in e.args])
+            elif cls is sympy.Mul:
+                # Mul's n-th derivative rule (general Leibniz) at n = 1, in its order of terms
+                args = e.args
+                terms = []
+                for ks, c in multinomial_coefficients_iterator(len(args), 1):
+                    terms.append(c * sympy.Mul(*[self.diff(a, s, memo) if k else a for k, a in zip(ks, args)]))
+                d = sympy.Add(*terms)
+            elif cls is sympy.Pow:
+                base, exp = e.args
+                dbase, dexp = self.diff(base, s, memo), self.diff(exp, s, memo)
+                # Pow's rule, e*(dexp*log(base) + dbase*exp/base), without building log(base) for a constant exponent
+                d = e * ((dexp * sympy.log(base) if dexp is not sympy.S.Zero else sympy.S.Zero)
+                         + dbase * exp / base)
+            elif isinstance(e, scalar.where) and cls._eval_derivative is scalar.where._eval_derivative:
+                c, a, b = e.args
+                d = scalar.where(c, self.diff(a, s, memo), self.diff(b, s, memo))
+            elif (isinstance(e, sympy.Function) and cls._eval_derivative is _FUNCTION_RULE
+                  and cls._eval_derivative_n_times is _DEFAULT_N_TIMES):
+                terms = []
+                for i, a in enumerate(e.args, 1):
+                    da = self.diff(a, s, memo)
+                    if da.is_zero:
+                        continue
+                    try:
+                        df = e.fdiff(i)
+                    except ArgumentIndexError:
+                        df = sympy.Function.fdiff(e, i)
+                    terms.append(df * da)
+                d = sympy.Add(*terms)
+            else:
+                d = sympy.diff(e, s)
+        memo[e] = d
+        return d
+
+
 @functools.lru_cache(maxsize=4096)
 def derive(outs, program, wants, has_g) -> Derivation:
     # SymPy would distribute 2*(a - b) into 2*a - 2*b and hide the shared (a - b) from CSE. Some of
@@ -68,12 +149,13 @@ def _derive(outs, program, wants, has_g) -> Derivation:
     bodies = [recognise(b) for b in expand(program, outs)]
     to_output = {b: out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
     derivs, which = [], []
+    differentiator = _Differentiator()
     for i, want in enumerate(wants):
         if not want:
             which.append(None)
             continue
-        a = arg(i)
-        d = sum((grad_symbol(k) * sympy.diff(b, a).xreplace(to_output)
+        a, memo = arg(i), {}
+        d = sum((grad_symbol(k) * differentiator.diff(b, a, memo).xreplace(to_output)
                  for k, b in enumerate(bodies) if has_g[k]), sympy.S.Zero)
         if d not in derivs:
             derivs.append(d)
