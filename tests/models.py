@@ -123,6 +123,36 @@ def loop_stacked(Ws, bs, x):
     return np.mean(h ** 2)
 
 
+def loop_stacked_relu(Ws, bs, x):
+    h = x
+    for i in range(Ws.shape[0]):
+        h = np.maximum(h @ Ws[i] + bs[i], 0.0)
+    return np.sum(np.sin(h))
+
+
+def loop_stacked_residual(Ws, x):
+    h = x
+    for i in range(Ws.shape[0]):
+        h = h + 0.5 * np.tanh(h @ Ws[i].T)
+    return np.sum(h * h)
+
+
+def loop_stacked_reversed(Ws, bs, x):
+    """Each layer's input is a view (columns reversed): it cannot be written into a stack."""
+    h = x
+    for i in range(Ws.shape[0]):
+        h = np.tanh(h[:, ::-1] @ Ws[i] + bs[i])
+    return np.mean(h ** 2)
+
+
+def loop_stacked_partial(Ws, bs, x):
+    """Only the last two of four layers: the gradient of Ws has zero rows and is no batched product."""
+    h = x
+    for i in range(2, 4):
+        h = np.tanh(h @ Ws[i] + bs[i])
+    return np.mean(h ** 2)
+
+
 def loop_with_helpers(W, b, x, y, n):
     total = 0.0
     for i in range(n):

@@ -30,4 +30,4 @@ def test_wheel_install_runs_the_quickstart_elsewhere(tmp_path):
     assert str(venv) in where.stdout, where.stdout
     out = run(str(python), "quickstart.py", cwd=elsewhere, env=env)
     assert "def value_and_grad(W1, b1, W2, b2, x, y):" in out.stdout
-    assert "d_W1 = x.T @ " in out.stdout
+    assert "d_W1 = np.dot(x.T, " in out.stdout

@@ -16,6 +16,7 @@ from ...primitives.shape import BroadcastTo, Reshape, Transpose
 from ...rendering import render
 from .inplace import in_place_lines, writes_in_place
 from .printer import MathPrinter, NumpyPrinter, kernel_may_warn
+from .stacking import Plan, batch_lines, plan_stacks, slot_lines, slotted
 
 _state = threading.local()
 COMMENT_COLUMN = 44
@@ -53,6 +54,7 @@ class Emitter:
         # products and sums written straight into their slice of an accumulated gradient (d_Ws[2])
         self.into: dict = {}       # producer node -> (scatter node, part index)
         self.scattered: dict = {}  # scatter node -> part indices written in place
+        self.stacking = Plan()     # layers' values written into stacks, their gradients batched (stacking.py)
         self.counters: dict = {}
 
     def fresh(self, base):
@@ -102,7 +104,14 @@ def emit_statements(emitter, nodes, inlinable=frozenset()):
     for node in nodes:
         if node.prim is Fill and node.outputs[0].shape == ():
             continue  # scalar constants are written inline
+        if node in emitter.stacking.batch:
+            lines.extend(_with_comment(t, node.loc) for t in batch_lines(emitter, node))
+            continue
         args = [emitter.arg(v) for v in node.inputs]
+        v = slotted(emitter, node)
+        if v is not None:
+            lines.extend(_with_comment(t, node.loc) for t in slot_lines(emitter, node, args, v))
+            continue
         if node in emitter.into:
             lines.extend(_with_comment(t, node.loc) for t in _write_into(emitter, node, args))
             continue
@@ -159,7 +168,8 @@ def plan_writes_into(emitter, nodes, results):
             p = g.node
             if (p is not None and p in node_set and _writes_into(p) and len(p.outputs) == 1
                     and uses.get(g) == 1 and g not in results and g.dtype == s.attrs["dtype"]
-                    and p not in emitter.into):
+                    and p not in emitter.into and p not in emitter.stacking.batch
+                    and slotted(emitter, p) is None):
                 emitter.into[p] = (s, k)
 
 
@@ -216,11 +226,14 @@ def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_
             if writes_in_place(new, update_nodes):
                 emitter.names[new] = target.name
         inlinable = _inlinable_views(nodes, [value] + list(grads or []))
+        forward_list = [n for n in nodes if n in forward_nodes]
+        backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         if not scalar:
+            results = [value] + list(grads or []) + [new for _, new in updates]
+            plan_stacks(emitter, forward_list + backward_list, results)
             plan_writes_into(emitter, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
-        forward = emit_statements(emitter, [n for n in nodes if n in forward_nodes], inlinable)
-        backward = emit_statements(emitter, [n for n in nodes if n not in forward_nodes
-                                             and n not in update_nodes], inlinable)
+        forward = emit_statements(emitter, forward_list, inlinable)
+        backward = emit_statements(emitter, backward_list, inlinable)
         update = emit_updates(emitter, [n for n in nodes if n in update_nodes], updates, inlinable)
         value_text = emitter.arg(value)
         if grads is None:

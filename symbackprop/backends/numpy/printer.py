@@ -183,8 +183,9 @@ def _may_warn(expr) -> bool:
     for e in sympy.preorder_traversal(expr):
         if e.is_Pow and not (e.exp.is_Integer and e.exp > 0):
             return True
+        # tanh never warns (tanh(±inf) is ±1): a tanh network's code needs no np.errstate (about 1 µs a call)
         if isinstance(e, sympy.Function) and not isinstance(
-                e, scalar.BOOL_FUNCTIONS + (scalar.maximum, scalar.minimum, scalar.absolute, scalar.sign)):
+                e, scalar.BOOL_FUNCTIONS + (scalar.maximum, scalar.minimum, scalar.absolute, scalar.sign, sympy.tanh)):
             return True
     return False
 
@@ -222,8 +223,68 @@ def kernel_may_warn(node) -> bool:
     return any(_may_warn(e) for e in expand(node.attrs["program"], node.attrs["outs"]))
 
 
-def kernel_lines(node, args, out, printer_cls=None, namer=None):
-    """Assignments computing a kernel's outputs: temps first, then each output."""
+_UNARY_UFUNCS = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan", "asin",
+                 "acos", "absolute", "Abs"}
+
+
+def call_into(printer, expr, target):
+    """`expr` as one NumPy call writing its result into `target` (`out=`), or None when it is not one call.
+
+    Only forms whose call computes exactly what the printed expression does: a function of one
+    argument, np.maximum/np.minimum, a product without division (`a*b`: np.multiply), a sum or
+    difference of two terms.
+    """
+    name = type(expr).__name__
+    if isinstance(expr, sympy.Function) and name in _UNARY_UFUNCS and printer.funcs is _NUMPY_FUNCS:
+        return f"{printer.funcs[name]}({printer._print(expr.args[0])}, out={target})"
+    if name in ("maximum", "minimum") and printer.funcs is _NUMPY_FUNCS:
+        return f"{printer.funcs[name]}({', '.join(printer._print(a) for a in expr.args)}, out={target})"
+    if expr.is_Mul and not printer.boolish(expr):
+        factors = sympy.Mul.make_args(expr)
+        coeff = expr.as_coeff_Mul()[0]
+        if any(f.is_Pow and f.exp.is_negative for f in factors) or not coeff.is_Integer or len(factors) < 2:
+            return None
+        head = sympy.Mul(*factors[:-1])
+        return f"np.multiply({printer._print(head)}, {printer._print(factors[-1])}, out={target})"
+    if expr.is_Add and len(expr.args) == 2 and not any(printer.boolish(t) or printer.boolish(-t) for t in expr.args):
+        first, second = expr.args
+        if first.could_extract_minus_sign():
+            return None
+        if second.could_extract_minus_sign():
+            return f"np.subtract({printer._print(first)}, {printer._print(-second)}, out={target})"
+        return f"np.add({printer._print(first)}, {printer._print(second)}, out={target})"
+    return None
+
+
+def kernel_printer(node, names, printer_cls=None):
+    """The printer for a kernel's body, knowing which of its symbols hold boolean arrays."""
+    printer_cls = printer_cls or NumpyPrinter
+    program = node.attrs["program"]
+    dtypes = operand_dtypes(node.inputs)
+    bools = {sympy.Symbol(f"a{i}", real=True) for i, d in enumerate(dtypes) if d is not None and d.kind == "b"}
+    bools |= {t for t, e in zip([t for t, _ in program], expand(program, [t for t, _ in program]))
+              if numpy_dtype(e, dtypes) == np.dtype(bool)}
+    return printer_cls(names, frozenset(bools))
+
+
+def kernel_writes_into(node, k) -> bool:
+    """Whether kernel_into_lines can write the kernel's k-th output into a target with one call."""
+    program, outs = node.attrs["program"], node.attrs["outs"]
+    if outs[k] in dict(program):
+        return False
+    full = expand(program, outs)[k]
+    if _numpy_result("", full, node.inputs, node.outputs[k]) != "":
+        return False  # NumPy would give another dtype or shape
+    return call_into(kernel_printer(node, {}), outs[k], "out") is not None
+
+
+def kernel_into_lines(node, args, k, target):
+    """A kernel's statements with its k-th output written into `target` (see kernel_writes_into)."""
+    return kernel_lines(node, args, None, NumpyPrinter, into=(k, target))
+
+
+def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
+    """Assignments computing a kernel's outputs: temps first, then each output (`into`: see kernel_into_lines)."""
     from .emit import current_emitter
     emitter = current_emitter()
     printer_cls = printer_cls or emitter.printer_cls
@@ -250,16 +311,15 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None):
         wanted = {e: n for n, e in node.attrs["names"]}
         user_names = {t: wanted[e] for t, e in expanded.items() if e in wanted}
     lines = []
-    dtypes = operand_dtypes(node.inputs)
-    bools = {sympy.Symbol(f"a{i}", real=True) for i, d in enumerate(dtypes) if d is not None and d.kind == "b"}
-    bools |= {t for t, e in zip([t for t, _ in program], expand(program, [t for t, _ in program]))
-              if numpy_dtype(e, dtypes) == np.dtype(bool)}
-    printer = printer_cls(names, frozenset(bools))
+    printer = kernel_printer(node, names, printer_cls)
     for t, e in program:
         names[t] = out_name(temp_out[t]) if t in temp_out else emitter.fresh(user_names.get(t, "t"))
         lines.append(f"{names[t]} = {printer.doprint(e)}")
     for k, o in enumerate(outs):
         if temp_out.get(o) == k:
+            continue
+        if into is not None and into[0] == k:
+            lines.append(f"{out_name(k)} = {call_into(printer, o, into[1])}")
             continue
         text = printer.doprint(o)
         value = node.outputs[k]
