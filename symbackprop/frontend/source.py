@@ -6,6 +6,7 @@ import inspect
 import linecache
 import os
 import threading
+import tokenize
 import types
 
 from ..errors import CompileError, Loc
@@ -39,6 +40,43 @@ def _module_tree(path: str, stamp, text):
     return tree, lines
 
 
+def _function_tree(path: str, stamp, text, first: int):
+    """The tree of the module-level `def` (decorators included) starting on line `first` alone, with the
+    module's line numbers; None when that block does not parse on its own (an indented or one-line def).
+
+    Parsing one function instead of its whole module is most of the cost of reading a model
+    from a long file.
+    """
+    key = (path, first)
+    with _lock:
+        hit = _cache.get(key)
+        if hit and hit[0] == stamp:
+            return hit[1], hit[2]
+    lines = text.splitlines(keepends=True)
+    if not 0 < first <= len(lines) or lines[first - 1][:1] in (" ", "\t"):
+        return None
+    try:
+        block = inspect.getblock(lines[first - 1:])
+        tree = ast.parse("".join(block), filename=path)
+    except (SyntaxError, ValueError, tokenize.TokenError):
+        return None
+    ast.increment_lineno(tree, first - 1)
+    found = (tree, text.splitlines())
+    with _lock:
+        _cache[key] = (stamp, *found)
+    return found
+
+
+def _find_def(tree, fn):
+    first = fn.__code__.co_firstlineno
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == fn.__name__:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if start == first or node.lineno == first:
+                return node
+    return None
+
+
 class Source:
     """A parsed function: its `def` node, its file and the file's lines."""
 
@@ -58,8 +96,15 @@ class Source:
                 "interactive prompt or a lambda).",
             )
         self.file = path
-        tree, self.lines = _module_tree(path, *found_text)
         first = fn.__code__.co_firstlineno
+        found = None
+        if fn.__name__ != "<lambda>" and not fn.__code__.co_freevars:
+            partial = _function_tree(path, *found_text, first)
+            if partial is not None:
+                tree, self.lines = partial
+                found = _find_def(tree, fn)
+        if found is None:
+            tree, self.lines = _module_tree(path, *found_text)
         if fn.__name__ == "<lambda>":
             raise CompileError("a lambda cannot be a model or a helper", Loc(path, first),
                                "Write it as a module-level `def`.")
@@ -67,13 +112,8 @@ class Source:
             raise CompileError(f"`{name}` is a closure (it reads {', '.join(fn.__code__.co_freevars)} "
                                "from an enclosing function)", Loc(path, first),
                                "Define it at module level and pass those values as parameters.")
-        found = None
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == fn.__name__:
-                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                if start == first or node.lineno == first:
-                    found = node
-                    break
+        if found is None:
+            found = _find_def(tree, fn)
         if found is None:
             raise CompileError(f"cannot find the definition of `{name}` in {path}", None,
                                "Define the model as a module-level `def` and save the file before compiling.")
