@@ -10,6 +10,8 @@ their derivative comes from sympy.diff; there is no hand-written adjoint here.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy
 
@@ -51,10 +53,26 @@ def is_bool_expr(expr) -> bool:
 
 def expand(program, outs):
     """Substitute the program's temps into the outs (a DAG: SymPy shares subtrees)."""
+    program, outs = tuple(program), tuple(outs)
+    if not program:
+        return outs
+    return _expand(program, outs)
+
+
+# A kernel's body is expanded again at every step that reads it (inference, fusion, differentiation,
+# printing), and each xreplace rebuilds the expressions the temps occur in: once per body is enough.
+@functools.lru_cache(maxsize=8192)
+def _expand(program, outs):
+    env = _program_values(program)
+    return tuple(o.xreplace(env) for o in outs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _program_values(program):
     env = {}
     for t, e in program:
         env[t] = e.xreplace(env)
-    return tuple(o.xreplace(env) for o in outs)
+    return env
 
 
 _INTEGRAL_FUNCS = (scalar.maximum, scalar.minimum, scalar.where, scalar.absolute, scalar.sign)
