@@ -18,6 +18,7 @@ from .frontend.trace import Tracer
 from .ir import Graph, Value, building, emit
 from .optimize.dce import eliminate_dead_code
 from .optimize.fuse import finalize_kernels, fuse_elementwise
+from .optimize.narrow import narrow_kernel_outputs
 from .optimize.patterns import recognise_softmax_family
 from .primitives import ops
 from .primitives.elementwise import Kernel, arg
@@ -196,6 +197,7 @@ def compile_value_and_grad(fn, specs, wrt, single, backend="numpy") -> Compiled:
     graph, forward_nodes, _, grads = differentiate(fn, specs, wrt)
     results = [graph.result] + grads
     eliminate_dead_code(graph, results)
+    narrow_kernel_outputs(graph, keep=results)
     # NumPy code keeps one statement per line of the model; a compiled backend fuses whole chains into one loop
     fuse_elementwise(graph, keep=results + graph.params, across_names=backend != "numpy")
     eliminate_dead_code(graph, results)  # broadcasts the kernels absorbed
