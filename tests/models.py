@@ -250,3 +250,12 @@ def stable_bce(w, b, X, y):
 def stable_bce_scalar(w, b, x, y):
     z = w * x + b
     return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))) - y * z
+
+
+def gelu_tanh(x, W):
+    u = x @ W
+    return np.sum(0.5 * u * (1.0 + np.tanh(0.7978845608028654 * (u + 0.044715 * u ** 3))))
+
+
+def half_one_minus_tanh(x):
+    return np.sum(x * (1.0 - np.tanh(x)) / 2 + np.tanh(x) ** 2)

@@ -159,3 +159,35 @@ def test_stacked_layer_gradients_are_those_of_the_unbatched_code():
     np.testing.assert_allclose(ours[0], reference[0], rtol=1e-13)
     for a, b in zip(ours[1], reference[1]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
+
+
+def test_per_row_residuals_stay_per_row():
+    """Layernorm's backward reads 1/std, one number per row: it is kept as a (rows, 1) array, never
+    written out at the full (rows, width) shape with np.full."""
+    f = sb.value_and_grad(models.layernorm, wrt=(0, 1, 2))
+    rng = np.random.default_rng(0)
+    args = [rng.normal(size=(8, 16)), rng.normal(size=16), rng.normal(size=16)]
+    f(*args)
+    assert "np.full(" not in f.source
+    module = {}
+    exec(compile(f.source, "generated", "exec"), module)  # the text itself, run without symbackprop
+    ours = module["value_and_grad"](*args)[1]
+    reference = sb.value_and_grad(models.layernorm, wrt=(0, 1, 2), backend="llvm")(*args)[1]
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_tanh_gelu_is_computed_with_one_exp():
+    """0.5*u*(1 + tanh(y)) is u*sigmoid(2y): one exp, no tanh, and the derivative reuses the sigmoid."""
+    f = sb.value_and_grad(models.gelu_tanh, wrt=(0, 1))
+    rng = np.random.default_rng(1)
+    args = [rng.normal(size=(4, 3)), rng.normal(size=(3, 5))]
+    value, grads = f(*args)
+    assert "np.tanh" not in f.source and _calls(f.source, "exp") == 1
+    np.testing.assert_allclose(value, models.gelu_tanh(*args), rtol=1e-13)
+    far = [np.array([[40.0, -40.0, 0.5]]), np.array([[30.0, -30.0], [20.0, 20.0], [1.0, 1.0]])]  # u = 400.5, -1999.5
+    value, (d_x, d_W) = f(*far)
+    assert np.isfinite(value) and np.all(np.isfinite(d_x)) and np.all(np.isfinite(d_W))
+    np.testing.assert_allclose(value, models.gelu_tanh(*far), rtol=1e-13)
+    u = far[0] @ far[1]  # far from 0, gelu(u) is u or 0: its derivative 1 or 0
+    np.testing.assert_allclose(d_W, far[0].T @ (u > 0), rtol=1e-13)

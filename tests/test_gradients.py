@@ -52,6 +52,8 @@ CASES = {
                                                                      r(4, 3, seed=54)], (0, 1, 2)),
     "loop_stacked_partial": (models.loop_stacked_partial, lambda: [r(4, 3, 3), r(4, 3, seed=55), r(2, 3, seed=56)],
                              (0, 1, 2)),
+    "gelu_tanh": (models.gelu_tanh, lambda: [r(4, 3) * 3, r(3, 5, seed=57)], (0, 1)),
+    "half_one_minus_tanh": (models.half_one_minus_tanh, lambda: [r(7) * 4], (0,)),
     "loop_with_helpers": (models.loop_with_helpers, lambda: [r(3, 2), r(2), r(4, 3), r(4, 2), 3], (0, 1)),
     "unpack_augassign": (models.unpack_and_augassign, lambda: [r(2, 3), r(2, 3, seed=18)], (0, 1)),
     "log_softmax_ce": (models.log_softmax_ce, lambda: [r(6, 4) * 3, onehot(6, 4)], (0,)),
