@@ -21,6 +21,7 @@ from ...errors import CompileError
 from . import blas_calls
 from .expr import ExprLowering, intrinsic
 from .loops import I64, Operand, broadcast_strides, contiguous_strides, load, loop_nest, store
+from .rowpass import find_row_passes, lower_row_pass
 
 import os
 
@@ -114,6 +115,14 @@ class Lowering:
         for v in self.virtual_transposes:  # the product reads the source through the transpose
             src = v.node.inputs[0]
             self.last_use[src] = max(self.last_use.get(src, -1), self.last_use.get(v, -1))
+        # X @ w, its elementwise chain and X.T @ r in one loop over the rows of X (rowpass.py)
+        self.row_passes = [rp for rp in find_row_passes(self.order, self.virtual_transposes,
+                                                        [v for v, _ in self.out_args])
+                           if not rp.nodes & self.update_nodes]
+        self.row_pass_nodes = set().union(*(rp.nodes for rp in self.row_passes))
+        for rp in self.row_passes:
+            for v in rp.reads:
+                self.last_use[v] = max(self.last_use.get(v, -1), rp.position)
 
     # ---- buffers ----------------------------------------------------------------
     def buffer(self, v):
@@ -169,6 +178,12 @@ class Lowering:
     # ---- the function -------------------------------------------------------------
     def run(self):
         for i, node in enumerate(self.order):
+            for rp in self.row_passes:
+                if rp.position == i:
+                    lower_row_pass(self, rp)
+            if node in self.row_pass_nodes:
+                self._free_dead(i)
+                continue
             rule = LOWERINGS.get(node.prim.name)
             if rule is None:
                 raise CompileError(f"the LLVM backend cannot lower `{node.prim.name}`", node.loc)
