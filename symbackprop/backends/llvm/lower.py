@@ -89,6 +89,7 @@ class Lowering:
         for v, a in zip(params, self.function.args):
             self.buffers[v] = a
         self.out_args = list(zip(outputs, self.function.args[len(params):]))
+        self.output_values = set(outputs)
         self.direct = {}
         for v, a in self.out_args:
             # compute an output straight into the caller's memory when nothing else claims it
@@ -247,10 +248,15 @@ class Lowering:
         self.b.call(fn, [self.buffer(v) for v in values])
 
     def _free_dead(self, i):
-        keep = {v for v, _ in self.out_args}
+        if not self.owned:
+            return
+        keep = self.output_values
+        sharing: dict = {}  # buffer -> every value living in it (views and aliases included)
+        for u, p in self.buffers.items():
+            sharing.setdefault(id(p), []).append(u)
         alive = []
         for v, ptr in self.owned:
-            roots = [u for u, p in self.buffers.items() if p is ptr]
+            roots = sharing.get(id(ptr), [])
             if all(self.last_use.get(u, -1) <= i for u in roots) and not any(u in keep for u in roots):
                 self.release(v, ptr)
             else:
