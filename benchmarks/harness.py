@@ -282,11 +282,43 @@ def _markdown(results, settings):
             r = ratios(measurements)
             cells = [_fmt_ratio(r[n][which]) if n in r else "-" for n in names]
             lines.append(f"| {workload.name} | " + " | ".join(cells) + " |")
+    work = [(w.name, product_work(w)) for w, _ in results]
+    if any(ratio for _, ratio in work):
+        lines += ["", "## Matrix-product work, value_and_grad / forward", "",
+                  "Multiply-adds of the matrix products in symbackprop's value_and_grad graph over "
+                  "those of its forward part (counted from the compiled IR). Each product's backward "
+                  "needs one or two products of its size, so where the products' arithmetic "
+                  "dominates the time, value_and_grad / forward of any reverse mode is near this "
+                  "ratio or above it (W3's products are bound by memory instead: one pass over X "
+                  "can serve both).", "",
+                  "| workload | multiply-adds, forward | value_and_grad / forward |", "|---|---:|---:|"]
+        lines += [f"| {name} | {forward:,} | {total / forward:.2f} |" for name, (forward, total) in
+                  ((n, r) for n, r in work if r)]
     lines += ["", "## Workloads", ""]
     lines += [f"- {w.name}: {w.title}; wrt {', '.join(w.wrt)}" for w, _ in results]
     if notes:
         lines += ["", "## Not timed", ""] + notes
     return "\n".join(lines) + "\n"
+
+
+def product_work(workload):
+    """(multiply-adds of the forward's matrix products, of value_and_grad's), or None without products."""
+    try:
+        import symbackprop as sb
+        compiled = sb.value_and_grad(workload.model, wrt=workload.wrt).specialise(*workload.make_inputs())
+    except Exception:
+        return None
+    forward = total = 0
+    for node in compiled.graph.nodes:
+        if node.prim.name not in ("matmul", "outer"):
+            continue
+        out = node.outputs[0]
+        k = 1 if node.prim.name == "outer" else node.inputs[0].shape[-1]
+        count = int(np.prod(out.shape, dtype=np.int64)) * k
+        total += count
+        if node in compiled.forward_nodes:
+            forward += count
+    return (forward, total) if forward else None
 
 
 def _plot(results, path):
