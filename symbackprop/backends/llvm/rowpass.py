@@ -215,8 +215,9 @@ def lower_row_pass(L, rp):
             value = bi.fmul(load(bi, r_rows, o[1]), load(bi, x_rows, o[0]))
             store(bi, bi.fadd(load(bi, d_w, o[2]), value, flags=("reassoc",)), d_w, o[2])
 
-        if L.blas:  # d_w += r_block @ X_block, while the block is still in cache
-            blas.emit_cblas_gemm(bb, r_op.pointer, x_block, L.buffer(out), 1, count, d, dtype, accumulate=True)
+        if L.blas:  # d_w += X_block.T @ r_block while the block is in cache (own loops measured 101 vs 79 us)
+            blas.emit_cblas_gemm(bb, x_block, r_op.pointer, L.buffer(out), d, count, 1, dtype, trans_a=True,
+                                 accumulate=True)
         else:
             loop_nest(bb, (count, d), [x_rows, r_rows, d_w], accumulate)
 
@@ -227,5 +228,6 @@ def lower_row_pass(L, rp):
         rows(L.b, ir.Constant(I64, full * block), rest)
 
 
-#: rows of X per block: a block is read twice (its dots, then d_w += r_i X_i), so it should stay in L1
-BLOCK_BYTES = 32 * 1024
+#: rows of X per block: a block is read twice (its dots, then d_w += r_i X_i), so it should stay in L2
+#: (W3, value_and_grad: 32 KiB blocks 86 us, 64 KiB 82, 128 KiB 79, 256 KiB 80)
+BLOCK_BYTES = 128 * 1024
