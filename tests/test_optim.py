@@ -393,3 +393,23 @@ def test_train_step_exports_a_shared_library(tmp_path):
         assert float(loss) == pytest.approx(want, rel=1e-12)
     np.testing.assert_allclose(W_c, W, rtol=1e-12)
     np.testing.assert_allclose(b_c, b, rtol=1e-12)
+
+
+def test_stacked_layers_train_alike_on_both_backends():
+    """A loop over stacked weights: the NumPy step batches every layer's gradient (stacking.py) before
+    Adam updates Ws and bs in place; the LLVM step computes them layer by layer."""
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(4, 8, 8)) * 0.3, rng.normal(size=(4, 8)) * 0.1, rng.normal(size=(5, 8))]
+    runs = {}
+    for backend in ("numpy", "llvm"):
+        args = [a.copy() for a in start]
+        step = sb.train_step(models.loop_stacked, sb.optim.Adam(lr=0.01), wrt=(0, 1), backend=backend)
+        losses = [step(*args) for _ in range(3)]
+        runs[backend] = (args, losses, step)
+    assert "np.matmul(hs[:4].transpose(0, 2, 1), d_ts)" in runs["numpy"][2].source
+    (a_np, l_np, _), (a_ll, l_ll, _) = runs["numpy"], runs["llvm"]
+    np.testing.assert_allclose(l_ll, l_np, rtol=1e-12)
+    assert l_np[2] < l_np[0]
+    for a, b in zip(a_ll[:2], a_np[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(a_np[2], start[2])  # x is read (copied into hs[0]), never written
