@@ -58,6 +58,7 @@ def _needed(program, exprs):
 
 _FUNCTION_RULE = sympy.Function._eval_derivative
 _DEFAULT_N_TIMES = sympy.Basic._eval_derivative_n_times
+_UNBOUNDED = frozenset((sympy.S.Infinity, sympy.S.NegativeInfinity, sympy.S.ComplexInfinity, sympy.S.NaN))
 
 
 class _Differentiator:
@@ -70,10 +71,30 @@ class _Differentiator:
     (so it builds the same expressions, in the same order) with the bookkeeping left out, and
     shares the derivative of a subexpression the body reaches twice. Any other class is handed
     to sympy.diff.
+
+    Those rules build products with a zero factor: Leibniz's rule a term per factor, the factors
+    that do not depend on the variable included, and Pow's rule 0*log(base) for a constant
+    exponent. SymPy makes such a product 0 unless a factor is infinite (then nan), which it
+    learns by asking every other factor whether it is finite: for tanh(u) that expands u into
+    real and imaginary parts. Without oo, zoo or nan anywhere in the expression no factor can be
+    infinite (SymPy folds 1/0, log(0) and the like to those atoms), so the product is 0 and is
+    not built; with them, it is built as SymPy builds it.
     """
 
     def __init__(self):
         self.free: dict = {}
+        self.unbounded_memo: dict = {}
+
+    def unbounded(self, e):
+        """Whether `e` contains an infinite or undefined number (oo, -oo, zoo, nan)."""
+        found = self.unbounded_memo.get(e)
+        if found is None:
+            if e.is_Atom:
+                found = e in _UNBOUNDED
+            else:
+                found = any(self.unbounded(a) for a in e.args)
+            self.unbounded_memo[e] = found
+        return found
 
     def free_symbols(self, e):
         found = self.free.get(e)
@@ -102,16 +123,22 @@ class _Differentiator:
             elif cls is sympy.Mul:
                 # Mul's n-th derivative rule (general Leibniz) at n = 1, in its order of terms
                 args = e.args
+                derivs = [self.diff(a, s, memo) for a in args]
+                zero_terms = not self.unbounded(e)
                 terms = []
                 for ks, c in multinomial_coefficients_iterator(len(args), 1):
-                    terms.append(c * sympy.Mul(*[self.diff(a, s, memo) if k else a for k, a in zip(ks, args)]))
+                    if zero_terms and derivs[ks.index(1)] is sympy.S.Zero:
+                        continue  # c*0, which Add would drop
+                    terms.append(c * sympy.Mul(*[d if k else a for k, a, d in zip(ks, args, derivs)]))
                 d = sympy.Add(*terms)
             elif cls is sympy.Pow:
                 base, exp = e.args
                 dbase, dexp = self.diff(base, s, memo), self.diff(exp, s, memo)
-                # Pow's rule, e*(dexp*log(base) + dbase*exp/base), without building log(base) for a constant exponent
-                d = e * ((dexp * sympy.log(base) if dexp is not sympy.S.Zero else sympy.S.Zero)
-                         + dbase * exp / base)
+                # Pow's rule: e*(dexp*log(base) + dbase*exp/base)
+                if dexp is sympy.S.Zero and not self.unbounded(e):
+                    d = e * (sympy.S.Zero + dbase * exp / base)
+                else:
+                    d = e * (dexp * sympy.log(base) + dbase * exp / base)
             elif isinstance(e, scalar.where) and cls._eval_derivative is scalar.where._eval_derivative:
                 c, a, b = e.args
                 d = scalar.where(c, self.diff(a, s, memo), self.diff(b, s, memo))
