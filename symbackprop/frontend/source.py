@@ -6,7 +6,6 @@ import inspect
 import linecache
 import os
 import threading
-import tokenize
 import types
 
 from ..errors import CompileError, Loc
@@ -40,25 +39,40 @@ def _module_tree(path: str, stamp, text):
     return tree, lines
 
 
-def _function_tree(path: str, stamp, text, first: int):
-    """The tree of the module-level `def` (decorators included) starting on line `first` alone, with the
-    module's line numbers; None when that block does not parse on its own (an indented or one-line def).
+def _last_line(code) -> int:
+    """The last source line any instruction of `code` (or of code nested in it) spans."""
+    last = max((end for _, end, _, _ in code.co_positions() if end is not None), default=0)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            last = max(last, _last_line(c))
+    return last
+
+
+def _function_tree(path: str, stamp, text, fn):
+    """The tree of `fn`'s module-level `def` alone (decorators included), with the module's line
+    numbers; None when that cannot be cut out for sure (an indented def, or one whose last
+    statement compiles to no instruction): the caller then parses the whole module.
 
     Parsing one function instead of its whole module is most of the cost of reading a model
-    from a long file.
+    from a long file. The def runs from its first line (decorators included) to the last line its
+    code spans; what follows must be module-level code, a comment, a blank line or the end.
     """
+    first = fn.__code__.co_firstlineno
     key = (path, first)
     with _lock:
         hit = _cache.get(key)
         if hit and hit[0] == stamp:
             return hit[1], hit[2]
     lines = text.splitlines(keepends=True)
-    if not 0 < first <= len(lines) or lines[first - 1][:1] in (" ", "\t"):
+    last = _last_line(fn.__code__)
+    if not 0 < first <= last <= len(lines) or lines[first - 1][:1] in (" ", "\t"):
+        return None
+    following = next((line for line in lines[last:] if line.strip() and not line.lstrip().startswith("#")), "")
+    if following[:1] in (" ", "\t"):
         return None
     try:
-        block = inspect.getblock(lines[first - 1:])
-        tree = ast.parse("".join(block), filename=path)
-    except (SyntaxError, ValueError, tokenize.TokenError):
+        tree = ast.parse("".join(lines[first - 1:last]), filename=path)
+    except (SyntaxError, ValueError):
         return None
     ast.increment_lineno(tree, first - 1)
     found = (tree, text.splitlines())
@@ -99,7 +113,7 @@ class Source:
         first = fn.__code__.co_firstlineno
         found = None
         if fn.__name__ != "<lambda>" and not fn.__code__.co_freevars:
-            partial = _function_tree(path, *found_text, first)
+            partial = _function_tree(path, *found_text, fn)
             if partial is not None:
                 tree, self.lines = partial
                 found = _find_def(tree, fn)
