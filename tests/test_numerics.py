@@ -269,8 +269,10 @@ def test_float32_agrees_with_float64(backend, name):
     args = make(np.random.default_rng(7))
     f = sb.value_and_grad(model, wrt=wrt, backend=backend)
     v64, g64 = f(*args)
-    v32, g32 = f(*[a.astype(np.float32) for a in args])
-    assert np.asarray(v32).dtype == np.float32
+    args32 = [a.astype(np.float32) for a in args]
+    v32, g32 = f(*args32)
+    # NumPy's own dtype: float32, except where a NumPy scalar widens it (Q @ K.T / np.sqrt(d) is float64, NEP 50)
+    assert np.asarray(v32).dtype == np.asarray(model(*args32)).dtype
     np.testing.assert_allclose(v32, v64, rtol=2e-5, atol=1e-5)
     for a, b in zip(g32, g64):
         assert a.dtype == np.float32
@@ -286,6 +288,36 @@ def test_a_python_float_keeps_a_float32_model_float32(backend):
     x = np.ones((2, 3), np.float32)
     value, (gx, gs) = sb.value_and_grad(scaled_sum, wrt=(0, 1), backend=backend)(x, 0.5)
     assert type(value) is np.float32 and gx.dtype == np.float32 and type(gs) is float
+
+
+def times_numpy_exp(x):
+    return np.sum(x * np.exp(0.5))
+
+
+def times_math_exp(x):
+    return np.sum(x * math.exp(0.5))
+
+
+def weak_times_numpy_scalar(x, s):
+    return np.sum(x * (s * np.float64(2.0)))
+
+
+def relu_at_numpy_float32(x):
+    return np.sum(np.maximum(x, np.float32(0.5)) * np.sqrt(2.0))
+
+
+@pytest.mark.parametrize("model,extra", [(times_numpy_exp, ()), (times_math_exp, ()),
+                                         (weak_times_numpy_scalar, (1.5,)), (relu_at_numpy_float32, ())])
+def test_numpy_scalars_are_strong_as_in_numpy(backend, model, extra):
+    """np.exp(0.5) is a float64 NumPy scalar: float32 * it is float64 (NEP 50); math.exp(0.5) is a
+    Python float and keeps float32. The loss has NumPy's dtype and value; gradients their parameter's dtype."""
+    x = np.linspace(-0.4, 1.3, 7, dtype=np.float32)
+    args = (x,) + extra
+    value, grads = sb.value_and_grad(model, wrt=tuple(range(len(args))), backend=backend)(*args)
+    expected = model(*args)
+    assert np.asarray(value).dtype == np.asarray(expected).dtype
+    np.testing.assert_allclose(value, expected, rtol=1e-14 if np.asarray(expected).dtype == np.float64 else 1e-6)
+    assert grads[0].dtype == np.float32
 
 
 def tilde_of_a_float_comparison(x, s):

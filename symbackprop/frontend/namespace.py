@@ -20,9 +20,11 @@ def _all_static(*xs):
 
 
 def _static_unary(name, x):
+    """np.exp(0.5) on a number: NumPy's float64 scalar, which (unlike a Python float) widens a float32
+    array it meets (NEP 50). math.exp gives a Python float: see _math."""
     with np.errstate(all="ignore"):
-        return float(getattr(np, {"atan": "arctan", "asin": "arcsin", "acos": "arccos",
-                                  "fabs": "abs"}.get(name, name))(x))
+        return getattr(np, {"atan": "arctan", "asin": "arcsin", "acos": "arccos",
+                            "fabs": "abs"}.get(name, name))(x)
 
 
 def _unary(name):
@@ -62,7 +64,7 @@ def _binary(fn_static, fn_ops):
     def fn(x1, x2, /):
         if _all_static(x1, x2):
             with np.errstate(all="ignore"):
-                return float(fn_static(x1, x2))
+                return fn_static(x1, x2)
         return fn_ops(x1, x2)
     return fn
 
@@ -117,7 +119,7 @@ def _ones_like(a):
 
 
 def _square(x, /):
-    return x * x if _all_static(x) else ops.unary("square", x)
+    return np.square(x) if _all_static(x) else ops.unary("square", x)
 
 
 def _power(x1, x2, /):
@@ -142,11 +144,32 @@ NUMPY.update(
     logical_or=lambda x1, x2, /: ops.logical("or", x1, x2),
 )
 
-NUMPY_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "newaxis": None, "euler_gamma": np.euler_gamma,
-                   # dtypes are names the model may mention (only to be told dtype= is not supported)
-                   "float32": "float32", "float64": "float64"}
+def _scalar_type(name):
+    """np.float32(0.5): a NumPy scalar of that type, which keeps its type in arithmetic (NEP 50)."""
+    def make(x, /):
+        if _all_static(x):
+            return getattr(np, name)(x)
+        raise CompileError(f"np.{name}(...) of an array is not supported", current_loc(),
+                           f"Arrays keep the dtype they are passed with: pass the array as {name} already "
+                           f"(np.{name}(number) is fine).")
+    make.__name__ = name
+    return make
 
-MATH = {name: NUMPY[name] for name in (
+
+NUMPY.update(float32=_scalar_type("float32"), float64=_scalar_type("float64"))
+
+NUMPY_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "newaxis": None, "euler_gamma": np.euler_gamma}
+
+def _math(fn):
+    """A math-module function: on numbers, a Python float as math.exp gives (weak next to float32 arrays)."""
+    def on_numbers(*xs):
+        result = fn(*xs)
+        return float(result) if _all_static(*xs) else result
+    on_numbers.__name__ = fn.__name__
+    return on_numbers
+
+
+MATH = {name: _math(NUMPY[name]) for name in (
     "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan", "asin",
     "acos", "fabs")}
 MATH["pow"] = _power

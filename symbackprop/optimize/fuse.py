@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..primitives.elementwise import Kernel, arg, expand
+from ..primitives.elementwise import Kernel, arg, expand, kernel_dtype, operand_dtypes
 from ..primitives.shape import BroadcastTo
 
 
@@ -60,6 +60,21 @@ def _merge(consumer, producer):
     consumer.attrs.update(outs=outs, program=(), names=names)
 
 
+def _keep_declared_dtype(node):
+    """A merged body can read as narrower than its outputs were declared: a NumPy scalar (strong,
+    np.float64(2.0)) folded in next to float32 arrays and weak Python floats. The kernel then states
+    its dtype, so every backend computes in it."""
+    if node.attrs.get("dtype") is not None:
+        return
+    declared = {v.dtype for v in node.outputs}
+    if len(declared) != 1 or next(iter(declared)).kind != "f":
+        return
+    (dtype,) = declared
+    dtypes = operand_dtypes(node.inputs)
+    if any(kernel_dtype(e, dtypes) != dtype for e in expand(node.attrs["program"], node.attrs["outs"])):
+        node.attrs["dtype"] = dtype
+
+
 def _absorb_broadcasts(node):
     changed = False
     for j, v in enumerate(node.inputs):
@@ -100,6 +115,7 @@ def fuse_elementwise(graph, keep=(), across_names=False):
                 producer = v.node
                 if producer is not None and producer not in removed and _fusible(producer, node, users, keep, across_names):
                     _merge(node, producer)
+                    _keep_declared_dtype(node)
                     removed.add(producer)
                     merged = True
                     break

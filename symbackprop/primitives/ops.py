@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc, emit
 from . import scalar
-from .elementwise import arg, fill, fill_value, kernel, number
+from .elementwise import arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
 
 Static = (_numbers.Number, np.number, np.bool_)
 
@@ -63,6 +63,16 @@ def elementwise(fn, *args, what="operation"):
         else:
             syms.append(number(a))
     expr = fn(*syms)
+    strong = [np.asarray(a).dtype for a in args if isinstance(a, np.generic) and not isinstance(a, np.bool_)]
+    if strong and not is_bool_expr(expr):
+        # a NumPy scalar (np.exp(0.5), np.float64(2)) is not weak: float32 arrays meeting it widen (NEP 50)
+        natural = kernel_dtype(expr, operand_dtypes(list(index)))
+        wanted = np.result_type(natural, *strong)
+        weak = all(v.weak for v in index)
+        if wanted != natural or weak:
+            out = kernel(list(index), (expr,), shape, dtype=wanted)[0]
+            out.weak = False
+            return out
     return kernel(list(index), (expr,), shape)[0]
 
 

@@ -270,7 +270,7 @@ def kernel_printer(node, names, printer_cls=None):
 def kernel_writes_into(node, k) -> bool:
     """Whether kernel_into_lines can write the kernel's k-th output into a target with one call."""
     program, outs = node.attrs["program"], node.attrs["outs"]
-    if outs[k] in dict(program):
+    if outs[k] in dict(program) or widened_inputs(node):
         return False
     full = expand(program, outs)[k]
     if _numpy_result("", full, node.inputs, node.outputs[k]) != "":
@@ -289,6 +289,10 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     emitter = current_emitter()
     printer_cls = printer_cls or emitter.printer_cls
     names = {sympy.Symbol(f"a{i}", real=True): a for i, a in enumerate(args)}
+    widened = widened_inputs(node) if printer_cls is not MathPrinter else {}
+    for i, dtype in widened.items():
+        a = args[i]
+        names[sympy.Symbol(f"a{i}", real=True)] = f"{a if a.isidentifier() else f'({a})'}.astype(np.{dtype})"
     program, outs = node.attrs["program"], node.attrs["outs"]
     # an output that is just a temp gives the temp its name; outputs are named in order of computation
     temp_out = {}
@@ -296,7 +300,7 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     for k, o in enumerate(outs):
         # not when the temp lacks the output's shape or dtype (a residual of the 0-d inputs only: s/2)
         if o.is_Symbol and o in dict(program) and o not in temp_out and (
-                printer_cls is MathPrinter or _numpy_result("", full[k], node.inputs, node.outputs[k]) == ""):
+                printer_cls is MathPrinter or _numpy_result("", full[k], node.inputs, node.outputs[k], widened) == ""):
             temp_out[o] = k
     out = list(out) if out is not None else [None] * len(outs)
 
@@ -324,15 +328,33 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
         text = printer.doprint(o)
         value = node.outputs[k]
         if printer_cls is not MathPrinter:
-            text = _numpy_result(text, expand(program, [o])[0], node.inputs, value)
+            text = _numpy_result(text, expand(program, [o])[0], node.inputs, value, widened)
         lines.append(f"{out_name(k)} = {text}")
     return lines
 
 
 
-def _numpy_result(text, expr, inputs, value: Value):
+def widened_inputs(node) -> dict:
+    """{input index: dtype} for float inputs to widen before computing: a NumPy scalar in the body
+    (x32*np.float64(2)) gave the kernel a wider dtype than its arrays. NumPy computes in the wider
+    type from where they meet; this computes the whole body in it, as the LLVM backend does."""
+    want = node.attrs.get("dtype")
+    if want is None or want.kind != "f":
+        return {}
+    dtypes = operand_dtypes(node.inputs)
+    narrower = [numpy_dtype(e, dtypes) for e in expand(node.attrs["program"], node.attrs["outs"])]
+    if not any(d is not None and d.kind == "f" and d.itemsize < want.itemsize for d in narrower):
+        return {}
+    return {i: want for i, v in enumerate(node.inputs)
+            if not v.weak and v.dtype.kind == "f" and v.dtype.itemsize < want.itemsize}
+
+
+def _numpy_result(text, expr, inputs, value: Value, widened=None):
     """Make the printed expression have the declared dtype and shape."""
-    natural = numpy_dtype(expr, operand_dtypes(inputs))
+    dtypes = operand_dtypes(inputs)
+    for i, d in (widened or {}).items():
+        dtypes[i] = d
+    natural = numpy_dtype(expr, dtypes)
     used = [inputs[int(s.name[1:])].shape for s in expr.free_symbols if s.name.startswith("a")]
     shape = tuple(np.broadcast_shapes(*used)) if used else ()
     if shape != value.shape:
