@@ -10,6 +10,7 @@ Prints the loss and accuracy as training goes, then the time of one gradient
 evaluation (forward and backward, generated code) over one forward pass (the
 model itself run by NumPy). Writes examples/out/transformer_loss.png.
 """
+import math
 import time
 
 import numpy as np
@@ -34,7 +35,9 @@ def attention(x, Wq, Wk, Wv, Wo):
     q = x @ Wq
     k = x @ Wk
     v = x @ Wv
-    scores = q @ np.transpose(k, (0, 2, 1)) / np.sqrt(q.shape[-1])
+    # math.sqrt gives a Python float, which keeps float32 arrays float32; np.sqrt(d) is a float64 NumPy
+    # scalar and would make the scores (and everything after them) float64, in NumPy and here alike
+    scores = q @ np.transpose(k, (0, 2, 1)) / math.sqrt(q.shape[-1])
     scores = scores - np.max(scores, axis=-1, keepdims=True)
     e = np.exp(scores)
     weights = e / np.sum(e, axis=-1, keepdims=True)
