@@ -198,3 +198,21 @@ def test_a_negated_half_comparison_prints_as_numpy_arithmetic(backend):
     t = np.tanh(0.3)
     np.testing.assert_allclose(f(np.array([0.5, 1.0]), 0.3), [(t - 1) / 2] * 2)
     np.testing.assert_allclose(f(np.array([-0.5, 0.5]), 0.3), [(t - 0.5) / 2] * 2)   # the kink: half
+
+
+def unpacked_scalars(x, w):
+    a, b = w
+    return np.sum((b + x) ** 2) + np.tanh(a)
+
+
+def test_a_scalar_part_of_a_gradient_is_added_not_written_with_out(backend):
+    """d_w[1] = sum(...) was written as `.sum(out=t[1])`: t[1] of a vector is a number, not a view."""
+    rng = np.random.default_rng(2)
+    for dtype in (np.float64, np.float32):
+        x, w = rng.normal(size=(4, 3)).astype(dtype), rng.normal(size=2).astype(dtype)
+        value, (gx, gw) = sb.value_and_grad(unpacked_scalars, wrt=(0, 1), backend=backend)(x, w)
+        assert gw.dtype == dtype
+        if dtype == np.float64:
+            assert_gradients_match(unpacked_scalars, (gx, gw), [x, w], (0, 1))
+        else:
+            np.testing.assert_allclose(gw[1], 2 * np.sum(w[1] + x, dtype=np.float64), rtol=1e-5)

@@ -166,7 +166,8 @@ def plan_writes_into(emitter, nodes, results):
             continue
         for k, g in enumerate(s.inputs):
             p = g.node
-            if (p is not None and p in node_set and _writes_into(p) and len(p.outputs) == 1
+            # a 0-d part's slot (t[1] of a vector) is a number, not a view out= could write into
+            if (p is not None and p in node_set and _writes_into(p) and len(p.outputs) == 1 and g.ndim > 0
                     and uses.get(g) == 1 and g not in results and g.dtype == s.attrs["dtype"]
                     and p not in emitter.into and p not in emitter.stacking.batch
                     and slotted(emitter, p) is None):
