@@ -244,7 +244,7 @@ def call_into(printer, expr, target):
         coeff = expr.as_coeff_Mul()[0]
         if any(f.is_Pow and f.exp.is_negative for f in factors) or not coeff.is_Integer or len(factors) < 2:
             return None
-        head = sympy.Mul(*factors[:-1])
+        head = sympy.Mul(*factors[:-1], evaluate=False)  # as printed: 2*(x + y) is not distributed
         return f"np.multiply({printer._print(head)}, {printer._print(factors[-1])}, out={target})"
     if expr.is_Add and len(expr.args) == 2 and not any(printer.boolish(t) or printer.boolish(-t) for t in expr.args):
         first, second = expr.args
