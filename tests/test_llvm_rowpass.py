@@ -25,6 +25,12 @@ def centred(w, X):
     return np.sum(np.tanh(c) ** 2)
 
 
+def centred_by_its_sum(w, X):
+    """The chain reads sum(z) itself, a total known only after every row."""
+    z = X @ w
+    return np.sum(np.tanh(z - np.sum(z) * 0.01) ** 2) + np.sum(z * z)
+
+
 def with_max(w, X, y):
     r = np.tanh(X @ w) - y
     return np.mean(r * r) + np.max(r)
@@ -100,3 +106,15 @@ def test_chain_reading_a_max_of_its_rows_is_not_a_row_pass():
     np.testing.assert_allclose(value, expected[0], rtol=1e-12)
     np.testing.assert_allclose(d_w, expected[1][0], rtol=1e-11, atol=1e-15)
     assert_gradients_match(with_max, [d_w], args, (0,))
+
+
+def test_chain_reading_its_own_sum_is_not_a_row_pass():
+    rng = np.random.default_rng(4)
+    args = [0.3 * rng.normal(size=8), rng.normal(size=(600, 8))]
+    f = sb.value_and_grad(centred_by_its_sum, wrt=(0,), backend="llvm")
+    value, (d_w,) = f(*args)
+    assert row_passes(f, args) == []
+    expected = sb.value_and_grad(centred_by_its_sum, wrt=(0,))(*args)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-12)
+    np.testing.assert_allclose(d_w, expected[1][0], rtol=1e-11, atol=1e-15)
+    assert_gradients_match(centred_by_its_sum, [d_w], args, (0,))

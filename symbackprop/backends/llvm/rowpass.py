@@ -82,18 +82,22 @@ def _plan(first, last, order, index, results):
     inside = {first.outputs[0]}        # values the loop computes
     after = set()                      # values computed after the loop (they read pass values)
     kernels, sums, position = [], {}, index[last]
+    totals = set()                     # the sums' outputs: complete only after the loop
     for node in order[index[first] + 1:index[last]]:
         reads = set(node.inputs)
         if reads & after:
             after.update(node.outputs)
         elif reads & inside:
-            if _row_kernel(node, n, dtype):  # runs in the loop, even if after a node the loop must precede
+            # a row kernel runs in the loop, even one after a node the loop must precede; not one reading
+            # a sum the loop accumulates
+            if _row_kernel(node, n, dtype) and not reads & totals:
                 kernels.append(node)
                 inside.update(node.outputs)
-            elif _sums_to_number(node) and node.inputs[0] in inside \
+            elif _sums_to_number(node) and node.inputs[0] in inside and node.inputs[0].shape == (n,) \
                     and node.inputs[0] not in sums and node.inputs[0].node is not first:
                 sums[node.inputs[0]] = node
                 inside.update(node.outputs)
+                totals.update(node.outputs)
             else:
                 position = min(position, index[node])
                 after.update(node.outputs)
