@@ -118,3 +118,18 @@ def test_chain_reading_its_own_sum_is_not_a_row_pass():
     np.testing.assert_allclose(value, expected[0], rtol=1e-12)
     np.testing.assert_allclose(d_w, expected[1][0], rtol=1e-11, atol=1e-15)
     assert_gradients_match(centred_by_its_sum, [d_w], args, (0,))
+
+
+def test_train_step_with_a_row_pass_matches_numpy():
+    """Adam on logistic regression: the LLVM step (row pass, then the update kernels) equals the NumPy step."""
+    runs = {}
+    for backend in ("numpy", "llvm"):
+        w, b, X, y = data(1000, 12)
+        b = np.array(b)
+        step = sb.train_step(logistic, sb.optim.Adam(lr=0.05), wrt=(0, 1), backend=backend)
+        runs[backend] = ([step(w, b, X, y) for _ in range(5)], w, b)
+    (l_np, w_np, b_np), (l_ll, w_ll, b_ll) = runs["numpy"], runs["llvm"]
+    np.testing.assert_allclose(l_ll, l_np, rtol=1e-12)
+    assert l_np[-1] < l_np[0]
+    np.testing.assert_allclose(w_ll, w_np, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(b_ll, b_np, rtol=1e-11, atol=1e-14)
