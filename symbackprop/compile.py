@@ -1,4 +1,4 @@
-"""The pipeline for one signature: trace -> patterns -> fuse -> reverse -> fuse -> CSE -> emit.
+"""The pipeline for one signature: trace -> patterns -> fuse -> reverse -> fuse -> CSE -> code.
 
 A `Spec` says what one argument is at specialisation: an array (shape, dtype),
 a Python float (a dynamic 0-d float64), or a static value that steers control
@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends.numpy.emit import emit_function
+from .backends.numpy.writer import write_function
 from .errors import CompileError, Loc
 from .frontend.source import Source
 from .frontend.trace import Tracer
-from .ir import Graph, Value, building, emit
-from .optimize.dce import eliminate_dead_code
-from .optimize.fuse import finalize_kernels, fuse_elementwise
-from .optimize.narrow import narrow_kernel_outputs
-from .optimize.patterns import recognise_softmax_family
+from .ir import Graph, Value, building, append
+from .passes.dce import eliminate_dead_code
+from .passes.fuse import finalize_kernels, fuse_elementwise
+from .passes.narrow import narrow_kernel_outputs
+from .passes.patterns import recognise_softmax_family
 from .primitives import ops
 from .primitives.elementwise import Kernel, arg
 from .rendering import render
-from .reverse import reverse
+from .transforms.reverse import reverse
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def trace(fn, specs) -> Graph:
 
 def _copy(v):
     """A kernel node returning `v` itself, so that the result is produced by a node."""
-    return emit(Kernel, [v], {"outs": (arg(0),), "program": (), "names": (), "shape": v.shape})
+    return append(Kernel, [v], {"outs": (arg(0),), "program": (), "names": (), "shape": v.shape})
 
 
 def _return_loc(src) -> Loc:
@@ -218,7 +218,7 @@ def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
     what = "the loss and its gradient" if grads is not None else "the loss"
     doc = f"{compiled.fn.__name__}: {what}" + (
         f" with respect to {', '.join(specs[i].name for i in compiled.wrt)}." if grads is not None else ".")
-    return emit_function(name, params, specs, nodes, forward_nodes, compiled.graph.result, grads, grad_specs,
+    return write_function(name, params, specs, nodes, forward_nodes, compiled.graph.result, grads, grad_specs,
                          doc, scalar=scalar, single=compiled.single)
 
 
@@ -255,7 +255,7 @@ def numpy_module(compiled, with_forward=False) -> str:
 
 def _forward_text(compiled, fgraph):
     scalar = is_scalar_model(compiled.specs, fgraph)
-    text, m = emit_function("forward", fgraph.params, compiled.specs, fgraph.nodes, set(fgraph.nodes),
+    text, m = write_function("forward", fgraph.params, compiled.specs, fgraph.nodes, set(fgraph.nodes),
                             fgraph.result, None, None, f"{compiled.fn.__name__}: the loss.", scalar=scalar)
     return text.rstrip("\n"), m
 
@@ -275,7 +275,7 @@ def forward_callable(fn, specs, backend):
         text, uses_math = _forward_text(compiled, graph)
         functions = [text]
         if compiled.scalar:  # math raises where NumPy gives inf or nan: fall back as value_and_grad does
-            slow = emit_function("_forward_numpy", graph.params, specs, graph.nodes, set(graph.nodes),
+            slow = write_function("_forward_numpy", graph.params, specs, graph.nodes, set(graph.nodes),
                                  graph.result, None, None, f"{fn.__name__}: the loss.")[0]
             functions.append(_floats_as_numpy(slow.rstrip("\n"), compiled))
         namespace = load(render("numpy_module.py.j2", title=f"Forward pass of `{fn.__name__}`.",

@@ -16,7 +16,7 @@ import sympy
 from sympy.core.parameters import distribute
 from sympy.printing.precedence import PRECEDENCE
 
-from .backends.numpy.emit import Emitter
+from .backends.numpy.writer import Writer
 from .backends.numpy.printer import _NUMPY_FUNCS, NumpyPrinter
 from .compile import compile_forward
 from .errors import Loc
@@ -28,7 +28,7 @@ from .primitives.reduce import axis_text
 from .primitives import scalar
 from .primitives.scalar import recognise
 from .primitives.shape import Reshape, SumTo, Transpose
-from .reverse import depends_on
+from .transforms.reverse import depends_on
 
 #: closed forms longer than this are not printed; later rows then use the gradient's name
 CLOSED_FORM_LIMIT = 72
@@ -206,16 +206,16 @@ class _Builder:
         self.compiled = compiled
         self.specs = compiled.specs
         self.graph = compile_forward(compiled.fn, compiled.specs)
-        self.emitter = Emitter(NumpyPrinter, taken=[p.name for p in self.graph.params])
+        self.writer = Writer(NumpyPrinter, taken=[p.name for p in self.graph.params])
         self.names = {p: p.name for p in self.graph.params}
-        self.emitter.names.update(self.names)
+        self.writer.names.update(self.names)
         self.symbols: dict = {}
         self.grad_names: dict = {}
 
     # names ---------------------------------------------------------------------
     def name(self, v) -> str:
         if v not in self.names:
-            self.names[v] = self.emitter.name(v)
+            self.names[v] = self.writer.name(v)
         return self.names[v]
 
     def text(self, v) -> str:
@@ -234,7 +234,7 @@ class _Builder:
 
     def grad_name(self, v) -> str:
         if v not in self.grad_names:
-            self.grad_names[v] = self.emitter.fresh("d_" + self.name(v))
+            self.grad_names[v] = self.writer.fresh("d_" + self.name(v))
         return self.grad_names[v]
 
     # forward -------------------------------------------------------------------
@@ -281,7 +281,7 @@ class _Builder:
             return f"{node.prim.name}({', '.join(ins + ((axes,) if axes else ()))})   (keeps {extra})"
         try:
             text = node.prim.numpy(node, list(ins), [self.name(v) for v in node.outputs])
-        except Exception:  # a primitive that needs the emitter's state: describe it instead
+        except Exception:  # a primitive that needs the writer's state: describe it instead
             text = None
         if isinstance(text, str):
             return text

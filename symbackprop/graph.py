@@ -7,7 +7,7 @@ inputs) the backward pass reuses, the residuals backprop keeps.
 """
 from __future__ import annotations
 
-from .backends.numpy import emit as numpy_emit
+from .backends.numpy import writer as numpy_writer
 from .backends.numpy.printer import MathPrinter, NumpyPrinter
 from .primitives.elementwise import Fill
 
@@ -20,20 +20,20 @@ def statements(compiled):
     """Each node's generated statements (comments dropped) and the names of all values, as in `.source`."""
     graph = compiled.graph
     results = [graph.result] + list(compiled.grads)
-    inlinable = numpy_emit.inlinable_views(graph.nodes, results)
-    # the same walk as emit_function: forward nodes first, then backward, one emitter
+    inlinable = numpy_writer.inlinable_views(graph.nodes, results)
+    # the same walk as write_function: forward nodes first, then backward, one writer
     ordered = [n for n in graph.nodes if n in compiled.forward_nodes] + \
               [n for n in graph.nodes if n not in compiled.forward_nodes]
     texts = {}
-    with numpy_emit.emitting(MathPrinter if compiled.scalar else NumpyPrinter, graph.params) as emitter:
+    with numpy_writer.writing(MathPrinter if compiled.scalar else NumpyPrinter, graph.params) as writer:
         for node in ordered:
-            lines = numpy_emit.emit_statements(emitter, [node], inlinable)
+            lines = numpy_writer.write_statements(writer, [node], inlinable)
             texts[node] = [_strip_comment(line, node.loc) for line in lines]
     for node in ordered:  # views written inline where they are read (W.T): label them with that text
         out = node.outputs[0]
-        if not texts[node] and out in emitter.inline:
-            texts[node] = [emitter.inline[out]]
-    return texts, emitter
+        if not texts[node] and out in writer.inline:
+            texts[node] = [writer.inline[out]]
+    return texts, writer
 
 
 def _strip_comment(line, loc):
@@ -65,7 +65,7 @@ def _is_inline_constant(node):
 def to_dot(compiled, title=None) -> str:
     """DOT text for the forward and backward graph of `compiled` (one specialisation)."""
     graph = compiled.graph
-    texts, emitter = statements(compiled)
+    texts, writer = statements(compiled)
     nodes = [n for n in graph.nodes if not _is_inline_constant(n)]
     ids = {n: f"n{i}" for i, n in enumerate(nodes)}
     producer = {}
@@ -112,7 +112,7 @@ def to_dot(compiled, title=None) -> str:
             if src is None or v in seen:  # an inline constant, or the same value read twice
                 continue
             seen.add(v)
-            label = _quote(emitter.names.get(v) or emitter.inline.get(v) or "")
+            label = _quote(writer.names.get(v) or writer.inline.get(v) or "")
             source_is_backward = v.node in backward_set
             if n in backward_set and not source_is_backward:
                 style = REUSE_STYLE

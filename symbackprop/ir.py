@@ -127,7 +127,7 @@ class Graph:
     @nodes.setter
     def nodes(self, nodes):
         # passes that drop nodes (dead code, fusion, patterns) replace the list: value numbering
-        # must forget the dropped ones, or a later emit would hand back a value nothing computes
+        # must forget the dropped ones, or a later append would hand back a value nothing computes
         self._nodes = nodes
         kept = set(nodes)
         self._memo = {k: hit for k, hit in self._memo.items() if hit[0] in kept}
@@ -189,7 +189,7 @@ def _freeze(x):
     return x
 
 
-def emit(prim, inputs, attrs=None, name=None):
+def append(prim, inputs, attrs=None, name=None):
     """Append `prim(inputs, **attrs)` to the current graph; return its outputs.
 
     Identical operations on identical inputs are built once (value numbering).

@@ -22,14 +22,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from .api import CACHE_SIZE, _arg_key, _no_gc, resolve_wrt
-from .backends.numpy.emit import emit_function
+from .backends.numpy.writer import write_function
 from .backends.numpy.inplace import writes_in_place
 from .compile import Compiled, _forward_text, compile_forward, differentiate, load, spec_of
 from .errors import CompileError
-from .ir import Value, building, emit
+from .ir import Value, building, append
 from .optim import Optimizer, rule
-from .optimize.dce import eliminate_dead_code
-from .optimize.fuse import _merge as merge, finalize_kernels, fuse_elementwise, named
+from .passes.dce import eliminate_dead_code
+from .passes.fuse import _merge as merge, finalize_kernels, fuse_elementwise, named
 from .primitives.elementwise import Kernel, expand
 from .primitives.index import Index
 from .primitives.shape import BroadcastTo, Copy, Reshape, Transpose
@@ -62,7 +62,7 @@ def _fresh(v, targets, gradient_of=None):
     if root not in targets:
         return v
     with rule(f"a copy: {root.name} is overwritten by its update"):
-        copied = emit(Copy, [v])
+        copied = append(Copy, [v])
     if gradient_of is not None:
         copied.grad_of = gradient_of
     else:
@@ -210,7 +210,7 @@ def step_function_text(compiled) -> str:
     names = [compiled.specs[i].name for i in compiled.wrt]
     doc = (f"{compiled.fn.__name__}: the loss; one {type_name(compiled)} step on {', '.join(names)} "
            "and the state, in place.")
-    text, _ = emit_function(compiled.core, compiled.graph.params, compiled.specs, compiled.graph.nodes,
+    text, _ = write_function(compiled.core, compiled.graph.params, compiled.specs, compiled.graph.nodes,
                             compiled.forward_nodes, compiled.graph.result, None, None, doc,
                             updates=compiled.updates, update_nodes=compiled.update_nodes,
                             update_title=f"update: {type_name(compiled)}, in place")

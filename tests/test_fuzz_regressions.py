@@ -152,21 +152,21 @@ def test_value_numbering_never_matches_a_freed_value():
     import gc
     import weakref
 
-    from symbackprop.ir import Graph, Value, building, emit
+    from symbackprop.ir import Graph, Value, building, append
     from symbackprop.primitives.reduce import Sum
 
     graph = Graph()
     with building(graph):
         x = Value((3,), np.float64, None, "x")
         y = Value((3,), np.float64, None, "y")
-        node_out = emit(Sum, [x], {"axes": (0,), "keepdims": False})
+        node_out = append(Sum, [x], {"axes": (0,), "keepdims": False})
         node_out.node.inputs = [y]            # what fusion or replace_uses does to a node
         watch = weakref.ref(x)
         del x
         gc.collect()
         assert watch() is not None            # the memo keeps the keyed input alive, so its id stays unique
         z = Value((3,), np.float64, None, "z")
-        assert emit(Sum, [z], {"axes": (0,), "keepdims": False}) is not node_out
+        assert append(Sum, [z], {"axes": (0,), "keepdims": False}) is not node_out
 
 
 def repeated_inputs(x, w):

@@ -1,4 +1,4 @@
-"""Softmax-family composites, recognised in the forward graph (optimize/patterns.py).
+"""Softmax-family composites, recognised in the forward graph (passes/patterns.py).
 
 Written as exp, sum and log they would differentiate into a chain through the
 log; as composites their adjoints are the ones taught: d logsumexp = p,

@@ -5,7 +5,7 @@ A kernel node has attrs
     program  tuple of (temp, expr) assignments the outs may refer to
     names    tuple of (user_name, expr): intermediate values the user named
     shape    the output shape (NumPy broadcasting of the inputs)
-Inputs broadcast with NumPy's rules. Kernels are fused (optimize/fuse.py) and
+Inputs broadcast with NumPy's rules. Kernels are fused (passes/fuse.py) and
 their derivative comes from sympy.diff; there is no hand-written adjoint here.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import functools
 import numpy as np
 import sympy
 
-from ..ir import emit
+from ..ir import append
 from . import scalar
 from .registry import Primitive, primitive
 
@@ -146,7 +146,7 @@ class Fill(Primitive):
 
 
 def fill(value, shape, dtype=np.float64):
-    return emit(Fill, [], {"value": float(value), "shape": tuple(shape), "dtype": np.dtype(dtype)})
+    return append(Fill, [], {"value": float(value), "shape": tuple(shape), "dtype": np.dtype(dtype)})
 
 
 def fill_value(v):
@@ -214,7 +214,7 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
         attrs = {"outs": outs_p, "program": program, "names": names, "shape": shape}
         if dtype is not None:
             attrs["dtype"] = np.dtype(dtype)
-        made = emit(Kernel, new_values, attrs)
+        made = append(Kernel, new_values, attrs)
         made = made if isinstance(made, tuple) else (made,)
         if new_values and all(v.weak for v in new_values):
             for v in made:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError, ShapeError
-from ..ir import current_loc, emit
+from ..ir import current_loc, append
 from .registry import Primitive, primitive
 
 
@@ -128,10 +128,10 @@ class ScatterAdd(Primitive):
         return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
 
     def numpy(self, node, args, out):
-        from ..backends.numpy.emit import current_emitter
+        from ..backends.numpy.writer import current_writer
         (name,) = out
-        emitter = current_emitter()
-        written = emitter.scattered.get(node, ()) if emitter is not None else ()
+        writer = current_writer()
+        written = writer.scattered.get(node, ()) if writer is not None else ()
         lines = [] if written else [self.allocation(node, name)]
         for k, (key, a) in enumerate(zip(node.attrs["indexes"], args)):
             if k not in written:
@@ -165,4 +165,4 @@ def scatter_add(shape, dtype, parts):
     """One scatter-add node for several (index, value) contributions."""
     keys = tuple(k for k, _ in parts)
     values = [v for _, v in parts]
-    return emit(ScatterAdd, values, {"shape": tuple(shape), "dtype": np.dtype(dtype), "indexes": keys})
+    return append(ScatterAdd, values, {"shape": tuple(shape), "dtype": np.dtype(dtype), "indexes": keys})

@@ -1,6 +1,6 @@
 """Building IR from Values and Python numbers: used by the frontend and by every adjoint rule.
 
-Each function checks its arguments (shapes, static parameters) and emits one
+Each function checks its arguments (shapes, static parameters) and appends one
 primitive; none of them computes numbers.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numbers as _numbers
 import numpy as np
 
 from ..errors import CompileError, ShapeError
-from ..ir import Value, current_loc, emit
+from ..ir import Value, current_loc, append
 from . import scalar
 from .elementwise import arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
 
@@ -211,7 +211,7 @@ def reduce(kind, x, axis=None, keepdims=False):
     axes = normalize_axes(axis, x.ndim)
     if not axes:
         return x
-    return emit(REDUCTIONS[kind], [x], {"axes": axes, "keepdims": bool(keepdims)})
+    return append(REDUCTIONS[kind], [x], {"axes": axes, "keepdims": bool(keepdims)})
 
 
 def sum(x, axis=None, keepdims=False):
@@ -249,7 +249,7 @@ def reshape(x, shape):
     c = fill_value(x)
     if c is not None:
         return fill(c, shape, x.dtype)
-    return emit(Reshape, [x], {"shape": shape})
+    return append(Reshape, [x], {"shape": shape})
 
 
 def expand_to_keepdims(g, axes, ndim):
@@ -270,7 +270,7 @@ def transpose(x, axes=None):
         raise ShapeError(f"axes {axes!r} are not a permutation of {x.ndim} dimensions", current_loc())
     if perm == tuple(range(x.ndim)):
         return x
-    return emit(Transpose, [x], {"perm": perm})
+    return append(Transpose, [x], {"perm": perm})
 
 
 def normalize_axes_ordered(axes, ndim):
@@ -293,7 +293,7 @@ def broadcast_to(x, shape):
     c = fill_value(x)
     if c is not None:
         return fill(c, shape, x.dtype)
-    return emit(BroadcastTo, [x], {"shape": shape})
+    return append(BroadcastTo, [x], {"shape": shape})
 
 
 def sum_to(x, shape):
@@ -310,7 +310,7 @@ def sum_to(x, shape):
     if c is not None:
         count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
         return fill(c * count, shape, x.dtype)
-    return emit(SumTo, [x], {"shape": shape})
+    return append(SumTo, [x], {"shape": shape})
 
 
 def matmul(a, b):
@@ -321,7 +321,7 @@ def matmul(a, b):
         if v.ndim == 0:
             raise ShapeError("`@` does not take 0-d arrays", current_loc())
     MatMul.result_shape(a.shape, b.shape)
-    return emit(MatMul, [a, b], {})
+    return append(MatMul, [a, b], {})
 
 
 def dot(a, b):
@@ -336,7 +336,7 @@ def dot(a, b):
 def outer(a, b):
     from .linalg import Outer
     a, b = as_value(a), as_value(b)
-    return emit(Outer, [a, b], {})
+    return append(Outer, [a, b], {})
 
 
 def index(x, idx):
@@ -349,7 +349,7 @@ def index(x, idx):
     ints = [k for k in key if isinstance(k, int)]
     if x.name and ints and all(isinstance(k, int) or k == slice(None) for k in key):
         name = "_".join([x.name] + [str(k) for k in ints])  # Ws[2] is Ws_2, its gradient d_Ws_2
-    return emit(Index, [x], {"index": key, "shape": shape}, name=name)
+    return append(Index, [x], {"index": key, "shape": shape}, name=name)
 
 
 def concatenate(xs, axis=0):
@@ -363,7 +363,7 @@ def concatenate(xs, axis=0):
     Concatenate.result_shape([x.shape for x in xs], axis)
     if len(xs) == 1:
         return xs[0]
-    return emit(Concatenate, xs, {"axis": axis})
+    return append(Concatenate, xs, {"axis": axis})
 
 
 def stack(xs, axis=0):

@@ -168,21 +168,21 @@ def _wrapper_ir(params, returns, fallback):
     kernel = ir.Function(module, ir.FunctionType(_RETURN_TYPES[returns][0], kernel_arguments), "symbackprop_kernel")
     function = ir.Function(module, ir.FunctionType(_PTR, [_PTR, _PTR, _I64]), "symbackprop_wrapper")
     _, args, nargs = function.args
-    emit = _Checks(function, api)
-    emit.expect(emit.b.icmp_signed("==", nargs, ir.Constant(_I64, len(params))))
+    checks = _Checks(function, api)
+    checks.expect(checks.b.icmp_signed("==", nargs, ir.Constant(_I64, len(params))))
     values = []
     for position, param in enumerate(params):
-        item = emit.b.load(emit.b.gep(args, [ir.Constant(_I64, position)], source_etype=_PTR), typ=_PTR)
-        values.append(emit.array(item, param) if isinstance(param, Array) else emit.number(item, param))
-    result = emit.b.call(kernel, values)
+        item = checks.b.load(checks.b.gep(args, [ir.Constant(_I64, position)], source_etype=_PTR), typ=_PTR)
+        values.append(checks.array(item, param) if isinstance(param, Array) else checks.number(item, param))
+    result = checks.b.call(kernel, values)
     if returns is None:
         none = _object_constant(None)
-        emit.b.call(api["Py_IncRef"], [none])
-        emit.b.ret(none)
+        checks.b.call(api["Py_IncRef"], [none])
+        checks.b.ret(none)
     else:
-        emit.b.ret(emit.b.call(api["PyFloat_FromDouble"], [result]))
-    emit.b.position_at_end(emit.slow)                   # the fallback converts or raises a clear error
-    emit.b.ret(emit.b.call(api["PyObject_Vectorcall"],
+        checks.b.ret(checks.b.call(api["PyFloat_FromDouble"], [result]))
+    checks.b.position_at_end(checks.slow)                   # the fallback converts or raises a clear error
+    checks.b.ret(checks.b.call(api["PyObject_Vectorcall"],
                            [_object_constant(fallback), args, nargs, ir.Constant(_PTR, None)]))
     return str(module)
 

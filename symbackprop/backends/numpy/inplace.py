@@ -19,12 +19,12 @@ def writes_in_place(new, update_nodes) -> bool:
     return node is not None and node in update_nodes and node.prim is Kernel and len(node.outputs) == 1
 
 
-def in_place_lines(emitter, node, target):
+def in_place_lines(writer, node, target):
     """Statements that overwrite `target` with the single output of kernel `node`."""
     (body,) = expand(node.attrs["program"], node.attrs["outs"])
-    names = {arg(i): emitter.arg(v) for i, v in enumerate(node.inputs)}
-    printer = emitter.printer_cls(names)
-    name = emitter.name(target)
+    names = {arg(i): writer.arg(v) for i, v in enumerate(node.inputs)}
+    printer = writer.printer_cls(names)
+    name = writer.name(target)
     if target in node.inputs:
         symbol = arg(node.inputs.index(target))
         scale = sympy.diff(body, symbol)

@@ -285,9 +285,9 @@ def kernel_into_lines(node, args, k, target):
 
 def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     """Assignments computing a kernel's outputs: temps first, then each output (`into`: see kernel_into_lines)."""
-    from .emit import current_emitter
-    emitter = current_emitter()
-    printer_cls = printer_cls or emitter.printer_cls
+    from .writer import current_writer
+    writer = current_writer()
+    printer_cls = printer_cls or writer.printer_cls
     names = {sympy.Symbol(f"a{i}", real=True): a for i, a in enumerate(args)}
     widened = widened_inputs(node) if printer_cls is not MathPrinter else {}
     for i, dtype in widened.items():
@@ -306,7 +306,7 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
 
     def out_name(k):
         if out[k] is None:
-            out[k] = emitter.name(node.outputs[k])
+            out[k] = writer.name(node.outputs[k])
         return out[k]
 
     user_names = {}
@@ -317,7 +317,7 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     lines = []
     printer = kernel_printer(node, names, printer_cls)
     for t, e in program:
-        names[t] = out_name(temp_out[t]) if t in temp_out else emitter.fresh(user_names.get(t, "t"))
+        names[t] = out_name(temp_out[t]) if t in temp_out else writer.fresh(user_names.get(t, "t"))
         lines.append(f"{names[t]} = {printer.doprint(e)}")
     for k, o in enumerate(outs):
         if temp_out.get(o) == k:

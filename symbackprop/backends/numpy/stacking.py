@@ -58,7 +58,7 @@ class Batch:
 
 
 class Plan:
-    """What the emitter writes differently: slots, batched groups, hoisted factors."""
+    """What the writer writes differently: slots, batched groups, hoisted factors."""
 
     def __init__(self):
         self.slot: dict = {}      # value -> Stack whose slot its producer writes into
@@ -67,23 +67,23 @@ class Plan:
         self.allocated: set = set()
 
 
-def plan_stacks(emitter, nodes, results):
-    """Find the batched groups in `nodes` (in the order they are emitted) and record them on the emitter."""
-    planner = _Planner(emitter, nodes, results)
+def plan_stacks(writer, nodes, results):
+    """Find the batched groups in `nodes` (in the order they are emitted) and record them on the writer."""
+    planner = _Planner(writer, nodes, results)
     for s in nodes:
         if s.prim is ScatterAdd and s.prim.disjoint_rows(s) and s.prim.covers(s) and len(s.inputs) > 1:
             planner.try_group(s)
     for stack in list(planner.stacks):
         planner.try_hoist(stack)
-    plan = emitter.stacking
+    plan = writer.stacking
     plan.slot = {v: s for s in planner.stacks for v in s.values}
     plan.batch = planner.batch
     plan.hoisted = planner.hoisted
 
 
 class _Planner:
-    def __init__(self, emitter, nodes, results):
-        self.emitter = emitter
+    def __init__(self, writer, nodes, results):
+        self.writer = writer
         self.order = {n: i for i, n in enumerate(nodes)}
         self.uses: dict = {}
         for n in nodes:
@@ -103,7 +103,7 @@ class _Planner:
         node = v.node
         if node is None:
             return True
-        if node not in self.order or node in self.emitter.into or node in self.batch:
+        if node not in self.order or node in self.writer.into or node in self.batch:
             return False
         if node.prim is MatMul:
             return True
@@ -244,7 +244,7 @@ def _index(values, v):
 
 # ---- emission ----------------------------------------------------------------------------------
 
-def _stack_name(emitter, stack):
+def _stack_name(writer, stack):
     if stack.name is None:
         bases = []
         for v in stack.values:
@@ -253,65 +253,65 @@ def _stack_name(emitter, stack):
             elif v.grad_of is not None:
                 bases.append("d_" + (v.grad_of.name or "t"))
         base = max(sorted(set(bases)), key=bases.count) if bases else "stack"
-        stack.name = emitter.fresh(base + "s")
+        stack.name = writer.fresh(base + "s")
     return stack.name
 
 
-def run_text(emitter, run):
+def run_text(writer, run):
     """The slice of a stack holding `run`, in order."""
-    stack = emitter.stacking.slot[run[0]]
+    stack = writer.stacking.slot[run[0]]
     start, stop = _index(stack.values, run[0]), _index(stack.values, run[0]) + len(run)
-    name = _stack_name(emitter, stack)
+    name = _stack_name(writer, stack)
     if (start, stop) == (0, len(stack.values)):
         return name
     return f"{name}[{start or ''}:{'' if stop == len(stack.values) else stop}]"
 
 
-def _allocate(emitter, stack):
+def _allocate(writer, stack):
     """The statements making the stack: the hoisted factor for all layers, or empty slots and copied parameters."""
-    emitter.stacking.allocated.add(stack)
-    name = _stack_name(emitter, stack)
+    writer.stacking.allocated.add(stack)
+    name = _stack_name(writer, stack)
     if stack.init is not None:
         factor, runs = stack.init
-        printer = kernel_printer(stack.values[0].node, {arg(p): run_text(emitter, r) for p, r in runs.items()})
+        printer = kernel_printer(stack.values[0].node, {arg(p): run_text(writer, r) for p, r in runs.items()})
         return [f"{name} = {printer.doprint(factor)}"]
     lines = [f"{name} = np.empty({stack.shape!r}, dtype=np.{stack.dtype})"]
-    lines += [f"{name}[{i}] = {emitter.name(v)}" for i, v in enumerate(stack.values) if v.node is None]
+    lines += [f"{name}[{i}] = {writer.name(v)}" for i, v in enumerate(stack.values) if v.node is None]
     return lines
 
 
-def slotted(emitter, node):
+def slotted(writer, node):
     """The output of `node` written into a slot of a stack, or None."""
-    return next((v for v in node.outputs if v in emitter.stacking.slot), None)
+    return next((v for v in node.outputs if v in writer.stacking.slot), None)
 
 
-def slot_lines(emitter, node, args, v):
+def slot_lines(writer, node, args, v):
     """The statements of a node whose output `v` is written into its slot of a stack."""
     from .printer import kernel_into_lines
-    stack = emitter.stacking.slot[v]
-    lines = [] if stack in emitter.stacking.allocated else _allocate(emitter, stack)
-    target = f"{_stack_name(emitter, stack)}[{_index(stack.values, v)}]"
-    if node.prim is Kernel and node not in emitter.stacking.hoisted:
+    stack = writer.stacking.slot[v]
+    lines = [] if stack in writer.stacking.allocated else _allocate(writer, stack)
+    target = f"{_stack_name(writer, stack)}[{_index(stack.values, v)}]"
+    if node.prim is Kernel and node not in writer.stacking.hoisted:
         return lines + kernel_into_lines(node, args, _index(node.outputs, v), target)
-    name = emitter.name(v)
-    if node in emitter.stacking.hoisted:
-        rest = emitter.stacking.hoisted[node]
+    name = writer.name(v)
+    if node in writer.stacking.hoisted:
+        rest = writer.stacking.hoisted[node]
         printer = kernel_printer(node, {arg(i): a for i, a in enumerate(args)})
         return lines + [f"{name} = np.multiply({printer.doprint(rest)}, {target}, out={target})"]
     return lines + [f"{name} = np.matmul({args[0]}, {args[1]}, out={target})"]
 
 
-def batch_lines(emitter, node):
+def batch_lines(writer, node):
     """Nothing for a batched part, and the one batched call in place of the last."""
-    batch = emitter.stacking.batch[node]
+    batch = writer.stacking.batch[node]
     batch.waiting -= 1
     if batch.waiting:
         return []
     s = batch.scatter
-    emitter.scattered[s] = set(range(len(s.inputs)))  # the scatter-add itself writes nothing more
-    name = emitter.name(s.outputs[0])
+    writer.scattered[s] = set(range(len(s.inputs)))  # the scatter-add itself writes nothing more
+    name = writer.name(s.outputs[0])
     if batch.kind == "matmul":
-        a, b = (run_text(emitter, r) + (".transpose(0, 2, 1)" if t else "")
+        a, b = (run_text(writer, r) + (".transpose(0, 2, 1)" if t else "")
                 for r, t in zip(batch.runs, batch.transposed))
         return [f"{name} = np.matmul({a}, {b})"]
     (run,) = batch.runs
@@ -319,6 +319,6 @@ def batch_lines(emitter, node):
         # every layer's sum over its batch as one product with ones: 2.2 us where .sum(axis=1) takes 6.5
         # (NumPy reduces a middle axis slowly; W5's 16 x 16 x 32 stack)
         ones = f"np.ones({run[0].shape[0]}{'' if run[0].dtype == np.float64 else f', dtype=np.{run[0].dtype}'})"
-        return [f"{name} = {ones} @ {run_text(emitter, run)}"]
+        return [f"{name} = {ones} @ {run_text(writer, run)}"]
     ndim = run[0].ndim + 1
-    return [f"{name} = {reduction_call('sum', run_text(emitter, run), tuple(range(1, 1 + batch.lead)), ndim, False)}"]
+    return [f"{name} = {reduction_call('sum', run_text(writer, run), tuple(range(1, 1 + batch.lead)), ndim, False)}"]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CompileError
-from .ir import at, building, current_loc
-from .primitives import ops
-from .primitives.elementwise import fill_value
-from .primitives.index import ScatterAdd, scatter_add
+from ..errors import CompileError
+from ..ir import at, building, current_loc
+from ..primitives import ops
+from ..primitives.elementwise import fill_value
+from ..primitives.index import ScatterAdd, scatter_add
 
 
 def depends_on(graph, sources):

@@ -24,20 +24,20 @@ _VIEWS = (Reshape, Transpose, Index, BroadcastTo)
 _RESERVED = set(keyword.kwlist) | {"np", "math", "float", "abs", "max", "min", "int", "len", "range", "sum"}
 
 
-def current_emitter():
-    return _state.emitter
+def current_writer():
+    return _state.writer
 
 
 @contextlib.contextmanager
-def emitting(printer_cls, params):
-    """An Emitter naming the values of one generated function (parameters keep their names)."""
-    emitter = Emitter(printer_cls, taken=[p.name for p in params])
-    emitter.names.update({p: p.name for p in params})
-    saved, _state.emitter = getattr(_state, "emitter", None), emitter
+def writing(printer_cls, params):
+    """An Writer naming the values of one generated function (parameters keep their names)."""
+    writer = Writer(printer_cls, taken=[p.name for p in params])
+    writer.names.update({p: p.name for p in params})
+    saved, _state.writer = getattr(_state, "writer", None), writer
     try:
-        yield emitter
+        yield writer
     finally:
-        _state.emitter = saved
+        _state.writer = saved
 
 
 def inlinable_views(nodes, results):
@@ -45,7 +45,7 @@ def inlinable_views(nodes, results):
     return _inlinable_views(nodes, results)
 
 
-class Emitter:
+class Writer:
     def __init__(self, printer_cls, taken=()):
         self.printer_cls = printer_cls
         self.used = set(_RESERVED) | set(taken)
@@ -98,48 +98,48 @@ def _with_comment(line, loc):
     return f"{line}{' ' * pad}# {loc.short()}"
 
 
-def emit_statements(emitter, nodes, inlinable=frozenset()):
+def write_statements(writer, nodes, inlinable=frozenset()):
     """Source lines for `nodes`, in order."""
     lines = []
     for node in nodes:
         if node.prim is Fill and node.outputs[0].shape == ():
             continue  # scalar constants are written inline
-        if node in emitter.stacking.batch:
-            lines.extend(_with_comment(t, node.loc) for t in batch_lines(emitter, node))
+        if node in writer.stacking.batch:
+            lines.extend(_with_comment(t, node.loc) for t in batch_lines(writer, node))
             continue
-        args = [emitter.arg(v) for v in node.inputs]
-        v = slotted(emitter, node)
+        args = [writer.arg(v) for v in node.inputs]
+        v = slotted(writer, node)
         if v is not None:
-            lines.extend(_with_comment(t, node.loc) for t in slot_lines(emitter, node, args, v))
+            lines.extend(_with_comment(t, node.loc) for t in slot_lines(writer, node, args, v))
             continue
-        if node in emitter.into:
-            lines.extend(_with_comment(t, node.loc) for t in _write_into(emitter, node, args))
+        if node in writer.into:
+            lines.extend(_with_comment(t, node.loc) for t in _write_into(writer, node, args))
             continue
         if node.outputs[0] in inlinable:
             # a view read once (W.T, x[0], g[:, None]) reads best where it is used
-            emitter.inline[node.outputs[0]] = node.prim.numpy(node, args, None)
+            writer.inline[node.outputs[0]] = node.prim.numpy(node, args, None)
             continue
         # kernels name their outputs as they compute them, after their temps
-        outs = None if node.prim is Kernel else [emitter.name(v) for v in node.outputs]
+        outs = None if node.prim is Kernel else [writer.name(v) for v in node.outputs]
         text = node.prim.numpy(node, args, outs)
         if outs is None:
-            outs = [emitter.name(v) for v in node.outputs]
+            outs = [writer.name(v) for v in node.outputs]
         if isinstance(text, str):
             text = [f"{outs[0]} = {text}"]
         lines.extend(_with_comment(t, node.loc) for t in text)
     return lines
 
 
-def _write_into(emitter, node, args):
-    scatter, k = emitter.into[node]
-    name = emitter.name(scatter.outputs[0])
+def _write_into(writer, node, args):
+    scatter, k = writer.into[node]
+    name = writer.name(scatter.outputs[0])
     lines = []
-    if scatter not in emitter.scattered:  # allocated where its first part is computed
+    if scatter not in writer.scattered:  # allocated where its first part is computed
         whole = scatter.prim.covers(scatter) and all(
-            emitter.into.get(v.node, (None,))[0] is scatter for v in scatter.inputs)
+            writer.into.get(v.node, (None,))[0] is scatter for v in scatter.inputs)
         lines.append(scatter.prim.allocation(scatter, name, empty=whole))
-        emitter.scattered[scatter] = set()
-    emitter.scattered[scatter].add(k)
+        writer.scattered[scatter] = set()
+    writer.scattered[scatter].add(k)
     return lines + [node.prim.numpy_into(node, args, scatter.prim.target(scatter, name, k))]
 
 
@@ -153,7 +153,7 @@ def _writes_into(node):
     return True
 
 
-def plan_writes_into(emitter, nodes, results):
+def plan_writes_into(writer, nodes, results):
     """Parts of a scatter-add over distinct leading indices, made by a product or a sum read nowhere else."""
     from ...primitives.index import ScatterAdd
     uses: dict = {}
@@ -169,22 +169,22 @@ def plan_writes_into(emitter, nodes, results):
             # a 0-d part's slot (t[1] of a vector) is a number, not a view out= could write into
             if (p is not None and p in node_set and _writes_into(p) and len(p.outputs) == 1 and g.ndim > 0
                     and uses.get(g) == 1 and g not in results and g.dtype == s.attrs["dtype"]
-                    and p not in emitter.into and p not in emitter.stacking.batch
-                    and slotted(emitter, p) is None):
-                emitter.into[p] = (s, k)
+                    and p not in writer.into and p not in writer.stacking.batch
+                    and slotted(writer, p) is None):
+                writer.into[p] = (s, k)
 
 
-def emit_updates(emitter, nodes, updates, inlinable):
+def write_updates(writer, nodes, updates, inlinable):
     """The update section: an update kernel overwrites its target in place; other new values are copied in last."""
     in_place = {new.node: target for target, new in updates if writes_in_place(new, set(nodes))}
     lines = []
     for node in nodes:
         if node in in_place:
-            written = in_place_lines(emitter, node, in_place[node])
+            written = in_place_lines(writer, node, in_place[node])
             lines += [_with_comment(written[0], node.loc)] + written[1:]  # the rule's formula, once
         else:
-            lines.extend(emit_statements(emitter, [node], inlinable))
-    lines.extend(f"{emitter.name(t)}[...] = {emitter.arg(new)}" for t, new in updates
+            lines.extend(write_statements(writer, [node], inlinable))
+    lines.extend(f"{writer.name(t)}[...] = {writer.arg(new)}" for t, new in updates
                  if new.node not in in_place and new is not t)
     return lines
 
@@ -199,11 +199,11 @@ def _inlinable_views(nodes, results):
                      and n.outputs[0] not in results)
 
 
-def returned(emitter, v, spec, others):
+def returned(writer, v, spec, others):
     """The expression returning `v` for a parameter described by `spec`: fresh memory, its dtype."""
-    text = emitter.arg(v)
+    text = writer.arg(v)
     if spec.kind == "float":
-        return text if emitter.printer_cls is MathPrinter else f"float({text})"
+        return text if writer.printer_cls is MathPrinter else f"float({text})"
     if spec.shape == ():
         return f"float({text})" if spec.dtype.name == "float64" else f"np.{spec.dtype}({text})"
     node = v.node
@@ -214,7 +214,7 @@ def returned(emitter, v, spec, others):
     return text
 
 
-def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
+def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
                   scalar=False, single=True, updates=(), update_nodes=frozenset(), update_title="update"):
     """The text of one generated function; returns (text, uses_math).
 
@@ -222,25 +222,25 @@ def emit_function(name, params, specs, nodes, forward_nodes, value, grads, grad_
     writes each new value into its target (a parameter of the function) in place.
     """
     printer_cls = MathPrinter if scalar else NumpyPrinter
-    with emitting(printer_cls, params) as emitter:
+    with writing(printer_cls, params) as writer:
         for target, new in updates:  # written in place: the new value is read under its target's name
             if writes_in_place(new, update_nodes):
-                emitter.names[new] = target.name
+                writer.names[new] = target.name
         inlinable = _inlinable_views(nodes, [value] + list(grads or []))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         if not scalar:
             results = [value] + list(grads or []) + [new for _, new in updates]
-            plan_stacks(emitter, forward_list + backward_list, results)
-            plan_writes_into(emitter, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
-        forward = emit_statements(emitter, forward_list, inlinable)
-        backward = emit_statements(emitter, backward_list, inlinable)
-        update = emit_updates(emitter, [n for n in nodes if n in update_nodes], updates, inlinable)
-        value_text = emitter.arg(value)
+            plan_stacks(writer, forward_list + backward_list, results)
+            plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
+        forward = write_statements(writer, forward_list, inlinable)
+        backward = write_statements(writer, backward_list, inlinable)
+        update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
+        value_text = writer.arg(value)
         if grads is None:
             ret = value_text
         else:
-            parts = [returned(emitter, g, s, list(grads)) for g, s in zip(grads, grad_specs)]
+            parts = [returned(writer, g, s, list(grads)) for g, s in zip(grads, grad_specs)]
             ret = f"{value_text}, {parts[0] if single else '(' + ', '.join(parts) + (',)' if len(parts) == 1 else ')')}"
     errstate = not scalar and any(n.prim is Kernel and kernel_may_warn(n) for n in nodes)
     sections = [{"title": "forward", "lines": forward}]

@@ -1,0 +1,1 @@
+"""Transforms of the IR: reverse mode (and, later, forward mode, batching, recompute)."""
