@@ -196,12 +196,13 @@ def gradient_function(args, backend=None):
     except (TypeError, ValueError) as e:
         raise UsageError(f"the --arg types do not fit `{fn.__name__}`: {e}") from None
     backend = backend or "numpy"
-    if backend == "llvm":
-        gradfn = value_and_grad(fn, wrt=wrt, backend="llvm")
+    if backend != "numpy":
         try:
+            gradfn = value_and_grad(fn, wrt=wrt, backend=backend)
             gradfn.specialise(*values)
         except Exception as e:
-            raise Failure(f"the LLVM backend could not compile `{fn.__name__}`: {type(e).__name__}: {e}") from None
+            raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
+                          f"{type(e).__name__}: {e}") from None
     return gradfn, values
 
 

@@ -18,9 +18,10 @@ from sympy.printing.precedence import PRECEDENCE
 
 from .backends.numpy.writer import Writer
 from .backends.numpy.printer import _NUMPY_FUNCS, NumpyPrinter
-from .compile import compile_forward
 from .errors import Loc
 from .ir import Node
+from .pipeline import stages
+from .program import Program
 from .primitives.elementwise import Fill, Kernel, arg, expand
 from .primitives.index import Index
 from .primitives.kernel_adjoint import out_symbol
@@ -205,7 +206,7 @@ class _Builder:
     def __init__(self, compiled):
         self.compiled = compiled
         self.specs = compiled.specs
-        self.graph = compile_forward(compiled.fn, compiled.specs)
+        self.graph = stages.build(compiled.fn, compiled.specs, compiled.backend, "forward").graph
         self.writer = Writer(NumpyPrinter, taken=[p.name for p in self.graph.params])
         self.names = {p: p.name for p in self.graph.params}
         self.writer.names.update(self.names)

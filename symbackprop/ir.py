@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -175,6 +176,19 @@ def at(loc: Loc):
         yield
     finally:
         _state.loc = saved
+
+
+@dataclass(frozen=True)
+class Rule(Loc):
+    """Where an update statement comes from: the optimizer's formula, shown as its comment."""
+
+    def short(self) -> str:
+        return self.text
+
+
+def rule(formula: str):
+    """Build the IR inside this block as the statement `formula` (its comment in generated code)."""
+    return at(Rule(__file__, 1, formula))
 
 
 def _freeze(x):

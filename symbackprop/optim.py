@@ -14,24 +14,10 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-from .errors import Loc
-from .ir import at
+from .ir import rule
 from .primitives import ops
 
 __all__ = ["Optimizer", "SGD", "RMSProp", "Adam", "AdamW"]
-
-
-@dataclass(frozen=True)
-class Rule(Loc):
-    """Where an update statement comes from: the optimizer's formula, shown as its comment."""
-
-    def short(self) -> str:
-        return self.text
-
-
-def rule(formula: str):
-    """Build the IR inside this block as the statement `formula` (its comment in generated code)."""
-    return at(Rule(__file__, 1, formula))
 
 
 def named(v, name):

@@ -11,6 +11,7 @@ import pytest
 
 import symbackprop as sb
 from symbackprop import api
+from symbackprop.pipeline import specialiser
 import models
 from test_gradients import CASES
 
@@ -199,7 +200,7 @@ def test_threads_compile_each_signature_once(backend):
 # ---- the specialisation cache -------------------------------------------------------------------------
 
 def test_the_cache_drops_the_least_recently_used_signature(backend, monkeypatch):
-    monkeypatch.setattr(api, "CACHE_SIZE", 3)
+    monkeypatch.setattr(specialiser, "CACHE_SIZE", 3)
     f = sb.grad(models.binary_broadcast, backend=backend)
     sizes = [1, 2, 3]
     for n in sizes:

@@ -21,11 +21,15 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 #: (file, function) -> what it executes. Each one is checked below for where its text comes from.
 EXEC_SITES = {
-    ("compile.py", "load"): "generated source: a Compiled's .source or a rendered template",
-    ("api.py", "_install_fast_path"): "the rendered fast_path.py.j2",
+    ("backends/base.py", "load"): "generated source: a Program's .source, a rendered template, or a module "
+                                  "of backends/numpy/module.py (which renders templates)",
 }
 #: modules that import a user's model file (the CLI names one on its command line), never a string
 MODULE_IMPORTS = {("cli.py", "load_model")}
+#: imports of the package's own modules by a name from a constant table (the backends, loaded on first use)
+OWN_IMPORTS = {("backends/__init__.py", "get")}
+#: functions that return generated module text (each renders templates/numpy_module.py.j2)
+MODULE_TEXT = {"numpy_module", "step_module", "export_python"}
 
 
 def _functions(tree):
@@ -69,8 +73,8 @@ def test_every_exec_runs_a_compiled_rendering_of_ours():
         filename = inner.args[1]
         assert isinstance(filename, (ast.Name, ast.JoinedStr)), f"{path}:{call.lineno}"
     # the fast path's text is rendered from the template in the same function
-    tree = ast.parse((PACKAGE / "api.py").read_text())
-    fast_path = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_install_fast_path")
+    tree = ast.parse((PACKAGE / "pipeline" / "specialiser.py").read_text())
+    fast_path = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "install_fast_path")
     text_sources = [n.value for n in ast.walk(fast_path) if isinstance(n, ast.Assign)
                     and any(isinstance(t, ast.Name) and t.id == "text" for t in n.targets)]
     assert text_sources and all(isinstance(v, ast.Call) and getattr(v.func, "id", None) == "render"
@@ -78,16 +82,17 @@ def test_every_exec_runs_a_compiled_rendering_of_ours():
 
 
 def test_load_is_only_given_generated_text():
-    """compile.load(source, ...) is called with a Compiled's source or a template rendering, nothing else."""
+    """backends.base.load(source, ...) is called with a Program's source or a template rendering, nothing else."""
     for path in SOURCES:
         tree = ast.parse(path.read_text(), str(path))
         names = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                 and (node.module or "").endswith("compile") for alias in node.names if alias.name == "load"}
-        if path.name == "compile.py":
+                 and (node.module or "").endswith("base") for alias in node.names if alias.name == "load"}
+        if path.name == "base.py":
             names.add("load")
         for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
             rendered = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
-                        and isinstance(n.value, ast.Call) and getattr(n.value.func, "id", None) in ("render",)
+                        and isinstance(n.value, ast.Call) and (getattr(n.value.func, "id", None) == "render"
+                                                                or getattr(n.value.func, "attr", None) in MODULE_TEXT)
                         for t in n.targets if isinstance(t, ast.Name)}
             for call in [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
                          and n.func.id in names and n.args]:
@@ -106,7 +111,11 @@ def test_only_the_cli_imports_a_model_file():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
                     node.func.attr in ("exec_module", "import_module", "run_path", "run_module"):
                 sites.add((str(path.relative_to(PACKAGE)), fn))
-    assert sites <= MODULE_IMPORTS, sites
+    assert sites <= MODULE_IMPORTS | OWN_IMPORTS, sites
+    tree = ast.parse((PACKAGE / "backends" / "__init__.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "import_module"]
+    # the backend table's modules: the name comes from the constant table, never from a caller
+    assert all(isinstance(c.args[0], ast.Name) and c.args[0].id == "module" for c in calls), calls
 
 
 # ---- user strings in generated text --------------------------------------------------------------

@@ -9,8 +9,11 @@ import tempfile
 import numpy as np
 
 from ...errors import CompileError
-from . import jit
-from . import blas
+from ...rendering import render
+from ..base import Artifact, Backend, load
+from . import blas, jit
+from . import call as bridge
+from .adapter import adapter_ir
 from .lower import Lowering
 
 
@@ -36,28 +39,25 @@ def header_comment(compiled):
     return "\n".join(lines) + "\n"
 
 
-def attach(compiled):
+def attach(compiled) -> Artifact:
+    """The JIT-compiled value_and_grad (or forward: a Program with no gradients) of a Program."""
     ir_text = lower(compiled, with_blas=True)
     symbols = blas.cblas_symbols()
     try:
         module = jit.compile_module(ir_text, symbols)
     except (ValueError, RuntimeError) as error:
         raise CompileError(f"LLVM could not compile the generated code: {error}") from None
-    compiled.source = ir_text
-    compiled.jit_module = module
     address = module.address(symbol_name(compiled))
-    compiled.call = make_fast_caller(compiled, address) or make_caller(compiled, address)
-    return compiled
+    call, run_dynamic = make_fast_caller(compiled, address, module) or make_caller(compiled, address)
+    return Artifact(ir_text, call, run_dynamic, keep=module)
 
 
-def make_fast_caller(compiled, address):
+def make_fast_caller(compiled, address, jit_module):
     """The METH_FASTCALL route (call.py): float parameters by value, scalar gradients in one buffer.
 
     An adapter function turns that calling convention into the C entry point's. None when a
     parameter's dtype is one the bridge does not read (the ctypes caller then serves).
     """
-    from . import call as bridge
-    from .adapter import adapter_ir
     specs = compiled.specs
     dynamic = [i for i, s in enumerate(specs) if s.dynamic]
     grad_specs = [specs[i] for i in compiled.wrt]
@@ -76,17 +76,14 @@ def make_fast_caller(compiled, address):
         params.append(bridge.Array("float64", (n_scalar,), writable=True))
     fast = bridge.make_caller(adapter, name, params, "float64")
     run_dynamic = _call_wrapper(compiled, fast, scalar_out, grad_specs)
-    run_dynamic.keep = (adapter, compiled.jit_module)
-    compiled.run_dynamic = run_dynamic
+    run_dynamic.keep = (adapter, jit_module)
     if len(dynamic) == len(specs):
-        return run_dynamic
-    return lambda *args: run_dynamic(*[args[i] for i in dynamic])
+        return run_dynamic, run_dynamic
+    return (lambda *args: run_dynamic(*[args[i] for i in dynamic])), run_dynamic
 
 
 def _call_wrapper(compiled, fast, scalar_out, grad_specs):
     """Generated Python (templates/llvm_call.py.j2) that allocates outputs and calls the bridge."""
-    from ...compile import load
-    from ...rendering import render
     params = [f"p{i}" for i, s in enumerate(s for s in compiled.specs if s.dynamic)]
     arrays, scalars, grads = [], [], []
     for k, (g, is_scalar, spec) in enumerate(zip(compiled.grads, scalar_out, grad_specs)):
@@ -136,10 +133,9 @@ def make_caller(compiled, address):
         v = float(value) if value_dtype == np.float64 else value_dtype.type(value)
         return v, (result[0] if single else tuple(result))
 
-    compiled.run_dynamic = run_dynamic
     if len(dynamic) == len(specs):
-        return run_dynamic
-    return lambda *args: run_dynamic(*[args[i] for i in dynamic])
+        return run_dynamic, run_dynamic
+    return (lambda *args: run_dynamic(*[args[i] for i in dynamic])), run_dynamic
 
 
 def c_header(compiled):
@@ -194,9 +190,6 @@ def _header(name, what, entries, statics):
 
 def export(compiled, path):
     """Write `.ll` IR text, or a `.so` needing only libc/libm with its `.h` beside it."""
-    if getattr(compiled, "backend", "numpy") != "llvm":
-        from ...compile import compile_value_and_grad
-        compiled = compile_value_and_grad(compiled.fn, compiled.specs, compiled.wrt, compiled.single, "llvm")
     text = lower(compiled, with_blas=False)
     if path.endswith(".ll"):
         with open(path, "w", encoding="utf-8") as f:
@@ -230,8 +223,6 @@ def attach_train_step(compiled):
         module = jit.compile_module(ir_text, blas.cblas_symbols())
     except (ValueError, RuntimeError) as error:
         raise CompileError(f"LLVM could not compile the generated train step: {error}") from None
-    compiled.llvm_source = ir_text
-    compiled.jit_module = module
     params = compiled.graph.params
     targets = {id(t) for t, _ in compiled.updates}
     written = [id(p) in targets for p in params]
@@ -254,7 +245,7 @@ def attach_train_step(compiled):
         return float(loss) if loss_dtype == np.float64 else loss_dtype.type(loss)
 
     call.keep = module
-    return call
+    return Artifact(ir_text, call, call, keep=module)
 
 
 def export_step(compiled, path):
@@ -279,6 +270,30 @@ def export_step(compiled, path):
         entries.append((p.name, p.dtype, p.shape, id(p) not in targets, note))
     entries.append(("loss", compiled.graph.result.dtype, (), False, "the loss before the update"))
     with open(os.path.splitext(path)[0] + ".h", "w", encoding="utf-8") as f:
-        f.write(_header(step_symbol(compiled), f"one {compiled.optimizer.split('(')[0]} step on `{compiled.fn.__name__}`",
+        f.write(_header(step_symbol(compiled), f"one {compiled.optimizer_text.split('(')[0]} step on `{compiled.fn.__name__}`",
                         entries, [s.describe() for s in compiled.specs if s.kind == "static"]))
     return path
+
+
+# ---- the backend ---------------------------------------------------------------------------
+
+class LLVMBackend(Backend):
+    name = "llvm"
+    fuses_across_statements = True
+    exports = (".ll", ".so")
+
+    def check(self, specs):
+        for s in specs:
+            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float32", "float64"):
+                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float32 "
+                                "and float64 arrays (use backend='numpy', or convert it)")
+
+    def build(self, program) -> Artifact:
+        if program.kind == "train_step":
+            return attach_train_step(program)
+        return attach(program)
+
+    def export(self, program, path, forward=None):
+        if program.kind == "train_step":
+            return export_step(program, path)
+        return export(program, path)

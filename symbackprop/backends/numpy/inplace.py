@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import sympy
 
-from ...primitives.elementwise import Kernel, arg, expand
-
-
-def writes_in_place(new, update_nodes) -> bool:
-    """Whether the update to `new` overwrites its target where `new` is computed (else it is copied in last)."""
-    node = new.node
-    return node is not None and node in update_nodes and node.prim is Kernel and len(node.outputs) == 1
+from ...primitives.elementwise import arg, expand
+from ...transforms.update import writes_in_place  # noqa: F401  (the writer reads it from here)
 
 
 def in_place_lines(writer, node, target):

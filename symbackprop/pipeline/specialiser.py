@@ -1,0 +1,217 @@
+"""The specialiser behind every entry point: per-signature cache, compilation, fast path and export.
+
+sb.grad / sb.value_and_grad (api.py) and sb.train_step (training.py) each hold
+one. A call's arguments are bound to the model's signature, keyed cheaply
+(frontend/signature.py), and looked up in an LRU cache of CACHE_SIZE
+specialisations; a miss builds the Program through its stages, under a lock so
+that threads compile each signature once, and has the backend build it.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backends
+from ..backends.base import load
+from ..frontend.signature import FLOAT_KEY, arg_key, spec_of
+from ..rendering import render
+from ..runtime import tune_allocator
+from . import stages
+
+#: specialisations kept per function; the least recently used is dropped beyond this
+CACHE_SIZE = 64
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Compilation makes many small objects and no cycles worth collecting: the cyclic GC's full
+    passes over them made compile time grow faster than the program."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def resolve_wrt(params, wrt):
+    """Indices of the parameters to differentiate, and whether one gradient (not a tuple) is returned."""
+    if wrt is None:
+        if not params:
+            raise ValueError("the model has no parameters to differentiate")
+        return (0,), True
+    single = isinstance(wrt, (str, int))
+    items = [wrt] if single else list(wrt)
+    if not items:
+        raise ValueError("wrt is empty; name at least one parameter")
+    indices = []
+    for w in items:
+        if isinstance(w, bool) or not isinstance(w, (str, int)):
+            raise TypeError(f"wrt entries are parameter names or indices, got {w!r}")
+        if isinstance(w, str):
+            if w not in params:
+                raise ValueError(f"wrt names `{w}`, which is not a parameter of the model ({', '.join(params)})")
+            indices.append(params.index(w))
+        else:
+            if not -len(params) <= w < len(params):
+                raise ValueError(f"wrt index {w} is out of range for {len(params)} parameters")
+            indices.append(w % len(params))
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"wrt repeats a parameter: {wrt!r}")
+    return tuple(indices), single
+
+
+class Specialiser:
+    """Programs of one kind for one model, one per signature."""
+
+    def __init__(self, fn, kind, backend, wrt=None, fields=None):
+        if not callable(fn) or not hasattr(fn, "__code__"):
+            raise TypeError(f"expected a Python function, got {type(fn).__name__}")
+        self.fn = fn
+        self.kind = kind
+        self.backend = backends.get(backend)
+        self.signature = inspect.signature(fn)
+        self.params = list(self.signature.parameters)
+        self.wrt, self.single = resolve_wrt(self.params, wrt)
+        self.differentiated = frozenset(self.wrt)
+        #: extra Program fields of every specialisation (a train step's optimizer)
+        self.fields = dict(fields or {})
+        self.cache: OrderedDict = OrderedDict()
+        self.forwards: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.last = None
+        self.compilations = 0
+
+    # ---- arguments -------------------------------------------------------------
+    def arguments(self, args, kwargs):
+        """The call's arguments in parameter order, defaults applied."""
+        if not kwargs and len(args) == len(self.params):
+            return args
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{self.fn.__name__}(): {e}") from None
+        bound.apply_defaults()
+        return tuple(bound.arguments[p] for p in self.params)
+
+    def key(self, args, prefix=()):
+        return prefix + tuple(map(arg_key, args))
+
+    # ---- the cache ---------------------------------------------------------------
+    def lookup(self, key, args):
+        """The Program for `args` (whose cache key is `key`), compiled on a miss."""
+        entry = self.cache.get(key)
+        if entry is None:
+            with self.lock:
+                entry = self.cache.get(key)
+                if entry is None:
+                    entry = self.cache[key] = self.compile(self.specs(args))
+                    if len(self.cache) > CACHE_SIZE:
+                        self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        self.last = entry
+        return entry
+
+    def specs(self, args, differentiated=None):
+        wanted = self.differentiated if differentiated is None else differentiated
+        return tuple(spec_of(name, a, i in wanted) for i, (name, a) in enumerate(zip(self.params, args)))
+
+    def compile(self, specs, kind=None, backend=None):
+        """A Program of `kind` for `specs` through its stages, built by the backend."""
+        backend = backend or self.backend
+        backend.check(specs)
+        if any(s.kind == "array" and s.shape for s in specs):
+            tune_allocator()
+        with no_gc():
+            program = stages.build(self.fn, specs, backend, kind or self.kind, wrt=self.wrt,
+                                   single=self.single, **self.fields)
+            program.artifact = backend.build(program)
+        if kind is None:
+            self.compilations += 1
+        return program
+
+    def forward(self, args):
+        """The loss alone, from compiled forward code on this backend (cached per signature)."""
+        key = self.key(args)
+        run = self.forwards.get(key)
+        if run is None:
+            with self.lock:
+                program = self.compile(self.specs(args, differentiated=()), kind="forward")
+                run = self.forwards[key] = program.call
+                if len(self.forwards) > CACHE_SIZE:
+                    self.forwards.popitem(last=False)
+        return run(*args)
+
+    # ---- export --------------------------------------------------------------------
+    def export(self, path, program):
+        """Write `program` to `path` with the backend that exports that kind of file."""
+        path = os.fspath(path)
+        suffix = os.path.splitext(path)[1]
+        backend = backends.for_export(suffix)
+        if backend is None:
+            kinds = [s for name in backends.NAMES for s in backends.get(name).exports]
+            raise ValueError(f"cannot export to {path!r}: use a {', '.join(kinds[:-1])} or {kinds[-1]} file name")
+        if backend is not program.backend or program.kind == "train_step":
+            # the exporting backend's code from the same stages (a train step is always built afresh:
+            # lowering one for export changes its outputs)
+            program = stages.build(self.fn, program.specs, backend, program.kind, wrt=self.wrt,
+                                   single=self.single, **self.fields)
+        forward = stages.build(self.fn, program.specs, backend, "forward") if ".py" in backend.exports else None
+        return backend.export(program, path, forward)
+
+
+# ---- the fast path ---------------------------------------------------------------------
+
+def install_fast_path(owner, specialiser, key, entry, suffix=""):
+    """Make `type(owner).__call__` generated code that checks the argument types of `key` and runs `entry`.
+
+    Any other call goes to `owner._general`. Nothing is installed when an argument has no cheap check.
+    """
+    namespace = {"_run": entry.call, "_ndarray": np.ndarray}
+    guards, dynamic = [], []
+    for p, k, spec in zip(specialiser.params, key, entry.specs):
+        if k is FLOAT_KEY:
+            guards.append(f"type({p}) is float")
+        elif k[0] == "0d" or len(k) == 2 and isinstance(k[1], np.dtype) and isinstance(k[0], tuple):
+            if k[0] == "0d":
+                namespace[f"_type_{p}"] = spec.dtype.type
+                guards.append(f"type({p}) is _type_{p}")
+            else:
+                namespace[f"_dtype_{p}"] = k[1]
+                guards.append(f"type({p}) is _ndarray and {p}.dtype is _dtype_{p} and {p}.shape == {k[0]!r}")
+        elif k[0] in (int, bool, str, type(None), tuple):
+            namespace[f"_type_{p}"], namespace[f"_value_{p}"] = type(spec.value), spec.value
+            guards.append(f"type({p}) is _type_{p} and {p} == _value_{p}")
+        else:
+            return  # nothing cheap to check: every call takes the general path
+        if spec.dynamic:
+            dynamic.append(p)
+    if any(s.kind == "static" for s in entry.specs):
+        namespace["_run"] = entry.run_dynamic
+    artifact = entry.artifact
+    fallback = artifact.fast is not None
+    if fallback:
+        namespace["_run"] = artifact.fast
+        namespace["_fallback"] = artifact.fallback
+    params, forward = [], []
+    for p in specialiser.signature.parameters.values():
+        if p.kind is p.KEYWORD_ONLY and "*" not in params:
+            params.append("*")
+        if p.default is not p.empty:
+            namespace[f"_default_{p.name}"] = p.default
+            params.append(f"{p.name}=_default_{p.name}")
+        else:
+            params.append(p.name)
+        forward.append(f"{p.name}={p.name}" if p.kind is p.KEYWORD_ONLY else p.name)
+    text = render("fast_path.py.j2", params=params, guards=guards or ["True"], dynamic=dynamic,
+                  forward=forward, fallback=fallback, suffix=suffix)
+    load(text, f"<symbackprop fast path of {specialiser.fn.__name__}>", namespace)
+    type(owner).__call__ = namespace["__call__"]

@@ -1,0 +1,180 @@
+"""The stages, in order, and the lists each entry point runs.
+
+A stage is a function `stage(program)` that reads and rewrites the Program's
+graph (and the fields it declares). Adding a transform (checkpointing, forward
+mode) is adding a stage here and to the lists that want it:
+
+    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain
+    GRADIENT        FORWARD -> reverse mode                         (what explain reads)
+    VALUE_AND_GRAD  GRADIENT -> dead code -> narrow -> fuse for the backend -> dead code -> finalize
+    LOSS            FORWARD -> finalize                             (the forward alone)
+    TRAIN_STEP      GRADIENT -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
+                    -> finalize -> check in-place order
+"""
+from __future__ import annotations
+
+import ast
+import numbers
+
+import numpy as np
+
+from ..errors import CompileError, Loc
+from ..frontend.source import Source
+from ..frontend.trace import Tracer
+from ..ir import Graph, Value, building, append
+from ..passes.dce import eliminate_dead_code
+from ..passes.fuse import finalize_kernels, fuse_elementwise
+from ..passes.narrow import narrow_kernel_outputs
+from ..passes.patterns import recognise_softmax_family
+from ..primitives import ops
+from ..primitives.elementwise import Kernel, arg
+from ..transforms import update
+from ..transforms.reverse import reverse
+from ..program import Program
+
+
+def run(program: Program, stages) -> Program:
+    for stage in stages:
+        stage(program)
+    return program
+
+
+def results(program: Program) -> list:
+    """The values the generated code returns or writes: everything else may be dropped or fused away."""
+    if program.updates:  # a train step returns the loss and writes the updates; its gradients are read by them
+        return [program.graph.result] + [new for _, new in program.updates]
+    return [program.graph.result] + list(program.grads)
+
+
+# ---- forward --------------------------------------------------------------------------
+
+def trace_model(program: Program):
+    """The forward graph of the model on the program's specs."""
+    graph = Graph()
+    src = Source(program.fn)
+    with building(graph):
+        args = []
+        for s in program.specs:
+            if s.kind == "static":
+                args.append(s.value)
+            else:
+                v = Value(s.shape, s.dtype, None, s.name)
+                v.weak = s.kind == "float"
+                graph.params.append(v)
+                args.append(v)
+        result = Tracer().call(program.fn, args, {})
+        loc = _return_loc(src)
+        if isinstance(result, (bool, np.bool_)) or not isinstance(result, (Value, numbers.Real)):
+            what = "nothing" if result is None else f"a {type(result).__name__}"
+            raise CompileError(f"the model returns {what}; it must return one scalar (the loss)", loc,
+                               "Return a single number, e.g. np.sum(...) or np.mean(...).")
+        if isinstance(result, Value):
+            if result.shape != ():
+                raise CompileError(f"the model returns an array of shape {result.shape}; it must return one "
+                                   "scalar (the loss)", loc, "Reduce it: return np.sum(x) or np.mean(x).")
+            if result.dtype.kind not in "f":
+                raise CompileError(f"the model returns a {result.dtype} value; the loss must be a float", loc)
+            if result.node is None:  # returning a parameter: make it a node of its own
+                result = _copy(result)
+        else:
+            result = ops.fill(float(result), (), np.float64)
+        if result.name is None:
+            result.name = "loss"
+        graph.result = result
+    program.graph = graph
+
+
+def _copy(v):
+    """A kernel node returning `v` itself, so that the result is produced by a node."""
+    return append(Kernel, [v], {"outs": (arg(0),), "program": (), "names": (), "shape": v.shape})
+
+
+def _return_loc(src) -> Loc:
+    rets = [n for n in ast.walk(src.node) if isinstance(n, ast.Return)]
+    return src.loc(rets[-1] if rets else src.node)
+
+
+def recognise_patterns(program: Program):
+    recognise_softmax_family(program.graph)
+
+
+def drop_dead_forward(program: Program):
+    eliminate_dead_code(program.graph, [program.graph.result])
+
+
+def fuse_statements(program: Program):
+    """Each statement's elementwise chain becomes one kernel (names the user gave stay statements)."""
+    fuse_elementwise(program.graph, keep=[program.graph.result])
+
+
+# ---- reverse mode -----------------------------------------------------------------------
+
+def reverse_mode(program: Program):
+    """The backward pass appended to the forward graph: one gradient per `wrt` parameter."""
+    graph = program.graph
+    params = {p.name: p for p in graph.params}
+    program.wrt_values = [params[program.specs[i].name] for i in program.wrt]
+    program.forward_nodes = set(graph.nodes)
+    with building(graph):
+        program.grads = reverse(graph, program.wrt_values)
+
+
+# ---- after reverse mode ------------------------------------------------------------------
+
+def drop_dead(program: Program):
+    eliminate_dead_code(program.graph, results(program))
+
+
+def narrow(program: Program):
+    narrow_kernel_outputs(program.graph, keep=results(program))
+
+
+def fuse_for_backend(program: Program):
+    """NumPy code keeps one statement per line of the model; a compiled backend fuses whole chains into
+    one loop across statements."""
+    keep = results(program)
+    fuse_elementwise(program.graph, keep=keep + program.graph.params,
+                     across_names=program.backend.fuses_across_statements)
+
+
+def finalize(program: Program):
+    finalize_kernels(program.graph)
+    program.scalar = all(s.kind in ("float", "static") for s in program.specs) and all(
+        v.shape == () for n in program.graph.nodes for v in n.outputs)
+
+
+# ---- train steps ------------------------------------------------------------------------
+
+def optimizer_updates(program: Program):
+    """The optimizer's update rules appended as kernels (transforms/update.py)."""
+    update.append_updates(program)
+
+
+def fuse_keeping_gradients(program: Program):
+    # gradients stay statements of their own (no earlier value is fused past an in-place write)
+    fuse_elementwise(program.graph, keep=results(program) + program.graph.params + program.grads)
+
+
+def inline_update_scalars(program: Program):
+    update.inline_scalars(program.graph, program.update_nodes, set(results(program)))
+
+
+def check_update_order(program: Program):
+    program.update_nodes &= set(program.graph.nodes)
+    update.check_no_stale_reads(program.graph, program.updates, program.update_nodes)
+
+
+FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
+GRADIENT = FORWARD + (reverse_mode,)
+VALUE_AND_GRAD = GRADIENT + (drop_dead, narrow, fuse_for_backend, drop_dead, finalize)
+LOSS = FORWARD + (finalize,)
+TRAIN_STEP = GRADIENT + (optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
+                         drop_dead, finalize, check_update_order)
+
+#: the stages of each kind of Program
+STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP}
+
+
+def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:
+    """The Program of `kind` for `fn` on `specs`, through all its stages (not yet given to the backend)."""
+    return run(Program(fn, tuple(specs), backend, kind, **fields), STAGES[kind])

@@ -1,0 +1,65 @@
+"""A Program: one specialisation of a model as it moves through the pipeline's stages, every field declared.
+
+The stages (pipeline/stages.py) fill its graph and fields; a backend then gives it an Artifact
+(backends/base.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ir import Graph
+
+
+@dataclass
+class Program:
+    """The model, its signature and what the stages have made of it so far."""
+
+    fn: object
+    specs: tuple
+    backend: object                          # a backends.base.Backend
+    kind: str = "value_and_grad"             # "forward" | "gradient" | "value_and_grad" | "train_step"
+    wrt: tuple = ()
+    single: bool = True
+    graph: Graph | None = None
+    forward_nodes: set = field(default_factory=set)   # the nodes before reverse mode ran
+    wrt_values: list = field(default_factory=list)
+    grads: list = field(default_factory=list)
+    adjoint_of: dict = field(default_factory=dict)    # backward node -> the forward node whose adjoint made it
+    scalar: bool = False                     # every value a Python float: `math` code
+    artifact: object = None                  # a backends.base.Artifact, once a backend built it
+    # train steps (kind "train_step")
+    optimizer: object = None                 # the sb.optim.Optimizer
+    optimizer_text: str = ""                 # its repr at compilation
+    updates: list = field(default_factory=list)        # (target, new value) pairs
+    update_nodes: set = field(default_factory=set)
+    state: list = field(default_factory=list)          # (input name, wrt parameter name), in order
+    step_name: str | None = None                        # the step count's input name
+    hyper: list = field(default_factory=list)           # (input name, optimizer attribute), in order
+    hyper_dtype: np.dtype | None = None
+    hyper_defaults: dict = field(default_factory=dict)  # the optimizer's values at compilation
+    buffers: tuple = ()
+    core: str = "step"                                  # the generated step function's name
+
+    @property
+    def dynamic(self) -> list:
+        """Indices of the arguments the generated code takes (static ones were fixed at specialisation)."""
+        return [i for i, s in enumerate(self.specs) if s.dynamic]
+
+    @property
+    def dynamic_names(self) -> list:
+        return [s.name for s in self.specs if s.dynamic]
+
+    # what the backend built, for the callers that only want to run or read it
+    @property
+    def source(self) -> str:
+        return self.artifact.source
+
+    @property
+    def call(self):
+        return self.artifact.call
+
+    @property
+    def run_dynamic(self):
+        return self.artifact.run_dynamic
