@@ -26,9 +26,9 @@ import sympy
 from ...primitives.elementwise import Kernel, arg, expand, operand_dtypes
 from ...primitives.index import ScatterAdd
 from ...primitives.linalg import MatMul
-from ...primitives.reduce import reduction_call
 from ...primitives.shape import SumTo, Transpose
 from .printer import kernel_printer, kernel_writes_into, numpy_dtype
+from .rules import reduction_call
 
 
 class Stack:
