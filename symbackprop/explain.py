@@ -18,14 +18,15 @@ from sympy.printing.precedence import PRECEDENCE
 
 from .backends.numpy.writer import Writer
 from .backends.numpy.printer import _NUMPY_FUNCS, NumpyPrinter
+from .backends.numpy import rules as numpy_rules
 from .errors import Loc
 from .ir import Node
 from .pipeline import stages
-from .program import Program
+from .primitives.composite import LogSoftmax, Softmax, SoftmaxFamily
 from .primitives.elementwise import Fill, Kernel, arg, expand
 from .primitives.index import Index
 from .primitives.kernel_adjoint import out_symbol
-from .primitives.reduce import axis_text
+from .primitives.reduce import Sum, axis_text
 from .primitives import scalar
 from .primitives.scalar import recognise
 from .primitives.shape import Reshape, SumTo, Transpose
@@ -97,7 +98,7 @@ def _tmp_value(shape, dtype=None):
 def _numpy_text(prim, inputs, attrs, args):
     """What the NumPy backend prints for `prim` applied to `args` (a node built only to be printed)."""
     node = Node(prim, inputs, attrs, None)
-    return prim.numpy(node, list(args), None)
+    return numpy_rules.write(node, list(args), None)
 
 
 def sum_to_text(x: str, shape, to_shape) -> str:
@@ -276,12 +277,12 @@ class _Builder:
         return Step(index, node.loc, outs, f"{outs[0]} = {self.operation(node, ins)}", kind, (), ins)
 
     def operation(self, node, ins) -> str:
-        if "axes" in node.attrs and node.prim.name in ("logsumexp", "log_softmax", "softmax"):
+        if "axes" in node.attrs and isinstance(node.prim, SoftmaxFamily):
             axes = axis_text(node.attrs["axes"], node.inputs[0].ndim)
             extra = ", ".join(self.name(v) for v in node.outputs[1:])
             return f"{node.prim.name}({', '.join(ins + ((axes,) if axes else ()))})   (keeps {extra})"
         try:
-            text = node.prim.numpy(node, list(ins), [self.name(v) for v in node.outputs])
+            text = numpy_rules.write(node, list(ins), [self.name(v) for v in node.outputs])
         except Exception:  # a primitive that needs the writer's state: describe it instead
             text = None
         if isinstance(text, str):
@@ -350,12 +351,12 @@ class _Builder:
         local = rule("g")
         contribution = rule(residual)
         closed, zero_sum = None, frozenset()
-        if node.prim.name == "sum" and (node.attrs["keepdims"] or out.shape == () or g.closed.is_Number):
+        if node.prim is Sum and (node.attrs["keepdims"] or out.shape == () or g.closed.is_Number):
             closed = g.closed  # broadcasting g is what NumPy does to it anyway
         row = Adjoint(step.index, node.loc, self.name(out), self.text(v), residual, out is seed and g.closed == 1,
                       None, local, self.grad_name(v), contribution)
         notes = [NOTES.get(node.prim.name, "").format(*(self.name(o) for o in node.outputs))]
-        if node.prim.name in ("log_softmax", "softmax"):
+        if node.prim in (LogSoftmax, Softmax):
             zero_sum = frozenset(node.attrs["axes"])
             notes.append(f"sums to zero along {_axes_words(zero_sum)}")
         row.note = "; ".join(n for n in notes if n)

@@ -9,7 +9,6 @@ axis, which is what makes the max-shift `x - max(x)` get no gradient at all.
 from __future__ import annotations
 
 from . import ops
-from .reduce import reduction_call
 from .registry import Primitive, primitive
 
 
@@ -18,11 +17,6 @@ def _keep_shape(shape, axes):
 
 
 class SoftmaxFamily(Primitive):
-    def _exp_sum(self, node, args, e, s):
-        z = node.inputs[0]
-        return [f"{e} = np.exp({args[0]})",
-                f"{s} = {reduction_call('sum', e, node.attrs['axes'], z.ndim, True)}"]
-
     def softmax(self, node):
         """p = e / s from the forward exponentials: no second exp."""
         e, s = node.outputs[1], node.outputs[2]
@@ -48,15 +42,6 @@ class LogSumExp(SoftmaxFamily):
         p = self.softmax(node)
         return [ops.mul(g, p)]
 
-    def numpy(self, node, args, out):
-        lse, e, s = out
-        lines = self._exp_sum(node, args, e, s)
-        log = f"np.log({s})"
-        if not node.attrs["keepdims"]:
-            shape = node.outputs[0].shape
-            log = f"{log}.reshape({', '.join(map(str, shape)) if shape else '()'})"
-        return lines + [f"{lse} = {log}"]
-
     def describe(self, node):
         return "logsumexp"
 
@@ -77,10 +62,6 @@ class LogSoftmax(SoftmaxFamily):
         d.zero_sum_axes = frozenset(node.attrs["axes"])
         return [d]
 
-    def numpy(self, node, args, out):
-        logp, e, s = out
-        return self._exp_sum(node, args, e, s) + [f"{logp} = {args[0]} - np.log({s})"]
-
     def describe(self, node):
         return "log_softmax"
 
@@ -100,10 +81,6 @@ class Softmax(SoftmaxFamily):
         d = ops.elementwise(lambda p_, g_, t: p_ * (g_ - t), p, g, total, what="softmax gradient")
         d.zero_sum_axes = frozenset(node.attrs["axes"])
         return [d]
-
-    def numpy(self, node, args, out):
-        p, e, s = out
-        return self._exp_sum(node, args, e, s) + [f"{p} = {e} / {s}"]
 
     def describe(self, node):
         return "softmax"

@@ -116,10 +116,6 @@ class Kernel(Primitive):
         from .kernel_adjoint import kernel_adjoint
         return kernel_adjoint(node, gs, wants)
 
-    def numpy(self, node, args, out):
-        from ..backends.numpy.printer import kernel_lines
-        return kernel_lines(node, args, out)
-
     def describe(self, node):
         outs = expand(node.attrs["program"], node.attrs["outs"])
         return ", ".join(sympy.sstr(o) for o in outs)
@@ -134,12 +130,6 @@ class Fill(Primitive):
 
     def adjoint(self, node, gs, wants):
         return []
-
-    def numpy(self, node, args, out):
-        value, shape = node.attrs["value"], node.attrs["shape"]
-        if shape == ():
-            return repr(float(value))
-        return f"np.full({shape!r}, {float(value)!r}, dtype=np.{node.attrs['dtype']})"
 
     def describe(self, node):
         return f"fill {node.attrs['value']}"

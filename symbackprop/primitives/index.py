@@ -76,7 +76,8 @@ def _slice_text(s: slice) -> str:
 
 
 def index_text(key) -> str:
-    key = list(key)
+    """A static index as written inside brackets: `0, :`, `::-1`, `:, None`."""
+    key = list(_negative_stop_fix(key))
     while len(key) > 1 and key[-1] == slice(None):  # x[0, :, :] reads as x[0]
         key.pop()
     parts = []
@@ -109,11 +110,8 @@ class Index(Primitive):
         x = node.inputs[0]
         return [scatter_add(x.shape, gs[0].dtype, [(node.attrs["index"], gs[0])])]
 
-    def numpy(self, node, args, out):
-        return f"{args[0]}[{index_text(_negative_stop_fix(node.attrs['index']))}]"
-
     def describe(self, node):
-        return f"[{index_text(_negative_stop_fix(node.attrs['index']))}]"
+        return f"[{index_text(node.attrs['index'])}]"
 
 
 @primitive("scatter_add")
@@ -126,24 +124,6 @@ class ScatterAdd(Primitive):
     def adjoint(self, node, gs, wants):
         from . import ops
         return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
-
-    def numpy(self, node, args, out):
-        from ..backends.numpy.writer import current_writer
-        (name,) = out
-        writer = current_writer()
-        written = writer.scattered.get(node, ()) if writer is not None else ()
-        lines = [] if written else [self.allocation(node, name)]
-        for k, (key, a) in enumerate(zip(node.attrs["indexes"], args)):
-            if k not in written:
-                lines.append(f"{name}[{index_text(_negative_stop_fix(key))}] += {a}")
-        return lines
-
-    def allocation(self, node, name, empty=False):
-        shape, dtype = node.attrs["shape"], node.attrs["dtype"]
-        return f"{name} = np.{'empty' if empty else 'zeros'}({shape!r}, dtype=np.{dtype})"
-
-    def target(self, node, name, k):
-        return f"{name}[{index_text(_negative_stop_fix(node.attrs['indexes'][k]))}]"
 
     def disjoint_rows(self, node):
         """Whether every part writes its own leading index (Ws[i]): parts can be computed in place."""

@@ -21,12 +21,6 @@ def axis_text(axes, ndim):
     return f"axis={axes[0]}" if len(axes) == 1 else f"axis={axes}"
 
 
-def reduction_call(method, x, axes, ndim, keepdims, out=None):
-    parts = [p for p in (axis_text(axes, ndim), "keepdims=True" if keepdims else "", f"out={out}" if out else "")
-             if p]
-    return f"{x}.{method}({', '.join(parts)})"
-
-
 class Reduction(Primitive):
     method = "?"
 
@@ -36,14 +30,6 @@ class Reduction(Primitive):
         if self.method == "sum" and dtype.kind == "b":
             dtype = np.dtype(np.int64)
         return [(_reduced_shape(x.shape, node.attrs["axes"], node.attrs["keepdims"]), dtype)]
-
-    def numpy(self, node, args, out):
-        x = node.inputs[0]
-        return reduction_call(self.method, args[0], node.attrs["axes"], x.ndim, node.attrs["keepdims"])
-
-    def numpy_into(self, node, args, target):
-        x = node.inputs[0]
-        return reduction_call(self.method, args[0], node.attrs["axes"], x.ndim, node.attrs["keepdims"], target)
 
     def describe(self, node):
         return f"{self.method} over axes {node.attrs['axes']}"

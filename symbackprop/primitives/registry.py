@@ -1,4 +1,4 @@
-"""The table of primitives: each registers its shape rule, adjoint and NumPy text.
+"""The table of primitives: each registers its shape rule and adjoint.
 
 Contract every primitive follows (a class, instantiated once, registered by name):
 
@@ -7,8 +7,15 @@ Contract every primitive follows (a class, instantiated once, registered by name
         gs[k] is the incoming gradient of output k (None when it is zero);
         wants[i] says whether input i needs a gradient. Rules build IR with the
         ops in primitives.ops, so they read like the math (`g @ b.T`).
-    numpy(node, args, out)       -> [line, ...] or an expression string
-        args are the printed names of the inputs, out the names of the outputs.
+    describe(node)               -> str                     for explain tables and graphs
+
+How a primitive is computed is not written here: each backend keeps one table of
+rules keyed by the primitive's class (RULES in numpy/rules.py, LOWERINGS in
+llvm/lower.py), and nothing in this package imports a backend. `@primitive` makes
+the decorated name the instance, so a backend finds the rule of `node.prim` under
+`type(node.prim)`. Every primitive has a rule in every backend
+(tests/test_backend_rules.py) unless it sets `rewritten_away = True`: the
+compiler always rewrites it into other primitives before code is generated.
 
 A primitive with no adjoint leaves `adjoint` undefined; reverse mode then raises
 CompileError naming it.
@@ -20,6 +27,8 @@ PRIMITIVES: dict[str, "Primitive"] = {}
 
 class Primitive:
     name = "?"
+    #: True for a primitive always rewritten into others before code is generated: no backend needs a rule
+    rewritten_away = False
 
     def infer(self, node):
         raise NotImplementedError
@@ -27,9 +36,6 @@ class Primitive:
     def adjoint(self, node, gs, wants):
         from ..errors import CompileError
         raise CompileError(f"`{self.name}` has no derivative rule", node.loc)
-
-    def numpy(self, node, args, out):
-        raise NotImplementedError(self.name)
 
     def describe(self, node) -> str:
         """A short human name for explain tables and graphs."""

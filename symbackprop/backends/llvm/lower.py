@@ -18,6 +18,12 @@ import numpy as np
 from llvmlite import ir
 
 from ...errors import CompileError
+from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
+from ...primitives.elementwise import Fill, Kernel
+from ...primitives.index import Index, ScatterAdd
+from ...primitives.linalg import MatMul, Outer
+from ...primitives.reduce import Max, Min, Sum
+from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from . import blas_calls
 from .expr import ExprLowering, intrinsic
 from .loops import I64, Operand, broadcast_strides, contiguous_strides, load, loop_nest, store
@@ -29,13 +35,15 @@ I8, I32 = ir.IntType(8), ir.IntType(32)
 #: tests set this: freed buffers are first filled with NaN bytes, so a use after free shows as NaN
 POISON_FREED = bool(os.environ.get("SYMBACKPROP_POISON_FREED"))
 PTR = ir.PointerType()
+#: primitive class -> lower(L, node); primitives are registered as instances, so the key is type(prim)
 LOWERINGS: dict = {}
 
 
-def lowers(*names):
+def lowers(*prims):
+    """Register the decorated function as the lowering of each of `prims` (primitive instances)."""
     def register(fn):
-        for n in names:
-            LOWERINGS[n] = fn
+        for prim in prims:
+            LOWERINGS[type(prim)] = fn
         return fn
     return register
 
@@ -94,11 +102,11 @@ class Lowering:
         for v, a in self.out_args:
             # compute an output straight into the caller's memory when nothing else claims it
             if v.node is not None and v not in self.direct and v not in params \
-                    and v.node.prim.name != "reshape":  # a reshape is its input's buffer
+                    and v.node.prim is not Reshape:  # a reshape is its input's buffer
                 self.direct[v] = a
         self.copy_back = []
         for target, new in updates:
-            if new.node is not None and new.node in self.update_nodes and new.node.prim.name == "kernel" \
+            if new.node is not None and new.node in self.update_nodes and new.node.prim is Kernel \
                     and len(new.node.outputs) == 1 and new not in self.direct:
                 self.direct[new] = self.buffers[target]
             else:
@@ -185,14 +193,14 @@ class Lowering:
             if node in self.row_pass_nodes:
                 self._free_dead(i)
                 continue
-            rule = LOWERINGS.get(node.prim.name)
+            rule = LOWERINGS.get(type(node.prim))
             if rule is None:
                 raise CompileError(f"the LLVM backend cannot lower `{node.prim.name}`", node.loc)
             if node.outputs[0] in self.virtual_transposes or node in self.reductions_done:
                 pass  # read by the products as a transpose flag, or computed by its producer's loop
             elif node in self.update_nodes:
                 rule(self, node)  # reads and writes its target: not a function of distinct (noalias) buffers
-            elif node.prim.name in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
+            elif type(node.prim) in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
                 self.outline(rule, node)
             else:
                 rule(self, node)
@@ -225,7 +233,7 @@ class Lowering:
         # the body reads a value passed twice (concatenate([w, v, w])) through one argument: only nodes
         # that repeat the same inputs in the same places can share it
         repeats = tuple(values.index(v) for v in values)
-        key = (node.prim.name, _freeze(node.attrs), tuple((v.shape, str(v.dtype)) for v in node.inputs),
+        key = (type(node.prim), _freeze(node.attrs), tuple((v.shape, str(v.dtype)) for v in node.inputs),
                tuple((v.shape, str(v.dtype)) for v in outputs), fused, repeats)
         fn = self.outlined.get(key)
         if fn is None:
@@ -271,8 +279,8 @@ class Lowering:
 
 
 #: loop primitives lowered into shared functions (matmul is a BLAS call; views are pointer arithmetic)
-OUTLINED = {"kernel", "sum", "max", "min", "sum_to", "transpose", "broadcast_to", "scatter_add", "concatenate",
-            "outer", "logsumexp", "log_softmax", "softmax", "fill"}
+OUTLINED = {type(p) for p in (Kernel, Sum, Max, Min, SumTo, Transpose, BroadcastTo, ScatterAdd, Concatenate,
+                             Outer, LogSumExp, LogSoftmax, Softmax, Fill)}
 
 
 def _fused_reductions(graph, results):
@@ -280,9 +288,9 @@ def _fused_reductions(graph, results):
     users = graph.users()
     fused = {}
     for node in graph.nodes:
-        if node.prim.name in ("sum", "max", "min", "sum_to"):
+        if node.prim in (Sum, Max, Min, SumTo):
             v = node.inputs[0]
-            if v.node is not None and v.node.prim.name == "kernel" and users.get(v) == [node] \
+            if v.node is not None and v.node.prim is Kernel and users.get(v) == [node] \
                     and v not in results and v.shape == v.node.attrs["shape"]:
                 fused[v] = node
     return fused
@@ -293,16 +301,16 @@ def _virtual_transposes(graph):
     users = graph.users()
     out = set()
     for node in graph.nodes:
-        if node.prim.name == "transpose" and node.inputs[0].ndim == 2:
+        if node.prim is Transpose and node.inputs[0].ndim == 2:
             us = users.get(node.outputs[0], [])
-            if us and all(u.prim.name == "matmul" and u.inputs[0].ndim <= 2 and u.inputs[1].ndim <= 2 for u in us):
+            if us and all(u.prim is MatMul and u.inputs[0].ndim <= 2 and u.inputs[1].ndim <= 2 for u in us):
                 out.add(node.outputs[0])
     return out
 
 
 # ---- elementwise ------------------------------------------------------------------
 
-@lowers("kernel")
+@lowers(Kernel)
 def lower_kernel(L, node):
     """One loop computing every output; an output only a reduction reads is accumulated, never stored."""
     shape = node.attrs["shape"]
@@ -352,7 +360,7 @@ def _convert(lower, value, dtype):
     return value
 
 
-@lowers("fill")
+@lowers(Fill)
 def lower_fill(L, node):
     v = node.outputs[0]
     L.define(v)
@@ -363,12 +371,12 @@ def lower_fill(L, node):
 
 def reduction_plan(node):
     """(kind, axes) of a reduction node over its input's shape."""
-    if node.prim.name == "sum_to":
+    if node.prim is SumTo:
         x, shape = node.inputs[0], node.attrs["shape"]
         lead = x.ndim - len(shape)
         axes = set(range(lead)) | {lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1}
         return "sum", tuple(sorted(axes))
-    return node.prim.name, node.attrs["axes"]
+    return node.prim.method, node.attrs["axes"]
 
 
 def _accumulator(L, shape, out, axes, kind):
@@ -407,14 +415,14 @@ def _reduce_into(L, x, out, axes, kind):
     loop_nest(L.b, x.shape, [src, dst], lambda b, offs: accumulate(b, load(b, src, offs[0]), offs[1]))
 
 
-@lowers("sum", "max", "min")
+@lowers(Sum, Max, Min)
 def lower_reduction(L, node):
     out = node.outputs[0]
     L.define(out)
-    _reduce_into(L, node.inputs[0], out, node.attrs["axes"], node.prim.name)
+    _reduce_into(L, node.inputs[0], out, node.attrs["axes"], node.prim.method)
 
 
-@lowers("sum_to")
+@lowers(SumTo)
 def lower_sum_to(L, node):
     out = node.outputs[0]
     L.define(out)
@@ -423,12 +431,12 @@ def lower_sum_to(L, node):
 
 # ---- shapes ---------------------------------------------------------------------------
 
-@lowers("reshape")
+@lowers(Reshape)
 def lower_reshape(L, node):
     L.alias(node.outputs[0], L.buffer(node.inputs[0]), source=node.inputs[0])
 
 
-@lowers("transpose")
+@lowers(Transpose)
 def lower_transpose(L, node):
     x, out = node.inputs[0], node.outputs[0]
     perm = node.attrs["perm"]
@@ -439,14 +447,14 @@ def lower_transpose(L, node):
     loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
 
 
-@lowers("copy")
+@lowers(Copy)
 def lower_copy(L, node):
     x, out = node.inputs[0], node.outputs[0]
     L.define(out)
     L.memcpy(L.buffer(out), L.buffer(x), max(x.size, 1) * x.dtype.itemsize)
 
 
-@lowers("broadcast_to")
+@lowers(BroadcastTo)
 def lower_broadcast_to(L, node):
     x, out = node.inputs[0], node.outputs[0]
     src = L.operand(x, broadcast_strides(x.shape, out.shape))
@@ -488,7 +496,7 @@ def _is_leading_view(key):
     return True
 
 
-@lowers("index")
+@lowers(Index)
 def lower_index(L, node):
     x, out = node.inputs[0], node.outputs[0]
     key = node.attrs["index"]
@@ -503,7 +511,7 @@ def lower_index(L, node):
     loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
 
 
-@lowers("scatter_add")
+@lowers(ScatterAdd)
 def lower_scatter_add(L, node):
     out = node.outputs[0]
     L.define(out)
@@ -528,7 +536,7 @@ def _cast(b, v, ty):
     return b.fptrunc(v, ty)
 
 
-@lowers("concatenate")
+@lowers(Concatenate)
 def lower_concatenate(L, node):
     out = node.outputs[0]
     axis = node.attrs["axis"]
@@ -573,7 +581,7 @@ def _in_dtype(L, v, pointer, dtype):
     return L.buffer(copy)
 
 
-@lowers("matmul")
+@lowers(MatMul)
 def lower_matmul(L, node):
     a, b = node.inputs
     out = node.outputs[0]
@@ -607,7 +615,7 @@ def lower_matmul(L, node):
         blas_calls.gemm(L, out.dtype, m, n, k, pa, False, pb, False, po)
 
 
-@lowers("outer")
+@lowers(Outer)
 def lower_outer(L, node):
     a, b = node.inputs
     out = node.outputs[0]
@@ -645,7 +653,7 @@ def _elementwise(L, shape, inputs, out, fn):
               lambda b, o: store(b, fn(b, *[load(b, op, off) for op, off in zip(ops, o)]), dst, o[-1]))
 
 
-@lowers("logsumexp")
+@lowers(LogSumExp)
 def lower_logsumexp(L, node):
     from . import vecmath
     _exp_and_sum(L, node)
@@ -656,7 +664,7 @@ def lower_logsumexp(L, node):
               lambda b, o: store(b, vecmath.log(b, load(b, src, o[0])), dst, o[1]))
 
 
-@lowers("log_softmax")
+@lowers(LogSoftmax)
 def lower_log_softmax(L, node):
     from . import vecmath
     _exp_and_sum(L, node)
@@ -666,7 +674,7 @@ def lower_log_softmax(L, node):
     _elementwise(L, z.shape, [z, s], logp, lambda b, zz, ss: b.fsub(zz, vecmath.log(b, ss)))
 
 
-@lowers("softmax")
+@lowers(Softmax)
 def lower_softmax(L, node):
     _exp_and_sum(L, node)
     z = node.inputs[0]

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 import sympy
 from llvmlite import ir
 
+from ...primitives.elementwise import Kernel
+from ...primitives.linalg import MatMul
+from ...primitives.reduce import Sum
+from ...primitives.shape import SumTo
 from . import blas
 from .expr import ExprLowering
 from .loops import Operand, load, loop_nest, store
@@ -40,13 +44,13 @@ class RowPass:
 
 
 def _sums_to_number(node):
-    if node.prim.name == "sum":
+    if node.prim is Sum:
         return node.inputs[0].ndim == 1 and not node.attrs["keepdims"]
-    return node.prim.name == "sum_to" and node.attrs["shape"] == ()
+    return node.prim is SumTo and node.attrs["shape"] == ()
 
 
 def _row_kernel(node, n, dtype):
-    return (node.prim.name == "kernel" and node.attrs["shape"] == (n,)
+    return (node.prim is Kernel and node.attrs["shape"] == (n,)
             and all(v.dtype == dtype for v in node.outputs)
             and all(v.shape in ((n,), ()) and v.dtype.kind == "f" for v in node.inputs))
 
@@ -56,7 +60,7 @@ def find_row_passes(order, virtual_transposes, results):
     index = {node: i for i, node in enumerate(order)}
     passes, taken = [], set()
     for last in order:
-        if last.prim.name != "matmul" or last in taken:
+        if last.prim is not MatMul or last in taken:
             continue
         t, r = last.inputs
         if t not in virtual_transposes or r.ndim != 1:
@@ -65,7 +69,7 @@ def find_row_passes(order, virtual_transposes, results):
         n = X.shape[0]
         if X.ndim != 2 or r.shape != (n,) or X.dtype.kind != "f" or last.outputs[0].dtype != X.dtype:
             continue
-        first = next((m for m in order[:index[last]] if m.prim.name == "matmul" and m.inputs[0] is X
+        first = next((m for m in order[:index[last]] if m.prim is MatMul and m.inputs[0] is X
                       and m.inputs[1].ndim == 1 and m.inputs[1].dtype == X.dtype and m not in taken), None)
         if first is None:
             continue
@@ -117,8 +121,8 @@ def _plan(first, last, order, index, results):
     # pass values read elsewhere (or returned) are written to their buffers
     for node in order:
         if node not in own:
-            rp.stored |= {v for v in node.inputs if v in inside and v.node is not None and v.node.prim.name == "kernel"}
-    rp.stored |= {v for v in results if v in inside and v.node is not None and v.node.prim.name == "kernel"}
+            rp.stored |= {v for v in node.inputs if v in inside and v.node is not None and v.node.prim is Kernel}
+    rp.stored |= {v for v in results if v in inside and v.node is not None and v.node.prim is Kernel}
     if first.outputs[0] in {v for node in order if node not in own for v in node.inputs} | set(results):
         return None  # z itself read elsewhere: leave it to the product
     return rp

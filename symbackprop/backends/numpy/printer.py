@@ -10,6 +10,7 @@ import numpy as np
 
 from ...ir import Value
 from ...primitives.elementwise import expand, operand_dtypes
+from .context import current_writer
 
 _NUMPY_FUNCS = {
     "exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "expm1": "np.expm1", "sin": "np.sin",
@@ -285,7 +286,6 @@ def kernel_into_lines(node, args, k, target):
 
 def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     """Assignments computing a kernel's outputs: temps first, then each output (`into`: see kernel_into_lines)."""
-    from .writer import current_writer
     writer = current_writer()
     printer_cls = printer_cls or writer.printer_cls
     names = {sympy.Symbol(f"a{i}", real=True): a for i, a in enumerate(args)}

@@ -26,9 +26,9 @@ import sympy
 from ...primitives.elementwise import Kernel, arg, expand, operand_dtypes
 from ...primitives.index import ScatterAdd
 from ...primitives.linalg import MatMul
-from ...primitives.reduce import reduction_call
 from ...primitives.shape import SumTo, Transpose
-from .printer import kernel_printer, kernel_writes_into, numpy_dtype
+from .printer import kernel_into_lines, kernel_printer, kernel_writes_into, numpy_dtype
+from .rules import reduction_call
 
 
 class Stack:
@@ -287,7 +287,6 @@ def slotted(writer, node):
 
 def slot_lines(writer, node, args, v):
     """The statements of a node whose output `v` is written into its slot of a stack."""
-    from .printer import kernel_into_lines
     stack = writer.stacking.slot[v]
     lines = [] if stack in writer.stacking.allocated else _allocate(writer, stack)
     target = f"{_stack_name(writer, stack)}[{_index(stack.values, v)}]"

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import keyword
-import threading
 
 from ...primitives.elementwise import Fill, Kernel
-from ...primitives.index import Index
-from ...primitives.shape import BroadcastTo, Reshape, Transpose
+from ...primitives.index import Index, ScatterAdd
+from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
 from ...rendering import render
+from . import rules
+from .context import current
 from .inplace import in_place_lines, writes_in_place
 from .printer import MathPrinter, NumpyPrinter, kernel_may_warn
 from .stacking import Plan, batch_lines, plan_stacks, slot_lines, slotted
 
-_state = threading.local()
 COMMENT_COLUMN = 44
 _VIEWS = (Reshape, Transpose, Index, BroadcastTo)
 _RESERVED = set(keyword.kwlist) | {"np", "math", "float", "abs", "max", "min", "int", "len", "range", "sum"}
-
-
-def current_writer():
-    return _state.writer
 
 
 @contextlib.contextmanager
@@ -33,11 +29,8 @@ def writing(printer_cls, params):
     """An Writer naming the values of one generated function (parameters keep their names)."""
     writer = Writer(printer_cls, taken=[p.name for p in params])
     writer.names.update({p: p.name for p in params})
-    saved, _state.writer = getattr(_state, "writer", None), writer
-    try:
+    with current(writer):
         yield writer
-    finally:
-        _state.writer = saved
 
 
 def inlinable_views(nodes, results):
@@ -117,11 +110,11 @@ def write_statements(writer, nodes, inlinable=frozenset()):
             continue
         if node.outputs[0] in inlinable:
             # a view read once (W.T, x[0], g[:, None]) reads best where it is used
-            writer.inline[node.outputs[0]] = node.prim.numpy(node, args, None)
+            writer.inline[node.outputs[0]] = rules.write(node, args, None)
             continue
         # kernels name their outputs as they compute them, after their temps
         outs = None if node.prim is Kernel else [writer.name(v) for v in node.outputs]
-        text = node.prim.numpy(node, args, outs)
+        text = rules.write(node, args, outs)
         if outs is None:
             outs = [writer.name(v) for v in node.outputs]
         if isinstance(text, str):
@@ -137,16 +130,16 @@ def _write_into(writer, node, args):
     if scatter not in writer.scattered:  # allocated where its first part is computed
         whole = scatter.prim.covers(scatter) and all(
             writer.into.get(v.node, (None,))[0] is scatter for v in scatter.inputs)
-        lines.append(scatter.prim.allocation(scatter, name, empty=whole))
+        lines.append(rules.scatter_allocation(scatter, name, empty=whole))
         writer.scattered[scatter] = set()
     writer.scattered[scatter].add(k)
-    return lines + [node.prim.numpy_into(node, args, scatter.prim.target(scatter, name, k))]
+    return lines + [rules.write_into(node, args, rules.scatter_target(scatter, name, k))]
 
 
 def _writes_into(node):
-    if not hasattr(node.prim, "numpy_into"):
+    if not rules.writes_into(node):
         return False
-    if node.prim.name == "sum_to":  # only a sum over leading axes is one call with out=
+    if node.prim is SumTo:  # only a sum over leading axes is one call with out=
         x, shape = node.inputs[0], node.attrs["shape"]
         lead = x.ndim - len(shape)
         return lead > 0 and all(s == x.shape[lead + i] for i, s in enumerate(shape))
@@ -155,7 +148,6 @@ def _writes_into(node):
 
 def plan_writes_into(writer, nodes, results):
     """Parts of a scatter-add over distinct leading indices, made by a product or a sum read nowhere else."""
-    from ...primitives.index import ScatterAdd
     uses: dict = {}
     for n in nodes:
         for v in n.inputs:
