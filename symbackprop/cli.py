@@ -24,6 +24,12 @@ import tokenize
 
 import numpy as np
 
+from . import __version__
+from .api import value_and_grad
+from .errors import CompileError
+from .explain import explain
+from .graph import to_dot
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "symbackprop"
 #: example arrays hold numbers drawn with this seed; only shapes and dtypes steer compilation
@@ -168,7 +174,6 @@ def parse_wrt(text):
 
 def gradient_function(args, backend=None):
     """The value_and_grad function of the model, specialised for the --arg types."""
-    from . import CompileError, value_and_grad
     fn = load_model(args.model)
     wrt = parse_wrt(args.wrt)
     inner = getattr(fn, "fn", None)
@@ -342,7 +347,6 @@ def cmd_export(args):
 
 
 def cmd_explain(args):
-    from .explain import explain
     gradfn, values = gradient_function(args)
     sys.stdout.write(explain(gradfn, *values))
     return EXIT_OK
@@ -352,7 +356,6 @@ RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
 
 
 def cmd_graph(args):
-    from .graph import to_dot
     suffix = os.path.splitext(args.output)[1] if args.output else ""
     if args.output and suffix not in (".dot", ".gv") and suffix not in RENDERED:
         raise UsageError(f"-o {args.output}: graph writes .dot or .gv (DOT text), or .svg, .png or .pdf "
@@ -418,7 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Symbolic reverse-mode differentiation of a Python+NumPy model in a file.",
         epilog=f"example:\n  {PROG} explain {EXAMPLE}\n\n"
                "exit status: 0 ok, 1 model rejected or artifact not written, 2 usage error")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, summary, description) in COMMANDS.items():
@@ -448,7 +450,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import CompileError
     try:
         return COMMANDS[args.command][0](args)
     except UsageError as e:

@@ -20,7 +20,7 @@ from .backends.numpy.writer import Writer
 from .backends.numpy.printer import _NUMPY_FUNCS, NumpyPrinter
 from .backends.numpy import rules as numpy_rules
 from .errors import Loc
-from .ir import Node
+from .ir import Node, Value
 from .pipeline import stages
 from .primitives.composite import LogSoftmax, Softmax, SoftmaxFamily
 from .primitives.elementwise import Fill, Kernel, arg, expand
@@ -91,7 +91,6 @@ def math_text(expr) -> str:
 
 
 def _tmp_value(shape, dtype=None):
-    from .ir import Value
     return Value(shape, dtype or "float64")
 
 

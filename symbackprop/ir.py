@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NO_LOC, Loc
+from .errors import NO_LOC, CompileError, Loc
 
 
 class Value:
@@ -47,14 +47,13 @@ class Value:
         return f"<{self.name or 'value'}: {self.dtype}[{dims}]>"
 
     def __bool__(self):
-        from .errors import CompileError
         raise CompileError(
             "the truth value of an array is not known when the model is compiled",
             current_loc(),
             "Use np.where(condition, a, b) to choose element by element.",
         )
 
-    # Arithmetic builds IR; the implementations live in primitives.ops.
+    # Arithmetic builds IR; the implementations are primitives.ops, installed by `use_arithmetic`.
     def __add__(self, o): return _ops().add(self, o)
     def __radd__(self, o): return _ops().add(o, self)
     def __sub__(self, o): return _ops().sub(self, o)
@@ -86,9 +85,20 @@ class Value:
         return _ops().transpose(self)
 
 
+_arithmetic = None
+
+
 def _ops():
-    from .primitives import ops
-    return ops
+    if _arithmetic is None:
+        raise RuntimeError("Value arithmetic needs symbackprop.primitives to be imported")
+    return _arithmetic
+
+
+def use_arithmetic(ops_module):
+    """Give Values their operators (+, @, <, ...): the IR sits below the primitives that implement them,
+    so symbackprop.primitives installs its `ops` here when it is imported."""
+    global _arithmetic
+    _arithmetic = ops_module
 
 
 class Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..primitives.elementwise import Kernel, arg, expand, kernel_dtype, operand_dtypes
+from ..primitives.elementwise import Kernel, arg, expand, kernel_dtype, operand_dtypes, temps
 from ..primitives.shape import BroadcastTo
 
 
@@ -129,7 +129,6 @@ def fuse_elementwise(graph, keep=(), across_names=False):
 
 def finalize_kernels(graph):
     """Common subexpressions of each kernel's outputs, as an ordered program of temps."""
-    from ..primitives.elementwise import temps
     for node in graph.nodes:
         if node.prim is Kernel:
             outs = expand(node.attrs["program"], node.attrs["outs"])

@@ -113,8 +113,7 @@ class Kernel(Primitive):
         return [(node.attrs["shape"], kernel_dtype(e, dtypes)) for e in expand(node.attrs["program"], node.attrs["outs"])]
 
     def adjoint(self, node, gs, wants):
-        from .kernel_adjoint import kernel_adjoint
-        return kernel_adjoint(node, gs, wants)
+        return kernel_adjoint.kernel_adjoint(node, gs, wants)
 
     def describe(self, node):
         outs = expand(node.attrs["program"], node.attrs["outs"])
@@ -217,3 +216,8 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
                 if src.shape == shape:
                     v.zero_sum_axes = src.zero_sum_axes
     return results
+
+
+# the adjoint of a kernel is SymPy's derivative of its body (a stage of its own: kernel_adjoint.py); it
+# builds kernels with the functions above, so it is imported once they exist
+from . import kernel_adjoint  # noqa: E402

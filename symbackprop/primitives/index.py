@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError, ShapeError
-from ..ir import current_loc, append
+from ..ir import Value, append, current_loc
+from . import ops
 from .registry import Primitive, primitive
 
 
 def normalize_index(idx, shape):
     """A static index as a tuple of ints, slices (with bounds) and None; and the result shape."""
-    from ..ir import Value
-
     items = idx if isinstance(idx, tuple) else (idx,)
     for it in items:
         if isinstance(it, Value):
@@ -122,7 +121,6 @@ class ScatterAdd(Primitive):
         return [(node.attrs["shape"], node.attrs["dtype"])]
 
     def adjoint(self, node, gs, wants):
-        from . import ops
         return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
 
     def disjoint_rows(self, node):

@@ -12,6 +12,10 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc, append
 from . import scalar
+from .index import Index, normalize_index
+from .linalg import MatMul, Outer
+from .reduce import REDUCTIONS
+from .shape import BroadcastTo, Concatenate, Reshape, SumTo, Transpose
 from .elementwise import arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
 
 Static = (_numbers.Number, np.number, np.bool_)
@@ -206,7 +210,6 @@ def normalize_axes(axis, ndim, what="axis"):
 
 
 def reduce(kind, x, axis=None, keepdims=False):
-    from .reduce import REDUCTIONS
     x = as_value(x)
     axes = normalize_axes(axis, x.ndim)
     if not axes:
@@ -234,7 +237,6 @@ def amin(x, axis=None, keepdims=False):
 
 
 def reshape(x, shape):
-    from .shape import Reshape
     x = as_value(x)
     shape = tuple(int(s) for s in shape)
     if -1 in shape:
@@ -261,7 +263,6 @@ def expand_to_keepdims(g, axes, ndim):
 
 
 def transpose(x, axes=None):
-    from .shape import Transpose
     x = as_value(x)
     if x.ndim < 2 and axes is None:
         return x
@@ -284,7 +285,6 @@ def swap_last(x):
 
 
 def broadcast_to(x, shape):
-    from .shape import BroadcastTo
     x = as_value(x)
     shape = tuple(shape)
     if x.shape == shape:
@@ -298,7 +298,6 @@ def broadcast_to(x, shape):
 
 def sum_to(x, shape):
     """Sum `x` down to `shape` (the adjoint of NumPy broadcasting)."""
-    from .shape import SumTo
     shape = tuple(shape)
     if x.shape == shape:
         return x
@@ -314,7 +313,6 @@ def sum_to(x, shape):
 
 
 def matmul(a, b):
-    from .linalg import MatMul
     for v in (a, b):
         if not is_value(v):
             raise CompileError("`@` needs arrays on both sides", current_loc(), "Use `*` to scale by a number.")
@@ -334,13 +332,11 @@ def dot(a, b):
 
 
 def outer(a, b):
-    from .linalg import Outer
     a, b = as_value(a), as_value(b)
     return append(Outer, [a, b], {})
 
 
 def index(x, idx):
-    from .index import Index, normalize_index
     x = as_value(x)
     key, shape = normalize_index(idx, x.shape)
     if key == tuple(slice(None) for _ in x.shape):
@@ -353,7 +349,6 @@ def index(x, idx):
 
 
 def concatenate(xs, axis=0):
-    from .shape import Concatenate
     xs = [as_value(x) for x in xs]
     if not xs:
         raise CompileError("np.concatenate needs at least one array", current_loc())

@@ -22,6 +22,8 @@ CompileError naming it.
 """
 from __future__ import annotations
 
+from ..errors import CompileError
+
 PRIMITIVES: dict[str, "Primitive"] = {}
 
 
@@ -34,7 +36,6 @@ class Primitive:
         raise NotImplementedError
 
     def adjoint(self, node, gs, wants):
-        from ..errors import CompileError
         raise CompileError(f"`{self.name}` has no derivative rule", node.loc)
 
     def describe(self, node) -> str:

@@ -1,6 +1,8 @@
 """Shape operations: reshape, transpose, broadcasting and its adjoint, concatenate."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShapeError
 from ..ir import current_loc
 from . import ops
@@ -77,7 +79,6 @@ class Concatenate(Primitive):
         return first[:axis] + (total,) + first[axis + 1:]
 
     def infer(self, node):
-        import numpy as np
         shape = self.result_shape([v.shape for v in node.inputs], node.attrs["axis"])
         return [(shape, np.result_type(*[v.dtype for v in node.inputs]))]
 

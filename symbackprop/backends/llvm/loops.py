@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from llvmlite import ir
 
-I64 = ir.IntType(64)
+from ...errors import CompileError
+
+I8, I64 = ir.IntType(8), ir.IntType(64)
 
 
 @dataclass
@@ -97,3 +100,36 @@ def load(builder, operand, offset):
 
 def store(builder, value, operand, offset):
     builder.store(value, element(builder, operand, offset))
+
+
+# ---- element types ------------------------------------------------------------------------
+
+def llvm_type(dtype):
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return ir.DoubleType()
+    if dtype == np.float32:
+        return ir.FloatType()
+    if dtype.kind == "b":
+        return I8
+    if dtype.kind in "iu":
+        return ir.IntType(dtype.itemsize * 8)
+    raise CompileError(f"the LLVM backend has no type for {dtype}")
+
+
+def float_type(dtypes):
+    floats = [np.dtype(d) for d in dtypes if np.dtype(d).kind == "f"]
+    return llvm_type(np.result_type(*floats) if floats else np.float64)
+
+
+def convert(lower, value, dtype):
+    """`value` (a number the lowering `lower` computed) as an element of `dtype`."""
+    ty = llvm_type(dtype)
+    if np.dtype(dtype).kind == "b":
+        return lower.b.zext(lower.as_bool(value), I8)
+    if isinstance(ty, ir.IntType):
+        return lower.b.fptosi(lower.as_float(value), ty)
+    value = lower.as_float(value)
+    if value.type != ty:
+        value = lower.b.fptrunc(value, ty) if isinstance(ty, ir.FloatType) else lower.b.fpext(value, ty)
+    return value

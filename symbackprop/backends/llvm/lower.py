@@ -15,23 +15,26 @@ flags; everything else is a loop nest (loops.py).
 from __future__ import annotations
 
 import numpy as np
+import sympy
 from llvmlite import ir
 
 from ...errors import CompileError
+from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.index import Index, ScatterAdd
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
-from . import blas_calls
+from . import blas_calls, vecmath
 from .expr import ExprLowering, intrinsic
-from .loops import I64, Operand, broadcast_strides, contiguous_strides, load, loop_nest, store
+from .loops import (I8, I64, Operand, broadcast_strides, contiguous_strides, convert, float_type, llvm_type, load,
+                    loop_nest, store)
 from .rowpass import find_row_passes, lower_row_pass
 
 import os
 
-I8, I32 = ir.IntType(8), ir.IntType(32)
+I32 = ir.IntType(32)
 #: tests set this: freed buffers are first filled with NaN bytes, so a use after free shows as NaN
 POISON_FREED = bool(os.environ.get("SYMBACKPROP_POISON_FREED"))
 PTR = ir.PointerType()
@@ -46,24 +49,6 @@ def lowers(*prims):
             LOWERINGS[type(prim)] = fn
         return fn
     return register
-
-
-def llvm_type(dtype):
-    dtype = np.dtype(dtype)
-    if dtype == np.float64:
-        return ir.DoubleType()
-    if dtype == np.float32:
-        return ir.FloatType()
-    if dtype.kind == "b":
-        return I8
-    if dtype.kind in "iu":
-        return ir.IntType(dtype.itemsize * 8)
-    raise CompileError(f"the LLVM backend has no type for {dtype}")
-
-
-def float_type(dtypes):
-    floats = [np.dtype(d) for d in dtypes if np.dtype(d).kind == "f"]
-    return llvm_type(np.result_type(*floats) if floats else np.float64)
 
 
 class Lowering:
@@ -221,7 +206,6 @@ class Lowering:
 
         The same layer repeated (a loop over stacked weights) then costs LLVM one loop, not n.
         """
-        from ...ir import _freeze
         outputs = []
         for v in node.outputs:
             reduction = self.fused_reductions.get(v)
@@ -328,8 +312,6 @@ def lower_kernel(L, node):
             outs.append((L.operand(v), None))
     ftype = float_type([v.dtype for v in node.outputs] + [v.dtype for v in node.inputs if not v.weak])
     program, exprs = node.attrs["program"], node.attrs["outs"]
-    import sympy
-
     def body(b, offs):
         values = {sympy.Symbol(f"a{i}", real=True): load(b, op, o) for i, (op, o) in enumerate(zip(ins, offs))}
         lower = ExprLowering(b, ftype, {}, where=f"kernel at {node.loc.short()}")
@@ -339,25 +321,13 @@ def lower_kernel(L, node):
         for t, e in program:
             lower.memo[t] = lower.value(e)
         for e, v, (op, accumulate), o in zip(exprs, node.outputs, outs, offs[len(ins):]):
-            value = _convert(lower, lower.value(e), v.dtype)
+            value = convert(lower, lower.value(e), v.dtype)
             if accumulate is None:
                 store(b, value, op, o)
             else:
                 accumulate(b, value, o)
 
     loop_nest(L.b, shape, ins + [op for op, _ in outs], body)
-
-
-def _convert(lower, value, dtype):
-    ty = llvm_type(dtype)
-    if np.dtype(dtype).kind == "b":
-        return lower.b.zext(lower.as_bool(value), I8)
-    if isinstance(ty, ir.IntType):
-        return lower.b.fptosi(lower.as_float(value), ty)
-    value = lower.as_float(value)
-    if value.type != ty:
-        value = lower.b.fptrunc(value, ty) if isinstance(ty, ir.FloatType) else lower.b.fpext(value, ty)
-    return value
 
 
 @lowers(Fill)
@@ -565,7 +535,6 @@ def _in_dtype(L, v, pointer, dtype):
     """`pointer` (v's elements) as `dtype`: products read one element type, so a mixed operand is converted."""
     if v.dtype == dtype:
         return pointer
-    from ...ir import Value
     copy = Value(v.shape, dtype)  # a temporary, freed after this node
     L.define(copy)
     src = Operand(pointer, llvm_type(v.dtype), (1,))
@@ -638,7 +607,6 @@ def _exp_and_sum(L, node):
     L.define(e)
     ty = llvm_type(z.dtype)
     src, dst = L.operand(z), L.operand(e)
-    from . import vecmath
     loop_nest(L.b, z.shape, [src, dst], lambda b, o: store(b, vecmath.exp(b, load(b, src, o[0])), dst, o[1]))
     L.define(s)
     _reduce_into(L, e, s, axes, "sum")
@@ -655,7 +623,6 @@ def _elementwise(L, shape, inputs, out, fn):
 
 @lowers(LogSumExp)
 def lower_logsumexp(L, node):
-    from . import vecmath
     _exp_and_sum(L, node)
     lse, s = node.outputs[0], node.outputs[2]
     L.define(lse)
@@ -666,7 +633,6 @@ def lower_logsumexp(L, node):
 
 @lowers(LogSoftmax)
 def lower_log_softmax(L, node):
-    from . import vecmath
     _exp_and_sum(L, node)
     z = node.inputs[0]
     logp, s = node.outputs[0], node.outputs[2]

@@ -25,7 +25,7 @@ from ...primitives.reduce import Sum
 from ...primitives.shape import SumTo
 from . import blas
 from .expr import ExprLowering
-from .loops import Operand, load, loop_nest, store
+from .loops import I64, Operand, convert, float_type, llvm_type, load, loop_nest, store
 
 
 @dataclass
@@ -140,7 +140,6 @@ def _in_order(values, order):
 def lower_row_pass(L, rp):
     """The loop, over blocks of rows that stay in cache: z for the block (one dot per row), the chain
     over the block (a loop the vectoriser takes, transcendentals included), then d_w += r_i X_i."""
-    from .lower import I64, _convert, float_type, llvm_type
     X, w = rp.first.inputs
     n, d = X.shape
     ty = llvm_type(X.dtype)
@@ -204,7 +203,7 @@ def lower_row_pass(L, rp):
                 for t, e in node.attrs["program"]:
                     lower.memo[t] = lower.value(e)
                 for e, v in zip(node.attrs["outs"], node.outputs):
-                    value = _convert(lower, lower.value(e), v.dtype)
+                    value = convert(lower, lower.value(e), v.dtype)
                     known[v] = value
                     if v in rp.stored:
                         store(bi, value, at[v], offset[v])
