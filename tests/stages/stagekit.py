@@ -11,7 +11,7 @@ import sympy
 
 # the package, in one place: a module move is a one-line fix here
 from symbackprop import ir
-from symbackprop.primitives import composite, elementwise, index, linalg, reduce, scalar, shape
+from symbackprop.primitives import composite, elementwise, index, linalg, reduce, shape
 
 
 def graph():
