@@ -95,6 +95,10 @@ def _where(c, x, y):
     return np.where(np.asarray(c, dtype=bool), x, y)
 
 
+def _as_number(compare):
+    return lambda x, y: compare(x, y).astype(np.float64)
+
+
 # SymPy functions the package defines, by the name lambdify prints them with
 SCALAR_NUMPY = {
     "sigmoid": lambda u: 1.0 / (1.0 + np.exp(-u)),
@@ -102,8 +106,9 @@ SCALAR_NUMPY = {
     "expm1": np.expm1, "log1p": np.log1p,
     "maximum": np.maximum, "minimum": np.minimum, "where": _where,
     "absolute": np.abs, "sign": np.sign,
-    "gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal,
-    "eq": np.equal, "ne": np.not_equal,
+    # comparisons are 0/1 numbers in a body (SymPy adds them); a boolean output is cast back by `evaluate`
+    "gt": _as_number(np.greater), "ge": _as_number(np.greater_equal), "lt": _as_number(np.less),
+    "le": _as_number(np.less_equal), "eq": _as_number(np.equal), "ne": _as_number(np.not_equal),
     "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_not": np.logical_not,
 }
 
