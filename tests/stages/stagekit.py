@@ -6,6 +6,8 @@ through the package's printers), so numeric checks never go through the code und
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy
 
@@ -118,11 +120,14 @@ def numeric(expr, symbols):
     return sympy.lambdify(symbols, expr, modules=[SCALAR_NUMPY, "numpy"])
 
 
+@functools.lru_cache(maxsize=1024)
+def _kernel_function(outs, n_inputs):
+    return numeric(list(outs), [a(i) for i in range(n_inputs)])
+
+
 def _kernel(node, xs):
-    outs = bodies(node)
-    syms = [a(i) for i in range(len(xs))]
     with np.errstate(all="ignore"):
-        values = numeric(list(outs), syms)(*[np.asarray(x, dtype=np.float64) if x.dtype.kind != "b" else x
+        values = _kernel_function(tuple(bodies(node)), len(xs))(*[np.asarray(x, dtype=np.float64) if x.dtype.kind != "b" else x
                                              for x in xs])
     return [np.broadcast_to(np.asarray(v), node.attrs["shape"]) for v in values]
 
