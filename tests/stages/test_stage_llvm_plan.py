@@ -5,12 +5,13 @@ it runs and from the LLVM IR text it writes (function definitions, calls to
 malloc and free). No JIT compilation and no BLAS: only the plan is checked.
 """
 import re
-import types
 
 import numpy as np
 
 # the package, in one place
+from symbackprop import backends
 from symbackprop.backends.llvm import lower
+from symbackprop.program import Program
 from symbackprop.primitives import elementwise, linalg, ops
 
 import stagekit as kit
@@ -18,8 +19,8 @@ import stagekit as kit
 
 def lowering(g, grads=()):
     """A Lowering of `g` returning its result and `grads` (what a specialisation hands it), without BLAS."""
-    compiled = types.SimpleNamespace(graph=g, grads=list(grads))
-    return lower.Lowering(compiled, "probe", False)
+    program = Program(None, (), backends.get("llvm"), graph=g, grads=list(grads))
+    return lower.Lowering(program, "probe", False)
 
 
 def outlined(text):

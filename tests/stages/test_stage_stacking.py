@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 # the package, in one place
-from symbackprop import compile as pipeline
+from symbackprop.frontend import signature
 from symbackprop.backends.numpy import printer, stacking, writer
 from symbackprop.primitives import elementwise, index, ops
 
@@ -64,7 +64,7 @@ def plan(g, grads):
 
 
 def source(g, forward, grads):
-    specs = [pipeline.Spec(p.name, "array", p.shape, p.dtype) for p in g.params]
+    specs = [signature.Spec(p.name, "array", p.shape, p.dtype) for p in g.params]
     by_name = {s.name: s for s in specs}
     grad_specs = [by_name["Ws"]] + ([by_name["bs"]] if len(grads) > 1 else [])
     text, _ = writer.write_function("f", g.params, specs, g.nodes, forward, g.result, grads, grad_specs, "",

@@ -11,7 +11,10 @@ import numpy as np
 import sympy
 
 # the package, in one place
-from symbackprop import compile as pipeline
+from symbackprop import backends
+from symbackprop.frontend import signature
+from symbackprop.pipeline import stages
+from symbackprop.program import Program
 from symbackprop.primitives import elementwise, index, linalg, reduce
 
 import stagekit as kit
@@ -62,8 +65,10 @@ def with_helper(x):
 def trace(fn, *args):
     """The forward graph of `fn` specialised on example arguments."""
     names = list(inspect.signature(fn).parameters)
-    specs = [pipeline.spec_of(n, x, False) for n, x in zip(names, args)]
-    return pipeline.trace(fn, specs)
+    specs = [signature.spec_of(n, x, False) for n, x in zip(names, args)]
+    program = Program(fn, tuple(specs), backends.get("numpy"), "forward")
+    stages.trace_model(program)  # the trace stage alone
+    return program.graph
 
 
 def line_of(fn, text):
