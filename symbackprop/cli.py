@@ -24,7 +24,7 @@ import tokenize
 
 import numpy as np
 
-from . import __version__
+from . import __version__, backends
 from .api import value_and_grad
 from .errors import CompileError
 from .explain import explain
@@ -191,7 +191,7 @@ def gradient_function(args, backend=None):
         given[name] = value
     values = bind_arguments(fn, given)
     try:
-        gradfn = value_and_grad(fn, wrt=wrt, backend="numpy")
+        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:
@@ -200,8 +200,8 @@ def gradient_function(args, backend=None):
         raise
     except (TypeError, ValueError) as e:
         raise UsageError(f"the --arg types do not fit `{fn.__name__}`: {e}") from None
-    backend = backend or "numpy"
-    if backend != "numpy":
+    backend = backend or backends.DEFAULT
+    if backend != backends.DEFAULT:
         try:
             gradfn = value_and_grad(fn, wrt=wrt, backend=backend)
             gradfn.specialise(*values)
@@ -305,13 +305,17 @@ def use_colour(choice: str, stream) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
+#: the highlighter of each backend's `language`
+HIGHLIGHTERS = {"python": highlight_python, "llvm": highlight_llvm}
+
+
 # ---- the commands -------------------------------------------------------------------
 
 def cmd_show(args):
     gradfn, _ = gradient_function(args, args.backend)
     text = gradfn.source
     if use_colour(args.color, sys.stdout):
-        text = highlight_llvm(text) if args.backend == "llvm" else highlight_python(text)
+        text = HIGHLIGHTERS[backends.get(args.backend).language](text)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 
@@ -433,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--arg", action="append", metavar="NAME=TYPE", help=ARG_HELP)
         p.add_argument("--wrt", metavar="A,B", help="the parameters to differentiate, comma-separated "
                                                     "(default: the first parameter)")
-        p.add_argument("--backend", choices=("numpy", "llvm"), default="numpy",
+        p.add_argument("--backend", choices=backends.NAMES, default=backends.DEFAULT,
                        help="code generator for show and export (default: numpy)")
         if name == "export":
             p.add_argument("-o", "--output", required=True, metavar="OUT",

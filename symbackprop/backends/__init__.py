@@ -14,6 +14,8 @@ _TABLE = {
     "llvm": ("symbackprop.backends.llvm.backend", "LLVMBackend"),
 }
 NAMES = tuple(_TABLE)
+#: the backend of an entry point that names none
+DEFAULT = "numpy"
 _made: dict = {}
 
 

@@ -33,6 +33,8 @@ class Backend:
     fuses_across_statements = False
     #: file suffixes `export` writes
     exports: tuple = ()
+    #: the language of `Artifact.source` ("python", "llvm"): how tools highlight it
+    language = "python"
 
     def check(self, specs):
         """Raise TypeError for an argument this backend cannot take."""

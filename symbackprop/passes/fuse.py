@@ -136,3 +136,21 @@ def finalize_kernels(graph):
             node.attrs["program"] = tuple(repl)
             node.attrs["outs"] = tuple(reduced)
     return graph
+
+
+def inline_scalars(graph, update_nodes, results):
+    """Scalars several updates read (1 - beta1) are written where they are used: free in every backend."""
+    for node in graph.nodes:
+        if node not in update_nodes or node.prim is not Kernel:
+            continue
+        merged = True
+        while merged:
+            merged = False
+            for v in node.inputs:
+                producer = v.node
+                if (producer is not None and producer is not node and producer in update_nodes
+                        and producer.prim is Kernel and v.shape == () and not named(v)
+                        and not any(o in results for o in producer.outputs)):
+                    _merge(node, producer)
+                    merged = True
+                    break

@@ -23,7 +23,7 @@ from ..frontend.source import Source
 from ..frontend.trace import Tracer
 from ..ir import Graph, Value, building, append
 from ..passes.dce import eliminate_dead_code
-from ..passes.fuse import finalize_kernels, fuse_elementwise
+from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..primitives import ops
@@ -156,7 +156,7 @@ def fuse_keeping_gradients(program: Program):
 
 
 def inline_update_scalars(program: Program):
-    update.inline_scalars(program.graph, program.update_nodes, set(results(program)))
+    inline_scalars(program.graph, program.update_nodes, set(results(program)))
 
 
 def check_update_order(program: Program):

@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 from ..errors import CompileError
 from ..ir import Value, append, building, rule
-from ..passes.fuse import _merge as merge, named
 from ..primitives.elementwise import Kernel, expand
 from ..primitives.index import Index
 from ..primitives.shape import BroadcastTo, Copy, Reshape, Transpose
@@ -127,24 +126,6 @@ def _build_updates(graph, compiled, optimizer, wrt_values, grads, specs):
                                    f"{target.shape} with a value of shape {new.shape}")
             updates.append((target, new))
     return [(target, new) for target, new in updates if new is not target]
-
-
-def inline_scalars(graph, update_nodes, results):
-    """Scalars several updates read (1 - beta1) are written where they are used: free in every backend."""
-    for node in graph.nodes:
-        if node not in update_nodes or node.prim is not Kernel:
-            continue
-        merged = True
-        while merged:
-            merged = False
-            for v in node.inputs:
-                producer = v.node
-                if (producer is not None and producer is not node and producer in update_nodes
-                        and producer.prim is Kernel and v.shape == () and not named(v)
-                        and not any(o in results for o in producer.outputs)):
-                    merge(node, producer)
-                    merged = True
-                    break
 
 
 def check_no_stale_reads(graph, updates, update_nodes):

@@ -281,6 +281,7 @@ class LLVMBackend(Backend):
     name = "llvm"
     fuses_across_statements = True
     exports = (".ll", ".so")
+    language = "llvm"
 
     def check(self, specs):
         for s in specs:
