@@ -12,9 +12,10 @@ import numpy as np
 from .ir import Graph
 
 
-@dataclass
+@dataclass(slots=True)
 class Program:
-    """The model, its signature and what the stages have made of it so far."""
+    """The model, its signature and what the stages have made of it so far (slots: no field may be
+    bolted on by a module that did not declare it here)."""
 
     fn: object
     specs: tuple

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class Artifact:
     """What a backend built from a Program: its text and the callables that run it."""
 
