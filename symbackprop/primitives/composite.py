@@ -18,6 +18,8 @@ def _keep_shape(shape, axes):
 
 
 class SoftmaxFamily(Primitive):
+    explain_note = "{1}/{2} is the softmax, from the forward exponentials"
+
     def _exp_sum(self, node, args, e, s):
         z = node.inputs[0]
         return [f"{e} = np.exp({args[0]})",
@@ -88,6 +90,8 @@ class LogSoftmax(SoftmaxFamily):
 @primitive("softmax")
 class Softmax(SoftmaxFamily):
     """exp(z) / sum(exp(z)); outputs (p, e, s)."""
+
+    explain_note = ""  # its gradient reads p, the output itself
 
     def infer(self, node):
         z = node.inputs[0]

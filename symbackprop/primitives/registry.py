@@ -20,6 +20,8 @@ PRIMITIVES: dict[str, "Primitive"] = {}
 
 class Primitive:
     name = "?"
+    #: what explain prints after this primitive's gradient; formatted with the names of its outputs
+    explain_note = ""
 
     def infer(self, node):
         raise NotImplementedError
