@@ -1,42 +1,55 @@
 """The backprop table, as taught: each forward operation, then each adjoint step in reverse.
 
-A backward row reads `gradient = residual * local derivative`: the residual is
-the incoming gradient of the operation's output (`d_h`), the local derivative
-is SymPy's `diff` of an elementwise body rewritten in terms of the forward
-output the way the compiler does (`tanh' = 1 - h**2`), or the adjoint rule of a
-matrix or shape operation (`g @ W.T`, `broadcast g`). `backprop_table` gives
-the rows as data (SymPy expressions over the user's names); `explain` prints
-them.
+The table is read off the graph value_and_grad builds (the `gradient` stages of pipeline/stages.py):
+reverse mode records, for each forward node, the gradients its adjoint read and
+returned and the backward nodes it appended (`transforms.reverse.AdjointStep`),
+and each backward row prints those nodes with the user's names. A row reads
+`gradient = residual * local derivative`: the residual is the incoming gradient
+of the operation's output (`d_h`); for an elementwise operation the local
+derivative is the emitted adjoint body's derivative with respect to that
+gradient (the body is linear in it, and written in terms of the forward output
+as the compiler writes it: `tanh' = 1 - h**2`); for a matrix or shape operation
+it is the emitted adjoint with `g` for the residual (`np.dot(g, W.T)`). Where a
+rule's result does not read its residual (a constant residual the rule folded
+away, or a product the forward pass already computes), the row shows the same
+rule applied to a stand-in `g` in a scratch graph, then the value emitted.
+`backprop_table` gives the rows as data (SymPy expressions over the user's
+names); `explain` prints them.
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 
 import sympy
 from sympy.core.parameters import distribute
 from sympy.printing.precedence import PRECEDENCE
 
-from .backends.numpy.writer import Writer
 from .backends.numpy.printer import _NUMPY_FUNCS, NumpyPrinter
+from .backends.numpy.writer import writing
 from .backends.numpy import rules as numpy_rules
 from .errors import Loc
-from .ir import Node, Value
+from .ir import Graph, Node, Value, building
 from .pipeline import stages
-from .primitives.composite import LogSoftmax, Softmax, SoftmaxFamily
-from .primitives.elementwise import Fill, Kernel, arg, expand
-from .primitives.index import Index
-from .primitives.kernel_adjoint import out_symbol
-from .primitives.reduce import Sum, axis_text
+from .primitives.elementwise import Fill, Kernel, arg, expand, fill_value, number
+from .primitives.reduce import axis_text
 from .primitives import scalar
-from .primitives.scalar import recognise
-from .primitives.shape import Reshape, SumTo, Transpose
-from .transforms.reverse import depends_on
+from .primitives.shape import BroadcastTo, Reshape, SumTo
+from .transforms.reverse import AdjointStep
 
 #: closed forms longer than this are not printed; later rows then use the gradient's name
 CLOSED_FORM_LIMIT = 72
 
 
-# ---- printing SymPy bodies with the user's names -------------------------------
+# ---- printing with the user's names ---------------------------------------------
+
+def _numpy_text(node, args, out):
+    """What the NumPy backend prints for `node` applied to the printed `args` (an expression, or lines).
+
+    Every piece of NumPy text in this module comes from here.
+    """
+    return numpy_rules.write(node, list(args), out)
+
 
 class Summed(sympy.Function):
     """sum_to(x, shape) in a closed form: args are (x, from_shape, to_shape) as Tuples."""
@@ -90,29 +103,33 @@ def math_text(expr) -> str:
     return MathText().doprint(expr)
 
 
-def _tmp_value(shape, dtype=None):
-    return Value(shape, dtype or "float64")
-
-
-def _numpy_text(prim, inputs, attrs, args):
-    """What the NumPy backend prints for `prim` applied to `args` (a node built only to be printed)."""
-    node = Node(prim, inputs, attrs, None)
-    return numpy_rules.write(node, list(args), None)
-
-
 def sum_to_text(x: str, shape, to_shape) -> str:
-    """`x` summed down to `to_shape`, the way the generated code writes it."""
-    return _numpy_text(SumTo, [_tmp_value(shape)], {"shape": tuple(to_shape)}, [x])
+    """`x` summed down to `to_shape` as the generated code writes it: in closed forms, and where the emitted
+    sum was folded into a constant or dropped (it is zero)."""
+    return _numpy_text(Node(SumTo, [Value(shape, "float64")], {"shape": tuple(to_shape)}, None), [x], None)
 
 
-def summed_axes(shape, to_shape):
-    lead = len(shape) - len(to_shape)
-    return frozenset(range(lead)) | {lead + i for i, s in enumerate(to_shape) if s == 1 and shape[lead + i] != 1}
+def _encloses(text: str) -> bool:
+    """Whether the bracket opening `text` closes at its end: `(x == m)`."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0:
+            return i == len(text) - 1
+    return False
 
 
 def _atom(text: str) -> str:
-    """`text` as an operand of a method call: `d_h`, or `(d_h*(1 - h**2))`."""
-    return text if text.isidentifier() else f"({text})"
+    """`text` as an operand of a method call or an operator: `d_h`, `W.T`, or `(d_h*(1 - h**2))`."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return f"({text})"
+    if isinstance(tree, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)) or (
+            isinstance(tree, ast.Constant) and not text.startswith("-")):
+        return text
+    return text if text.startswith("(") and _encloses(text) else f"({text})"
 
 
 def _parenthesize(text: str) -> str:
@@ -134,6 +151,45 @@ def times(g: str, local: sympy.Expr, printed: str) -> str:
     if local.is_Number:
         return MathText().doprint(sympy.Symbol(g) * local)
     return f"{g} * {_parenthesize(printed)}" if not printed.startswith("-") else f"{g} * ({printed})"
+
+
+def _tidy(expr):
+    """Numbers a float residual was divided out of, as they were written: 2.0000000000000004 -> 2."""
+    floats = {}
+    for f in expr.atoms(sympy.Float):
+        short = float(f"{float(f):.12g}")
+        if len(repr(short)) <= 8 and short != float(f):
+            floats[f] = number(short)
+    return expr.xreplace(floats) if floats else expr
+
+
+def _divided(expr, c):
+    """`expr / c` for a number c: written as is (2*(y_hat - y)) or with 1/c distributed over a sum
+    (-8*(-y/(8*s) + ...) is y/s - ...), whichever is shorter."""
+    ways = []
+    for spread in (False, True):
+        with distribute(spread):
+            ways.append(_tidy(sympy.Mul(expr, 1 / c)))
+    return min(ways, key=lambda e: len(math_text(e)))
+
+
+def _axes_words(axes):
+    axes = sorted(axes)
+    return f"axis {axes[0]}" if len(axes) == 1 else f"axes {tuple(axes)}"
+
+
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _stripped(shape):
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 # ---- the table as data ---------------------------------------------------------
@@ -162,7 +218,7 @@ class Adjoint:
     residual: str               # the incoming gradient (`d_y_hat`)
     seed: bool                  # the residual is d_loss = 1
     local: sympy.Expr | None    # d output / d input, elementwise operations only
-    rule: str                   # the local derivative as printed: "x", or "g @ W.T" for a rule
+    rule: str                   # the local derivative as printed: "x", or "np.dot(g, W.T)" for a rule
     gradient: str               # the gradient produced (`d_w`)
     contribution: str           # "d_y_hat * x"
     closed: str | None = None   # the contribution in forward values only: "2*x*(y_hat - y)/5"
@@ -182,11 +238,10 @@ class Table:
 
 @dataclass
 class _Part:
-    """One contribution to a gradient: its closed form (None: refer to it by name) and zero-sum axes."""
+    """One contribution to a gradient: its closed form (None: refer to it by name) and its text."""
 
     closed: sympy.Expr | None
-    zero_sum: frozenset = frozenset()
-    text: str = ""              # the contribution in the names of the rows ("x.T @ d_t1")
+    text: str = ""              # the contribution in the names of the rows ("h.T @ d_t1")
 
 
 def backprop_table(gradfn, *args, **kwargs) -> Table:
@@ -198,31 +253,34 @@ def backprop_table(gradfn, *args, **kwargs) -> Table:
         compiled = gradfn.specialise(*args, **kwargs)  # rejects what the compiler rejects, with its message
     else:
         compiled = gradfn._last
-    with distribute(False):
-        return _Builder(compiled).build()
+    program = stages.build(compiled.fn, compiled.specs, compiled.backend, "gradient", wrt=compiled.wrt,
+                           single=compiled.single)
+    graph, forward_nodes, wrt_values, grads = program.graph, program.forward_nodes, program.wrt_values, program.grads
+    with distribute(False), writing(NumpyPrinter, graph.params) as writer:
+        return _Builder(compiled, graph, forward_nodes, wrt_values, grads, writer).build()
 
 
 class _Builder:
-    def __init__(self, compiled):
+    def __init__(self, compiled, graph, forward_nodes, wrt_values, grads, writer):
         self.compiled = compiled
         self.specs = compiled.specs
-        self.graph = stages.build(compiled.fn, compiled.specs, compiled.backend, "forward").graph
-        self.writer = Writer(NumpyPrinter, taken=[p.name for p in self.graph.params])
-        self.names = {p: p.name for p in self.graph.params}
-        self.writer.names.update(self.names)
+        self.graph = graph
+        self.forward_nodes = forward_nodes
+        self.wrt_values = wrt_values
+        self.writer = writer
         self.symbols: dict = {}
         self.grad_names: dict = {}
+        self.opaque: dict = {}          # symbol -> (value, leaves): a backward node printed as NumPy text
+        self.opaque_symbols: dict = {}
 
     # names ---------------------------------------------------------------------
     def name(self, v) -> str:
-        if v not in self.names:
-            self.names[v] = self.writer.name(v)
-        return self.names[v]
+        return self.writer.name(v)
 
     def text(self, v) -> str:
         """How an input is written: its name, or the number a scalar constant holds."""
         if v.node is not None and v.node.prim is Fill and v.shape == ():
-            return MathText().doprint(sympy.nsimplify(v.node.attrs["value"]))
+            return math_text(sympy.nsimplify(v.node.attrs["value"]))
         return self.name(v)
 
     def symbol(self, v) -> sympy.Expr:
@@ -238,6 +296,74 @@ class _Builder:
             self.grad_names[v] = self.writer.fresh("d_" + self.name(v))
         return self.grad_names[v]
 
+    def n_outputs(self, node) -> int:
+        """The outputs the model computes: the adjoint of a kernel appends the residuals it keeps."""
+        step = self.graph.adjoints.get(node)
+        return len(step.gs) if step is not None else len(node.outputs)
+
+    # emitted values as expressions -----------------------------------------------
+    def expr(self, v, leaves) -> sympy.Expr:
+        """`v` over the user's names, as SymPy: kernels by their bodies, any other node as a symbol
+        standing for its NumPy text (printed by `math`).
+
+        `leaves` maps values (the incoming gradients) to the symbols they are written as.
+        """
+        if v in leaves:
+            return leaves[v]
+        c = fill_value(v)
+        if c is not None:
+            return number(c)
+        node = v.node
+        if node is None:
+            return self.symbol(v)
+        k = node.outputs.index(v)
+        if node in self.forward_nodes:
+            if node.prim is Kernel and k >= self.n_outputs(node):  # a residual kept for the backward pass
+                return self.body(node, k, leaves)
+            return self.symbol(v)
+        if node.prim is Kernel:
+            return self.body(node, k, leaves)
+        key = (v, id(leaves))
+        if key not in self.opaque_symbols:
+            # named to sort after the user's names: `e*g.sum(axis=1, keepdims=True)/s`
+            s = sympy.Symbol(f"~{len(self.opaque):05d}", real=True)
+            self.opaque_symbols[key] = s
+            self.opaque[s] = (v, leaves)
+        return self.opaque_symbols[key]
+
+    def body(self, node, k, leaves):
+        body = expand(node.attrs["program"], node.attrs["outs"])[k]
+        return body.xreplace({arg(j): self.expr(u, leaves) for j, u in enumerate(node.inputs)})
+
+    def math(self, expr, naming=None) -> str:
+        """`expr` printed, the symbols in `naming` written as it says (`g` for a residual)."""
+        naming = naming or {}
+        names = {}
+        for s in expr.free_symbols:
+            if s in naming:
+                names[s] = naming[s]
+            elif s in self.opaque:
+                names[s] = self.node_text(*self.opaque[s], naming)
+        return MathText(names).doprint(expr)
+
+    def node_text(self, v, leaves, naming) -> str:
+        node = v.node
+        args = [_atom(self.math(self.expr(u, leaves), naming)) for u in node.inputs]
+        text = _numpy_text(node, args, ["_"] * len(node.outputs))
+        if not isinstance(text, str):  # a primitive written as statements: the scatter-add of index adjoints
+            text = self.statements_text(text)
+        return text
+
+    @staticmethod
+    def statements_text(lines):
+        """`g at [2, 3]` for the lines `t = np.zeros(...)`, `t[2, 3] += g` of a scatter-add."""
+        parts = []
+        for line in lines:
+            target, sep, value = line.partition(" += ")
+            if sep:
+                parts.append(f"{value} at {target[target.index('['):]}")
+        return " + ".join(parts) if parts else "; ".join(lines)
+
     # forward -------------------------------------------------------------------
     def build(self) -> Table:
         graph, compiled = self.graph, self.compiled
@@ -245,13 +371,15 @@ class _Builder:
         shown = [s.describe() for s in self.specs]
         title = f"{compiled.fn.__name__}({', '.join(shown)}): gradient with respect to {', '.join(wrt_names)}"
         table = Table(title, wrt_names)
-        nodes = [n for n in graph.nodes if not (n.prim is Fill and n.outputs[0].shape == ())]
+        nodes = [n for n in graph.nodes
+                 if n in self.forward_nodes and not (n.prim is Fill and n.outputs[0].shape == ())]
+        self.steps = {}
         for index, node in enumerate(nodes, 1):
-            table.forward.append(self.step(index, node))
-        params = {p.name: p for p in graph.params}
-        wrt_values = [params[n] for n in wrt_names]
-        totals = self.backward(table, nodes, wrt_values)
-        for name, p in zip(wrt_names, wrt_values):
+            step = self.step(index, node)
+            table.forward.append(step)
+            self.steps[node] = step
+        totals = self.backward(table)
+        for name, p in zip(wrt_names, self.wrt_values):
             part = totals.get(p)
             if part is None:
                 table.gradients.append((name, None, "0", "0"))
@@ -263,57 +391,55 @@ class _Builder:
     def kernel_bodies(self, node):
         """Each output's body over the input names (the forward output not substituted)."""
         rename = {arg(j): self.symbol(v) for j, v in enumerate(node.inputs)}
-        return tuple(b.xreplace(rename) for b in expand(node.attrs["program"], node.attrs["outs"]))
+        bodies = expand(node.attrs["program"], node.attrs["outs"])[:self.n_outputs(node)]
+        return tuple(b.xreplace(rename) for b in bodies)
 
     def step(self, index, node) -> Step:
-        outs = tuple(self.name(v) for v in node.outputs)
+        outs = tuple(self.name(v) for v in node.outputs[:self.n_outputs(node)])
         ins = tuple(self.text(v) for v in node.inputs)
         if node.prim is Kernel:
+            for v in node.outputs[:len(outs)]:
+                self.symbol(v)  # the symbols its local derivatives are written in
             bodies = self.kernel_bodies(node)
             operation = "; ".join(f"{o} = {math_text(b)}" for o, b in zip(outs, bodies))
             return Step(index, node.loc, outs, operation, "elementwise", bodies, ins)
         kind = node.prim.describe(node)
-        return Step(index, node.loc, outs, f"{outs[0]} = {self.operation(node, ins)}", kind, (), ins)
+        return Step(index, node.loc, outs, f"{outs[0]} = {self.operation(node, ins, outs)}", kind, (), ins)
 
-    def operation(self, node, ins) -> str:
-        if "axes" in node.attrs and isinstance(node.prim, SoftmaxFamily):
-            axes = axis_text(node.attrs["axes"], node.inputs[0].ndim)
-            extra = ", ".join(self.name(v) for v in node.outputs[1:])
-            return f"{node.prim.name}({', '.join(ins + ((axes,) if axes else ()))})   (keeps {extra})"
-        try:
-            text = numpy_rules.write(node, list(ins), [self.name(v) for v in node.outputs])
-        except Exception:  # a primitive that needs the writer's state: describe it instead
-            text = None
+    def operation(self, node, ins, outs) -> str:
+        text = _numpy_text(node, ins, list(outs))
         if isinstance(text, str):
             return text
-        return f"{node.prim.describe(node)}({', '.join(ins)})"
+        # written as several statements (the softmax family): its name, and the values it keeps
+        axes = axis_text(node.attrs["axes"], node.inputs[0].ndim) if "axes" in node.attrs else ""
+        keeps = f"   (keeps {', '.join(outs[1:])})" if len(outs) > 1 else ""
+        return f"{node.prim.describe(node)}({', '.join(ins + ((axes,) if axes else ()))}){keeps}"
 
     # backward ------------------------------------------------------------------
-    def backward(self, table, nodes, wrt_values):
+    def backward(self, table):
         graph = self.graph
-        live = depends_on(graph, wrt_values)
         parts: dict = {}
         totals: dict = {}
-        if graph.result in live:
-            parts[graph.result] = [_Part(sympy.S.One)]
         seed = graph.result
-        wrt_set = set(wrt_values)
-        for step, node in reversed(list(zip(table.forward, nodes))):
-            gs = [self.total(parts.pop(v, []), v) for v in node.outputs]
+        parts[seed] = [_Part(sympy.S.One)]
+        for node, adjoint in graph.adjoints.items():
+            gs = [(self.total(parts.pop(v, []), v) or _Part(sympy.Symbol(self.grad_name(v), real=True),
+                                                           self.grad_name(v))) if g is not None else None
+                  for v, g in zip(node.outputs, adjoint.gs)]
             for v, g in zip(node.outputs, gs):
                 if g is not None:
                     totals[v] = g
-            if all(g is None for g in gs):
-                continue
+            step = self.steps[node]
             for i, v in enumerate(node.inputs):
-                if v not in live or (v.dtype.kind not in "fc" and v not in wrt_set):
+                if not adjoint.wants[i]:
                     continue
-                for row, part in self.rows(step, node, gs, i, seed):
+                rows = self.kernel_rows if node.prim is Kernel else self.rule_rows
+                for row, part in rows(step, adjoint, gs, i, seed):
                     if part is not None:
                         row.accumulates = bool(parts.get(v))
                         parts.setdefault(v, []).append(part)
                     table.backward.append(row)
-        for p in wrt_values:
+        for p in self.wrt_values:
             g = self.total(parts.pop(p, []), p)
             if g is not None:
                 totals[p] = g
@@ -327,237 +453,194 @@ class _Builder:
             closed = None
         else:
             closed = sympy.Add(*[c.closed for c in contributions])
-            if len(math_text(closed)) > CLOSED_FORM_LIMIT:
+            if len(self.math(closed)) > CLOSED_FORM_LIMIT:
                 closed = None
-        zero_sum = frozenset.intersection(*[c.zero_sum for c in contributions])
         text = " + ".join(c.text for c in contributions)
-        return _Part(closed if closed is not None else sympy.Symbol(self.grad_name(v), real=True), zero_sum, text)
+        return _Part(closed if closed is not None else sympy.Symbol(self.grad_name(v), real=True), text)
 
     def closed_text(self, expr):
-        text = math_text(expr)
+        text = self.math(expr)
         return None if expr.is_Symbol and expr.name.startswith("d_") else text
 
-    def rows(self, step, node, gs, i, seed):
-        """(Adjoint row, contribution or None) for the gradient node sends to input i."""
-        v = node.inputs[i]
-        if node.prim is Kernel:
-            yield from self.kernel_rows(step, node, gs, i, seed)
-            return
-        k = next(k for k, g in enumerate(gs) if g is not None)
-        g, out = gs[k], node.outputs[k]
+    def rule_rows(self, step, adjoint, gs, i, seed):
+        """The row of a matrix, shape or reduction adjoint: its emitted nodes, printed with `g` and with the residual."""
+        node = adjoint.node
+        v, r = node.inputs[i], adjoint.results[i]
+        k = next(k for k, g in enumerate(adjoint.gs) if g is not None)
+        g, out = adjoint.gs[k], node.outputs[k]
         residual = self.grad_name(out)
-        rule = adjoint_rule(node, i, [self.text(x) for x in node.inputs], [self.name(x) for x in node.outputs])
-        local = rule("g")
-        contribution = rule(residual)
-        closed, zero_sum = None, frozenset()
-        if node.prim is Sum and (node.attrs["keepdims"] or out.shape == () or g.closed.is_Number):
-            closed = g.closed  # broadcasting g is what NumPy does to it anyway
-        row = Adjoint(step.index, node.loc, self.name(out), self.text(v), residual, out is seed and g.closed == 1,
-                      None, local, self.grad_name(v), contribution)
-        notes = [NOTES.get(node.prim.name, "").format(*(self.name(o) for o in node.outputs))]
-        if node.prim in (LogSoftmax, Softmax):
-            zero_sum = frozenset(node.attrs["axes"])
-            notes.append(f"sums to zero along {_axes_words(zero_sum)}")
+        emitted = adjoint
+        if r is not None and not any(self.reads(r, x) for x in adjoint.gs if x is not None):
+            # the gradient is a number or a forward value: the residual was a constant the rule folded away
+            # (the sum making the loss), or the product it built is one the forward pass computes. The rule
+            # applied to a stand-in for the residual shows what it does; the emitted value follows it.
+            emitted = self.stand_in(adjoint)
+        # one expression, printed twice: with `g` for the residual, and with the residual's name
+        leaves, placeholder = {}, {}
+        for j, x in enumerate(emitted.gs):
+            if x is not None:
+                leaves[x] = sympy.Symbol(self.grad_name(node.outputs[j]), real=True)
+                placeholder[leaves[x]] = "g" if j == k else f"g{j}"
+        shown = emitted.results[i]
+        body = self.expr(shown, leaves) if shown is not None else sympy.S.Zero
+        local, contribution = self.math(body, placeholder), self.math(body)
+        row = Adjoint(step.index, node.loc, self.name(out), self.text(v), residual,
+                      out is seed and gs[k].closed == 1, None, local, self.grad_name(v), contribution)
+        notes = [node.prim.explain_note.format(*(self.name(o) for o in node.outputs))]
+        if r is None or fill_value(r) == 0:
+            notes.append(f"no gradient reaches {row.input}")
+            row.note = "; ".join(n for n in notes if n)
+            yield row, None
+            return
+        if r.zero_sum_axes:
+            notes.append(f"sums to zero along {_axes_words(r.zero_sum_axes)}")
         row.note = "; ".join(n for n in notes if n)
+        closed = None
+        if fill_value(r) is not None:
+            closed = number(fill_value(r))
+        elif emitted is not adjoint:
+            closed = self.expr(r, {})
+        elif self.broadcasts(r, g):  # g repeated: as an elementwise expression, g itself
+            closed = gs[k].closed
+        if closed is not None and len(self.math(closed)) > CLOSED_FORM_LIMIT:
+            closed = None
         if closed is not None and closed != sympy.Symbol(residual, real=True):
             row.closed = self.closed_text(closed)
-        yield row, _Part(closed, zero_sum, contribution)
+        yield row, _Part(closed, contribution)
 
-    def kernel_rows(self, step, node, gs, i, seed):
-        v = node.inputs[i]
-        bodies = [recognise(b) for b in expand(node.attrs["program"], node.attrs["outs"])]
-        # like the compiler: derivatives in terms of the forward outputs (tanh' = 1 - h**2)
-        to_output = {b: out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
-        rename = {arg(j): self.symbol(x) for j, x in enumerate(node.inputs)}
-        rename.update({out_symbol(k): self.symbol(o) for k, o in enumerate(node.outputs)})
+    def reads(self, r, g) -> bool:
+        """Whether the backward value `r` is computed from `g`."""
+        seen, stack = set(), [r]
+        while stack:
+            x = stack.pop()
+            if x is g:
+                return True
+            if x in seen or x.node is None or x.node in self.forward_nodes:
+                continue
+            seen.add(x)
+            stack.extend(x.node.inputs)
+        return False
+
+    @staticmethod
+    def broadcasts(r, g) -> bool:
+        """Whether `r` is `g` broadcast, as NumPy would broadcast it (leading axes of size 1 added)."""
+        while r is not g:
+            node = r.node
+            if node is None or node.prim not in (BroadcastTo, Reshape):
+                return False
+            if node.prim is Reshape and (r.ndim < node.inputs[0].ndim or
+                                         _stripped(r.shape) != _stripped(node.inputs[0].shape)):
+                return False
+            r = node.inputs[0]
+        return True
+
+    @staticmethod
+    def stand_in(adjoint):
+        """The node's adjoint applied, in a scratch graph, to stand-ins for its incoming gradients."""
+        gs = []
+        for g in adjoint.gs:
+            x = None
+            if g is not None:
+                x = Value(g.shape, g.dtype)
+                x.weak, x.zero_sum_axes = g.weak, g.zero_sum_axes
+            gs.append(x)
+        scratch = Graph()
+        with building(scratch):
+            results = adjoint.node.prim.adjoint(adjoint.node, gs, list(adjoint.wants))
+        return AdjointStep(adjoint.node, tuple(gs), adjoint.wants, tuple(results), list(scratch.nodes))
+
+    def kernel_rows(self, step, adjoint, gs, i, seed):
+        """One row per incoming gradient: the emitted adjoint body's derivative with respect to it."""
+        node = adjoint.node
+        v, r = node.inputs[i], adjoint.results[i]
         shape, to_shape = node.attrs["shape"], v.shape
-        axes = summed_axes(shape, to_shape) if shape != to_shape else frozenset()
-        for k, (body, g) in enumerate(zip(bodies, gs)):
+        # the emitted gradient: a kernel (or the residual itself) over the kernel's shape, summed to the input's
+        summed = None
+        inner = r
+        if r is not None and r.node is not None and r.node.prim is SumTo and r.node not in self.forward_nodes \
+                and not any(r is g for g in adjoint.gs):
+            summed, inner = r.node, r.node.inputs[0]
+        elif r is None:
+            inner = self.zero_sum_gradient(adjoint)
+        count = _size(shape) // max(_size(to_shape), 1)
+        # a constant gradient summed to the input's shape while the graph was built
+        folded = summed is None and r is not None and r.shape != shape and fill_value(r) is not None
+        # the incoming gradients as symbols; a constant one was folded into the body as its number
+        symbols = {g: sympy.Dummy(f"g{k}") for k, g in enumerate(adjoint.gs)
+                   if g is not None and fill_value(g) is None}
+        body = self.expr(inner, symbols) if inner is not None else None
+        constants = [k for k, g in enumerate(adjoint.gs) if g is not None and fill_value(g) is not None]
+        for k, g in enumerate(adjoint.gs):
             if g is None:
                 continue
             out = node.outputs[k]
-            local = sympy.diff(body, arg(i)).xreplace(to_output).xreplace(rename)
-            printed = math_text(local)
             residual = self.grad_name(out)
+            local = self.local(body, symbols, adjoint.gs, k, constants)
+            if local is not None and folded:
+                local = _divided(local, sympy.Integer(count))
+            printed = self.math(local) if local is not None else "?"
             row = Adjoint(step.index, node.loc, self.name(out), self.text(v), residual,
-                          out is seed and g.closed == 1, local, printed, self.grad_name(v), "")
+                          out is seed and gs[k].closed == 1, local, printed, self.grad_name(v), "")
             if local == 0:
                 row.contribution = "0"
                 row.note = f"no gradient reaches {row.input} through this operation"
                 yield row, None
                 continue
-            contribution = times(residual, local, printed)
-            if axes:
+            if local is not None:
+                contribution = times(residual, local, printed)
+            elif body is not None:  # the emitted gradient itself, when no single derivative can be read off it
+                contribution = self.math(body, {symbols[x]: self.grad_name(node.outputs[j])
+                                                for j, x in enumerate(adjoint.gs) if x in symbols})
+            else:
+                contribution = "?"
+            if summed is not None:
+                contribution = _numpy_text(summed, [_atom(contribution)], None)
+            elif folded or (r is None and shape != to_shape):
                 contribution = sum_to_text(_atom(contribution), shape, to_shape)
-            row.contribution = contribution
-            if axes and local.is_Number and axes <= g.zero_sum:
-                row.note = f"0: {residual} sums to zero along {_axes_words(axes)}, so no gradient reaches {row.input}"
+            if r is None:  # the rule dropped it: summed along those axes it is exactly 0
+                row.contribution, row.closed = contribution, "0"
+                row.note = (f"{residual} sums to zero along {_axes_words(adjoint.gs[k].zero_sum_axes)}, "
+                            f"so no gradient reaches {row.input}")
                 yield row, None
                 continue
-            closed = g.closed * local
-            if axes:
-                closed = (closed * _count(shape, axes)) if closed.is_Number else Summed(
-                    closed, sympy.Tuple(*shape), sympy.Tuple(*to_shape))
-            keeps_zero_sum = g.zero_sum if (local.is_Number and not axes) else frozenset()
-            text = math_text(closed)
-            if len(text) <= CLOSED_FORM_LIMIT and g.closed != sympy.Symbol(residual, real=True):
+            row.contribution = contribution
+            closed = None
+            if local is not None:
+                closed = gs[k].closed * local
+                if summed is not None or folded:
+                    closed = (closed * count) if closed.is_Number else Summed(
+                        closed, sympy.Tuple(*shape), sympy.Tuple(*to_shape))
+            text = self.math(closed) if closed is not None else ""
+            if closed is not None and len(text) <= CLOSED_FORM_LIMIT and \
+                    gs[k].closed != sympy.Symbol(residual, real=True):
                 row.closed = text
-            yield row, _Part(closed if len(text) <= CLOSED_FORM_LIMIT else None, keeps_zero_sum, contribution)
+            yield row, _Part(closed if closed is not None and len(text) <= CLOSED_FORM_LIMIT else None, contribution)
 
+    @staticmethod
+    def local(body, symbols, gs, k, constants):
+        """d output_k / d input from the emitted gradient body, linear in the incoming gradients."""
+        if body is None:
+            return None
+        g = gs[k]
+        if g in symbols:
+            return sympy.diff(body, symbols[g])
+        if len(constants) > 1:
+            return None  # several constant residuals folded into one number: not one derivative each
+        rest = body.xreplace({s: 0 for s in symbols.values()})
+        return _divided(rest, number(fill_value(g)))
 
-def _count(shape, axes):
-    n = 1
-    for a in axes:
-        n *= shape[a]
-    return n
-
-
-def _axes_words(axes):
-    axes = sorted(axes)
-    return f"axis {axes[0]}" if len(axes) == 1 else f"axes {tuple(axes)}"
-
-
-# ---- adjoint rules of the non-elementwise primitives, as text --------------------
-# Each mirrors the primitive's adjoint (symbolic reverse mode builds the real IR);
-# `g` is the incoming gradient, x the input names, y the output names.
-
-RULES: dict = {}
-#: what a reader needs to know about a rule, printed after the gradient
-NOTES = {
-    "max": "ties share the gradient",
-    "min": "ties share the gradient",
-    "index": "zeros elsewhere",
-    "logsumexp": "{1}/{2} is the softmax, from the forward exponentials",
-    "log_softmax": "{1}/{2} is the softmax, from the forward exponentials",
-}
-
-
-def rule(name):
-    def register(fn):
-        RULES[name] = fn
-        return fn
-    return register
-
-
-def adjoint_rule(node, i, x, y):
-    """A function g -> the text of the gradient node sends to input i."""
-    custom = getattr(node.prim, "explain_adjoint", None)
-    if custom is not None:
-        return lambda g: custom(node, i, x, y, g)
-    fn = RULES.get(node.prim.name)
-    if fn is None:
-        return lambda g: f"adjoint of {node.prim.describe(node)} applied to {g}"
-    return lambda g: fn(node, i, x, y, g)
-
-
-def _transposed(name, ndim):
-    return f"{name}.T" if ndim == 2 else f"{name}.swapaxes(-1, -2)"
-
-
-@rule("matmul")
-def _matmul(node, i, x, y, g):
-    a, b = node.inputs
-    if a.ndim == 1 and b.ndim == 1:
-        return f"{g} * {x[1 - i]}"
-    if a.ndim == 2 and b.ndim == 1:
-        return f"outer({g}, {x[1]})" if i == 0 else f"{x[0]}.T @ {g}"
-    if a.ndim == 1 and b.ndim == 2:
-        return f"{x[1]} @ {g}" if i == 0 else f"outer({x[0]}, {g})"
-    if a.ndim == 2 and b.ndim == 2:
-        return f"{g} @ {x[1]}.T" if i == 0 else f"{x[0]}.T @ {g}"
-    text = f"{g} @ {_transposed(x[1], b.ndim)}" if i == 0 else f"{_transposed(x[0], a.ndim)} @ {g}"
-    return f"{text}, summed to {node.inputs[i].shape}"
-
-
-@rule("outer")
-def _outer(node, i, x, y, g):
-    return f"{g} @ {x[1]}" if i == 0 else f"{x[0]} @ {g}"
-
-
-def _keepdims_text(node, g):
-    """g with the reduced axes put back (size 1), so that it broadcasts against the input."""
-    if node.attrs["keepdims"] or node.outputs[0].shape == ():
-        return g
-    ndim = node.inputs[0].ndim
-    key = tuple(None if a in node.attrs["axes"] else slice(None) for a in range(ndim))
-    return _numpy_text(Index, [_tmp_value(node.outputs[0].shape)], {"index": key, "shape": ()}, [g])
-
-
-@rule("sum")
-def _sum(node, i, x, y, g):
-    return f"broadcast {_keepdims_text(node, g)} to {node.inputs[0].shape}"
-
-
-@rule("max")
-@rule("min")
-def _extremum(node, i, x, y, g):
-    m = y[0] if node.attrs["keepdims"] else _keepdims_text(node, y[0])
-    return f"where({x[0]} == {m}, {_keepdims_text(node, g)}/ties, 0)"
-
-
-@rule("reshape")
-def _reshape(node, i, x, y, g):
-    return _numpy_text(Reshape, [_tmp_value(node.outputs[0].shape)], {"shape": node.inputs[0].shape}, [g])
-
-
-@rule("transpose")
-def _transpose(node, i, x, y, g):
-    perm = node.attrs["perm"]
-    inverse = [0] * len(perm)
-    for j, p in enumerate(perm):
-        inverse[p] = j
-    return _numpy_text(Transpose, [_tmp_value(node.outputs[0].shape)], {"perm": tuple(inverse)}, [g])
-
-
-@rule("broadcast_to")
-def _broadcast_to(node, i, x, y, g):
-    return sum_to_text(g, node.outputs[0].shape, node.inputs[0].shape)
-
-
-@rule("sum_to")
-def _sum_to(node, i, x, y, g):
-    return f"broadcast {g} to {node.inputs[0].shape}"
-
-
-@rule("concatenate")
-def _concatenate(node, i, x, y, g):
-    axis = node.attrs["axis"]
-    start = sum(v.shape[axis] for v in node.inputs[:i])
-    key = (slice(None),) * axis + (slice(start, start + node.inputs[i].shape[axis]),)
-    return _numpy_text(Index, [_tmp_value(node.outputs[0].shape)], {"index": key, "shape": ()}, [g])
-
-
-@rule("index")
-def _index(node, i, x, y, g):
-    key = _numpy_text(Index, [node.inputs[0]], {"index": node.attrs["index"], "shape": ()}, [""])
-    return f"{g} at {key}"
-
-
-@rule("scatter_add")
-def _scatter_add(node, i, x, y, g):
-    return _numpy_text(Index, [node.outputs[0]], {"index": node.attrs["indexes"][i], "shape": ()}, [g])
-
-
-def _softmax_text(node, y):
-    return f"{y[1]}/{y[2]}"
-
-
-@rule("logsumexp")
-def _logsumexp(node, i, x, y, g):
-    return f"{_keepdims_text(node, g)} * {_softmax_text(node, y)}"
-
-
-@rule("log_softmax")
-def _log_softmax(node, i, x, y, g):
-    axes = node.attrs["axes"]
-    total = f"{g}.sum({axis_text(axes, 0) or 'axis=' + str(axes)}, keepdims=True)"
-    return f"{g} - {_softmax_text(node, y)} * {total}"
-
-
-@rule("softmax")
-def _softmax(node, i, x, y, g):
-    axes = node.attrs["axes"]
-    return f"{y[0]} * ({g} - ({g}*{y[0]}).sum({axis_text(axes, 0) or 'axis=' + str(axes)}, keepdims=True))"
+    def zero_sum_gradient(self, adjoint):
+        """The emitted body of a gradient the rule then dropped (it sums to zero along the axes it is summed over)."""
+        used = set()
+        for j, x in enumerate(adjoint.results):
+            while x is not None and x.node in adjoint.nodes and x.node.prim is SumTo:
+                x = x.node.inputs[0]
+            used.add(x)
+        candidates = [o for n in adjoint.nodes if n.prim is Kernel for o in n.outputs
+                      if o.zero_sum_axes and o not in used]
+        if len(candidates) != 1:
+            candidates = [g for g in adjoint.gs if g is not None and g.zero_sum_axes]
+        return candidates[0] if len(candidates) == 1 else None
 
 
 # ---- the table as text ---------------------------------------------------------

@@ -130,6 +130,10 @@ class Graph:
         self._nodes: list[Node] = []
         self.result: Value | None = None
         self._memo: dict = {}
+        # filled by reverse mode (transforms/reverse.py): forward node -> the AdjointStep applied to it,
+        # and backward node -> the AdjointStep that appended it
+        self.adjoints: dict = {}
+        self.provenance: dict = {}
 
     @property
     def nodes(self) -> list[Node]:

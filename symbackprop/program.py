@@ -27,7 +27,6 @@ class Program:
     forward_nodes: set = field(default_factory=set)   # the nodes before reverse mode ran
     wrt_values: list = field(default_factory=list)
     grads: list = field(default_factory=list)
-    adjoint_of: dict = field(default_factory=dict)    # backward node -> the forward node whose adjoint made it
     scalar: bool = False                     # every value a Python float: `math` code
     artifact: object = None                  # a backends.base.Artifact, once a backend built it
     # train steps (kind "train_step")

@@ -17,6 +17,8 @@ def _keep_shape(shape, axes):
 
 
 class SoftmaxFamily(Primitive):
+    explain_note = "{1}/{2} is the softmax, from the forward exponentials"
+
     def softmax(self, node):
         """p = e / s from the forward exponentials: no second exp."""
         e, s = node.outputs[1], node.outputs[2]
@@ -69,6 +71,8 @@ class LogSoftmax(SoftmaxFamily):
 @primitive("softmax")
 class Softmax(SoftmaxFamily):
     """exp(z) / sum(exp(z)); outputs (p, e, s)."""
+
+    explain_note = ""  # its gradient reads p, the output itself
 
     def infer(self, node):
         z = node.inputs[0]

@@ -102,6 +102,8 @@ def _negative_stop_fix(key):
 
 @primitive("index")
 class Index(Primitive):
+    explain_note = "zeros elsewhere"
+
     def infer(self, node):
         return [(node.attrs["shape"], node.inputs[0].dtype)]
 

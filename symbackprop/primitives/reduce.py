@@ -51,6 +51,8 @@ class Sum(Reduction):
 
 
 class Extremum(Reduction):
+    explain_note = "ties share the gradient"
+
     def adjoint(self, node, gs, wants):
         # ties share the gradient equally (the kink convention)
         x = node.inputs[0]

@@ -31,6 +31,8 @@ class Primitive:
     name = "?"
     #: True for a primitive always rewritten into others before code is generated: no backend needs a rule
     rewritten_away = False
+    #: what explain prints after this primitive's gradient; formatted with the names of its outputs
+    explain_note = ""
 
     def infer(self, node):
         raise NotImplementedError

@@ -3,6 +3,10 @@
 Only values that depend on a `wrt` parameter get gradients, and a rule is asked
 only for the inputs that need one: no dead adjoints are built. Contributions to
 one value are summed; index adjoints into one array become a single scatter-add.
+
+Each adjoint applied is recorded on the graph (`AdjointStep`): what it read, what it
+returned and which backward nodes it appended, so that explain can print the
+adjoint that was emitted rather than derive it again.
 """
 from __future__ import annotations
 
@@ -13,6 +17,39 @@ from ..ir import at, building, current_loc
 from ..primitives import ops
 from ..primitives.elementwise import fill_value
 from ..primitives.index import ScatterAdd, scatter_add
+
+
+class AdjointStep:
+    """One forward node's adjoint as reverse applied it.
+
+    `gs` are the incoming gradients (one per output the node had then, None where none
+    arrived: a kernel's adjoint appends outputs for the residuals it keeps), `wants` the
+    inputs asked for, `results` what the adjoint returned for each input (None: no
+    gradient), `nodes` the backward nodes it appended, in order (a node it asked for that
+    already existed is shared, not appended). The seed d_loss = 1 and the sums of several
+    contributions to one value are appended by reverse itself and belong to no step.
+    """
+
+    __slots__ = ("node", "gs", "wants", "results", "nodes")
+
+    def __init__(self, node, gs, wants, results, nodes):
+        self.node, self.gs, self.wants, self.results, self.nodes = node, gs, wants, results, nodes
+
+    def feeds(self, i) -> list:
+        """The appended nodes that input i's gradient is computed from, in order."""
+        own, reached = set(self.nodes), set()
+        r = self.results[i]
+        stack = [r.node] if r is not None and r.node in own else []
+        while stack:
+            n = stack.pop()
+            if n not in reached:
+                reached.add(n)
+                stack.extend(v.node for v in n.inputs if v.node in own)
+        return [n for n in self.nodes if n in reached]
+
+    def inputs_of(self, node) -> tuple:
+        """The inputs whose gradient the appended `node` is part of."""
+        return tuple(i for i in range(len(self.results)) if node in self.feeds(i))
 
 
 def depends_on(graph, sources):
@@ -68,6 +105,7 @@ def reverse(graph, wrt):
             if not any(wants):
                 continue
             with at(node.loc):
+                first = len(graph.nodes)
                 results = node.prim.adjoint(node, gs, wants)
                 if len(results) != len(node.inputs):
                     raise CompileError(f"internal: adjoint of {node.prim.name} gave {len(results)} gradients",
@@ -80,6 +118,10 @@ def reverse(graph, wrt):
                         if r.name is None and r.grad_of is None and r.node not in forward_nodes:
                             r.grad_of = v
                         adjoints.setdefault(v, []).append(r)
+            step = AdjointStep(node, tuple(gs), tuple(wants), tuple(results), graph.nodes[first:])
+            graph.adjoints[node] = step
+            for n in step.nodes:
+                graph.provenance[n] = step
         grads = []
         for p in wrt:
             parts = adjoints.get(p, [])
