@@ -11,6 +11,8 @@ import struct
 
 from llvmlite import ir
 
+from ...primitives import scalar
+
 _DOUBLE = ir.DoubleType()
 _I64 = ir.IntType(64)
 _INF = math.inf
@@ -768,9 +770,20 @@ def pow(builder: ir.IRBuilder, x: ir.Value, y) -> ir.Value:
     return _apply(builder, lambda m, v: _pow(m, v, m.f(y)), x)
 
 
-UNARY = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh, "sigmoid": sigmoid,
-         "sinh": sinh, "cosh": cosh, "sin": sin, "cos": cos, "tan": tan, "arctan": arctan,
-         "arcsin": arcsin, "arccos": arccos, "sqrt": sqrt}
+def _implementations():
+    """{name: function} for each implementation the table of scalar functions asks for (its `llvm`)."""
+    found = {}
+    for function in scalar.FUNCTIONS.values():
+        if function.llvm is None:
+            continue
+        implementation = globals().get(function.llvm)
+        if not callable(implementation):
+            raise ImportError(f"vecmath has no `{function.llvm}` for the scalar function {function.name}")
+        found[function.llvm] = implementation
+    return found
+
+
+UNARY = _implementations()
 BINARY = {"pow": pow}
 
 
