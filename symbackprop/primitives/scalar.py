@@ -265,6 +265,7 @@ _FUNCTIONS = (
     _ufunc("arctan", sympy.atan, "atan"),
     _ufunc("arcsin", sympy.asin, "asin"),
     _ufunc("arccos", sympy.acos, "acos"),
+    _ufunc("arcsinh", sympy.asinh, "asinh", warns=False),  # defined and finite or ±inf everywhere
     # SymPy's sqrt is the power x**(1/2): the printers' rule for powers writes it with these names
     ScalarFunction("sqrt", sympy.sqrt, numpy_names=("sqrt",), math_names=("sqrt",), numpy="np.sqrt",
                    math="math.sqrt", llvm="sqrt"),
