@@ -25,9 +25,9 @@ import sympy
 from sympy.core.parameters import distribute
 from sympy.printing.precedence import PRECEDENCE
 
-from .backends.numpy.printer import _NUMPY_FUNCS, NumpyPrinter
-from .backends.numpy.writer import writing
 from .backends.numpy import rules as numpy_rules
+from .backends.numpy.printer import NumpyPrinter
+from .backends.numpy.writer import writing
 from .errors import Loc
 from .ir import Graph, Node, Value, building
 from .pipeline import stages
@@ -60,8 +60,10 @@ class Summed(sympy.Function):
 class MathText(NumpyPrinter):
     """Kernel bodies as a person writes them: `tanh(z)`, `1 - h**2`, `where(x > 0, ...)`."""
 
-    funcs = {name: text.removeprefix("np.") for name, text in _NUMPY_FUNCS.items()}
-    sqrt = "sqrt"
+    numpy_code = False
+
+    def text(self, function):
+        return function.explain
 
     def __init__(self, names=None):
         super().__init__(names or {})
@@ -74,7 +76,7 @@ class MathText(NumpyPrinter):
         cond = self._print(c)
         if isinstance(c, scalar.BOOL_FUNCTIONS) and cond.startswith("(") and cond.endswith(")"):
             cond = cond[1:-1]  # where(s > 0.5, ...), not where((s > 0.5), ...)
-        return f"where({cond}, {self._print(a)}, {self._print(b)})"
+        return f"{self.text(scalar.FUNCTIONS['where'])}({cond}, {self._print(a)}, {self._print(b)})"
 
     def _print_logical_not(self, expr):
         return f"~{self.parenthesize(expr.args[0], PRECEDENCE['Not'])}"

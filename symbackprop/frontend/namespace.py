@@ -11,26 +11,21 @@ import numpy as np
 
 from ..errors import CompileError
 from ..ir import Value, current_loc
-from ..primitives import ops
-from ..primitives.scalar import UNARY
+from ..primitives import ops, scalar
 
 
 def _all_static(*xs):
     return not any(isinstance(x, Value) for x in xs)
 
 
-def _static_unary(name, x):
-    """np.exp(0.5) on a number: NumPy's float64 scalar, which (unlike a Python float) widens a float32
-    array it meets (NEP 50). math.exp gives a Python float: see _math."""
-    with np.errstate(all="ignore"):
-        return getattr(np, {"atan": "arctan", "asin": "arcsin", "acos": "arccos",
-                            "fabs": "abs"}.get(name, name))(x)
-
-
-def _unary(name):
+def _unary(function, name):
+    """np.<name>: on a number, what NumPy computes (np.exp(0.5) is NumPy's float64 scalar, which unlike
+    a Python float widens a float32 array it meets: NEP 50; math.exp gives a Python float, see _math);
+    on an array, a kernel of its body."""
     def fn(x, /):
         if _all_static(x):
-            return _static_unary(name, x)
+            with np.errstate(all="ignore"):
+                return getattr(np, function.name)(x)
         return ops.unary(name, x)
     fn.__name__ = name
     return fn
@@ -118,30 +113,41 @@ def _ones_like(a):
     return ops.fill(1.0, a.shape, a.dtype if a.dtype.kind == "f" else np.float64)
 
 
-def _square(x, /):
-    return np.square(x) if _all_static(x) else ops.unary("square", x)
-
-
 def _power(x1, x2, /):
     return ops.power(x1, x2)
 
 
-NUMPY = {name: _unary(name) for name in UNARY}
+# The scalar functions' names come from the table in primitives.scalar. A function of one argument
+# traces through ops.unary; one of several through its builder in ops (arithmetic shares the builders
+# of Python's operators), computing what NumPy does on numbers...
+_BUILDERS = {"add": ops.add, "subtract": ops.sub, "multiply": ops.mul, "divide": ops.div,
+             "maximum": ops.maximum, "minimum": ops.minimum, "fmax": ops.maximum, "fmin": ops.minimum}
+# ...except these, whose builder takes numbers too (a power of numbers is Python's) or checks the
+# arguments' dtypes (a boolean condition)
+_OWN = {
+    "power": _power,
+    "where": _where,
+    "logical_not": lambda x, /: ops.logical_not(x, "np.logical_not"),
+    "logical_and": lambda x1, x2, /: ops.logical("and", x1, x2),
+    "logical_or": lambda x1, x2, /: ops.logical("or", x1, x2),
+}
+
+
+def _function(function, name):
+    if function.name in _OWN:
+        return _OWN[function.name]
+    if function.arity == 1:
+        return _unary(function, name)
+    return _binary(getattr(np, function.name), _BUILDERS[function.name])
+
+
+NUMPY = {name: _function(function, name) for name, function in scalar.NUMPY_NAMES.items()}
 NUMPY.update(
-    square=_square,
     sum=_sum, mean=_mean, max=_max, min=_min, amax=_max, amin=_min,
-    maximum=_binary(np.maximum, ops.maximum), minimum=_binary(np.minimum, ops.minimum),
-    fmax=_binary(np.fmax, ops.maximum), fmin=_binary(np.fmin, ops.minimum),
-    add=_binary(np.add, ops.add), subtract=_binary(np.subtract, ops.sub),
-    multiply=_binary(np.multiply, ops.mul), divide=_binary(np.divide, ops.div),
-    true_divide=_binary(np.divide, ops.div), power=_power,
-    where=_where, clip=_clip,
+    clip=_clip,
     dot=ops.dot, matmul=ops.matmul, outer=ops.outer,
     transpose=_transpose, reshape=_reshape, concatenate=_concatenate, stack=_stack,
     expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
-    logical_not=lambda x, /: ops.logical_not(x, "np.logical_not"),
-    logical_and=lambda x1, x2, /: ops.logical("and", x1, x2),
-    logical_or=lambda x1, x2, /: ops.logical("or", x1, x2),
 )
 
 def _scalar_type(name):
@@ -169,10 +175,8 @@ def _math(fn):
     return on_numbers
 
 
-MATH = {name: _math(NUMPY[name]) for name in (
-    "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan", "asin",
-    "acos", "fabs")}
-MATH["pow"] = _power
+MATH = {name: _OWN[function.name] if function.name in _OWN else _math(_function(function, name))
+        for name, function in scalar.MATH_NAMES.items()}
 
 MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "tau": math.tau}
 

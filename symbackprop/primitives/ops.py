@@ -179,7 +179,8 @@ def clip(x, lo, hi):
 
 
 def unary(name, x):
-    return elementwise(scalar.UNARY[name], x, what=f"np.{name}")
+    """np.<name> of x, by a name in the table of scalar functions."""
+    return elementwise(scalar.NUMPY_NAMES[name].build, x, what=f"np.{name}")
 
 
 # ---- structural operations -----------------------------------------------------

@@ -1,6 +1,10 @@
-"""Scalar functions SymPy lacks, with derivatives written in terms of their output.
+"""Scalar functions: the ones SymPy lacks, and the table of every function a kernel body can hold.
 
-These are the bodies of elementwise kernels. Every derivative here is chosen so
+The table (FUNCTIONS, after the classes) is the one place a scalar function is named: what users write
+after `np.` and `math.`, how the printers and explain write it, what the LLVM backend lowers it
+with, whether its NumPy form can warn.
+
+The classes are the bodies of elementwise kernels. Every derivative here is chosen so
 that common-subexpression elimination can reuse the forward value
 (`sigmoid' = s*(1 - s)`, `expm1' = expm1 + 1`), and so that `where` stays
 where-safe: its derivative selects, it never multiplies by a 0/1 mask.
@@ -12,6 +16,8 @@ split ties evenly, abs'(0) = 0, clip passes half the gradient at its bounds.
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
+from typing import Callable
 
 import sympy
 from sympy import S
@@ -85,8 +91,8 @@ def _swapped(cls, a, b):
     return None
 
 
-def _comparison(name, symbol, test, symmetric=False):
-    """A comparison as a BoolFunction: folded on numbers, written `(a > b)` by the printers."""
+def _comparison(name, test, symmetric=False):
+    """A comparison as a BoolFunction, folded on numbers (the table below says how it is written)."""
 
     def eval(cls, a, b):
         if a == b and symmetric:  # x == x folds to True, as SymPy's own Eq does; x >= x is left alone
@@ -95,25 +101,23 @@ def _comparison(name, symbol, test, symmetric=False):
             return _bool(test(a, b))
         return _swapped(cls, a, b) if symmetric else None
 
-    return type(name, (BoolFunction,), {"nargs": 2, "symbol": symbol, "eval": classmethod(eval)})
+    return type(name, (BoolFunction,), {"nargs": 2, "eval": classmethod(eval)})
 
 
-gt = _comparison("gt", ">", operator.gt)
-ge = _comparison("ge", ">=", operator.ge)
-lt = _comparison("lt", "<", operator.lt)
-le = _comparison("le", "<=", operator.le)
-eq = _comparison("eq", "==", operator.eq, symmetric=True)
-ne = _comparison("ne", "!=", operator.ne, symmetric=True)
+gt = _comparison("gt", operator.gt)
+ge = _comparison("ge", operator.ge)
+lt = _comparison("lt", operator.lt)
+le = _comparison("le", operator.le)
+eq = _comparison("eq", operator.eq, symmetric=True)
+ne = _comparison("ne", operator.ne, symmetric=True)
 
 
 class logical_and(BoolFunction):
     nargs = 2
-    symbol = "&"
 
 
 class logical_or(BoolFunction):
     nargs = 2
-    symbol = "|"
 
 
 class logical_not(BoolFunction):
@@ -201,48 +205,124 @@ class absolute(RealFunction):
             return abs(x)
 
 
-#: numpy / math names -> SymPy constructors of the scalar body
-UNARY = {
-    "exp": sympy.exp,
-    "log": sympy.log,
-    "log1p": log1p,
-    "expm1": expm1,
-    "sqrt": sympy.sqrt,
-    "square": lambda x: x**2,
-    "abs": absolute,
-    "absolute": absolute,
-    "fabs": absolute,
-    "sin": sympy.sin,
-    "cos": sympy.cos,
-    "tan": sympy.tan,
-    "tanh": sympy.tanh,
-    "sinh": sympy.sinh,
-    "cosh": sympy.cosh,
-    "arctan": sympy.atan,
-    "arcsin": sympy.asin,
-    "arccos": sympy.acos,
-    "atan": sympy.atan,
-    "asin": sympy.asin,
-    "acos": sympy.acos,
-    "sign": sign,
-    "negative": lambda x: -x,
-    "positive": lambda x: x,
-    "reciprocal": lambda x: 1 / x,
-}
+# ---- the table of scalar functions ---------------------------------------------
+#
+# One record per scalar function. The frontend's `np.`/`math.` names, ops.unary, the NumPy and
+# `math` printers, explain and the LLVM backend (with its vecmath implementations) all read it, so a
+# function of one argument whose SymPy class differentiates itself is added with one row here and,
+# for the LLVM backend, its implementation in vecmath.
 
-BINARY = {
-    "add": lambda a, b: a + b,
-    "subtract": lambda a, b: a - b,
-    "multiply": lambda a, b: a * b,
-    "divide": lambda a, b: a / b,
-    "true_divide": lambda a, b: a / b,
-    "power": lambda a, b: a**b,
-    "pow": lambda a, b: a**b,
-    "maximum": maximum,
-    "minimum": minimum,
-    "fmax": maximum,
-    "fmin": minimum,
-}
+@dataclass(frozen=True)
+class ScalarFunction:
+    """A scalar function as every part of the compiler knows it."""
+
+    name: str               # NumPy's name (np.<name> computes it on numbers); body-only ones: their class's name
+    build: Callable         # makes its SymPy body from the arguments' symbols and numbers
+    arity: int = 1
+    classes: tuple = ()     # the SymPy classes of what `build` makes, by which printers and lowerings find
+                            # this record; () when it builds arithmetic (x**2, a + b: Pow's and Add's rules)
+    numpy_names: tuple = ()  # what users may write after `np.`, aliases included (abs, absolute, fabs)
+    math_names: tuple = ()  # what users may write after `math.`, on Python floats
+    numpy: str | None = None  # its name in NumPy code ("np.tanh"); None: the printer writes it by a rule
+    math: str | None = None   # its name in `math` code ("math.tanh", "abs"); None: a rule, or math has none
+    llvm: str | None = None   # the vecmath implementation LLVM calls; None: lowered by a rule (an intrinsic)
+    warns: bool = True      # NumPy may warn computing it (overflow, log of 0): the code needs np.errstate
+    out: bool = False       # its NumPy call is a ufunc computing exactly the printed form, so it can take out=
+    infix: str | None = None  # written between its two arguments: (a > b), (p & q)
+    explain: str | None = None  # its name in explain's table; by default the NumPy name without `np.`
+
+    def __post_init__(self):
+        if self.explain is None and self.numpy is not None:
+            object.__setattr__(self, "explain", self.numpy.removeprefix("np."))
+
+
+def _ufunc(name, cls, math_name=None, warns=True):
+    """A NumPy ufunc of one argument that `math` has too (as math_name) and vecmath implements as `name`."""
+    math_name = math_name or name
+    return ScalarFunction(name, cls, classes=(cls,), numpy_names=tuple(dict.fromkeys((name, math_name))),
+                          math_names=(math_name,), numpy=f"np.{name}", math=f"math.{math_name}", llvm=name,
+                          warns=warns, out=True)
+
+
+def _zero_one(cls, infix=None, numpy_name=None, numpy=None):
+    """A comparison or logical function: 0/1 valued, never warns; of two arguments when written infix."""
+    return ScalarFunction(cls.__name__, cls, 2 if infix else 1, (cls,), (numpy_name,) if numpy_name else (),
+                          numpy=numpy, warns=False, infix=infix)
+
+
+_FUNCTIONS = (
+    _ufunc("exp", sympy.exp),
+    _ufunc("log", sympy.log),
+    _ufunc("log1p", log1p),
+    _ufunc("expm1", expm1),
+    _ufunc("sin", sympy.sin),
+    _ufunc("cos", sympy.cos),
+    _ufunc("tan", sympy.tan),
+    # tanh(±inf) is ±1: a tanh network's code needs no np.errstate (about 1 µs a call)
+    _ufunc("tanh", sympy.tanh, warns=False),
+    _ufunc("sinh", sympy.sinh),
+    _ufunc("cosh", sympy.cosh),
+    _ufunc("arctan", sympy.atan, "atan"),
+    _ufunc("arcsin", sympy.asin, "asin"),
+    _ufunc("arccos", sympy.acos, "acos"),
+    _ufunc("arcsinh", sympy.asinh, "asinh", warns=False),  # defined and finite or ±inf everywhere
+    # SymPy's sqrt is the power x**(1/2): the printers' rule for powers writes it with these names
+    ScalarFunction("sqrt", sympy.sqrt, numpy_names=("sqrt",), math_names=("sqrt",), numpy="np.sqrt",
+                   math="math.sqrt", llvm="sqrt"),
+    # SymPy's own Abs and sign (it simplifies sqrt(x**2) to Abs(x), whose derivative is sign(x)) are the
+    # same functions. LLVM lowers both by rules; math code writes sign as ((x > 0) - (x < 0)).
+    ScalarFunction("absolute", absolute, classes=(absolute, sympy.Abs), numpy_names=("abs", "absolute", "fabs"),
+                   math_names=("fabs",), numpy="np.abs", math="abs", warns=False, out=True),
+    ScalarFunction("sign", sign, classes=(sign, sympy.sign), numpy_names=("sign",), numpy="np.sign", warns=False),
+    # NumPy's names for arithmetic: the body is the arithmetic, printed and lowered as such
+    ScalarFunction("square", lambda x: x**2, numpy_names=("square",)),
+    ScalarFunction("negative", lambda x: -x, numpy_names=("negative",)),
+    ScalarFunction("positive", lambda x: x, numpy_names=("positive",)),
+    ScalarFunction("reciprocal", lambda x: 1 / x, numpy_names=("reciprocal",)),
+    ScalarFunction("add", lambda a, b: a + b, 2, numpy_names=("add",)),
+    ScalarFunction("subtract", lambda a, b: a - b, 2, numpy_names=("subtract",)),
+    ScalarFunction("multiply", lambda a, b: a * b, 2, numpy_names=("multiply",)),
+    ScalarFunction("divide", lambda a, b: a / b, 2, numpy_names=("divide", "true_divide")),
+    # math code writes a power with a fractional exponent as math.pow (float ** float may be complex)
+    ScalarFunction("power", lambda a, b: a**b, 2, numpy_names=("power",), math_names=("pow",), math="math.pow"),
+    ScalarFunction("maximum", maximum, 2, (maximum,), ("maximum",), numpy="np.maximum", math="max", warns=False,
+                   out=True),
+    ScalarFunction("minimum", minimum, 2, (minimum,), ("minimum",), numpy="np.minimum", math="min", warns=False,
+                   out=True),
+    # NumPy's NaN-ignoring forms: on numbers np.fmax itself, on arrays traced as maximum (NaN propagates)
+    ScalarFunction("fmax", maximum, 2, numpy_names=("fmax",)),
+    ScalarFunction("fmin", minimum, 2, numpy_names=("fmin",)),
+    # written by the printers' rules: np.where(c, a, b) / (a if c else b). Counted as able to warn, as
+    # it always was (np.where itself cannot: a body that is only a where gets a needless np.errstate)
+    ScalarFunction("where", where, 3, (where,), ("where",), numpy="np.where"),
+    # only ever made by the compiler; written 1/(1 + exp(-x)) and max(u, 0) + log1p(exp(-|u|))
+    ScalarFunction("sigmoid", sigmoid, classes=(sigmoid,), llvm="sigmoid"),
+    ScalarFunction("softplus", softplus, classes=(softplus,)),
+    _zero_one(gt, ">"), _zero_one(ge, ">="), _zero_one(lt, "<"), _zero_one(le, "<="),
+    _zero_one(eq, "=="), _zero_one(ne, "!="),
+    _zero_one(logical_and, "&", "logical_and"),
+    _zero_one(logical_or, "|", "logical_or"),
+    # math code writes (not x), explain ~x
+    _zero_one(logical_not, numpy_name="logical_not", numpy="np.logical_not"),
+)
+
+
+def _index(pairs, what):
+    table = {}
+    for key, function in pairs:
+        if key in table:
+            raise ValueError(f"{what} {key!r} is both {table[key].name} and {function.name}")
+        table[key] = function
+    return table
+
+
+#: canonical name -> record
+FUNCTIONS = _index(((f.name, f) for f in _FUNCTIONS), "name")
+#: np.<name> -> record, and math.<name> -> record
+NUMPY_NAMES = _index(((n, f) for f in _FUNCTIONS for n in f.numpy_names), "np. name")
+MATH_NAMES = _index(((n, f) for f in _FUNCTIONS for n in f.math_names), "math. name")
+#: SymPy class of a body's node -> record
+OF_CLASS = _index(((c, f) for f in _FUNCTIONS for c in f.classes), "class")
 
 
 def recognise(expr):

@@ -15,12 +15,9 @@ from . import vecmath
 
 I1 = ir.IntType(1)
 
-_UNARY = {
-    sympy.exp: "exp", sympy.log: "log", scalar.log1p: "log1p", scalar.expm1: "expm1", sympy.tanh: "tanh",
-    sympy.sinh: "sinh", sympy.cosh: "cosh", sympy.sin: "sin", sympy.cos: "cos", sympy.tan: "tan",
-    sympy.atan: "arctan", sympy.asin: "arcsin", sympy.acos: "arccos", scalar.sigmoid: "sigmoid",
-}
-_FCMP = {scalar.gt: ">", scalar.ge: ">=", scalar.lt: "<", scalar.le: "<=", scalar.eq: "==", scalar.ne: "!="}
+# the table's functions vecmath implements, by the SymPy class of a body's node
+_VECMATH = {cls: vecmath.UNARY[f.llvm] for f in scalar.FUNCTIONS.values() if f.llvm for cls in f.classes}
+_FCMP = {cls: scalar.OF_CLASS[cls].infix for cls in scalar.COMPARISONS.values()}
 
 
 def intrinsic(builder, name, ty, args):
@@ -107,15 +104,15 @@ class ExprLowering:
                 return vecmath.pow(b, x, float(exponent))
             return vecmath.pow(b, x, self.float(exponent))
         fn = type(e)
-        if fn in _UNARY:
-            return vecmath.UNARY[_UNARY[fn]](b, self.float(e.args[0]))
+        if fn in _VECMATH:
+            return _VECMATH[fn](b, self.float(e.args[0]))
         if fn is scalar.softplus:  # max(u, 0) + log1p(exp(-|u|)): no overflow for any u
             u = self.float(e.args[0])
             tail = vecmath.log1p(b, vecmath.exp(b, b.fneg(intrinsic(b, "fabs", self.ftype, [u]))))
             return b.fadd(intrinsic(b, "maximum", self.ftype, [u, self.number(0)]), tail)
-        if fn in (scalar.absolute, sympy.Abs):
+        if fn in scalar.FUNCTIONS["absolute"].classes:
             return intrinsic(b, "fabs", self.ftype, [self.float(e.args[0])])
-        if fn in (scalar.sign, sympy.sign):
+        if fn in scalar.FUNCTIONS["sign"].classes:
             x = self.float(e.args[0])
             pos = b.uitofp(b.fcmp_ordered(">", x, self.number(0)), self.ftype)
             neg = b.uitofp(b.fcmp_ordered("<", x, self.number(0)), self.ftype)

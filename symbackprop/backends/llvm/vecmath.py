@@ -11,6 +11,8 @@ import struct
 
 from llvmlite import ir
 
+from ...primitives import scalar
+
 _DOUBLE = ir.DoubleType()
 _I64 = ir.IntType(64)
 _INF = math.inf
@@ -388,6 +390,26 @@ def _log1p(m, x):
     return m.select(m.cmp("==", x, 0.0), x, value)
 
 
+def _arcsinh(m, x):
+    """asinh |x| = log1p(u), u = |x| + x^2/(1 + sqrt(1 + x^2)): 1 + u = |x| + sqrt(1 + x^2) is carried as
+    a pair, its low part fed to the log as log1p's rounding error is."""
+    a = m.fabs(x)
+    p, p_err = m.two_prod(a, a)
+    t, t_err = m.two_sum(1.0, p)
+    t_err = m.add(t_err, p_err)                              # t + t_err = 1 + x^2
+    s = m.sqrt(t)
+    s_lo = m.div(m.add(m.fma(m.neg(s), s, t), t_err), m.add(s, s))   # s + s_lo = sqrt(1 + x^2)
+    v, v_err = m.fast_two_sum(s, a)                         # s > a
+    v_err = m.add(v_err, s_lo)                               # v + v_err = 1 + u
+    value = _log_core(m, v, m.div(v_err, v))
+    # beyond 2^28 sqrt(1 + x^2) is |x| to 2^-57 (and x^2 overflows from 2^512): log 2|x| = log |x| + log 2
+    value = m.select(m.cmp("<", a, 2.0 ** 28), value, _log_core(m, a, _LN2[0]))
+    value = m.select(m.cmp("==", a, _INF), _INF, value)
+    # asinh a = a (1 - a^2/6 + ...) rounds to a below 2^-28 (keeps subnormals exact)
+    value = m.select(m.cmp("<", a, 2.0 ** -28), a, value)
+    return m.copysign(m.select(m.isnan(x), x, value), x)
+
+
 def _log_double_double(m, x):
     """log(x) = hi + lo to about 2^-66 relative, for pow."""
     k, f = _log_reduce(m, x)
@@ -738,6 +760,10 @@ def arccos(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return _apply(builder, _arccos, x)
 
 
+def arcsinh(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    return _apply(builder, _arcsinh, x)
+
+
 def sqrt(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """llvm.sqrt: correctly rounded, vectorised by every x86-64 target."""
     ty = x.type
@@ -768,9 +794,20 @@ def pow(builder: ir.IRBuilder, x: ir.Value, y) -> ir.Value:
     return _apply(builder, lambda m, v: _pow(m, v, m.f(y)), x)
 
 
-UNARY = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh, "sigmoid": sigmoid,
-         "sinh": sinh, "cosh": cosh, "sin": sin, "cos": cos, "tan": tan, "arctan": arctan,
-         "arcsin": arcsin, "arccos": arccos, "sqrt": sqrt}
+def _implementations():
+    """{name: function} for each implementation the table of scalar functions asks for (its `llvm`)."""
+    found = {}
+    for function in scalar.FUNCTIONS.values():
+        if function.llvm is None:
+            continue
+        implementation = globals().get(function.llvm)
+        if not callable(implementation):
+            raise ImportError(f"vecmath has no `{function.llvm}` for the scalar function {function.name}")
+        found[function.llvm] = implementation
+    return found
+
+
+UNARY = _implementations()
 BINARY = {"pow": pow}
 
 

@@ -12,26 +12,14 @@ from ...ir import Value
 from ...primitives.elementwise import expand, operand_dtypes
 from .context import current_writer
 
-_NUMPY_FUNCS = {
-    "exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "expm1": "np.expm1", "sin": "np.sin",
-    "cos": "np.cos", "tan": "np.tan", "tanh": "np.tanh", "sinh": "np.sinh", "cosh": "np.cosh",
-    "atan": "np.arctan", "asin": "np.arcsin", "acos": "np.arccos", "sign": "np.sign", "absolute": "np.abs",
-    "Abs": "np.abs", "maximum": "np.maximum", "minimum": "np.minimum", "where": "np.where",
-    "logical_not": "np.logical_not",
-}
-_MATH_FUNCS = {
-    "exp": "math.exp", "log": "math.log", "log1p": "math.log1p", "expm1": "math.expm1", "sin": "math.sin",
-    "cos": "math.cos", "tan": "math.tan", "tanh": "math.tanh", "sinh": "math.sinh", "cosh": "math.cosh",
-    "atan": "math.atan", "asin": "math.asin", "acos": "math.acos", "absolute": "abs", "Abs": "abs",
-    "maximum": "max", "minimum": "min",
-}
-
-
 class NumpyPrinter(StrPrinter):
     """Prints with `np.` functions; symbols are renamed through `names`."""
 
-    funcs = _NUMPY_FUNCS
-    sqrt = "np.sqrt"
+    numpy_code = True  # np.inf, calls with out=; not the math printer's nor explain's
+
+    def text(self, function):
+        """How this printer names a function of the table in primitives.scalar."""
+        return function.numpy
 
     def __init__(self, names, bools=frozenset()):
         super().__init__({"order": "none"})
@@ -56,13 +44,13 @@ class NumpyPrinter(StrPrinter):
         return "0.5"
 
     def _print_Infinity(self, expr):
-        return "np.inf" if self.funcs is _NUMPY_FUNCS else "math.inf"
+        return "np.inf" if self.numpy_code else "math.inf"
 
     def _print_NegativeInfinity(self, expr):
-        return "-np.inf" if self.funcs is _NUMPY_FUNCS else "-math.inf"
+        return "-np.inf" if self.numpy_code else "-math.inf"
 
     def _print_NaN(self, expr):
-        return "np.nan" if self.funcs is _NUMPY_FUNCS else "math.nan"
+        return "np.nan" if self.numpy_code else "math.nan"
 
     def _print_Exp1(self, expr):
         return repr(float(sympy.E))
@@ -73,9 +61,9 @@ class NumpyPrinter(StrPrinter):
     def _print_Pow(self, expr, rational=False):
         base, e = expr.args
         if e == sympy.S.Half:
-            return f"{self.sqrt}({self._print(base)})"
+            return f"{self.text(scalar.FUNCTIONS['sqrt'])}({self._print(base)})"
         if e == -sympy.S.Half:
-            return f"1/{self.sqrt}({self._print(base)})"
+            return f"1/{self.text(scalar.FUNCTIONS['sqrt'])}({self._print(base)})"
         if e == -1:
             return f"1/{self.parenthesize(base, PRECEDENCE['Mul'], strict=True)}"
         if e.is_Integer and e < 0:
@@ -111,20 +99,21 @@ class NumpyPrinter(StrPrinter):
         return super()._print_Mul(expr)
 
     def _print_Function(self, expr):
-        name = type(expr).__name__
-        if isinstance(expr, scalar.BOOL_FUNCTIONS) and hasattr(type(expr), "symbol"):
-            a, b = (self.parenthesize(x, PRECEDENCE["Add"] - 1 if type(expr).symbol in "&|" else PRECEDENCE["Add"])
+        function = scalar.OF_CLASS.get(type(expr))
+        if function is not None and function.infix:
+            a, b = (self.parenthesize(x, PRECEDENCE["Add"] - 1 if function.infix in "&|" else PRECEDENCE["Add"])
                     for x in expr.args)
-            return f"({a} {type(expr).symbol} {b})"
-        if name == "sigmoid":
+            return f"({a} {function.infix} {b})"
+        if isinstance(expr, scalar.sigmoid):
             return self.sigmoid(expr.args[0])
-        if name == "softplus":
+        if isinstance(expr, scalar.softplus):
             return self.softplus(expr.args[0])
-        if name == "where":
+        if isinstance(expr, scalar.where):
             return self.where(*expr.args)
-        if name in self.funcs:
-            return f"{self.funcs[name]}({', '.join(self._print(a) for a in expr.args)})"
-        raise NotImplementedError(f"no NumPy text for {name}")
+        text = self.text(function) if function is not None else None
+        if text is not None:
+            return f"{text}({', '.join(self._print(a) for a in expr.args)})"
+        raise NotImplementedError(f"no NumPy text for {type(expr).__name__}")
 
     _print_sign = _print_Function
     _print_Abs = _print_Function
@@ -133,20 +122,24 @@ class NumpyPrinter(StrPrinter):
 
     def softplus(self, x):
         u = self._print(x)
-        return f"({self.funcs['maximum']}({u}, 0) + {self.funcs['log1p']}({self.funcs['exp']}(-{self.funcs['absolute']}({u}))))"
+        maximum, log1p, exp, absolute = (self.text(scalar.FUNCTIONS[name])
+                                         for name in ("maximum", "log1p", "exp", "absolute"))
+        return f"({maximum}({u}, 0) + {log1p}({exp}(-{absolute}({u}))))"
 
     def sigmoid(self, x):
-        return f"1/(1 + {self.funcs['exp']}({self._print(-x)}))"
+        return f"1/(1 + {self.text(scalar.FUNCTIONS['exp'])}({self._print(-x)}))"
 
     def where(self, c, a, b):
-        return f"np.where({self._print(c)}, {self._print(a)}, {self._print(b)})"
+        return f"{self.text(scalar.FUNCTIONS['where'])}({self._print(c)}, {self._print(a)}, {self._print(b)})"
 
 
 class MathPrinter(NumpyPrinter):
     """Prints Python-float code with `math.`; comparisons stay Python bools."""
 
-    funcs = _MATH_FUNCS
-    sqrt = "math.sqrt"
+    numpy_code = False
+
+    def text(self, function):
+        return function.math
 
     def pow(self, base, e):
         if e.is_Integer and 0 < e <= 3:
@@ -156,21 +149,20 @@ class MathPrinter(NumpyPrinter):
         if e.is_Integer:
             return super().pow(base, e)
         # float ** float gives a complex for a negative base; math.pow raises instead
-        return f"math.pow({self._print(base)}, {self._print(e)})"
+        return f"{self.text(scalar.FUNCTIONS['power'])}({self._print(base)}, {self._print(e)})"
 
     def where(self, c, a, b):
         return f"({self._print(a)} if {self._print(c)} else {self._print(b)})"
 
     def _print_Function(self, expr):
-        name = type(expr).__name__
-        if name == "sign":
+        if type(expr) in scalar.FUNCTIONS["sign"].classes:
             x = self._print(expr.args[0])
             return f"(({x} > 0) - ({x} < 0))"
-        if name == "logical_not":
+        if isinstance(expr, scalar.logical_not):
             return f"(not {self._print(expr.args[0])})"
-        if name == "logical_and":
+        if isinstance(expr, scalar.logical_and):
             return f"({self._print(expr.args[0])} and {self._print(expr.args[1])})"
-        if name == "logical_or":
+        if isinstance(expr, scalar.logical_or):
             return f"({self._print(expr.args[0])} or {self._print(expr.args[1])})"
         return super()._print_Function(expr)
 
@@ -184,10 +176,10 @@ def _may_warn(expr) -> bool:
     for e in sympy.preorder_traversal(expr):
         if e.is_Pow and not (e.exp.is_Integer and e.exp > 0):
             return True
-        # tanh never warns (tanh(±inf) is ±1): a tanh network's code needs no np.errstate (about 1 µs a call)
-        if isinstance(e, sympy.Function) and not isinstance(
-                e, scalar.BOOL_FUNCTIONS + (scalar.maximum, scalar.minimum, scalar.absolute, scalar.sign, sympy.tanh)):
-            return True
+        if isinstance(e, sympy.Function):
+            function = scalar.OF_CLASS.get(type(e))
+            if function is None or function.warns:
+                return True
     return False
 
 
@@ -224,10 +216,6 @@ def kernel_may_warn(node) -> bool:
     return any(_may_warn(e) for e in expand(node.attrs["program"], node.attrs["outs"]))
 
 
-_UNARY_UFUNCS = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sinh", "cosh", "atan", "asin",
-                 "acos", "absolute", "Abs"}
-
-
 def call_into(printer, expr, target):
     """`expr` as one NumPy call writing its result into `target` (`out=`), or None when it is not one call.
 
@@ -235,11 +223,9 @@ def call_into(printer, expr, target):
     argument, np.maximum/np.minimum, a product without division (`a*b`: np.multiply), a sum or
     difference of two terms.
     """
-    name = type(expr).__name__
-    if isinstance(expr, sympy.Function) and name in _UNARY_UFUNCS and printer.funcs is _NUMPY_FUNCS:
-        return f"{printer.funcs[name]}({printer._print(expr.args[0])}, out={target})"
-    if name in ("maximum", "minimum") and printer.funcs is _NUMPY_FUNCS:
-        return f"{printer.funcs[name]}({', '.join(printer._print(a) for a in expr.args)}, out={target})"
+    function = scalar.OF_CLASS.get(type(expr)) if isinstance(expr, sympy.Function) else None
+    if function is not None and function.out and printer.numpy_code:
+        return f"{printer.text(function)}({', '.join(printer._print(a) for a in expr.args)}, out={target})"
     if expr.is_Mul and not printer.boolish(expr):
         factors = sympy.Mul.make_args(expr)
         coeff = expr.as_coeff_Mul()[0]
