@@ -76,7 +76,8 @@ def _fresh(v, targets, gradient_of=None):
     return copied
 
 
-def _unique(name, taken):
+def unique_name(name, taken):
+    """`name`, or `name_` (`name__`, ...) when it is taken; the result is taken from then on."""
     while name in taken:
         name += "_"
     taken.add(name)
@@ -98,19 +99,19 @@ def _build_updates(graph, compiled, optimizer, wrt_values, grads, specs):
     for p in wrt_values:
         buffers = {}
         for b in optimizer.buffers:
-            buffers[b] = input_value(_unique(f"{b}_{p.name}", taken), p.shape, p.dtype)
+            buffers[b] = input_value(unique_name(f"{b}_{p.name}", taken), p.shape, p.dtype)
             compiled.state.append((buffers[b].name, p.name))
         state.append(buffers)
     t = None
     if optimizer.counts_steps:
-        t = input_value(_unique("t", taken), (), dtype)
+        t = input_value(unique_name("t", taken), (), dtype)
         compiled.step_name = t.name
     h = SimpleNamespace()
     for name in optimizer.hyperparameters:
-        v = input_value(_unique(name, taken), (), dtype)
+        v = input_value(unique_name(name, taken), (), dtype)
         setattr(h, name, v)
         compiled.hyper.append((v.name, name))
-    compiled.core = _unique("step", taken)
+    compiled.core = unique_name("step", taken)
 
     updates = []
     if t is not None:

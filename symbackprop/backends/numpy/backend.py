@@ -35,7 +35,7 @@ class NumpyBackend(Backend):
 
     def _build_forward(self, program):
         fn, specs, graph = program.fn, program.specs, program.graph
-        text, uses_math = module._forward_text(program, graph)
+        text, uses_math = module.forward_text(program)
         functions = [text]
         if program.scalar:  # math raises where NumPy gives inf or nan: fall back as value_and_grad does
             slow = write_function("_forward_numpy", graph.params, specs, graph.nodes, set(graph.nodes),

@@ -8,20 +8,8 @@ from __future__ import annotations
 import textwrap
 
 from ...rendering import render
+from ...transforms.update import unique_name
 from .writer import write_function
-
-
-def _all_scalar(specs, graph) -> bool:
-    """Every value is a Python float: `math` code, 25x cheaper than NumPy scalars."""
-    return all(s.kind in ("float", "static") for s in specs) and all(
-        v.shape == () for n in graph.nodes for v in n.outputs)
-
-
-def _unique(name, taken):
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name
 
 
 def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
@@ -40,7 +28,7 @@ def numpy_module(compiled, forward=None) -> str:
     graph = compiled.graph
     functions, uses_math = [], False
     if forward is not None:
-        text, m = _forward_text(compiled, forward.graph)
+        text, m = forward_text(forward)
         functions.append(text)
         uses_math |= m
     if compiled.scalar:
@@ -65,10 +53,11 @@ def numpy_module(compiled, forward=None) -> str:
                   notes=notes, uses_math=uses_math, functions=functions)
 
 
-def _forward_text(compiled, fgraph):
-    scalar = _all_scalar(compiled.specs, fgraph)
-    text, m = write_function("forward", fgraph.params, compiled.specs, fgraph.nodes, set(fgraph.nodes),
-                            fgraph.result, None, None, f"{compiled.fn.__name__}: the loss.", scalar=scalar)
+def forward_text(forward):
+    """The `forward` function of a loss Program (kind "forward"), and whether it is `math` code."""
+    graph = forward.graph
+    text, m = write_function("forward", graph.params, forward.specs, graph.nodes, set(graph.nodes),
+                             graph.result, None, None, f"{forward.fn.__name__}: the loss.", scalar=forward.scalar)
     return text.rstrip("\n"), m
 
 
@@ -125,11 +114,11 @@ def step_module(compiled, forward=None) -> str:
     statics = [s for s in specs if not s.dynamic]
     with_forward = forward is not None
     if with_forward:
-        text = _forward_text(compiled, forward.graph)[0]
+        text = forward_text(forward)[0]
         # with static parameters, forward takes them all and checks them (see the template)
         functions.append(text.replace("def forward(", "def _forward(", 1) if statics else text)
     taken = {s.name for s in specs}
-    state_arg = _unique("state", taken)
+    state_arg = unique_name("state", taken)
     state = [{"name": n, "param": p} for n, p in compiled.state]
     state_reads = [f'{state_arg}["{n}"]' for n, _ in compiled.state]
     if compiled.step_name:
