@@ -1,8 +1,9 @@
 """symbackprop: symbolic reverse-mode differentiation of Python+NumPy models into readable code."""
 from . import optim
 from .api import grad, value_and_grad
+from .check import check_grad
 from .errors import CompileError
 from .training import train_step
 
-__all__ = ["grad", "value_and_grad", "CompileError", "optim", "train_step"]
+__all__ = ["grad", "value_and_grad", "check_grad", "CompileError", "optim", "train_step"]
 __version__ = "0.1.0"
