@@ -19,6 +19,7 @@ names); `explain` prints them.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 
 import sympy
@@ -48,7 +49,20 @@ def _numpy_text(node, args, out):
 
     Every piece of NumPy text in this module comes from here.
     """
+    if node.prim is BroadcastTo and out is not None:  # a sum's adjoint: np.broadcast_to(g, (4,))
+        args = [_scalar_reshape_elided(node, args[0])]
     return numpy_rules.write(node, list(args), out)
+
+
+def _scalar_reshape_elided(node, text):
+    """`g` for `np.reshape(g, (1,))` when g is a number: the generated code makes it (1,) for
+    np.broadcast_to, which a reader does not need to see (np.broadcast_to takes the number)."""
+    src = node.inputs[0].node
+    if src is not None and src.prim is Reshape and src.inputs[0].ndim == 0:
+        match = re.fullmatch(r"\(?np\.reshape\((.*), \((?:1, )*1?,?\)\)\)?", text)
+        if match:
+            return _atom(match.group(1))
+    return text
 
 
 class Summed(sympy.Function):
