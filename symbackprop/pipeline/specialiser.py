@@ -144,10 +144,14 @@ class Specialiser:
         run = self.forwards.get(key)
         if run is None:
             with self.lock:
-                program = self.compile(self.specs(args, differentiated=()), kind="forward")
-                run = self.forwards[key] = program.call
-                if len(self.forwards) > CACHE_SIZE:
-                    self.forwards.popitem(last=False)
+                run = self.forwards.get(key)  # another thread may have compiled it while this one waited
+                if run is None:
+                    program = self.compile(self.specs(args, differentiated=()), kind="forward")
+                    run = self.forwards[key] = program.call
+                    if len(self.forwards) > CACHE_SIZE:
+                        self.forwards.popitem(last=False)
+        else:
+            self.forwards.move_to_end(key)
         return run(*args)
 
     # ---- export --------------------------------------------------------------------
