@@ -25,7 +25,7 @@ from .pipeline import stages
 from .primitives.composite import LogSoftmax, Softmax, SoftmaxFamily
 from .primitives.elementwise import Fill, Kernel, arg, expand
 from .primitives.index import Index
-from .primitives.kernel_adjoint import out_symbol
+from .primitives.kernel_adjoint import local_derivative, out_symbol
 from .primitives.reduce import Sum, axis_text
 from .primitives import scalar
 from .primitives.scalar import recognise
@@ -376,7 +376,7 @@ class _Builder:
             if g is None:
                 continue
             out = node.outputs[k]
-            local = sympy.diff(body, arg(i)).xreplace(to_output).xreplace(rename)
+            local = local_derivative(body, arg(i)).xreplace(to_output).xreplace(rename)
             printed = math_text(local)
             residual = self.grad_name(out)
             row = Adjoint(step.index, node.loc, self.name(out), self.text(v), residual,
