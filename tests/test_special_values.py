@@ -225,3 +225,21 @@ def test_division_by_a_zero_constant_keeps_the_sign(backend):
             want = model(x, w)
         value, _ = sb.value_and_grad(model, backend=backend)(x, w)
         assert value == pytest.approx(want), model.__name__
+
+
+def static_zero_to_a_negative_power(x):
+    return np.sum(x * 0.0 ** -1.0)
+
+
+def static_root_of_a_negative_number(x):
+    return np.sum(x + (-8.0) ** (1 / 3))
+
+
+def test_static_powers_follow_numpy(backend):
+    """Python raises ZeroDivisionError for 0.0 ** -1.0 and makes a complex number of (-8.0) ** (1/3);
+    computed at compile time, they are NumPy's inf and nan instead of a traceback from the compiler."""
+    x = np.ones(2)
+    value, g = sb.value_and_grad(static_zero_to_a_negative_power, backend=backend)(x)
+    assert value == INF and (g == INF).all()
+    value, _ = sb.value_and_grad(static_root_of_a_negative_number, backend=backend)(x)
+    assert np.isnan(value)

@@ -110,6 +110,11 @@ def div(a, b):
 
 def power(a, b):
     if _static(None, a, b):
+        real = all(isinstance(v, (_numbers.Real, np.number)) for v in (a, b))
+        if real and ((a == 0 and b < 0) or (a < 0 and not float(b).is_integer())):
+            # Python raises ZeroDivisionError or makes a complex number; NumPy gives inf or nan
+            with np.errstate(all="ignore"):
+                return np.float64(a) ** np.float64(b)
         return a**b
     return elementwise(lambda x, y: x**y, a, b, what="`**`")
 
