@@ -147,7 +147,8 @@ def _dims(name, spec, dims):
 
 
 def bind_arguments(fn, given: dict):
-    """One value per parameter of `fn`: the --arg ones, and the defaults for the rest."""
+    """(args, kwargs) with one value per parameter of `fn`: the --arg ones, and the defaults for the
+    rest; keyword-only parameters by name."""
     sig = inspect.signature(fn)
     params = list(sig.parameters.values())
     names = [p.name for p in params]
@@ -159,7 +160,9 @@ def bind_arguments(fn, given: dict):
     if missing:
         example = " ".join(f"--arg {n}=float64[...]" for n in missing)
         raise UsageError(f"missing --arg for {', '.join(missing)} (no default value); for example {example}")
-    return [given[p.name] if p.name in given else p.default for p in params]
+    values = {p.name: given[p.name] if p.name in given else p.default for p in params}
+    args = tuple(values[p.name] for p in params if p.kind is not p.KEYWORD_ONLY)
+    return args, {p.name: values[p.name] for p in params if p.kind is p.KEYWORD_ONLY}
 
 
 def parse_wrt(text):
@@ -189,13 +192,13 @@ def gradient_function(args, backend=None):
         if name in given:
             raise UsageError(f"--arg {name} is given twice")
         given[name] = value
-    values = bind_arguments(fn, given)
+    values, keywords = bind_arguments(fn, given)
     try:
         gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:
-        gradfn.specialise(*values)
+        gradfn.specialise(*values, **keywords)
     except CompileError:
         raise
     except (TypeError, ValueError) as e:
@@ -204,11 +207,11 @@ def gradient_function(args, backend=None):
     if backend != backends.DEFAULT:
         try:
             gradfn = value_and_grad(fn, wrt=wrt, backend=backend)
-            gradfn.specialise(*values)
+            gradfn.specialise(*values, **keywords)
         except Exception as e:
             raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
                           f"{type(e).__name__}: {e}") from None
-    return gradfn, values
+    return gradfn, (values, keywords)
 
 
 # ---- show: highlighted source ------------------------------------------------------
@@ -351,8 +354,8 @@ def cmd_export(args):
 
 
 def cmd_explain(args):
-    gradfn, values = gradient_function(args)
-    sys.stdout.write(explain(gradfn, *values))
+    gradfn, (values, keywords) = gradient_function(args)
+    sys.stdout.write(explain(gradfn, *values, **keywords))
     return EXIT_OK
 
 
@@ -364,8 +367,8 @@ def cmd_graph(args):
     if args.output and suffix not in (".dot", ".gv") and suffix not in RENDERED:
         raise UsageError(f"-o {args.output}: graph writes .dot or .gv (DOT text), or .svg, .png or .pdf "
                          "(drawn by Graphviz)")
-    gradfn, values = gradient_function(args)
-    dot_text = to_dot(gradfn.specialise(*values))
+    gradfn, (values, keywords) = gradient_function(args)
+    dot_text = to_dot(gradfn.specialise(*values, **keywords))
     if not args.output:
         sys.stdout.write(dot_text)
         return EXIT_OK

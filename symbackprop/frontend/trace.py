@@ -23,7 +23,7 @@ from ..errors import CompileError, ShapeError
 from ..ir import Value, at
 from ..primitives import ops
 from . import namespace
-from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function
+from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .source import Source
 
 MAX_ITERATIONS = 100_000
@@ -102,6 +102,13 @@ class Tracer:
         self.stack: list = []
 
     # ---- functions ---------------------------------------------------------
+    def call_model(self, fn, values):
+        """The model on one value per parameter, in the def's order: keyword-only ones by name."""
+        params = list(inspect.signature(fn).parameters.values())
+        args = [v for p, v in zip(params, values) if p.kind is not p.KEYWORD_ONLY]
+        kwargs = {p.name: v for p, v in zip(params, values) if p.kind is p.KEYWORD_ONLY}
+        return self.call(fn, args, kwargs)
+
     def call(self, fn, args, kwargs, call_loc=None):
         src = Source(fn)
         check_function(src)
@@ -111,11 +118,9 @@ class Tracer:
         if isinstance(src.node, ast.AsyncFunctionDef):
             raise CompileError(f"`{fn.__name__}` is an async function", src.loc(src.node),
                                "Models and helpers are plain functions.")
-        a = src.node.args
-        if a.vararg or a.kwarg:
-            star = f"*{a.vararg.arg}" if a.vararg else f"**{a.kwarg.arg}"
-            raise CompileError(f"`{star}` parameters are not supported", src.loc(src.node),
-                               "List every parameter by name.")
+        error = star_parameters_error(src)
+        if error is not None:
+            raise error
         try:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as e:
