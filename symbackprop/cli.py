@@ -1,6 +1,7 @@
-"""The command line: show, export, explain and graph the gradient of a model in a file.
+"""The command line: show, export, explain and graph the gradient of a model in a file; print the docs.
 
     symbackprop show model.py:loss --arg W=float64[128,784] --arg x=float64[784] --wrt W
+    symbackprop docs language
 
 Exit status: 0 ok; 1 the model was rejected (the CompileError message is printed),
 or an artifact could not be written; 2 the command line is wrong (a bad MODEL,
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tokenize
+from pathlib import Path
 
 import numpy as np
 
@@ -397,6 +399,37 @@ def _write(path, text):
         raise Failure(f"cannot write {path}: {e.strerror or e}") from None
 
 
+# ---- docs: the packaged documentation ---------------------------------------------------
+
+#: the documents a wheel carries (docs/*.md, packaged as symbackprop/docs), with what each is about
+DOC_TOPICS = {
+    "language": "the model language: what a model can use, conventions, what is rejected and what to write",
+    "training": "sb.train_step and the optimizers",
+    "cli": "this command line",
+    "llvm": "the LLVM backend",
+}
+
+
+def docs_dir() -> Path:
+    """The packaged docs of an installed symbackprop, or the source tree's docs/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "docs", here.parent / "docs"):
+        if all((candidate / f"{topic}.md").is_file() for topic in DOC_TOPICS):
+            return candidate
+    raise Failure(f"the documentation is not installed beside {here}; reinstall symbackprop")
+
+
+def cmd_docs(args):
+    if args.topic is None:
+        width = max(map(len, DOC_TOPICS))
+        print(f"usage: {PROG} docs TOPIC; the topics:")
+        for topic, about in DOC_TOPICS.items():
+            print(f"  {topic:<{width}}  {about}")
+        return EXIT_OK
+    sys.stdout.write((docs_dir() / f"{args.topic}.md").read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
 # ---- the parser ------------------------------------------------------------------------
 
 EXAMPLE = "model.py:loss --arg W=float64[128,784] --arg b=float64[128] --arg x=float64[784] --wrt W,b"
@@ -451,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                            help="highlight the code (default: when standard output is a terminal)")
+    docs = sub.add_parser("docs", help="print the documentation (the model language, training, ...)",
+                          description="Print one of the documents installed with symbackprop (Markdown text).")
+    docs.add_argument("topic", nargs="?", choices=list(DOC_TOPICS), metavar="TOPIC",
+                      help=f"one of {', '.join(DOC_TOPICS)}; without it, the list")
     return parser
 
 
@@ -458,6 +495,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "docs":
+            return cmd_docs(args)
         return COMMANDS[args.command][0](args)
     except UsageError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
