@@ -66,8 +66,10 @@ class NumpyPrinter(StrPrinter):
 
     # Folding can leave atoms with no real float: zoo (1/0 or log(0) of an exact zero SymPy found,
     # whose sign it does not know) and I (sqrt(-1), log(-2)): NumPy's real functions give nan there.
-    _print_ComplexInfinity = _print_NaN
-    _print_ImaginaryUnit = _print_NaN
+    def _print_ComplexInfinity(self, expr):
+        return self._print(sympy.nan)
+
+    _print_ImaginaryUnit = _print_ComplexInfinity
 
     def _print_NumberSymbol(self, expr):  # pi, E, EulerGamma, Catalan, GoldenRatio, ...
         return repr(float(expr))
