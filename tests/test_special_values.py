@@ -243,3 +243,26 @@ def test_static_powers_follow_numpy(backend):
     assert value == INF and (g == INF).all()
     value, _ = sb.value_and_grad(static_root_of_a_negative_number, backend=backend)(x)
     assert np.isnan(value)
+
+
+def clipped(x, limits=(0.0, math.inf)):
+    return np.sum(np.clip(x, limits[0], limits[1]))
+
+
+def test_an_exported_module_spells_static_infinities(tmp_path):
+    """A static tuple holding inf is checked by the exported module: written float('inf'), not a bare name."""
+    import importlib.util
+
+    from symbackprop.rendering import source_literal
+    assert source_literal((0.0, math.inf, -math.inf)) == "(0.0, float('inf'), float('-inf'))"
+    assert source_literal((math.nan,)) == "(float('nan'),)"
+    assert source_literal("inf") == "'inf'"
+    f = sb.value_and_grad(clipped)
+    f.export(tmp_path / "clipped.py", np.ones(3))
+    spec = importlib.util.spec_from_file_location("clipped_export", tmp_path / "clipped.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    value, g = module.value_and_grad(np.array([-1.0, 2.0]), (0.0, math.inf))
+    assert value == 2.0 and list(g) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="generated for limits"):
+        module.value_and_grad(np.ones(2), (0.0, 1.0))
