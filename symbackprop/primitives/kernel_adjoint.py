@@ -73,11 +73,11 @@ class _Differentiator:
     limits at a zero base (diff_pow). Any other class is handed to sympy.diff.
 
     Those rules build products with a zero factor: Leibniz's rule a term per factor, the factors
-    that do not depend on the variable included. SymPy makes such a product 0 unless a factor is infinite (then nan), which it
-    learns by asking every other factor whether it is finite: for tanh(u) that expands u into
-    real and imaginary parts. Without oo, zoo or nan anywhere in the expression no factor can be
-    infinite (SymPy folds 1/0, log(0) and the like to those atoms), so the product is 0 and is
-    not built; with them, it is built as SymPy builds it.
+    that do not depend on the variable included. SymPy makes such a product 0 unless a factor is
+    infinite (then nan), which it learns by asking every other factor whether it is finite: for
+    tanh(u) that expands u into real and imaginary parts. Without oo, zoo or nan anywhere in the
+    expression no factor can be infinite (SymPy folds 1/0, log(0) and the like to those atoms),
+    so the product is 0 and is not built; with them, it is built as SymPy builds it.
     """
 
     def __init__(self):
