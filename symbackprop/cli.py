@@ -1,6 +1,7 @@
-"""The command line: show, export, explain and graph the gradient of a model in a file.
+"""The command line: show, export, explain and graph the gradient of a model in a file; print the docs.
 
     symbackprop show model.py:loss --arg W=float64[128,784] --arg x=float64[784] --wrt W
+    symbackprop docs language
 
 Exit status: 0 ok; 1 the model was rejected (the CompileError message is printed),
 or an artifact could not be written; 2 the command line is wrong (a bad MODEL,
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tokenize
+from pathlib import Path
 
 import numpy as np
 
@@ -147,7 +149,8 @@ def _dims(name, spec, dims):
 
 
 def bind_arguments(fn, given: dict):
-    """One value per parameter of `fn`: the --arg ones, and the defaults for the rest."""
+    """(args, kwargs) with one value per parameter of `fn`: the --arg ones, and the defaults for the
+    rest; keyword-only parameters by name."""
     sig = inspect.signature(fn)
     params = list(sig.parameters.values())
     names = [p.name for p in params]
@@ -159,7 +162,9 @@ def bind_arguments(fn, given: dict):
     if missing:
         example = " ".join(f"--arg {n}=float64[...]" for n in missing)
         raise UsageError(f"missing --arg for {', '.join(missing)} (no default value); for example {example}")
-    return [given[p.name] if p.name in given else p.default for p in params]
+    values = {p.name: given[p.name] if p.name in given else p.default for p in params}
+    args = tuple(values[p.name] for p in params if p.kind is not p.KEYWORD_ONLY)
+    return args, {p.name: values[p.name] for p in params if p.kind is p.KEYWORD_ONLY}
 
 
 def parse_wrt(text):
@@ -189,13 +194,13 @@ def gradient_function(args, backend=None):
         if name in given:
             raise UsageError(f"--arg {name} is given twice")
         given[name] = value
-    values = bind_arguments(fn, given)
+    values, keywords = bind_arguments(fn, given)
     try:
         gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:
-        gradfn.specialise(*values)
+        gradfn.specialise(*values, **keywords)
     except CompileError:
         raise
     except (TypeError, ValueError) as e:
@@ -204,11 +209,11 @@ def gradient_function(args, backend=None):
     if backend != backends.DEFAULT:
         try:
             gradfn = value_and_grad(fn, wrt=wrt, backend=backend)
-            gradfn.specialise(*values)
+            gradfn.specialise(*values, **keywords)
         except Exception as e:
             raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
                           f"{type(e).__name__}: {e}") from None
-    return gradfn, values
+    return gradfn, (values, keywords)
 
 
 # ---- show: highlighted source ------------------------------------------------------
@@ -351,8 +356,8 @@ def cmd_export(args):
 
 
 def cmd_explain(args):
-    gradfn, values = gradient_function(args)
-    sys.stdout.write(explain(gradfn, *values))
+    gradfn, (values, keywords) = gradient_function(args)
+    sys.stdout.write(explain(gradfn, *values, **keywords))
     return EXIT_OK
 
 
@@ -364,8 +369,8 @@ def cmd_graph(args):
     if args.output and suffix not in (".dot", ".gv") and suffix not in RENDERED:
         raise UsageError(f"-o {args.output}: graph writes .dot or .gv (DOT text), or .svg, .png or .pdf "
                          "(drawn by Graphviz)")
-    gradfn, values = gradient_function(args)
-    dot_text = to_dot(gradfn.specialise(*values))
+    gradfn, (values, keywords) = gradient_function(args)
+    dot_text = to_dot(gradfn.specialise(*values, **keywords))
     if not args.output:
         sys.stdout.write(dot_text)
         return EXIT_OK
@@ -392,6 +397,37 @@ def _write(path, text):
             f.write(text)
     except OSError as e:
         raise Failure(f"cannot write {path}: {e.strerror or e}") from None
+
+
+# ---- docs: the packaged documentation ---------------------------------------------------
+
+#: the documents a wheel carries (docs/*.md, packaged as symbackprop/docs), with what each is about
+DOC_TOPICS = {
+    "language": "the model language: what a model can use, conventions, what is rejected and what to write",
+    "training": "sb.train_step and the optimizers",
+    "cli": "this command line",
+    "llvm": "the LLVM backend",
+}
+
+
+def docs_dir() -> Path:
+    """The packaged docs of an installed symbackprop, or the source tree's docs/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "docs", here.parent / "docs"):
+        if all((candidate / f"{topic}.md").is_file() for topic in DOC_TOPICS):
+            return candidate
+    raise Failure(f"the documentation is not installed beside {here}; reinstall symbackprop")
+
+
+def cmd_docs(args):
+    if args.topic is None:
+        width = max(map(len, DOC_TOPICS))
+        print(f"usage: {PROG} docs TOPIC; the topics:")
+        for topic, about in DOC_TOPICS.items():
+            print(f"  {topic:<{width}}  {about}")
+        return EXIT_OK
+    sys.stdout.write((docs_dir() / f"{args.topic}.md").read_text(encoding="utf-8"))
+    return EXIT_OK
 
 
 # ---- the parser ------------------------------------------------------------------------
@@ -448,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                            help="highlight the code (default: when standard output is a terminal)")
+    docs = sub.add_parser("docs", help="print the documentation (the model language, training, ...)",
+                          description="Print one of the documents installed with symbackprop (Markdown text).")
+    docs.add_argument("topic", nargs="?", choices=list(DOC_TOPICS), metavar="TOPIC",
+                      help=f"one of {', '.join(DOC_TOPICS)}; without it, the list")
     return parser
 
 
@@ -455,6 +495,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "docs":
+            return cmd_docs(args)
         return COMMANDS[args.command][0](args)
     except UsageError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import jinja2
@@ -47,6 +48,17 @@ def _template_cache():
         return None
 
 
+def source_literal(value) -> str:
+    """A static value as Python source: repr, but a float that repr spells as a bare name (inf, nan)
+    is written float('inf'), also inside a tuple."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({repr(value)!r})"
+    if isinstance(value, tuple):
+        items = [source_literal(v) for v in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    return repr(value)
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -59,6 +71,7 @@ def environment() -> jinja2.Environment:
         bytecode_cache=_template_cache(),
     )
     env.filters["docstring"] = docstring_text
+    env.filters["source_literal"] = source_literal
     return env
 
 

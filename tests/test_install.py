@@ -1,4 +1,5 @@
-"""A non-editable wheel install finds its templates: fresh venv, run an example from another directory."""
+"""A non-editable wheel install finds its templates and docs: fresh venv, run an example and `symbackprop docs`
+from another directory."""
 import os
 import shutil
 import subprocess
@@ -31,3 +32,9 @@ def test_wheel_install_runs_the_quickstart_elsewhere(tmp_path):
     out = run(str(python), "quickstart.py", cwd=elsewhere, env=env)
     assert "def value_and_grad(W1, b1, W2, b2, x, y):" in out.stdout
     assert "d_W1 = np.dot(x.T, " in out.stdout
+    # the documentation compile errors point to is in the wheel, printed by the console script
+    docs = run(str(venv / "bin" / "symbackprop"), "docs", "language", cwd=elsewhere, env=env)
+    assert docs.stdout == (REPO / "docs" / "language.md").read_text(encoding="utf-8")
+    topics = run(str(venv / "bin" / "symbackprop"), "docs", cwd=elsewhere, env=env)
+    for topic in ("language", "training", "cli", "llvm"):
+        assert f"  {topic} " in topics.stdout, topics.stdout

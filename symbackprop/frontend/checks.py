@@ -6,8 +6,10 @@ signature never takes is still an error, at its own line.
 from __future__ import annotations
 
 import ast
+import inspect
 
 from ..errors import CompileError
+from .source import Source
 
 REJECTED_STATEMENTS = {
     ast.While: ("a `while` loop", "Use `for i in range(n)` with a bound known at compile time."),
@@ -58,3 +60,34 @@ def check_function(src):
         what, hint = table[type(first)]
         raise CompileError(f"{what} is not supported", src.loc(first), hint)
     src.checked = True
+
+
+def star_parameters_error(src):
+    """The CompileError for a `*args` or `**kwargs` in `src`'s def, or None: a model and each helper
+    has a fixed list of parameters, each one input of the generated code (and, for a model, of its
+    exported functions, the CLI's --arg and `wrt`)."""
+    a = src.node.args
+    if not (a.vararg or a.kwarg):
+        return None
+    name = src.node.name
+    named = [p.arg for p in a.posonlyargs + a.args]
+    if a.vararg:
+        example = ", ".join(named + [f"{a.vararg.arg}1", f"{a.vararg.arg}2"])
+        return CompileError(f"`*{a.vararg.arg}` parameters are not supported", src.loc(src.node),
+                            f"List every parameter by name: `def {name}({example})`; several ints or strings "
+                            "that steer the model can come as one tuple parameter.")
+    example = ", ".join(named + ["scale=1.0"])
+    return CompileError(f"`**{a.kwarg.arg}` parameters are not supported", src.loc(src.node),
+                        f"List every parameter by name, with a default for the optional ones: "
+                        f"`def {name}({example})`.")
+
+
+def check_parameters(fn):
+    """CompileError at the def of a model with `*args` or `**kwargs`, before a call is bound to it.
+
+    Only the flags of the code object are read on the way: the source is parsed when one is set.
+    """
+    if fn.__code__.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        error = star_parameters_error(Source(fn))
+        if error is not None:
+            raise error

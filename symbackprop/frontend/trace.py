@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ast
 import builtins
-import difflib
 import inspect
 import math
 import numbers
 import operator
+import sys
+import sysconfig
 import types
 
 import numpy as np
@@ -22,20 +23,36 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, at
 from ..primitives import ops
-from . import namespace
-from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function
+from . import namespace, suggest
+from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .source import Source
 
 MAX_ITERATIONS = 100_000
 
 
 class _Module:
-    def __init__(self, name, functions, constants):
-        self.name, self.functions, self.constants = name, functions, constants
+    """np, math, or a NumPy submodule (np.linalg: nothing of it is accepted, each name gets its hint)."""
+
+    def __init__(self, name, functions, constants, real):
+        self.name, self.functions, self.constants, self.real = name, functions, constants, real
 
 
-NUMPY = _Module("np", namespace.NUMPY, namespace.NUMPY_CONSTANTS)
-MATH = _Module("math", namespace.MATH, namespace.MATH_CONSTANTS)
+NUMPY = _Module("np", namespace.NUMPY, namespace.NUMPY_CONSTANTS, np)
+MATH = _Module("math", namespace.MATH, namespace.MATH_CONSTANTS, math)
+
+
+class _UserModule:
+    """A module of the user's (`import helpers`): its functions are helpers, its numbers constants."""
+
+    def __init__(self, name, module):
+        self.name, self.module = name, module
+
+
+def _is_stdlib(module) -> bool:
+    if module.__name__.split(".")[0] not in sys.stdlib_module_names:
+        return False
+    path = getattr(module, "__file__", None)
+    return path is None or path.startswith(sysconfig.get_paths()["stdlib"])
 
 
 class _Callable:
@@ -102,6 +119,13 @@ class Tracer:
         self.stack: list = []
 
     # ---- functions ---------------------------------------------------------
+    def call_model(self, fn, values):
+        """The model on one value per parameter, in the def's order: keyword-only ones by name."""
+        params = list(inspect.signature(fn).parameters.values())
+        args = [v for p, v in zip(params, values) if p.kind is not p.KEYWORD_ONLY]
+        kwargs = {p.name: v for p, v in zip(params, values) if p.kind is p.KEYWORD_ONLY}
+        return self.call(fn, args, kwargs)
+
     def call(self, fn, args, kwargs, call_loc=None):
         src = Source(fn)
         check_function(src)
@@ -111,11 +135,9 @@ class Tracer:
         if isinstance(src.node, ast.AsyncFunctionDef):
             raise CompileError(f"`{fn.__name__}` is an async function", src.loc(src.node),
                                "Models and helpers are plain functions.")
-        a = src.node.args
-        if a.vararg or a.kwarg:
-            star = f"*{a.vararg.arg}" if a.vararg else f"**{a.kwarg.arg}"
-            raise CompileError(f"`{star}` parameters are not supported", src.loc(src.node),
-                               "List every parameter by name.")
+        error = star_parameters_error(src)
+        if error is not None:
+            raise error
         try:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as e:
@@ -292,7 +314,8 @@ class Tracer:
             return self.global_value(frame, name, frame.globals[name], node)
         if hasattr(builtins, name):
             return _Callable(name, getattr(self, "builtin_" + name, None))
-        raise CompileError(f"name `{name}` is not defined", frame.src.loc(node))
+        raise CompileError(f"name `{name}` is not defined", frame.src.loc(node),
+                           suggest.name_hint(name, list(frame.env) + list(frame.globals)))
 
     def global_value(self, frame, name, obj, node):
         if obj is np:
@@ -307,6 +330,8 @@ class Tracer:
                                frame.src.loc(node))
         if isinstance(obj, types.FunctionType):
             return _Helper(obj)
+        if isinstance(obj, types.ModuleType):
+            return self.module_value(frame, name, obj, node)
         fname = getattr(obj, "__name__", None)
         if fname and getattr(np, fname, None) is obj:
             return self.module_attr(NUMPY, fname, node, frame)
@@ -317,30 +342,57 @@ class Tracer:
                                "Pass it as a parameter.")
         raise CompileError(f"`{name}` ({type(obj).__name__}) cannot be used inside a model", frame.src.loc(node))
 
+    def module_value(self, frame, name, module, node):
+        """A module the model names: a NumPy submodule, or a module of the user's whose functions are inlined."""
+        if module.__name__.startswith("numpy."):  # import numpy.linalg as la
+            sub = module.__name__.split(".")[1]
+            return _Module(f"np.{sub}", {}, {}, module)
+        if _is_stdlib(module):
+            raise CompileError(f"the module `{name}` ({module.__name__}) cannot be used inside a model",
+                               frame.src.loc(node),
+                               f"A model calls NumPy (np.), math and functions written in its language. "
+                               f"{suggest.DOCS_HINT}")
+        return _UserModule(name, module)
+
     def module_attr(self, module, attr, node, frame):
         if attr in module.constants:
             return module.constants[attr]
         if attr in module.functions:
             return _Callable(f"{module.name}.{attr}", module.functions[attr], module)
-        close = difflib.get_close_matches(attr, list(module.functions), n=3)
-        hint = "See docs/language.md for the supported functions."
-        if close:
-            hint = f"Did you mean {', '.join(module.name + '.' + c for c in close)}? " + hint
+        real = getattr(module.real, attr, None)
+        if module is NUMPY and isinstance(real, types.ModuleType):  # np.linalg: its functions get their hints
+            return _Module(f"np.{attr}", {}, {}, real)
+        hint = suggest.module_hint(module.name, attr, list(module.functions) + list(module.constants),
+                                   exists=hasattr(module.real, attr))
         raise CompileError(f"`{module.name}.{attr}` is not supported", frame.src.loc(node), hint)
+
+    def user_module_attr(self, module, attr, node, frame):
+        """`helpers.gelu`: what `gelu` would be as a global of the model's module (a helper, a constant...)."""
+        label = f"{module.name}.{attr}"
+        if not hasattr(module.module, attr):
+            public = [n for n in vars(module.module) if not n.startswith("_")]
+            close = suggest.typo_matches(attr, public)
+            raise CompileError(f"module `{module.name}` has no attribute `{attr}`", frame.src.loc(node),
+                               f"Did you mean {', '.join(f'{module.name}.{c}' for c in close)}?" if close else None)
+        return self.global_value(frame, label, getattr(module.module, attr), node)
 
     def expr_Attribute(self, frame, node):
         base = self.expr(frame, node.value)
         attr = node.attr
         if isinstance(base, _Module):
             return self.module_attr(base, attr, node, frame)
+        if isinstance(base, _UserModule):
+            return self.user_module_attr(base, attr, node, frame)
         if isinstance(base, Value):
             if attr in namespace.ATTRIBUTES:
                 return namespace.ATTRIBUTES[attr](base)
             if attr in namespace.METHODS:
                 return _Callable(f".{attr}", namespace.METHODS[attr], base)
+            accepted = list(namespace.ATTRIBUTES) + list(namespace.METHODS)
+            hint = suggest.method_hint(attr, accepted)
+            supported = "Supported: " + ", ".join(f".{m}" for m in accepted)
             raise CompileError(f"the array attribute or method `.{attr}` is not supported", frame.src.loc(node),
-                               "Supported: " + ", ".join(f".{m}" for m in list(namespace.ATTRIBUTES)
-                                                         + list(namespace.METHODS)))
+                               f"{hint}\n  {supported}" if hint else supported)
         if isinstance(base, (list, tuple)) and attr in ("append", "extend", "pop", "insert", "remove", "index",
                                                         "count", "sort", "reverse", "clear", "copy"):
             raise CompileError(f"list methods (`.{attr}`) are not supported", frame.src.loc(node),
@@ -482,7 +534,7 @@ class Tracer:
         if fn.impl is None:
             raise CompileError(f"`{fn.label}()` is not supported", loc,
                                "Print outside the model, on the value the gradient function returns."
-                               if fn.label == "print" else "See docs/language.md for what a model can call.")
+                               if fn.label == "print" else suggest.DOCS_HINT)
         for k in ("out", "dtype", "where", "initial", "order", "casting"):
             if k in kwargs:
                 raise CompileError(f"`{fn.label}(..., {k}=...)` is not supported", loc,
@@ -492,6 +544,10 @@ class Tracer:
                 if isinstance(a, Value) and a.ndim > 0:
                     raise CompileError(f"`{fn.label}` takes a scalar, got {_describe(a)}", loc,
                                        f"Use np.{fn.label.split('.')[1]} on arrays.")
+        if fn.owner is NUMPY and fn.label not in ("np.concatenate", "np.stack"):
+            reduced = _list_argument(fn, args, kwargs, loc)
+            if reduced is not None:
+                return reduced
         call_args = ([fn.owner] if isinstance(fn.owner, Value) else []) + list(args)
         try:
             inspect.signature(fn.impl).bind(*call_args, **kwargs)
@@ -546,6 +602,24 @@ class Tracer:
         for x in _seq(xs):
             total = ops.add(total, x)
         return total
+
+
+def _list_argument(fn, args, kwargs, loc):
+    """np.sum([1.0, 2.0]) computed as NumPy does; a CompileError naming the stacked form for a list of arrays."""
+    for a in args:
+        if not isinstance(a, (list, tuple)):
+            continue
+        if not any(isinstance(x, Value) for x in a):
+            if fn.label in suggest.LIST_ARGUMENTS and a is args[0] and all(
+                    isinstance(x, (numbers.Number, np.number)) for x in a):
+                with np.errstate(all="ignore"):
+                    return getattr(np, fn.label[3:])(a, *args[1:], **kwargs)
+            continue
+        stacked, elementwise = suggest.LIST_ARGUMENTS.get(fn.label, (f"{fn.label}(np.stack([a, b]), ...)", None))
+        raise CompileError(f"`{fn.label}` of a {type(a).__name__} of arrays is not supported", loc,
+                           f"Stack them into one array first: {stacked}"
+                           + (f"; elementwise, {elementwise}." if elementwise else "."))
+    return None
 
 
 def _seq(x):

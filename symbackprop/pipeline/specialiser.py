@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import backends
 from ..backends.base import load
+from ..frontend.checks import check_parameters
 from ..frontend.signature import FLOAT_KEY, arg_key, spec_of
 from ..rendering import render
 from ..runtime import tune_allocator
@@ -79,6 +80,8 @@ class Specialiser:
         self.backend = backends.get(backend)
         self.signature = inspect.signature(fn)
         self.params = list(self.signature.parameters)
+        #: every parameter positional-or-keyword: a call with one positional value each needs no binding
+        self.plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in self.signature.parameters.values())
         self.wrt, self.single = resolve_wrt(self.params, wrt)
         self.differentiated = frozenset(self.wrt)
         #: extra Program fields of every specialisation (a train step's optimizer)
@@ -92,8 +95,9 @@ class Specialiser:
     # ---- arguments -------------------------------------------------------------
     def arguments(self, args, kwargs):
         """The call's arguments in parameter order, defaults applied."""
-        if not kwargs and len(args) == len(self.params):
+        if self.plain and not kwargs and len(args) == len(self.params):
             return args
+        check_parameters(self.fn)  # *args, **kwargs: a CompileError at the def, not a bound dict
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as e:
@@ -206,7 +210,8 @@ def install_fast_path(owner, specialiser, key, entry, suffix=""):
         namespace["_run"] = artifact.fast
         namespace["_fallback"] = artifact.fallback
     params, forward = [], []
-    for p in specialiser.signature.parameters.values():
+    parameters = list(specialiser.signature.parameters.values())
+    for k, p in enumerate(parameters):
         if p.kind is p.KEYWORD_ONLY and "*" not in params:
             params.append("*")
         if p.default is not p.empty:
@@ -214,8 +219,16 @@ def install_fast_path(owner, specialiser, key, entry, suffix=""):
             params.append(f"{p.name}=_default_{p.name}")
         else:
             params.append(p.name)
+        if p.kind is p.POSITIONAL_ONLY and (k + 1 == len(parameters) or parameters[k + 1].kind is not p.POSITIONAL_ONLY):
+            params.append("/")  # as the model's def: those are not accepted by name
         forward.append(f"{p.name}={p.name}" if p.kind is p.KEYWORD_ONLY else p.name)
-    text = render("fast_path.py.j2", params=params, guards=guards or ["True"], dynamic=dynamic,
+    # named as the model and without `self`, so that a wrong call's TypeError reads as the model's own
+    # ("mse() missing 1 required positional argument: 'y'"), not as one of `__call__(self, ...)`
+    name = specialiser.fn.__name__
+    if not name.isidentifier() or name in namespace or name in params:
+        name = "call"
+    namespace["_general"] = owner._general
+    text = render("fast_path.py.j2", name=name, params=params, guards=guards or ["True"], dynamic=dynamic,
                   forward=forward, fallback=fallback, suffix=suffix)
     load(text, f"<symbackprop fast path of {specialiser.fn.__name__}>", namespace)
-    type(owner).__call__ = namespace["__call__"]
+    type(owner).__call__ = staticmethod(namespace[name])

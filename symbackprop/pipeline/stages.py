@@ -62,7 +62,7 @@ def trace_model(program: Program):
                 v.weak = s.kind == "float"
                 graph.params.append(v)
                 args.append(v)
-        result = Tracer().call(program.fn, args, {})
+        result = Tracer().call_model(program.fn, args)
         loc = _return_loc(src)
         if isinstance(result, (bool, np.bool_)) or not isinstance(result, (Value, numbers.Real)):
             what = "nothing" if result is None else f"a {type(result).__name__}"

@@ -40,11 +40,13 @@ def number(x) -> sympy.Expr:
     if isinstance(x, (int, np.integer)):
         return sympy.Integer(int(x))
     x = float(x)
+    if not np.isfinite(x):
+        return sympy.oo if x > 0 else -sympy.oo if x < 0 else sympy.nan
     if x.is_integer() and abs(x) < 2**53:
         return sympy.Integer(int(x))
     if x != 0 and np.isfinite(1 / x) and (1 / x).is_integer() and 1 / float(int(1 / x)) == x:
         return sympy.Rational(1, int(1 / x))  # prints as x/128, exactly the float it was
-    return sympy.Float(x, 17) if np.isfinite(x) else (sympy.oo if x > 0 else -sympy.oo if x < 0 else sympy.nan)
+    return sympy.Float(x, 17)
 
 
 def is_bool_expr(expr) -> bool:

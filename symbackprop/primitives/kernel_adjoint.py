@@ -67,18 +67,17 @@ class _Differentiator:
     sympy.diff wraps every subexpression's derivative in a Derivative(...) evaluation that
     re-checks its variables, asks whether the result is zero (an assumptions query over the
     new expression) and walks it for leftover Derivatives; over a kernel body that bookkeeping
-    cost most of the derivation. This applies the same rules as Add, Mul, Pow and Function
-    (so it builds the same expressions, in the same order) with the bookkeeping left out, and
-    shares the derivative of a subexpression the body reaches twice. Any other class is handed
-    to sympy.diff.
+    cost most of the derivation. This applies the same rules as Add, Mul and Function (so it
+    builds the same expressions, in the same order) with the bookkeeping left out, and shares
+    the derivative of a subexpression the body reaches twice; Pow's rule is SymPy's but for the
+    limits at a zero base (diff_pow). Any other class is handed to sympy.diff.
 
     Those rules build products with a zero factor: Leibniz's rule a term per factor, the factors
-    that do not depend on the variable included, and Pow's rule 0*log(base) for a constant
-    exponent. SymPy makes such a product 0 unless a factor is infinite (then nan), which it
-    learns by asking every other factor whether it is finite: for tanh(u) that expands u into
-    real and imaginary parts. Without oo, zoo or nan anywhere in the expression no factor can be
-    infinite (SymPy folds 1/0, log(0) and the like to those atoms), so the product is 0 and is
-    not built; with them, it is built as SymPy builds it.
+    that do not depend on the variable included. SymPy makes such a product 0 unless a factor is
+    infinite (then nan), which it learns by asking every other factor whether it is finite: for
+    tanh(u) that expands u into real and imaginary parts. Without oo, zoo or nan anywhere in the
+    expression no factor can be infinite (SymPy folds 1/0, log(0) and the like to those atoms),
+    so the product is 0 and is not built; with them, it is built as SymPy builds it.
     """
 
     def __init__(self):
@@ -132,13 +131,7 @@ class _Differentiator:
                     terms.append(c * sympy.Mul(*[d if k else a for k, a, d in zip(ks, args, derivs)]))
                 d = sympy.Add(*terms)
             elif cls is sympy.Pow:
-                base, exp = e.args
-                dbase, dexp = self.diff(base, s, memo), self.diff(exp, s, memo)
-                # Pow's rule: e*(dexp*log(base) + dbase*exp/base)
-                if dexp is sympy.S.Zero and not self.unbounded(e):
-                    d = e * (sympy.S.Zero + dbase * exp / base)
-                else:
-                    d = e * (dexp * sympy.log(base) + dbase * exp / base)
+                d = self.diff_pow(e, s, memo)
             elif isinstance(e, scalar.where) and cls._eval_derivative is scalar.where._eval_derivative:
                 c, a, b = e.args
                 d = scalar.where(c, self.diff(a, s, memo), self.diff(b, s, memo))
@@ -159,6 +152,50 @@ class _Differentiator:
                 d = sympy.diff(e, s)
         memo[e] = d
         return d
+
+    def diff_pow(self, e, s, memo):
+        """d(base**exp): Pow's rule e*(dexp*log(base) + dbase*exp/base), with the limits at a zero base.
+
+        SymPy's rule is 0*log(0) = nan at base == 0 when the exponent is differentiated, and
+        0/0 = nan when the base is, with an exponent SymPy cannot fold into base**(exp - 1).
+        The math has limits there, which these where-guarded forms select (they never multiply
+        by a mask, so the untaken nan does not leak):
+          d/dexp:  where(e == 0, 0, e*log(base))     base**exp is 0 only at base 0 with exp > 0
+                                                     (or underflow), where the limit is 0
+          d/dbase: where(exp == 0, 0, exp*base**(exp - 1))   for an exponent that is not a number;
+                                                     a number's is SymPy's, folded to c*base**(c - 1)
+        so d/dy 0**y is 0 for y > 0 and -inf at y == 0 (both one-sided limits), d/dx x**y at
+        x == 0 is 0 for y > 1, 1 at y == 1, inf for 0 < y < 1 and 0 at y == 0 (x**0 is 1).
+        A number base keeps log(base) as a number: log(0) is -inf (not SymPy's zoo), and the log
+        of a negative number is nan, as np.log gives (not a complex log).
+        """
+        base, exp = e.args
+        dbase, dexp = self.diff(base, s, memo), self.diff(exp, s, memo)
+        zero = sympy.Float(0)  # a float in Python-float (math) code too
+        terms = []
+        if dexp is not sympy.S.Zero:
+            if base.is_Number:
+                if base.is_zero:
+                    by_exp = scalar.where(scalar.eq(e, 0), zero, -sympy.oo * e)
+                elif base.is_negative:
+                    by_exp = sympy.nan
+                else:
+                    by_exp = e * sympy.log(base)
+            else:
+                by_exp = scalar.where(scalar.eq(e, 0), zero, e * sympy.log(base))
+            terms.append(dexp * by_exp)
+        if dbase is not sympy.S.Zero:
+            if exp.is_Number:
+                by_base = e * exp / base
+            else:
+                by_base = scalar.where(scalar.eq(exp, 0), zero, exp * base ** (exp - 1))
+            terms.append(dbase * by_base)
+        return sympy.Add(*terms)
+
+
+def local_derivative(body, a):
+    """d body / d a by the rules the adjoints use (explain prints this one, so that it agrees with the code)."""
+    return _Differentiator().diff(body, a, {})
 
 
 @functools.lru_cache(maxsize=4096)

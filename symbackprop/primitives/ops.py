@@ -99,11 +99,22 @@ def mul(a, b):
 def div(a, b):
     if _static(None, a, b):
         return np.float64(a) / np.float64(b) if b == 0 else a / b
+    if not is_value(b) and b == 0:
+        # x/0.0 is x*inf in IEEE arithmetic (nan at x == 0, the sign of the zero kept); SymPy would fold
+        # x/0 to zoo*x, an infinity without a sign
+        inf = np.copysign(np.inf, float(b))
+        scale = inf if type(b) in (int, float, bool) else np.result_type(b, np.float16).type(inf)
+        return elementwise(lambda x, y: x * y, a, scale, what="`/`")
     return elementwise(lambda x, y: x / y, a, b, what="`/`")
 
 
 def power(a, b):
     if _static(None, a, b):
+        real = all(isinstance(v, (_numbers.Real, np.number)) for v in (a, b))
+        if real and ((a == 0 and b < 0) or (a < 0 and not float(b).is_integer())):
+            # Python raises ZeroDivisionError or makes a complex number; NumPy gives inf or nan
+            with np.errstate(all="ignore"):
+                return np.float64(a) ** np.float64(b)
         return a**b
     return elementwise(lambda x, y: x**y, a, b, what="`**`")
 

@@ -1,4 +1,4 @@
-# expect: line=6 error="`open()` is not supported" hint="docs/language.md"
+# expect: line=6 error="`open()` is not supported" hint="`symbackprop docs language`"
 import numpy as np
 
 

@@ -1,4 +1,4 @@
-# expect: line=6 error="`np.cumsum` is not supported" hint="docs/language.md"
+# expect: line=6 error="`np.cumsum` is not supported" hint="Add up in a `for` loop"
 import numpy as np
 
 

@@ -76,8 +76,10 @@ class ExprLowering:
             if e is sympy.nan:
                 return self.number(float("nan"))
             return self.number(float(e))
-        if e in (sympy.pi, sympy.E):
+        if e.is_NumberSymbol:  # pi, E, EulerGamma, ...
             return self.number(float(e))
+        if e is sympy.zoo or e is sympy.I:  # left by folding (1/0, log(0), sqrt(-1)): no real value, as in NumPy
+            return self.number(float("nan"))
         if e.is_Add:
             terms = [self.float(a) for a in e.args]
             acc = terms[0]

@@ -52,11 +52,15 @@ class NumpyPrinter(StrPrinter):
     def _print_NaN(self, expr):
         return "np.nan" if self.numpy_code else "math.nan"
 
-    def _print_Exp1(self, expr):
-        return repr(float(sympy.E))
+    # Folding can leave atoms with no real float: zoo (1/0 or log(0) of an exact zero SymPy found,
+    # whose sign it does not know) and I (sqrt(-1), log(-2)): NumPy's real functions give nan there.
+    def _print_ComplexInfinity(self, expr):
+        return self._print(sympy.nan)
 
-    def _print_Pi(self, expr):
-        return repr(float(sympy.pi))
+    _print_ImaginaryUnit = _print_ComplexInfinity
+
+    def _print_NumberSymbol(self, expr):  # pi, E, EulerGamma, Catalan, GoldenRatio, ...
+        return repr(float(expr))
 
     def _print_Pow(self, expr, rational=False):
         base, e = expr.args
@@ -133,6 +137,17 @@ class NumpyPrinter(StrPrinter):
         return f"{self.text(scalar.FUNCTIONS['where'])}({self._print(c)}, {self._print(a)}, {self._print(b)})"
 
 
+def _number_symbols(cls=sympy.core.numbers.NumberSymbol):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _number_symbols(sub)
+
+
+# StrPrinter spells each constant by its name (`EulerGamma`): every one of them is its float here
+for _constant in _number_symbols():
+    setattr(NumpyPrinter, f"_print_{_constant.__name__}", NumpyPrinter._print_NumberSymbol)
+
+
 class MathPrinter(NumpyPrinter):
     """Prints Python-float code with `math.`; comparisons stay Python bools."""
 
@@ -172,9 +187,21 @@ class MathPrinter(NumpyPrinter):
     _print_log = _print_Function
 
 
+def float_literal(x) -> str:
+    """A float as NumPy-code source: repr(inf) and repr(nan) are names no generated module defines."""
+    x = float(x)
+    if x != x:
+        return "np.nan"
+    if x in (float("inf"), float("-inf")):
+        return "np.inf" if x > 0 else "-np.inf"
+    return repr(x)
+
+
 def _may_warn(expr) -> bool:
     for e in sympy.preorder_traversal(expr):
         if e.is_Pow and not (e.exp.is_Integer and e.exp > 0):
+            return True
+        if e is sympy.oo or e is sympy.S.NegativeInfinity:  # inf*0, inf - inf
             return True
         if isinstance(e, sympy.Function):
             function = scalar.OF_CLASS.get(type(e))

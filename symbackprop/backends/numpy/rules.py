@@ -22,7 +22,7 @@ from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum, axis_text
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from .context import current_writer
-from .printer import kernel_lines
+from .printer import float_literal, kernel_lines
 
 RULES: dict = {}
 INTO: dict = {}
@@ -73,8 +73,8 @@ def _kernel(node, args, out):
 def _fill(node, args, out):
     value, shape = node.attrs["value"], node.attrs["shape"]
     if shape == ():
-        return repr(float(value))
-    return f"np.full({shape!r}, {float(value)!r}, dtype=np.{node.attrs['dtype']})"
+        return float_literal(value)
+    return f"np.full({shape!r}, {float_literal(value)}, dtype=np.{node.attrs['dtype']})"
 
 
 # ---- reductions ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ...rendering import render
 from . import rules
 from .context import current
 from .inplace import in_place_lines, writes_in_place
-from .printer import MathPrinter, NumpyPrinter, kernel_may_warn
+from .printer import MathPrinter, NumpyPrinter, float_literal, kernel_may_warn
 from .stacking import Plan, batch_lines, plan_stacks, slot_lines, slotted
 
 COMMENT_COLUMN = 44
@@ -78,7 +78,7 @@ class Writer:
         """How an input is written: its name, or the literal for a scalar constant."""
         node = v.node
         if node is not None and node.prim is Fill and v.shape == ():
-            return repr(float(node.attrs["value"]))
+            return float_literal(node.attrs["value"])
         if v in self.inline:
             return self.inline[v]
         return self.name(v)
