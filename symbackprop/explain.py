@@ -423,6 +423,8 @@ class _Builder:
         return Step(index, node.loc, outs, f"{outs[0]} = {self.operation(node, ins, outs)}", kind, (), ins)
 
     def operation(self, node, ins, outs) -> str:
+        if node.prim.rewritten_away:  # gone before code is generated (sb.stop_gradient): written as the model does
+            return f"sb.{node.prim.describe(node)}({', '.join(ins)})"
         text = _numpy_text(node, ins, list(outs))
         if isinstance(text, str):
             return text

@@ -208,3 +208,6 @@ ATTRIBUTES = {
     "ndim": lambda a: a.ndim,
     "size": lambda a: a.size,
 }
+
+#: what a model may call from symbackprop itself (`sb.stop_gradient(x)`)
+SYMBACKPROP = {"stop_gradient": ops.stop_gradient}

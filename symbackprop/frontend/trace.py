@@ -328,6 +328,8 @@ class Tracer:
         if getattr(obj, "__symbackprop__", False):
             raise CompileError(f"`{name}` is a compiled gradient function; call the original model instead",
                                frame.src.loc(node))
+        if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
+            return _Callable("sb.stop_gradient", ops.stop_gradient)
         if isinstance(obj, types.FunctionType):
             return _Helper(obj)
         if isinstance(obj, types.ModuleType):
@@ -344,6 +346,8 @@ class Tracer:
 
     def module_value(self, frame, name, module, node):
         """A module the model names: a NumPy submodule, or a module of the user's whose functions are inlined."""
+        if module.__name__ == "symbackprop":  # import symbackprop as sb: sb.stop_gradient
+            return _Module(name, namespace.SYMBACKPROP, {}, module)
         if module.__name__.startswith("numpy."):  # import numpy.linalg as la
             sub = module.__name__.split(".")[1]
             return _Module(f"np.{sub}", {}, {}, module)

@@ -1,5 +1,8 @@
-"""Dead code: drop nodes none of whose outputs reach the results."""
+"""Dead code: drop nodes none of whose outputs reach the results; and stop_gradient, once reverse mode ran."""
 from __future__ import annotations
+
+from ..primitives.elementwise import Kernel, arg
+from ..primitives.shape import StopGradient
 
 
 def eliminate_dead_code(graph, results):
@@ -19,3 +22,21 @@ def replace_uses(graph, old, new):
     for node in graph.nodes:
         if any(v is old for v in node.inputs):
             node.inputs = [new if v is old else v for v in node.inputs]
+
+
+def drop_stop_gradients(graph, results):
+    """Readers of sb.stop_gradient(x) read x: its only meaning, zero derivative, was reverse mode's.
+
+    One that is itself a result (the model returns it) becomes a kernel returning x, so that the
+    result is still produced by a node of its own."""
+    results = set(results)
+    for node in graph.nodes:
+        if node.prim is not StopGradient:
+            continue
+        x, out = node.inputs[0], node.outputs[0]
+        if out in results:
+            node.prim = Kernel
+            node.attrs = {"outs": (arg(0),), "program": (), "names": (), "shape": out.shape}
+            continue
+        replace_uses(graph, out, x)
+    eliminate_dead_code(graph, list(results))

@@ -6,9 +6,10 @@ mode) is adding a stage here and to the lists that want it:
 
     FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain
     GRADIENT        FORWARD -> reverse mode                         (what explain reads)
-    VALUE_AND_GRAD  GRADIENT -> dead code -> narrow -> fuse for the backend -> dead code -> finalize
-    LOSS            FORWARD -> finalize                             (the forward alone)
-    TRAIN_STEP      GRADIENT -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
+    VALUE_AND_GRAD  GRADIENT -> without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
+                    -> finalize
+    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> finalize (the forward alone)
+    TRAIN_STEP      GRADIENT -> without stop_gradient -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
                     -> finalize -> check in-place order
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..errors import CompileError, Loc
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
 from ..ir import Graph, Value, building, append
-from ..passes.dce import eliminate_dead_code
+from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
@@ -121,6 +122,11 @@ def reverse_mode(program: Program):
 
 # ---- after reverse mode ------------------------------------------------------------------
 
+def without_stop_gradients(program: Program):
+    """After reverse mode (or in a forward alone) sb.stop_gradient means nothing more: read its input."""
+    drop_stop_gradients(program.graph, results(program))
+
+
 def drop_dead(program: Program):
     eliminate_dead_code(program.graph, results(program))
 
@@ -166,9 +172,9 @@ def check_update_order(program: Program):
 
 FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
 GRADIENT = FORWARD + (reverse_mode,)
-VALUE_AND_GRAD = GRADIENT + (drop_dead, narrow, fuse_for_backend, drop_dead, finalize)
-LOSS = FORWARD + (finalize,)
-TRAIN_STEP = GRADIENT + (optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
+VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize)
+LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, finalize)
+TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
                          drop_dead, finalize, check_update_order)
 
 #: the stages of each kind of Program

@@ -15,7 +15,7 @@ from . import scalar
 from .index import Index, normalize_index
 from .linalg import MatMul, Outer
 from .reduce import REDUCTIONS
-from .shape import BroadcastTo, Concatenate, Reshape, SumTo, Transpose
+from .shape import BroadcastTo, Concatenate, Reshape, StopGradient, SumTo, Transpose
 from .elementwise import arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
 
 Static = (_numbers.Number, np.number, np.bool_)
@@ -387,3 +387,13 @@ def stack(xs, axis=0):
 
 def zeros_like(x):
     return fill(0.0, x.shape, x.dtype)
+
+
+def stop_gradient(x):
+    """sb.stop_gradient(x): inside a model, x's value with derivative zero (`x + sb.stop_gradient(np.rint(x) - x)`
+    rounds forward and passes the gradient straight through); on a NumPy value outside a model, x itself."""
+    if not is_value(x):
+        return x
+    out = append(StopGradient, [x])
+    out.weak = x.weak
+    return out

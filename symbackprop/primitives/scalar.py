@@ -19,6 +19,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import sympy
 from sympy import S
 
@@ -193,6 +194,36 @@ class sign(RealFunction):
             return sympy.sign(x)
 
 
+class Rounding(RealFunction):
+    """A piecewise-constant function: derivative 0 everywhere, the jumps included (their one-sided
+    derivatives are 0 too; a central difference across a jump measures the jump, not a slope)."""
+
+    nargs = 1
+    numpy_function = None
+
+    def fdiff(self, argindex=1):
+        return S.Zero
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number and x.is_finite:
+            return sympy.Integer(int(cls.numpy_function(float(x))))
+
+
+class rint(Rounding):
+    """np.rint = np.round(x): to the nearest integer, halves to even."""
+
+    numpy_function = staticmethod(np.rint)
+
+
+class floor(Rounding):
+    numpy_function = staticmethod(np.floor)
+
+
+class ceil(Rounding):
+    numpy_function = staticmethod(np.ceil)
+
+
 class absolute(RealFunction):
     nargs = 1
 
@@ -266,6 +297,13 @@ _FUNCTIONS = (
     _ufunc("arcsin", sympy.asin, "asin"),
     _ufunc("arccos", sympy.acos, "acos"),
     _ufunc("arcsinh", sympy.asinh, "asinh", warns=False),  # defined and finite or ±inf everywhere
+    # rounding: NumPy returns floats; `math` code uses Python's round (halves to even, like np.rint)
+    ScalarFunction("rint", rint, classes=(rint,), numpy_names=("rint", "round", "around"), numpy="np.rint",
+                   math="round", llvm="rint", warns=False, out=True),
+    ScalarFunction("floor", floor, classes=(floor,), numpy_names=("floor",), math_names=("floor",),
+                   numpy="np.floor", math="math.floor", llvm="floor", warns=False, out=True),
+    ScalarFunction("ceil", ceil, classes=(ceil,), numpy_names=("ceil",), math_names=("ceil",),
+                   numpy="np.ceil", math="math.ceil", llvm="ceil", warns=False, out=True),
     # SymPy's sqrt is the power x**(1/2): the printers' rule for powers writes it with these names
     ScalarFunction("sqrt", sympy.sqrt, numpy_names=("sqrt",), math_names=("sqrt",), numpy="np.sqrt",
                    math="math.sqrt", llvm="sqrt"),

@@ -95,6 +95,25 @@ class Concatenate(Primitive):
         return f"concatenate along axis {node.attrs['axis']}"
 
 
+@primitive("stop_gradient")
+class StopGradient(Primitive):
+    """sb.stop_gradient(x): x's value with derivative zero. Reverse mode sends nothing through it, and
+    passes/dce.py's drop_stop_gradients then reads x itself: no backend ever sees it."""
+
+    rewritten_away = True
+    explain_note = "sb.stop_gradient: no gradient flows back through it"
+
+    def infer(self, node):
+        x = node.inputs[0]
+        return [(x.shape, x.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        return [None]
+
+    def describe(self, node):
+        return "stop_gradient"
+
+
 @primitive("copy")
 class Copy(Primitive):
     """A fresh array equal to x: what is read after an in-place update must not share memory with it."""

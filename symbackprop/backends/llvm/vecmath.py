@@ -794,6 +794,32 @@ def pow(builder: ir.IRBuilder, x: ir.Value, y) -> ir.Value:
     return _apply(builder, lambda m, v: _pow(m, v, m.f(y)), x)
 
 
+def _llvm_intrinsic(builder: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
+    """`llvm.<name>` on a float or double, or a vector of them (the vectoriser knows these)."""
+    ty = x.type
+    element = ty.element if isinstance(ty, ir.VectorType) else ty
+    suffix = "f64" if isinstance(element, ir.DoubleType) else "f32"
+    if isinstance(ty, ir.VectorType):
+        suffix = f"v{ty.count}{suffix}"
+    full = f"llvm.{name}.{suffix}"
+    module = builder.module
+    fn = module.globals.get(full) or ir.Function(module, ir.FunctionType(ty, [ty]), full)
+    return builder.call(fn, [x])
+
+
+def rint(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """To the nearest integer, halves to even (the default rounding mode), as np.rint: exact."""
+    return _llvm_intrinsic(builder, "rint", x)
+
+
+def floor(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    return _llvm_intrinsic(builder, "floor", x)
+
+
+def ceil(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    return _llvm_intrinsic(builder, "ceil", x)
+
+
 def _implementations():
     """{name: function} for each implementation the table of scalar functions asks for (its `llvm`)."""
     found = {}

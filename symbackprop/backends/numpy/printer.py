@@ -170,6 +170,8 @@ class MathPrinter(NumpyPrinter):
         return f"({self._print(a)} if {self._print(c)} else {self._print(b)})"
 
     def _print_Function(self, expr):
+        if isinstance(expr, scalar.Rounding):  # round and math.floor give ints; NumPy and the model, floats
+            return f"float({self.text(scalar.OF_CLASS[type(expr)])}({self._print(expr.args[0])}))"
         if type(expr) in scalar.FUNCTIONS["sign"].classes:
             x = self._print(expr.args[0])
             return f"(({x} > 0) - ({x} < 0))"
