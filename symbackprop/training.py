@@ -8,7 +8,7 @@ hyperparameters are inputs of the generated function, so a new learning rate
 recompilation. With `accumulate=k` a specialisation is two Programs: the first
 k - 1 calls run the one that adds the gradients into buffers, the k-th the one
 that updates. The cache, compilation and export are the Specialiser's, as for
-sb.grad.
+sb.grad. A TrainStep pickles as its model (by reference), options and state.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 
 from .optim import Optimizer
+from .pipeline.pickling import model_reference
 from .pipeline.specialiser import Specialiser
 from .program import Program
 
@@ -158,6 +159,12 @@ class TrainStep:
         self.state.clear()
         self.steps = 0
 
+    # ---- pickling --------------------------------------------------------------
+    def __reduce__(self):
+        """The model by reference, the optimizer, the options and the state; compiled again on first call."""
+        options = {"wrt": self.wrt, "backend": self.backend, "clip_norm": self.clip_norm,
+                   "accumulate": self._accumulate}
+        return _restore, (model_reference(self.fn), self.optimizer, options, self.state, self.steps)
 
     # ---- inspection and export -------------------------------------------------
     def specialise(self, *args, **kwargs) -> Program:
@@ -193,6 +200,13 @@ def _check_clip_norm(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(f"clip_norm must be a number > 0 (the largest global gradient norm) or None, "
                          f"got {value!r}")
+
+
+def _restore(fn, optimizer, options, state, steps):
+    step = TrainStep(fn, optimizer, **options)
+    step.state.update(state)
+    step.steps = steps
+    return step
 
 
 def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1):
