@@ -1,7 +1,8 @@
 """grad and value_and_grad: the decorators and the callable they make.
 
 The cache, compilation, fast path and export are the Specialiser's
-(pipeline/specialiser.py), shared with train_step.
+(pipeline/specialiser.py), shared with train_step. A GradFunction pickles as
+its model (by reference) and options, and compiles again on its first call.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import functools
 
 from .backends import NAMES as BACKENDS  # noqa: F401  (the backends' names, for users and the CLI)
 from .explain import explain
+from .pipeline.pickling import model_reference
 from .pipeline.specialiser import CACHE_SIZE, Specialiser, install_fast_path  # noqa: F401  (CACHE_SIZE: documented)
 from .program import Program
 
@@ -87,9 +89,18 @@ class GradFunction:
         """The backprop table for `args` (default: the last specialisation)."""
         return explain(self, *args, **kwargs)
 
+    def __reduce__(self):
+        # its class is made per instance (see __init__): rebuild it rather than pickle the class by name
+        wrt = self.wrt[0] if self.single else self.wrt
+        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value)
+
     def __repr__(self):
         kind = "value_and_grad" if self.with_value else "grad"
         return f"<symbackprop {kind} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"
+
+
+def _restore(fn, wrt, backend, with_value):
+    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value)
 
 
 def _decorator(with_value):

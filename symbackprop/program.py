@@ -41,6 +41,10 @@ class Program:
     hyper_defaults: dict = field(default_factory=dict)  # the optimizer's values at compilation
     buffers: tuple = ()
     core: str = "step"                                  # the generated step function's name
+    clip_norm: float | None = None                      # clip to the global norm (its value: the default)
+    accumulate: int = 1                                 # gradients of this many calls per update
+    phase: str = "update"                               # "update", or "accumulate": add the gradients only
+    accumulating: Program | None = None                 # an updating Program's accumulating partner
 
     @property
     def dynamic(self) -> list:

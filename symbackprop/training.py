@@ -4,18 +4,26 @@ The Program is value_and_grad's up to reverse mode; then the optimizer's update
 rules are appended as kernels (transforms/update.py) and the backend writes each
 update into its target in place (`W1 -= lr*d_W1`). Optimizer state and the
 hyperparameters are inputs of the generated function, so a new learning rate
-needs no recompilation. The cache, compilation and export are the
-Specialiser's, as for sb.grad.
+(or a schedule's next value, evaluated here before each update) needs no
+recompilation. With `accumulate=k` a specialisation is two Programs: the first
+k - 1 calls run the one that adds the gradients into buffers, the k-th the one
+that updates. The cache, compilation and export are the Specialiser's, as for
+sb.grad. A TrainStep pickles as its model (by reference), options and state.
 """
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
 from .optim import Optimizer
+from .pipeline.pickling import model_reference
 from .pipeline.specialiser import Specialiser
 from .program import Program
+
+#: the state entry counting the gradients summed in the buffers since the last update (accumulate > 1)
+ACCUMULATED = "accumulated"
 
 
 class TrainStep:
@@ -23,13 +31,18 @@ class TrainStep:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, optimizer, wrt=None, backend="numpy"):
+    def __init__(self, fn, optimizer, wrt=None, backend="numpy", clip_norm=None, accumulate=1):
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise TypeError(f"expected a Python function, got {type(fn).__name__}")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"train_step needs an optimizer from sb.optim (SGD, RMSProp, Adam, AdamW), "
                             f"got {optimizer!r}")
-        self.specialiser = Specialiser(fn, "train_step", backend, wrt, fields={"optimizer": optimizer})
+        if isinstance(accumulate, bool) or not isinstance(accumulate, numbers.Integral) or accumulate < 1:
+            raise ValueError(f"accumulate must be a whole number >= 1 (the calls per update), got {accumulate!r}")
+        _check_clip_norm(clip_norm)
+        self._accumulate = int(accumulate)
+        self.specialiser = Specialiser(fn, "train_step", backend, wrt, fields={
+            "optimizer": optimizer, "clip_norm": clip_norm, "accumulate": self._accumulate})
         self.specialiser.single = False
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -37,9 +50,28 @@ class TrainStep:
         self.backend = self.specialiser.backend.name
         self.params = self.specialiser.params
         self.wrt = self.specialiser.wrt
-        #: the optimizer state by input name (`m_W1`, `t`, ...): zeros made on first use, updated in place
+        #: the optimizer state by input name (`m_W1`, `t`, `acc_W1`, ...): zeros made on first use, updated
+        #: in place; with accumulate > 1 also "accumulated", the gradients summed since the last update
         self.state: dict = {}
+        #: updates applied so far; a schedule's lr is evaluated at steps + 1
+        self.steps = 0
         self._checked_ids = None
+
+    @property
+    def clip_norm(self):
+        """The global norm gradients are clipped to (None: no clipping); a runtime input of the step."""
+        return self.specialiser.fields["clip_norm"]
+
+    @clip_norm.setter
+    def clip_norm(self, value):
+        # between two numbers nothing recompiles; None <-> a number changes the code (the cache key)
+        _check_clip_norm(value)
+        self.specialiser.fields["clip_norm"] = value
+
+    @property
+    def accumulate(self) -> int:
+        """How many calls' gradients make one update (fixed when the step is made)."""
+        return self._accumulate
 
     @property
     def compilations(self) -> int:
@@ -54,13 +86,24 @@ class TrainStep:
         args = self.specialiser.arguments(args, kwargs)
         self._check_updatable(args)
         entry = self._entry(args)
-        return entry.call(*[args[i] for i in entry.dynamic], *self._state_arrays(entry, args),
-                          *self._hyperparameters(entry))
+        accumulated = self.state.get(ACCUMULATED, 0)
+        if entry.accumulating is not None and accumulated < self._accumulate - 1:
+            part = entry.accumulating
+            loss = part.call(*[args[i] for i in part.dynamic], *self._state_arrays(part, args))
+            self.state[ACCUMULATED] = accumulated + 1
+            return loss
+        hyper = self._hyperparameters(entry)  # before the call: a schedule that raises changes nothing
+        loss = entry.call(*[args[i] for i in entry.dynamic], *self._state_arrays(entry, args), *hyper)
+        self.steps += 1
+        if entry.accumulating is not None:
+            self.state[ACCUMULATED] = 0
+        return loss
 
     def _entry(self, args) -> Program:
         """The specialisation for `args` and the optimizer's current structure, compiled on a miss."""
         s = self.specialiser
-        return s.lookup(s.key(args, prefix=(self.optimizer.structure(),)), args)
+        prefix = (self.optimizer.structure(), self.clip_norm is not None, self._accumulate)
+        return s.lookup(s.key(args, prefix=prefix), args)
 
     def _check_updatable(self, args):
         ids = tuple(id(args[i]) for i in self.wrt)
@@ -105,13 +148,23 @@ class TrainStep:
         return array
 
     def _hyperparameters(self, entry):
-        values = self.optimizer.values()
+        """The runtime scalar inputs of this update: the optimizer's (schedules evaluated), then clip_norm."""
+        values = self.optimizer.values(self.steps + 1)
+        values["clip_norm"] = self.clip_norm
         scalar = entry.hyper_dtype.type
         return [scalar(values[attr]) for _, attr in entry.hyper]
 
     def reset(self):
-        """Forget the optimizer state: the next call starts again from zeros (and t = 0)."""
+        """Forget the optimizer state: the next call starts again from zeros (t = 0, no gradient summed)."""
         self.state.clear()
+        self.steps = 0
+
+    # ---- pickling --------------------------------------------------------------
+    def __reduce__(self):
+        """The model by reference, the optimizer, the options and the state; compiled again on first call."""
+        options = {"wrt": self.wrt, "backend": self.backend, "clip_norm": self.clip_norm,
+                   "accumulate": self._accumulate}
+        return _restore, (model_reference(self.fn), self.optimizer, options, self.state, self.steps)
 
     # ---- inspection and export -------------------------------------------------
     def specialise(self, *args, **kwargs) -> Program:
@@ -134,15 +187,35 @@ class TrainStep:
         return self.specialiser.export(path, compiled)
 
     def __repr__(self):
+        options = "".join(f", {name}={value!r}" for name, value in
+                          (("clip_norm", self.clip_norm), ("accumulate", self._accumulate))
+                          if value is not None and value != 1)
         return (f"<symbackprop train_step of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} "
-                f"with {self.optimizer!r}>")
+                f"with {self.optimizer!r}{options}>")
 
 
-def train_step(f=None, optimizer=None, wrt=None, backend="numpy"):
-    """train_step(f, optimizer, wrt=None): a callable doing one optimizer step in place; returns the loss."""
+def _check_clip_norm(value):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"clip_norm must be a number > 0 (the largest global gradient norm) or None, "
+                         f"got {value!r}")
+
+
+def _restore(fn, optimizer, options, state, steps):
+    step = TrainStep(fn, optimizer, **options)
+    step.state.update(state)
+    step.steps = steps
+    return step
+
+
+def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1):
+    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1): a callable doing one optimizer
+    step in place; returns the loss."""
+    options = {"wrt": wrt, "backend": backend, "clip_norm": clip_norm, "accumulate": accumulate}
     if f is None or isinstance(f, Optimizer):
         optimizer = f if isinstance(f, Optimizer) else optimizer
-        return lambda g: TrainStep(g, optimizer, wrt=wrt, backend=backend)
+        return lambda g: TrainStep(g, optimizer, **options)
     if optimizer is None:
         raise TypeError("train_step needs an optimizer: sb.train_step(f, sb.optim.Adam(lr=1e-3), wrt=...)")
-    return TrainStep(f, optimizer, wrt=wrt, backend=backend)
+    return TrainStep(f, optimizer, **options)

@@ -24,8 +24,9 @@ EXEC_SITES = {
     ("backends/base.py", "load"): "generated source: a Program's .source, a rendered template, or a module "
                                   "of backends/numpy/module.py (which renders templates)",
 }
-#: modules that import a user's model file (the CLI names one on its command line), never a string
-MODULE_IMPORTS = {("cli.py", "load_model")}
+#: modules that import a user's model file (the CLI names one on its command line; unpickling a decorated
+#: model imports the module it was pickled from, as pickle does for any function), never a string
+MODULE_IMPORTS = {("cli.py", "load_model"), ("pipeline/pickling.py", "model_behind")}
 #: imports of the package's own modules by a name from a constant table (the backends, loaded on first use)
 OWN_IMPORTS = {("backends/__init__.py", "get")}
 #: functions that return generated module text (each renders templates/numpy_module.py.j2)

@@ -182,5 +182,13 @@ STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRA
 
 
 def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:
-    """The Program of `kind` for `fn` on `specs`, through all its stages (not yet given to the backend)."""
-    return run(Program(fn, tuple(specs), backend, kind, **fields), STAGES[kind])
+    """The Program of `kind` for `fn` on `specs`, through all its stages (not yet given to the backend).
+
+    A train step accumulating gradients over k calls is two Programs, built together: the updating one
+    (returned) and, as its `accumulating`, the one the other k - 1 calls run.
+    """
+    program = run(Program(fn, tuple(specs), backend, kind, **fields), STAGES[kind])
+    if kind == "train_step" and program.accumulate > 1 and program.phase == "update":
+        program.accumulating = run(Program(fn, tuple(specs), backend, kind, **{**fields, "phase": "accumulate"}),
+                                   STAGES[kind])
+    return program

@@ -6,6 +6,18 @@ hyperparameter Values; each (target, new value) pair is an update that a
 backend writes into its target in place. Optimizer state (buffers and the step
 count t) and the hyperparameters become extra inputs, so a new learning rate
 needs no recompilation.
+
+Before the optimizer sees the gradients, two options of the train step rewrite
+them, in this order:
+
+- accumulation (`accumulate=k`): gradient buffers `acc_<p>` are state too. The
+  accumulating Program (phase "accumulate", the first k - 1 calls) only adds
+  each gradient into its buffer; the updating one (the k-th call) gives the
+  optimizer g = (acc + g)/k, the mean of the k calls' gradients, and zeroes the
+  buffers;
+- clipping (`clip_norm`): every gradient is scaled by
+  min(1, clip_norm/(grad_norm + CLIP_EPS)), grad_norm the L2 norm of all of
+  them together, clip_norm a runtime input.
 """
 from __future__ import annotations
 
@@ -13,9 +25,14 @@ from types import SimpleNamespace
 
 from ..errors import CompileError
 from ..ir import Value, append, building, rule
+from ..primitives import ops
 from ..primitives.elementwise import Kernel, expand
 from ..primitives.index import Index
 from ..primitives.shape import BroadcastTo, Copy, Reshape, Transpose
+
+#: added to the global norm before dividing by it, as torch.nn.utils.clip_grad_norm_ does: an all-zero
+#: gradient is left alone instead of giving 0/0
+CLIP_EPS = 1e-6
 
 
 def writes_in_place(new, update_nodes) -> bool:
@@ -35,6 +52,8 @@ def append_updates(program):
     before_update = set(graph.nodes)
     program.optimizer_text = repr(optimizer)
     program.hyper_defaults = optimizer.values()
+    if program.clip_norm is not None:
+        program.hyper_defaults["clip_norm"] = float(program.clip_norm)
     program.buffers = tuple(optimizer.buffers)
     with building(graph):
         program.updates = _build_updates(graph, program, optimizer, program.wrt_values, program.grads,
@@ -95,25 +114,37 @@ def _build_updates(graph, compiled, optimizer, wrt_values, grads, specs):
         graph.params.append(v)
         return v
 
-    state = []
-    for p in wrt_values:
-        buffers = {}
-        for b in optimizer.buffers:
-            buffers[b] = input_value(unique_name(f"{b}_{p.name}", taken), p.shape, p.dtype)
-            compiled.state.append((buffers[b].name, p.name))
-        state.append(buffers)
+    def state_input(prefix, p):
+        v = input_value(unique_name(f"{prefix}_{p.name}", taken), p.shape, p.dtype)
+        compiled.state.append((v.name, p.name))
+        return v
+
+    sums = [state_input("acc", p) for p in wrt_values] if compiled.accumulate > 1 else []
+    if compiled.phase == "accumulate":
+        compiled.core = unique_name("accumulate", taken)
+        updates = []
+        for acc, g in zip(sums, grads):
+            with rule("acc = acc + g"):
+                updates.append((acc, acc + g))
+        return updates
+
+    state = [{b: state_input(b, p) for b in optimizer.buffers} for p in wrt_values]
     t = None
     if optimizer.counts_steps:
         t = input_value(unique_name("t", taken), (), dtype)
         compiled.step_name = t.name
     h = SimpleNamespace()
-    for name in optimizer.hyperparameters:
+    for name in optimizer.hyperparameters + (("clip_norm",) if compiled.clip_norm is not None else ()):
         v = input_value(unique_name(name, taken), (), dtype)
         setattr(h, name, v)
         compiled.hyper.append((v.name, name))
     compiled.core = unique_name("step", taken)
 
     updates = []
+    if sums:
+        grads = _mean_of_calls(grads, sums, compiled.accumulate)
+    if compiled.clip_norm is not None:
+        grads = _clipped(grads, h.clip_norm)
     if t is not None:
         with rule("t = t + 1"):
             t_new = t + 1
@@ -126,7 +157,34 @@ def _build_updates(graph, compiled, optimizer, wrt_values, grads, specs):
                 raise CompileError(f"internal: {type(optimizer).__name__} updates {target.name} of shape "
                                    f"{target.shape} with a value of shape {new.shape}")
             updates.append((target, new))
+    with rule("acc = 0: the next call starts a new sum"):  # built last: nothing after it reads the sums
+        updates += [(acc, ops.zeros_like(acc)) for acc in sums]
     return [(target, new) for target, new in updates if new is not target]
+
+
+def _mean_of_calls(grads, sums, k):
+    """The gradient the optimizer sees on the k-th call: the mean over the k calls (for a mean loss, the
+    gradient of one call on the k-times larger batch)."""
+    with rule(f"g = (acc + g)/{k}: the mean gradient of {k} calls"):
+        return [(acc + g) / k for acc, g in zip(sums, grads)]
+
+
+def _clipped(grads, clip_norm):
+    """Every gradient scaled by min(1, clip_norm/(grad_norm + CLIP_EPS)), grad_norm the global L2 norm."""
+    with rule("grad_norm = sqrt(sum of g**2 over every parameter)"):
+        squares = []
+        for g in grads:  # each sum of squares an inner product: no array of squares is made
+            flat = ops.reshape(g, (g.size,))
+            squares.append(ops.dot(flat, flat))
+        total = squares[0]
+        for square in squares[1:]:
+            total = total + square
+        norm = ops.unary("sqrt", total)
+        norm.name = "grad_norm"
+    with rule(f"clip to the global norm: g = g*min(1, clip_norm/(grad_norm + {CLIP_EPS:g}))"):
+        scale = ops.minimum(1.0, clip_norm / (norm + CLIP_EPS))
+        scale.name = "clip_scale"
+        return [g * scale for g in grads]
 
 
 def check_no_stale_reads(graph, updates, update_nodes):

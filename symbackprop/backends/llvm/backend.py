@@ -205,31 +205,39 @@ def export(compiled, path):
 # ---- train steps ----------------------------------------------------------------------------
 
 def step_symbol(compiled):
-    return f"{compiled.fn.__name__}_train_step"
+    what = "accumulate" if compiled.phase == "accumulate" else "train_step"
+    return f"{compiled.fn.__name__}_{what}"
+
+
+def step_programs(compiled):
+    """The train step's Programs: the updating one, and with accumulation the accumulating one."""
+    return [compiled] + ([compiled.accumulating] if compiled.accumulating is not None else [])
 
 
 def lower_step(compiled, with_blas):
-    """A train step as one C function: every input by pointer (targets updated in place), the loss last."""
-    compiled.grads = []
-    lowering = Lowering(compiled, step_symbol(compiled), with_blas and blas.find_cblas() is not None,
-                        updates=compiled.updates, update_nodes=compiled.update_nodes)
-    return header_comment(compiled).replace("value and gradient", "train step") + lowering.run()
+    """A train step as one C function: every input by pointer (targets updated in place), the loss last;
+    with accumulation a second function in the same module, <model>_accumulate, for the other calls."""
+    comments, module, text = [], None, ""
+    for program in step_programs(compiled):
+        program.grads = []
+        lowering = Lowering(program, step_symbol(program), with_blas and blas.find_cblas() is not None,
+                            updates=program.updates, update_nodes=program.update_nodes, module=module)
+        text = lowering.run()
+        module = lowering.module
+        what = "gradient accumulation" if program.phase == "accumulate" else "train step"
+        comments.append(header_comment(program).replace("value and gradient", what)
+                        .replace(symbol_name(program), step_symbol(program)))
+    return "".join(comments) + text
 
 
-def attach_train_step(compiled):
-    """JIT-compile a CompiledStep; its `call` takes the NumPy step function's arguments and returns the loss."""
-    ir_text = lower_step(compiled, with_blas=True)
-    try:
-        module = jit.compile_module(ir_text, blas.cblas_symbols())
-    except (ValueError, RuntimeError) as error:
-        raise CompileError(f"LLVM could not compile the generated train step: {error}") from None
-    params = compiled.graph.params
-    targets = {id(t) for t, _ in compiled.updates}
+def _step_caller(program, address):
+    """A callable taking the program's inputs (the NumPy step function's arguments), returning the loss."""
+    params = program.graph.params
+    targets = {id(t) for t, _ in program.updates}
     written = [id(p) in targets for p in params]
-    cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * (len(params) + 1))(
-        module.address(step_symbol(compiled)))
+    cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * (len(params) + 1))(address)
     dtypes = [p.dtype for p in params]
-    loss_dtype = compiled.graph.result.dtype
+    loss_dtype = program.graph.result.dtype
 
     def call(*args):
         arrays, back = [], []
@@ -244,35 +252,66 @@ def attach_train_step(compiled):
             a[...] = x
         return float(loss) if loss_dtype == np.float64 else loss_dtype.type(loss)
 
-    call.keep = module
-    return Artifact(ir_text, call, call, keep=module)
+    return call
+
+
+def attach_train_step(compiled):
+    """JIT-compile a train step (and its accumulating partner, in the same module); each `call` takes the
+    NumPy step function's arguments and returns the loss."""
+    ir_text = lower_step(compiled, with_blas=True)
+    try:
+        module = jit.compile_module(ir_text, blas.cblas_symbols())
+    except (ValueError, RuntimeError) as error:
+        raise CompileError(f"LLVM could not compile the generated train step: {error}") from None
+    artifacts = []
+    for program in step_programs(compiled):
+        call = _step_caller(program, module.address(step_symbol(program)))
+        call.keep = module
+        artifacts.append(Artifact(ir_text, call, call, keep=module))
+    if compiled.accumulating is not None:
+        compiled.accumulating.artifact = artifacts[1]
+    return artifacts[0]
 
 
 def export_step(compiled, path):
-    """A train step as `.ll` text, or a `.so` with its `.h`: int <model>_train_step(...)."""
+    """A train step as `.ll` text, or a `.so` with its `.h`: int <model>_train_step(...) (and
+    int <model>_accumulate(...) for the other calls when it accumulates gradients)."""
     text = lower_step(compiled, with_blas=False)
     if path.endswith(".ll"):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
     _link(text, path)
-    targets = {id(t) for t, _ in compiled.updates}
+    statics = [s.describe() for s in compiled.specs if s.kind == "static"]
+    what = f"one {compiled.optimizer_text.split('(')[0]} step on `{compiled.fn.__name__}`"
+    headers = [_header(step_symbol(compiled), what, _step_entries(compiled), statics)]
+    partner = compiled.accumulating
+    if partner is not None:
+        headers.append(_header(step_symbol(partner), f"adds the gradients of `{compiled.fn.__name__}` to their "
+                               f"sums; call it {partner.accumulate - 1} times, then {step_symbol(compiled)}",
+                               _step_entries(partner), statics))
+    with open(os.path.splitext(path)[0] + ".h", "w", encoding="utf-8") as f:
+        f.write("\n".join(headers))
+    return path
+
+
+def _step_entries(program):
+    """The header's (name, dtype, shape, const, note) of each pointer of a train step function."""
+    targets = {id(t) for t, _ in program.updates}
     roles = {}
-    for name, param in compiled.state:
-        roles[name] = f"optimizer state for {param}, updated in place"
-    if compiled.step_name:
-        roles[compiled.step_name] = "the step count, updated in place"
-    for name, attr in compiled.hyper:
+    for name, param in program.state:
+        kind = "sum of the gradients" if name.startswith("acc_") else "optimizer state"
+        roles[name] = f"{kind} for {param}, updated in place"
+    if program.step_name:
+        roles[program.step_name] = "the step count, updated in place"
+    for name, attr in program.hyper:
         roles[name] = f"hyperparameter {attr}"
     entries = []
-    for p in compiled.graph.params:
+    for p in program.graph.params:
         note = roles.get(p.name) or ("updated in place" if id(p) in targets else "")
         entries.append((p.name, p.dtype, p.shape, id(p) not in targets, note))
-    entries.append(("loss", compiled.graph.result.dtype, (), False, "the loss before the update"))
-    with open(os.path.splitext(path)[0] + ".h", "w", encoding="utf-8") as f:
-        f.write(_header(step_symbol(compiled), f"one {compiled.optimizer_text.split('(')[0]} step on `{compiled.fn.__name__}`",
-                        entries, [s.describe() for s in compiled.specs if s.kind == "static"]))
-    return path
+    entries.append(("loss", program.graph.result.dtype, (), False, "the loss before the update"))
+    return entries
 
 
 # ---- the backend ---------------------------------------------------------------------------

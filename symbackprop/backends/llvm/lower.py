@@ -54,7 +54,7 @@ def lowers(*prims):
 class Lowering:
     """Builds the module for one specialisation."""
 
-    def __init__(self, compiled, symbol, blas=None, updates=(), update_nodes=frozenset()):
+    def __init__(self, compiled, symbol, blas=None, updates=(), update_nodes=frozenset(), module=None):
         self.compiled = compiled
         graph = compiled.graph
         self.graph = graph
@@ -63,7 +63,8 @@ class Lowering:
         self.order = [n for n in graph.nodes if n not in self.update_nodes] + \
                      [n for n in graph.nodes if n in self.update_nodes]
         self.blas = blas                      # whether products may call NumPy's BLAS (not in exports)
-        self.module = ir.Module(name=symbol)
+        # a module of its own, or one shared with another function (a train step's accumulating call)
+        self.module = ir.Module(name=symbol) if module is None else module
         params = graph.params
         outputs = [graph.result] + list(compiled.grads)
         ftype = ir.FunctionType(I32, [PTR] * (len(params) + len(outputs)))

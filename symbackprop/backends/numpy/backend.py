@@ -62,6 +62,10 @@ class NumpyBackend(Backend):
         source = module.step_module(program)
         namespace = load(source, f"<symbackprop train step {program.fn.__name__}>")
         run = namespace[program.core]
+        partner = program.accumulating
+        if partner is not None:  # its function is in the same module
+            accumulate = namespace[partner.core]
+            partner.artifact = Artifact(source, accumulate, accumulate)
         return Artifact(source, run, run)
 
     def export(self, program, path, forward=None):

@@ -86,13 +86,16 @@ def export_python(compiled, forward) -> str:
 # ---- train steps ----------------------------------------------------------------------
 
 def step_function_text(compiled) -> str:
-    names = [compiled.specs[i].name for i in compiled.wrt]
-    doc = (f"{compiled.fn.__name__}: the loss; one {type_name(compiled)} step on {', '.join(names)} "
-           "and the state, in place.")
+    names = ", ".join(compiled.specs[i].name for i in compiled.wrt)
+    if compiled.phase == "accumulate":
+        doc = f"{compiled.fn.__name__}: the loss; adds the gradients of {names} to their sums, in place."
+        title = "accumulate: each gradient added to its sum, in place"
+    else:
+        doc = f"{compiled.fn.__name__}: the loss; one {type_name(compiled)} step on {names} and the state, in place."
+        title = f"update: {type_name(compiled)}, in place"
     text, _ = write_function(compiled.core, compiled.graph.params, compiled.specs, compiled.graph.nodes,
                             compiled.forward_nodes, compiled.graph.result, None, None, doc,
-                            updates=compiled.updates, update_nodes=compiled.update_nodes,
-                            update_title=f"update: {type_name(compiled)}, in place")
+                            updates=compiled.updates, update_nodes=compiled.update_nodes, update_title=title)
     return text.rstrip("\n")
 
 
@@ -106,8 +109,16 @@ def type_name(compiled) -> str:
     return compiled.optimizer_text.split("(")[0]
 
 
+def _state_reads(state_arg, compiled) -> list:
+    reads = [f'{state_arg}["{n}"]' for n, _ in compiled.state]
+    if compiled.step_name:
+        reads.append(f'{state_arg}["{compiled.step_name}"]')
+    return reads
+
+
 def step_module(compiled, forward=None) -> str:
-    """The module: init_state, train_step (state in a dict) and the generated step function."""
+    """The module: init_state, train_step (state in a dict) and the generated step function (with
+    accumulation, also the function the other calls run)."""
     specs = compiled.specs
     wrt = [specs[i].name for i in compiled.wrt]
     functions = []
@@ -120,24 +131,35 @@ def step_module(compiled, forward=None) -> str:
     taken = {s.name for s in specs}
     state_arg = unique_name("state", taken)
     state = [{"name": n, "param": p} for n, p in compiled.state]
-    state_reads = [f'{state_arg}["{n}"]' for n, _ in compiled.state]
-    if compiled.step_name:
-        state_reads.append(f'{state_arg}["{compiled.step_name}"]')
+    state_reads = _state_reads(state_arg, compiled)
+    dynamic = [s.name for s in specs if s.dynamic]
+    partner = compiled.accumulating
+    accumulate_call = None if partner is None else partner.core + "(" + _wrap(
+        dynamic + _state_reads(state_arg, partner), f"        return {partner.core}(") + ")"
     dtype = compiled.hyper_dtype.name
     defaults = compiled.hyper_defaults
     functions.append(render(
         "train_step.py.j2", wrt=wrt, optimizer=type_name(compiled), buffers=compiled.buffers,
         state=state, step=compiled.step_name, dtype=dtype, state_arg=state_arg,
-        statics=statics, with_forward=with_forward, params=[s.name for s in specs], dynamic=[s.name for s in specs if s.dynamic],
+        statics=statics, with_forward=with_forward, params=[s.name for s in specs], dynamic=dynamic,
+        accumulate=compiled.accumulate, accumulate_call=accumulate_call,
         signature=_wrap([s.name for s in specs] + [state_arg] + [f"{name}={defaults[attr]!r}"
                                                                 for name, attr in compiled.hyper], "def train_step("),
         call=compiled.core + "(" + _wrap([s.name for s in specs if s.dynamic] + state_reads
                                          + [f"np.{dtype}({name})" for name, _ in compiled.hyper],
                                          f"    return {compiled.core}(") + ")").rstrip("\n"))
     functions.append(step_function_text(compiled))
+    if partner is not None:
+        functions.append(step_function_text(partner))
     origin = f"{compiled.fn.__module__}.{compiled.fn.__qualname__}"
     notes = [f"Specialised for {', '.join(s.describe() for s in specs)}.",
              f"Optimizer: {compiled.optimizer_text}; its hyperparameters are inputs of `{compiled.core}`.",
              f"`{compiled.core}` updates {', '.join(wrt)} and the optimizer state in place and returns the loss."]
+    if compiled.clip_norm is not None:
+        notes.append("The gradients are first clipped to the global norm clip_norm (an input).")
+    if partner is not None:
+        notes.append(f"Gradients are accumulated over {compiled.accumulate} calls: `{partner.core}` adds them "
+                     f"to sums in the state, and once every {compiled.accumulate} calls `{compiled.core}` "
+                     "updates with their mean.")
     return render("numpy_module.py.j2", title=f"Training step for `{compiled.fn.__name__}`.", origin=origin,
                   notes=notes, uses_math=False, functions=functions)

@@ -169,15 +169,24 @@ def plan_writes_into(writer, nodes, results):
 def write_updates(writer, nodes, updates, inlinable):
     """The update section: an update kernel overwrites its target in place; other new values are copied in last."""
     in_place = {new.node: target for target, new in updates if writes_in_place(new, set(nodes))}
+    read = {v for n in nodes for v in n.inputs}
+    # a constant array only an update reads (the gradient sums set back to zero) is never made: `acc[...] = 0.0`
+    constants = {new.node: repr(float(new.node.attrs["value"])) for _, new in updates
+                 if new.node in nodes and new.node.prim is Fill and new not in read}
     lines = []
     for node in nodes:
         if node in in_place:
             written = in_place_lines(writer, node, in_place[node])
             lines += [_with_comment(written[0], node.loc)] + written[1:]  # the rule's formula, once
+        elif node in constants:
+            continue
         else:
             lines.extend(write_statements(writer, [node], inlinable))
-    lines.extend(f"{writer.name(t)}[...] = {writer.arg(new)}" for t, new in updates
-                 if new.node not in in_place and new is not t)
+    for target, new in updates:
+        if new.node in constants:
+            lines.append(_with_comment(f"{writer.name(target)}[...] = {constants[new.node]}", new.node.loc))
+        elif new.node not in in_place and new is not target:
+            lines.append(f"{writer.name(target)}[...] = {writer.arg(new)}")
     return lines
 
 
