@@ -13,7 +13,7 @@ them, in this order:
 - accumulation (`accumulate=k`): gradient buffers `acc_<p>` are state too. The
   accumulating Program (phase "accumulate", the first k - 1 calls) only adds
   each gradient into its buffer; the updating one (the k-th call) gives the
-  optimizer g = (acc + g)/k, the mean of the k calls' gradients, and zeroes the
+  optimizer g = acc + g, the sum of the k calls' gradients, and zeroes the
   buffers;
 - clipping (`clip_norm`): every gradient is scaled by
   min(1, clip_norm/(grad_norm + CLIP_EPS)), grad_norm the L2 norm of all of
@@ -142,7 +142,7 @@ def _build_updates(graph, compiled, optimizer, wrt_values, grads, specs):
 
     updates = []
     if sums:
-        grads = _mean_of_calls(grads, sums, compiled.accumulate)
+        grads = _sum_of_calls(grads, sums, compiled.accumulate)
     if compiled.clip_norm is not None:
         grads = _clipped(grads, h.clip_norm)
     if t is not None:
@@ -162,11 +162,11 @@ def _build_updates(graph, compiled, optimizer, wrt_values, grads, specs):
     return [(target, new) for target, new in updates if new is not target]
 
 
-def _mean_of_calls(grads, sums, k):
-    """The gradient the optimizer sees on the k-th call: the mean over the k calls (for a mean loss, the
-    gradient of one call on the k-times larger batch)."""
-    with rule(f"g = (acc + g)/{k}: the mean gradient of {k} calls"):
-        return [(acc + g) / k for acc, g in zip(sums, grads)]
+def _sum_of_calls(grads, sums, k):
+    """The gradient the optimizer sees on the k-th call: the sum over the k calls, as ../shared/API.md
+    says (for a loss summed over the batch, the gradient of one call on the k-times larger batch)."""
+    with rule(f"g = acc + g: the summed gradient of {k} calls"):
+        return [acc + g for acc, g in zip(sums, grads)]
 
 
 def _clipped(grads, clip_norm):
