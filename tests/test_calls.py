@@ -57,7 +57,7 @@ def test_wrong_calls_are_type_errors_naming_the_parameter(backend, call, match):
 @pytest.mark.parametrize("shapes, match, line", [
     (((4, 3), (4, 2), (2, 2)), "matmul: inner dimensions", "return np.sum(np.tanh(a @ W)"),
     (((4, 3), (5, 2), (3, 2)), "do not broadcast", "return np.sum(np.tanh(a @ W)"),
-    (((4, 3), (4, 2), (3,)), "", "return np.sum(np.tanh(a @ W)"),
+    (((4, 3), (4, 2), (3,)), r"shapes \(4,\) and \(4, 2\) of the `\*` do not broadcast", "return np.sum(np.tanh(a @ W)"),
 ])
 def test_shapes_that_do_not_fit_are_value_errors_naming_the_line(backend, shapes, match, line):
     f = sb.value_and_grad(two_inputs, wrt=("a", "W"), backend=backend)
