@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 import sympy
+import llvmlite.binding as llvm
 from llvmlite import ir
 
 import symbackprop as sb
@@ -74,6 +75,7 @@ def test_every_function_in_a_body_lowers_to_llvm(item):
     builder = ir.IRBuilder(fn.append_basic_block())
     lower = ExprLowering(builder, double, dict(zip((X, Y, Z), fn.args)))
     builder.ret(lower.float(expr))
+    llvm.parse_assembly(str(module)).verify()   # well-formed IR: LLVM's own verifier raises otherwise
 
 
 UNARY = [name for name, f in scalar.NUMPY_NAMES.items() if f.arity == 1 and f.name != "logical_not"]
