@@ -160,6 +160,6 @@ def step_module(compiled, forward=None) -> str:
     if partner is not None:
         notes.append(f"Gradients are accumulated over {compiled.accumulate} calls: `{partner.core}` adds them "
                      f"to sums in the state, and once every {compiled.accumulate} calls `{compiled.core}` "
-                     "updates with their mean.")
+                     "updates with their sum.")
     return render("numpy_module.py.j2", title=f"Training step for `{compiled.fn.__name__}`.", origin=origin,
                   notes=notes, uses_math=False, functions=functions)
