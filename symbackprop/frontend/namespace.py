@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..errors import CompileError
+from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
 from ..primitives import ops, scalar
 
@@ -113,6 +113,84 @@ def _ones_like(a):
     return ops.fill(1.0, a.shape, a.dtype if a.dtype.kind == "f" else np.float64)
 
 
+# ---- making arrays of a shape known at specialisation ---------------------------------------
+
+_FLOAT_DTYPES = {np.dtype(np.float64), np.dtype(np.float32)}
+
+
+def _static_shape(shape, what):
+    """np.zeros(3), np.zeros((2, 3)), np.zeros(x.shape): ints known at specialisation, never values."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if (isinstance(dims, (tuple, list)) and
+            all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims)):
+        return tuple(int(d) for d in dims)
+    raise CompileError(f"{what}'s shape must be known at specialisation, got {shape!r}", current_loc(),
+                       f"Give {what} an int or a tuple of ints: a number, x.shape, len(xs), or an int "
+                       "parameter that steers the program.")
+
+
+def _float_dtype(dtype, what, default=np.float64):
+    if dtype is None:
+        return np.dtype(default)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in _FLOAT_DTYPES:
+        raise CompileError(f"{what}(..., dtype={dtype!r}): a model's arrays are float arrays", current_loc(),
+                           "Leave dtype out (float64) or give np.float32 / np.float64.")
+    return dt
+
+
+def _filled(value, what):
+    def make(shape, dtype=None):
+        return ops.fill(value, _static_shape(shape, what), _float_dtype(dtype, what), made=True)
+    make.__name__ = what
+    return make
+
+
+def _full(shape, fill_value, dtype=None):
+    """np.full(shape, v): v a number, or an array broadcast to `shape` (as NumPy does)."""
+    shape = _static_shape(shape, "np.full")
+    if _all_static(fill_value):
+        return ops.fill(fill_value, shape, _float_dtype(dtype, "np.full"), made=True)
+    value = ops.as_value(fill_value)
+    ones = ops.fill(1.0, shape, _float_dtype(dtype, "np.full", default=value.dtype), made=dtype is not None)
+    out = ops.mul(ones, value)
+    if out.shape != shape:
+        raise ShapeError(f"np.full({shape}, v): v of shape {value.shape} does not broadcast to that shape",
+                         current_loc())
+    return out
+
+
+def _array(obj, dtype=None):
+    """np.array([...]) of numbers and arrays, nested: one value stacked from its parts (np.stack's rule)."""
+    if isinstance(obj, (list, tuple)):
+        if not obj:
+            raise CompileError("np.array([]) has no elements", current_loc(),
+                               "Build arrays with at least one element, or pass them as parameters.")
+        parts = [_array(x) for x in obj]
+        like = next((p for p in parts if isinstance(p, Value)), None)
+        target = _float_dtype(dtype, "np.array", default=like.dtype if like is not None else np.float64)
+        values = [ops.fill(p, (), target, made=True) if not isinstance(p, Value) else p for p in parts]
+        shapes = {v.shape for v in values}
+        if len(shapes) > 1:
+            raise CompileError(f"np.array of parts with shapes {[v.shape for v in values]}: the parts of an "
+                               "array must have one shape", current_loc(),
+                               "Give every element the same shape (NumPy would make a ragged object array).")
+        return ops.stack(values, 0)
+    if isinstance(obj, Value):
+        if dtype is not None and _float_dtype(dtype, "np.array") != obj.dtype:
+            raise CompileError(f"np.array(x, dtype={dtype!r}) of a {obj.dtype} array changes its dtype",
+                               current_loc(), "Arrays keep the dtype they are passed with: pass the array in "
+                               "the dtype you want.")
+        return obj
+    if isinstance(obj, (int, float, np.integer, np.floating)) and not isinstance(obj, bool):
+        return obj if dtype is None else ops.fill(obj, (), _float_dtype(dtype, "np.array"), made=True)
+    raise CompileError(f"np.array of {type(obj).__name__}", current_loc(),
+                       "np.array takes numbers, arrays and (nested) lists or tuples of them.")
+
+
 def _power(x1, x2, /):
     return ops.power(x1, x2)
 
@@ -148,6 +226,7 @@ NUMPY.update(
     dot=ops.dot, matmul=ops.matmul, outer=ops.outer,
     transpose=_transpose, reshape=_reshape, concatenate=_concatenate, stack=_stack,
     expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
+    zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
 )
 
 def _scalar_type(name):

@@ -74,11 +74,9 @@ NUMPY = {
     "atleast_2d": "Write x[None, :].",
     "copy": "Write x: arrays are never modified in a model, so a copy is the same array.",
     # making arrays
-    "zeros": "Write np.zeros_like(x) for an array x of that shape, or pass the array as a parameter.",
-    "ones": "Write np.ones_like(x) for an array x of that shape, or pass the array as a parameter.",
-    "full": "Write value * np.ones_like(x) for an array x of that shape.",
-    "empty": _CONSTANT_ARRAY, "eye": _CONSTANT_ARRAY, "identity": _CONSTANT_ARRAY, "linspace": _CONSTANT_ARRAY,
-    "array": "Collect arrays with np.stack([a, b]); pass constant arrays as parameters.",
+    "empty": ("np.empty's elements are undefined until assigned, and a model cannot assign into an array yet: "
+              "write np.zeros(shape)."),
+    "eye": _CONSTANT_ARRAY, "identity": _CONSTANT_ARRAY, "linspace": _CONSTANT_ARRAY,
     "asarray": "Arrays need no conversion; collect several with np.stack([a, b]), pass constant ones as parameters.",
     "arange": "Loop with `for i in range(n)`, or compute np.arange(n) outside the model and pass it as a parameter.",
     # names that are not NumPy's but are often tried

@@ -540,15 +540,17 @@ class Tracer:
                                "Print outside the model, on the value the gradient function returns."
                                if fn.label == "print" else suggest.DOCS_HINT)
         for k in ("out", "dtype", "where", "initial", "order", "casting"):
-            if k in kwargs:
+            if k in kwargs and not (k == "dtype" and fn.label in _MAKERS):
                 raise CompileError(f"`{fn.label}(..., {k}=...)` is not supported", loc,
                                    f"Remove `{k}=`: generated code chooses its own.")
+        if isinstance(kwargs.get("dtype"), _Callable):   # dtype=np.float32: the type its name says
+            kwargs["dtype"] = kwargs["dtype"].label.removeprefix("np.")
         if fn.owner is MATH:
             for a in args:
                 if isinstance(a, Value) and a.ndim > 0:
                     raise CompileError(f"`{fn.label}` takes a scalar, got {_describe(a)}", loc,
                                        f"Use np.{fn.label.split('.')[1]} on arrays.")
-        if fn.owner is NUMPY and fn.label not in ("np.concatenate", "np.stack"):
+        if fn.owner is NUMPY and fn.label not in ("np.concatenate", "np.stack", "np.array"):
             reduced = _list_argument(fn, args, kwargs, loc)
             if reduced is not None:
                 return reduced
@@ -606,6 +608,10 @@ class Tracer:
         for x in _seq(xs):
             total = ops.add(total, x)
         return total
+
+
+#: the functions making an array, which take dtype= (a float dtype: see namespace._float_dtype)
+_MAKERS = ("np.zeros", "np.ones", "np.full", "np.array")
 
 
 def _list_argument(fn, args, kwargs, loc):

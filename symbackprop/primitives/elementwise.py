@@ -136,8 +136,14 @@ class Fill(Primitive):
         return f"fill {node.attrs['value']}"
 
 
-def fill(value, shape, dtype=np.float64):
-    return append(Fill, [], {"value": float(value), "shape": tuple(shape), "dtype": np.dtype(dtype)})
+def fill(value, shape, dtype=np.float64, made=False):
+    """A constant array; `made` marks one the model asked for by its dtype (np.zeros(n)), whose dtype
+    widens what it meets as an array's does, where an internal constant (a 0 of an adjoint) takes the
+    dtype of its context."""
+    attrs = {"value": float(value), "shape": tuple(shape), "dtype": np.dtype(dtype)}
+    if made:
+        attrs["made"] = True
+    return append(Fill, [], attrs)
 
 
 def fill_value(v):
@@ -163,6 +169,14 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
     # a body that folds to a number (x - x, or zeros > 0) still has the dtype NumPy gives it
     input_floats = [v.dtype for v in values if v.dtype.kind == "f" and not v.weak]
     boolean = [is_bool_expr(o) for o in expand(program, outs)]
+    # an array the model made (np.zeros(n): float64, as NumPy's) is folded in as a number, but still widens
+    # the float32 arrays it meets
+    made = [v.dtype for v in values if fill_value(v) is not None and v.node.attrs.get("made")]
+    if dtype is None and made and not any(boolean):
+        others = [v.dtype for v in values if fill_value(v) is None and v.dtype.kind == "f" and not v.weak]
+        widest = np.result_type(*made, *others)
+        if not others or np.result_type(*others) != widest:
+            dtype = widest
     subs, new_values, new_syms = {}, [], {}
     for i, v in enumerate(values):
         c = fill_value(v)
@@ -191,7 +205,7 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
     for k, o in enumerate(expand(program, outs)):
         if o.is_Symbol and o.name.startswith("a"):
             v = new_values[int(o.name[1:])]
-            if v.shape == shape:
+            if v.shape == shape and (dtype is None or v.dtype == dtype):
                 results[k] = v
                 continue
         if o.is_Number:
