@@ -21,7 +21,6 @@ REJECTED_STATEMENTS = {
     ast.Import: ("`import` inside the model", "Import at module level."),
     ast.ImportFrom: ("`import` inside the model", "Import at module level."),
     ast.ClassDef: ("a class definition inside the model", "Define helpers as module-level functions."),
-    ast.FunctionDef: ("a nested function", "Define helpers as module-level functions and call them."),
     ast.AsyncFunctionDef: ("a nested async function", "Define helpers as module-level functions."),
     ast.Delete: ("`del`", "Just stop using the name."),
 }
@@ -33,11 +32,8 @@ for _name in ("AsyncFor", "AsyncWith"):
     REJECTED_STATEMENTS[getattr(ast, _name)] = (f"`async {_name[5:].lower()}`", "Models are plain functions.")
 
 REJECTED_EXPRESSIONS = {
-    ast.Lambda: ("a lambda", "Define a module-level function and call it."),
-    ast.ListComp: ("a list comprehension", "Use a `for` loop, with np.stack or np.concatenate to collect."),
-    ast.SetComp: ("a set comprehension", "Use a `for` loop."),
-    ast.DictComp: ("a dict comprehension", "Use a `for` loop."),
-    ast.GeneratorExp: ("a generator expression", "Use a `for` loop, with np.stack or np.concatenate to collect."),
+    ast.SetComp: ("a set comprehension", "Use a list comprehension."),
+    ast.DictComp: ("a dict comprehension", "Use a list comprehension or a `for` loop."),
     ast.Yield: ("`yield`", "A model returns one scalar."),
     ast.YieldFrom: ("`yield from`", "A model returns one scalar."),
     ast.Await: ("`await`", "Models are plain functions."),

@@ -25,6 +25,7 @@ from ..ir import Value, at
 from ..primitives import ops
 from . import namespace, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
+from .closures import Closure, signature
 from .source import Source
 
 MAX_ITERATIONS = 100_000
@@ -79,10 +80,27 @@ class _Continue(Exception):
 
 
 class _Frame:
-    def __init__(self, src, env):
+    """One function's names; a closure's frame reads on in the frame it was made in (`parent`)."""
+
+    def __init__(self, src, env, parent=None, owner=None):
         self.src = src
         self.globals = src.fn.__globals__
         self.env = env
+        self.parent = parent
+        self.owner = owner          # the Closure whose body this frame runs, if any
+
+
+#: list methods a model may call: lists of arrays built as it goes (hs.append(h), then np.stack(hs))
+_LIST_METHODS = ("append", "extend", "pop", "insert", "copy")
+
+
+class _DefaultList(list):
+    """A list that is a parameter's default value. Python shares it between calls, so changing it would
+    make a model's result depend on its earlier calls: its list methods that change it are refused."""
+
+
+def _default(x):
+    return _DefaultList(x) if isinstance(x, list) else x
 
 
 _BINOPS = {
@@ -117,6 +135,7 @@ class Tracer:
 
     def __init__(self):
         self.stack: list = []
+        self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -142,8 +161,9 @@ class Tracer:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as e:
             raise CompileError(f"call of `{fn.__name__}`: {e}", call_loc or src.loc(src.node)) from None
+        given = set(bound.arguments)
         bound.apply_defaults()
-        frame = _Frame(src, dict(bound.arguments))
+        frame = _Frame(src, {k: v if k in given else _default(v) for k, v in bound.arguments.items()})
         self.stack.append(src)
         try:
             self.block(frame, src.node.body)
@@ -155,6 +175,37 @@ class Tracer:
             self.stack.pop()
         raise CompileError(f"`{fn.__name__}` has no `return`", src.loc(src.node),
                            "End the function with `return <value>`.")
+
+    def call_closure(self, closure, args, kwargs, loc):
+        """A nested def or lambda, inlined: its parameters bound as Python binds them, its other names
+        read from the frame it was made in."""
+        if any(c is closure.node for c in self.closures):
+            raise CompileError(f"`{closure.name}` calls itself (recursion)", loc, "Write the repetition as a `for` loop.")
+        try:
+            bound = closure.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"call of `{closure.name}`: {e}", loc) from None
+        given = set(bound.arguments)
+        bound.apply_defaults()
+        env = {k: v if k in given else _default(v) for k, v in bound.arguments.items()}
+        frame = _Frame(closure.frame.src, env, parent=closure.frame, owner=closure)
+        self.closures.append(closure.node)
+        try:
+            if isinstance(closure.node, ast.Lambda):
+                return self.expr(frame, closure.node.body)
+            self.block(frame, closure.node.body)
+        except _Return as r:
+            return r.value
+        finally:
+            self.closures.pop()
+        raise CompileError(f"`{closure.name}` has no `return`", frame.src.loc(closure.node),
+                           "End the function with `return <value>`.")
+
+    def make_closure(self, frame, node, arguments):
+        defaults = [self.expr(frame, d) for d in arguments.defaults]
+        kw_defaults = [None if d is None else self.expr(frame, d) for d in arguments.kw_defaults]
+        name = getattr(node, "name", "<lambda>")
+        return Closure(node, frame, signature(arguments, defaults, kw_defaults, name, frame.src.loc(node)))
 
     # ---- statements --------------------------------------------------------
     def block(self, frame, body):
@@ -180,6 +231,12 @@ class Tracer:
 
     def stmt_Pass(self, frame, s):
         pass
+
+    def stmt_FunctionDef(self, frame, s):
+        if s.decorator_list:
+            raise CompileError(f"a decorator on the nested function `{s.name}` is not supported",
+                               frame.src.loc(s.decorator_list[0]), "Remove the decorator.")
+        frame.env[s.name] = self.make_closure(frame, s, s.args)
 
     def stmt_Assign(self, frame, s):
         value = self.expr(frame, s.value)
@@ -308,8 +365,16 @@ class Tracer:
 
     def expr_Name(self, frame, node):
         name = node.id
-        if name in frame.env:
-            return frame.env[name]
+        scope = frame
+        while scope is not None:
+            if name in scope.env:
+                return scope.env[name]
+            if scope.owner is not None and name in scope.owner.locals:
+                raise CompileError(f"`{name}` is read before it is assigned in `{scope.owner.name}`",
+                                   frame.src.loc(node),
+                                   f"Assign `{name}` first, or give it another name than the enclosing "
+                                   "function's: a name a function assigns is its own everywhere in it.")
+            scope = scope.parent
         if name in frame.globals:
             return self.global_value(frame, name, frame.globals[name], node)
         if hasattr(builtins, name):
@@ -397,10 +462,21 @@ class Tracer:
             supported = "Supported: " + ", ".join(f".{m}" for m in accepted)
             raise CompileError(f"the array attribute or method `.{attr}` is not supported", frame.src.loc(node),
                                f"{hint}\n  {supported}" if hint else supported)
+        if isinstance(base, _DefaultList) and attr in _LIST_METHODS and attr != "copy":
+            raise CompileError(f"`.{attr}` on a default list: Python shares a default between calls, so each call "
+                               "would change what the next one sees", frame.src.loc(node),
+                               "Make the list in the body (hs = []), or default to None and write "
+                               "`hs = [] if hs is None else hs`.")
+        if isinstance(base, list) and attr in _LIST_METHODS:
+            return _Callable(f".{attr}", getattr(base, attr))
         if isinstance(base, (list, tuple)) and attr in ("append", "extend", "pop", "insert", "remove", "index",
                                                         "count", "sort", "reverse", "clear", "copy"):
-            raise CompileError(f"list methods (`.{attr}`) are not supported", frame.src.loc(node),
-                               "Collect arrays with np.stack or np.concatenate, or use a tuple.")
+            if isinstance(base, tuple):
+                raise CompileError(f"a tuple has no `.{attr}`: tuples cannot change", frame.src.loc(node),
+                                   "Use a list: hs = [], then hs.append(h); collect with np.stack(hs).")
+            raise CompileError(f"the list method `.{attr}` is not supported", frame.src.loc(node),
+                               f"Lists support {', '.join('.' + m for m in _LIST_METHODS)}, indexing, len() "
+                               "and loops.")
         if isinstance(base, (int, float)) and attr in ("real", "imag"):
             return getattr(base, attr)
         raise CompileError(f"`{frame.src.segment(node)}` is not supported ({_describe(base)} has no "
@@ -494,6 +570,46 @@ class Tracer:
     def expr_List(self, frame, node):
         return [self.expr(frame, e) for e in node.elts]
 
+    def expr_Lambda(self, frame, node):
+        return self.make_closure(frame, node, node.args)
+
+    def expr_ListComp(self, frame, node):
+        return self.comprehension(frame, node)
+
+    def expr_GeneratorExp(self, frame, node):
+        return self.comprehension(frame, node)   # consumed whole by what takes it (np.stack, sum, ...)
+
+    def comprehension(self, frame, node):
+        """[elt for t in xs if c ...]: its targets are its own names; the first iterable is read outside."""
+        inner = _Frame(frame.src, {}, parent=frame)
+        out = []
+
+        def run(level):
+            if level == len(node.generators):
+                out.append(self.expr(inner, node.elt))
+                return
+            g = node.generators[level]
+            if g.is_async:
+                raise CompileError("`async for` is not supported", frame.src.loc(node), "Models are plain functions.")
+            for count, item in enumerate(self.iterable(inner if level else frame, g.iter)):
+                if count >= MAX_ITERATIONS:
+                    raise CompileError(f"the comprehension runs more than {MAX_ITERATIONS} times",
+                                       frame.src.loc(node), "Vectorise with array operations instead.")
+                self.assign(inner, g.target, item)
+                if all(self.static_condition(inner, c, "a comprehension's `if`") for c in g.ifs):
+                    run(level + 1)
+
+        run(0)
+        return out
+
+    def static_condition(self, frame, node, what):
+        test = self.expr(frame, node)
+        if isinstance(test, Value):
+            cond = frame.src.segment(node)
+            raise CompileError(f"{what} on an array value ({cond}) is not supported", frame.src.loc(node),
+                               f"Use np.where({cond}, a, b) to choose element by element.")
+        return test
+
     def expr_Slice(self, frame, node):
         parts = [None if p is None else self.expr(frame, p) for p in (node.lower, node.upper, node.step)]
         for p in parts:
@@ -529,6 +645,8 @@ class Tracer:
         loc = frame.src.loc(node)
         if isinstance(fn, _Helper):
             return self.call(fn.fn, args, kwargs, loc)
+        if isinstance(fn, Closure):
+            return self.call_closure(fn, args, kwargs, loc)
         if isinstance(fn, _Callable):
             return self.call_builtin(frame, node, fn, args, kwargs)
         raise CompileError(f"{_describe(fn)} is not callable", loc)

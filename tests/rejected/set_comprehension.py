@@ -1,4 +1,4 @@
-# expect: line=6 error="a set comprehension is not supported" hint="for` loop"
+# expect: line=6 error="a set comprehension is not supported" hint="list comprehension"
 import numpy as np
 
 
