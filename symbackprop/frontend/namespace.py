@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
 from ..primitives import ops, scalar
+from . import compositions
 
 
 def _all_static(*xs):
@@ -228,6 +229,10 @@ NUMPY.update(
     expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
     zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
 )
+NUMPY.update(compositions.NUMPY)
+
+#: np.<submodule>.<name>
+SUBMODULES = {"linalg": compositions.LINALG}
 
 def _scalar_type(name):
     """np.float32(0.5): a NumPy scalar of that type, which keeps its type in arithmetic (NEP 50)."""
@@ -277,6 +282,8 @@ METHODS = {
     "reshape": _method_reshape, "transpose": _method_transpose,
     "dot": ops.dot, "clip": _clip,
     "copy": lambda a: a,
+    "var": compositions.var, "std": compositions.std, "prod": compositions.prod, "cumsum": compositions.cumsum,
+    "squeeze": compositions.squeeze, "swapaxes": compositions.swapaxes, "repeat": compositions.repeat,
     "ravel": lambda a: ops.reshape(a, (a.size,)),
     "flatten": lambda a: ops.reshape(a, (a.size,)),
 }

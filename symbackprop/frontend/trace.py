@@ -415,7 +415,7 @@ class Tracer:
             return _Module(name, namespace.SYMBACKPROP, {}, module)
         if module.__name__.startswith("numpy."):  # import numpy.linalg as la
             sub = module.__name__.split(".")[1]
-            return _Module(f"np.{sub}", {}, {}, module)
+            return _Module(f"np.{sub}", namespace.SUBMODULES.get(sub, {}), {}, module)
         if _is_stdlib(module):
             raise CompileError(f"the module `{name}` ({module.__name__}) cannot be used inside a model",
                                frame.src.loc(node),
@@ -430,7 +430,7 @@ class Tracer:
             return _Callable(f"{module.name}.{attr}", module.functions[attr], module)
         real = getattr(module.real, attr, None)
         if module is NUMPY and isinstance(real, types.ModuleType):  # np.linalg: its functions get their hints
-            return _Module(f"np.{attr}", {}, {}, real)
+            return _Module(f"np.{attr}", namespace.SUBMODULES.get(attr, {}), {}, real)
         hint = suggest.module_hint(module.name, attr, list(module.functions) + list(module.constants),
                                    exists=hasattr(module.real, attr))
         raise CompileError(f"`{module.name}.{attr}` is not supported", frame.src.loc(node), hint)

@@ -1,6 +1,6 @@
-# expect: line=6 error="`np.cumsum` is not supported" hint="Add up in a `for` loop"
+# expect: line=6 error="`np.cumprod` is not supported" hint="Multiply in a `for` loop"
 import numpy as np
 
 
 def model(x):
-    return np.sum(np.cumsum(x))
+    return np.sum(np.cumprod(x))

@@ -1,0 +1,448 @@
+"""NumPy functions the language writes in terms of its primitives.
+
+Each is what NumPy computes, built from reshapes, slices, products and
+reductions, so its derivative is the primitives' own (no rule of its own to get
+wrong) and both backends run it unchanged. Only static arguments steer them:
+axes, counts, subscripts and shifts must be known at specialisation.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import CompileError, ShapeError
+from ..ir import Value, current_loc
+from ..primitives import ops
+
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+
+
+def _array(x):
+    return ops.as_value(x)
+
+
+def _static_int(x, what):
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return int(x)
+    raise CompileError(f"{what} must be an int known at specialisation, got {type(x).__name__}", current_loc(),
+                       "Use a number, a shape (x.shape[0]) or an int parameter that steers the program.")
+
+
+def _axis(axis, ndim):
+    (a,) = ops.normalize_axes(_static_int(axis, "axis"), ndim)
+    return a
+
+
+def _along(x, axis, part):
+    """x[..., part, ...] with `part` (a slice or an int) at `axis`."""
+    return ops.index(x, (slice(None),) * axis + (part,))
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    _no_dtype_out(dtype, out, "np.var")
+    a = _array(a)
+    axes = ops.normalize_axes(axis, a.ndim)
+    count = int(np.prod([a.shape[i] for i in axes], dtype=np.int64))
+    d = ops.sub(a, ops.mean(a, axes, keepdims=True))
+    return ops.div(ops.sum(ops.mul(d, d), axes, keepdims), float(count - ddof) if count > ddof else 0.0)
+
+
+def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+    return ops.unary("sqrt", var(a, axis, dtype, out, ddof, keepdims))
+
+
+def prod(a, axis=None, dtype=None, out=None, keepdims=False):
+    """The running product of the slices along the axis (right where an entry is zero)."""
+    _no_dtype_out(dtype, out, "np.prod")
+    a = _array(a)
+    if axis is None:
+        result = _product_along(ops.reshape(a, (a.size,)), 0)
+        return ops.reshape(result, (1,) * a.ndim) if keepdims else result
+    axes = ops.normalize_axes(axis, a.ndim)
+    result = a
+    for ax in sorted(axes, reverse=True):
+        result = _product_along(result, ax)
+    return ops.expand_to_keepdims(result, axes, a.ndim) if keepdims else result
+
+
+def _product_along(a, axis):
+    if a.shape[axis] == 0:
+        return ops.fill(1.0, a.shape[:axis] + a.shape[axis + 1:], a.dtype)
+    result = _along(a, axis, 0)
+    for i in range(1, a.shape[axis]):
+        result = ops.mul(result, _along(a, axis, i))
+    return result
+
+
+def cumsum(a, axis=None, dtype=None, out=None):
+    """Partial sums along the axis, concatenated (one add per entry along it)."""
+    _no_dtype_out(dtype, out, "np.cumsum")
+    a = _array(a)
+    if axis is None:
+        a, axis = ops.reshape(a, (a.size,)), 0
+    axis = _axis(axis, a.ndim)
+    parts, total = [], None
+    for i in range(a.shape[axis]):
+        piece = _along(a, axis, slice(i, i + 1))
+        total = piece if total is None else ops.add(total, piece)
+        parts.append(total)
+    return ops.concatenate(parts, axis) if parts else a
+
+
+def diff(a, n=1, axis=-1):
+    a = _array(a)
+    axis = _axis(axis, a.ndim)
+    for _ in range(_static_int(n, "np.diff's n")):
+        a = ops.sub(_along(a, axis, slice(1, None)), _along(a, axis, slice(None, -1)))
+    return a
+
+
+def _no_dtype_out(dtype, out, what):
+    if dtype is not None or out is not None:
+        raise CompileError(f"`{what}(..., dtype=/out=)` is not supported", current_loc(),
+                           "Remove them: arrays keep their dtypes and results are new arrays.")
+
+
+# ---- norms and elementwise functions written with others ----------------------------------------------
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm: the 2-norm of a vector, Frobenius of a matrix, and the 1- and inf-norms of vectors."""
+    x = _array(x)
+    axes = ops.normalize_axes(axis, x.ndim)
+    vector = len(axes) == 1
+    if ord is None or (ord == "fro" and not vector) or (ord == 2 and vector):
+        return ops.unary("sqrt", ops.sum(ops.mul(x, x), axes, keepdims))
+    if vector and ord == 1:
+        return ops.sum(ops.absolute(x), axes, keepdims)
+    if vector and ord == math.inf:
+        return ops.amax(ops.absolute(x), axes, keepdims)
+    raise CompileError(f"np.linalg.norm(..., ord={ord!r}) of {'a vector' if vector else 'a matrix'} is not "
+                       "supported", current_loc(),
+                       "Vectors take ord=None, 2, 1 or np.inf; matrices the Frobenius norm (ord=None or 'fro').")
+
+
+def logaddexp(x1, x2, /):
+    """log(exp(a) + exp(b)) without overflow: max(a, b) + log1p(exp(-|a - b|))."""
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        return np.logaddexp(x1, x2)
+    return ops.add(ops.maximum(x1, x2), ops.unary("log1p", ops.unary("exp", ops.neg(ops.absolute(ops.sub(x1, x2))))))
+
+
+def logaddexp2(x1, x2, /):
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        return np.logaddexp2(x1, x2)
+    return ops.div(logaddexp(ops.mul(x1, _LN2), ops.mul(x2, _LN2)), _LN2)
+
+
+def hypot(x1, x2, /):
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        return np.hypot(x1, x2)
+    return ops.unary("sqrt", ops.add(ops.mul(x1, x1), ops.mul(x2, x2)))
+
+
+def _scaled_log(name, scale):
+    def fn(x, /):
+        if not isinstance(x, Value):
+            with np.errstate(all="ignore"):
+                return getattr(np, name)(x)
+        return ops.div(ops.unary("log", x), scale)
+    fn.__name__ = name
+    return fn
+
+
+def exp2(x, /):
+    if not isinstance(x, Value):
+        return np.exp2(x)
+    return ops.unary("exp", ops.mul(x, _LN2))
+
+
+# ---- axes ---------------------------------------------------------------------------------------
+
+def squeeze(a, axis=None):
+    a = _array(a)
+    axes = tuple(i for i, s in enumerate(a.shape) if s == 1) if axis is None else ops.normalize_axes(axis, a.ndim)
+    for i in axes:
+        if a.shape[i] != 1:
+            raise ShapeError(f"np.squeeze: axis {i} of shape {a.shape} has size {a.shape[i]}, not 1", current_loc())
+    return ops.reshape(a, tuple(s for i, s in enumerate(a.shape) if i not in axes))
+
+
+def swapaxes(a, axis1, axis2):
+    a = _array(a)
+    perm = list(range(a.ndim))
+    i, j = _axis(axis1, a.ndim), _axis(axis2, a.ndim)
+    perm[i], perm[j] = perm[j], perm[i]
+    return ops.transpose(a, perm)
+
+
+def moveaxis(a, source, destination):
+    a = _array(a)
+    source = [_axis(s, a.ndim) for s in (source if isinstance(source, (tuple, list)) else (source,))]
+    destination = [_axis(d, a.ndim) for d in
+                   (destination if isinstance(destination, (tuple, list)) else (destination,))]
+    if len(source) != len(destination):
+        raise ShapeError("np.moveaxis: source and destination need as many axes", current_loc())
+    order = [i for i in range(a.ndim) if i not in source]
+    for dest, src in sorted(zip(destination, source)):
+        order.insert(dest, src)
+    return ops.transpose(a, order)
+
+
+def _atleast(ndim):
+    def fn(*arys):
+        made = [_at_least(_array(a), ndim) for a in arys]
+        return made[0] if len(made) == 1 else made
+    fn.__name__ = f"atleast_{ndim}d"
+    return fn
+
+
+def _at_least(a, ndim):
+    if a.ndim >= ndim:
+        return a
+    if ndim == 3 and a.ndim == 2:
+        return ops.reshape(a, a.shape + (1,))
+    if ndim == 3 and a.ndim == 1:
+        return ops.reshape(a, (1,) + a.shape + (1,))
+    return ops.reshape(a, (1,) * (ndim - a.ndim) + a.shape)
+
+
+def broadcast_to(array, shape):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return ops.broadcast_to(_array(array), tuple(_static_int(s, "a shape") for s in shape))
+
+
+def flip(m, axis=None):
+    m = _array(m)
+    axes = ops.normalize_axes(axis, m.ndim)
+    return ops.index(m, tuple(slice(None, None, -1) if i in axes else slice(None) for i in range(m.ndim)))
+
+
+def roll(a, shift, axis=None):
+    a = _array(a)
+    if axis is None:
+        return ops.reshape(roll(ops.reshape(a, (a.size,)), shift, 0), a.shape)
+    shifts = shift if isinstance(shift, (tuple, list)) else (shift,)
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if len(shifts) != len(axes):
+        raise ShapeError("np.roll: shift and axis need as many entries", current_loc())
+    for s, ax in zip(shifts, axes):
+        ax = _axis(ax, a.ndim)
+        n = a.shape[ax]
+        k = _static_int(s, "np.roll's shift") % n if n else 0
+        if k:
+            a = ops.concatenate([_along(a, ax, slice(n - k, None)), _along(a, ax, slice(None, n - k))], ax)
+    return a
+
+
+# ---- building and splitting --------------------------------------------------------------------------
+
+def repeat(a, repeats, axis=None):
+    a = _array(a)
+    r = _static_int(repeats, "np.repeat's repeats (an int)")
+    if axis is None:
+        a, axis = ops.reshape(a, (a.size,)), 0
+    axis = _axis(axis, a.ndim)
+    expanded = ops.reshape(a, a.shape[:axis + 1] + (1,) + a.shape[axis + 1:])
+    shape = a.shape[:axis + 1] + (r,) + a.shape[axis + 1:]
+    return ops.reshape(ops.broadcast_to(expanded, shape),
+                       a.shape[:axis] + (a.shape[axis] * r,) + a.shape[axis + 1:])
+
+
+def tile(A, reps):
+    A = _array(A)
+    reps = (reps,) if isinstance(reps, (int, np.integer)) else tuple(reps)
+    reps = tuple(_static_int(r, "np.tile's reps") for r in reps)
+    ndim = max(A.ndim, len(reps))
+    A = ops.reshape(A, (1,) * (ndim - A.ndim) + A.shape)
+    reps = (1,) * (ndim - len(reps)) + reps
+    interleaved = ops.reshape(A, tuple(x for s in A.shape for x in (1, s)))
+    shape = tuple(x for r, s in zip(reps, A.shape) for x in (r, s))
+    return ops.reshape(ops.broadcast_to(interleaved, shape), tuple(r * s for r, s in zip(reps, A.shape)))
+
+
+def split(ary, indices_or_sections, axis=0):
+    ary = _array(ary)
+    axis = _axis(axis, ary.ndim)
+    if isinstance(indices_or_sections, (int, np.integer)):
+        n = ary.shape[axis]
+        if n % indices_or_sections:
+            raise ShapeError(f"np.split: {n} entries along axis {axis} do not split into "
+                             f"{indices_or_sections} equal parts", current_loc())
+    return array_split(ary, indices_or_sections, axis)
+
+
+def array_split(ary, indices_or_sections, axis=0):
+    ary = _array(ary)
+    axis = _axis(axis, ary.ndim)
+    n = ary.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        k = _static_int(indices_or_sections, "the number of sections")
+        if k <= 0:
+            raise ShapeError("np.array_split: the number of sections must be positive", current_loc())
+        size, extra = divmod(n, k)
+        bounds = np.cumsum([0] + [size + 1] * extra + [size] * (k - extra)).tolist()
+    else:
+        bounds = [0] + [_static_int(i, "a split index") for i in indices_or_sections] + [n]
+    return [_along(ary, axis, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def pad(array, pad_width, mode="constant", constant_values=0):
+    if mode != "constant":
+        raise CompileError(f"np.pad(..., mode={mode!r}) is not supported", current_loc(),
+                           "Pad with a constant (mode='constant', constant_values=c).")
+    if isinstance(constant_values, Value) or not isinstance(constant_values, (int, float, np.number)):
+        raise CompileError("np.pad's constant_values must be one number known at specialisation", current_loc())
+    a = _array(array)
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=object), (a.ndim, 2)).tolist()
+    for ax, (before, after) in enumerate(widths):
+        before, after = _static_int(before, "a pad width"), _static_int(after, "a pad width")
+        parts = []
+        for w in (before, after):
+            parts.append(ops.fill(constant_values, a.shape[:ax] + (w,) + a.shape[ax + 1:], a.dtype) if w else None)
+        pieces = [p for p in (parts[0], a, parts[1]) if p is not None]
+        a = ops.concatenate(pieces, ax) if len(pieces) > 1 else a
+    return a
+
+
+# ---- products and contractions ----------------------------------------------------------------
+
+def einsum(subscripts, *operands):
+    """One or more operands, explicit or implicit output, no ellipsis; each pair contracted as a (batched)
+    matrix product, so a matrix product in the subscripts goes to BLAS."""
+    if not isinstance(subscripts, str):
+        raise CompileError("np.einsum takes its subscripts as a string first", current_loc(),
+                           "Write np.einsum('ij,jk->ik', a, b).")
+    spec = subscripts.replace(" ", "")
+    if "." in spec:
+        raise CompileError("np.einsum with an ellipsis (...) is not supported", current_loc(),
+                           "Name every axis: np.einsum('bij,bjk->bik', a, b).")
+    inputs, arrow, output = spec.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ShapeError(f"np.einsum: {len(terms)} subscripts for {len(operands)} operands", current_loc())
+    if not arrow:
+        counts = {c: inputs.count(c) for c in inputs if c.isalpha()}
+        output = "".join(sorted(c for c, n in counts.items() if n == 1))
+    arrays = [_array(x) for x in operands]
+    sizes = {}
+    for term, x in zip(terms, arrays):
+        if len(term) != x.ndim or not term.isalpha():
+            raise ShapeError(f"np.einsum: subscripts '{term}' for an array of shape {x.shape}", current_loc())
+        if len(set(term)) != len(term):
+            raise CompileError(f"np.einsum: a repeated index within one operand ('{term}') is not supported",
+                               current_loc(), "For a trace write np.trace(a); for a diagonal, index it.")
+        for c, s in zip(term, x.shape):
+            if sizes.setdefault(c, s) != s:
+                raise ShapeError(f"np.einsum: index '{c}' has sizes {sizes[c]} and {s}", current_loc())
+    if len(set(output)) != len(output) or any(c not in sizes for c in output):
+        raise ShapeError(f"np.einsum: output subscripts '{output}' must name input indices once", current_loc())
+    x, xi = arrays[0], terms[0]
+    for k in range(1, len(arrays)):
+        later = set(output).union(*terms[k + 1:])
+        x, xi = _contract(x, xi, arrays[k], terms[k], later)
+    x, xi = _sum_out(x, xi, set(output))
+    return ops.transpose(x, [xi.index(c) for c in output]) if xi != output else x
+
+
+def _sum_out(x, idx, keep):
+    gone = [i for i, c in enumerate(idx) if c not in keep]
+    if not gone:
+        return x, idx
+    return ops.sum(x, tuple(gone)), "".join(c for c in idx if c in keep)
+
+
+def _contract(a, ai, b, bi, keep):
+    """a (indices ai) times b (bi), summed over the shared indices not in `keep`: one matmul."""
+    a, ai = _sum_out(a, ai, keep | set(bi))
+    b, bi = _sum_out(b, bi, keep | set(ai))
+    batch = [c for c in ai if c in bi and c in keep]
+    inner = [c for c in ai if c in bi and c not in keep]
+    left = [c for c in ai if c not in bi]
+    right = [c for c in bi if c not in ai]
+    size = dict(zip(ai, a.shape)) | dict(zip(bi, b.shape))
+    n = lambda cs: int(np.prod([size[c] for c in cs], dtype=np.int64))  # noqa: E731
+    A = ops.reshape(ops.transpose(a, [ai.index(c) for c in batch + left + inner]),
+                    ([n(batch)] if batch else []) + [n(left), n(inner)])
+    B = ops.reshape(ops.transpose(b, [bi.index(c) for c in batch + inner + right]),
+                    ([n(batch)] if batch else []) + [n(inner), n(right)])
+    product = ops.matmul(A, B)
+    out = batch + left + right
+    return ops.reshape(product, tuple(size[c] for c in out)), "".join(out)
+
+
+def tensordot(a, b, axes=2):
+    a, b = _array(a), _array(b)
+    if isinstance(axes, (int, np.integer)):
+        k = int(axes)
+        a_axes, b_axes = list(range(a.ndim - k, a.ndim)), list(range(k))
+    else:
+        a_axes, b_axes = ([x] if isinstance(x, (int, np.integer)) else list(x) for x in axes)
+        a_axes = [_axis(i, a.ndim) for i in a_axes]
+        b_axes = [_axis(i, b.ndim) for i in b_axes]
+    letters = iter("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    ai = [next(letters) for _ in range(a.ndim)]
+    bi = [next(letters) for _ in range(b.ndim)]
+    for i, j in zip(a_axes, b_axes):
+        bi[j] = ai[i]
+    out = [c for i, c in enumerate(ai) if i not in a_axes] + [c for j, c in enumerate(bi) if j not in b_axes]
+    return einsum(f"{''.join(ai)},{''.join(bi)}->{''.join(out)}", a, b)
+
+
+def inner(a, b, /):
+    a, b = _array(a), _array(b)
+    if a.ndim == 0 or b.ndim == 0:
+        return ops.mul(a, b)
+    return tensordot(a, b, ([a.ndim - 1], [b.ndim - 1]))
+
+
+def trace(a, offset=0, axis1=0, axis2=1):
+    a = _array(a)
+    if a.ndim != 2 or (axis1, axis2) != (0, 1):
+        raise CompileError("np.trace of a matrix (2-d, axis1=0, axis2=1) is supported", current_loc(),
+                           "For stacks of matrices, loop over them or use np.einsum on each.")
+    k = _static_int(offset, "np.trace's offset")
+    terms = [ops.index(a, (i, i + k)) for i in range(a.shape[0]) if 0 <= i + k < a.shape[1]]
+    return ops.sum(ops.stack(terms)) if terms else ops.fill(0.0, (), a.dtype)
+
+
+def kron(a, b, /):
+    a, b = _array(a), _array(b)
+    ndim = max(a.ndim, b.ndim)
+    a = ops.reshape(a, (1,) * (ndim - a.ndim) + a.shape)
+    b = ops.reshape(b, (1,) * (ndim - b.ndim) + b.shape)
+    spread_a = ops.reshape(a, tuple(x for s in a.shape for x in (s, 1)))
+    spread_b = ops.reshape(b, tuple(x for s in b.shape for x in (1, s)))
+    return ops.reshape(ops.mul(spread_a, spread_b), tuple(p * q for p, q in zip(a.shape, b.shape)))
+
+
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    a, b = _array(a), _array(b)
+    if axis is not None or (axisa, axisb, axisc) != (-1, -1, -1):
+        raise CompileError("np.cross along another axis than the last is not supported", current_loc(),
+                           "Move the vectors' axis last (np.moveaxis) first.")
+    if a.shape[-1] != 3 or b.shape[-1] != 3:
+        raise ShapeError(f"np.cross of shapes {a.shape} and {b.shape}: 3-vectors along the last axis are "
+                         "supported", current_loc())
+    c = [ops.index(x, (Ellipsis, i)) for x in (a, b) for i in range(3)]
+    (a0, a1, a2), (b0, b1, b2) = c[:3], c[3:]
+    parts = [ops.sub(ops.mul(a1, b2), ops.mul(a2, b1)), ops.sub(ops.mul(a2, b0), ops.mul(a0, b2)),
+             ops.sub(ops.mul(a0, b1), ops.mul(a1, b0))]
+    return ops.stack(parts, -1)
+
+
+NUMPY = {
+    "var": var, "std": std, "prod": prod, "cumsum": cumsum, "diff": diff,
+    "logaddexp": logaddexp, "logaddexp2": logaddexp2, "hypot": hypot,
+    "log2": _scaled_log("log2", _LN2), "log10": _scaled_log("log10", _LN10), "exp2": exp2,
+    "squeeze": squeeze, "swapaxes": swapaxes, "moveaxis": moveaxis, "broadcast_to": broadcast_to,
+    "atleast_1d": _atleast(1), "atleast_2d": _atleast(2), "atleast_3d": _atleast(3),
+    "flip": flip, "roll": roll, "repeat": repeat, "tile": tile, "split": split, "array_split": array_split,
+    "pad": pad, "einsum": einsum, "tensordot": tensordot, "inner": inner, "trace": trace, "kron": kron,
+    "cross": cross,
+}
+
+LINALG = {"norm": norm}

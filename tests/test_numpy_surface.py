@@ -1,0 +1,181 @@
+"""NumPy functions the language writes with its primitives (frontend/compositions.py): each one's value
+against NumPy's and its gradient against central differences, over the arguments users write, on both
+backends."""
+import numpy as np
+import pytest
+
+import symbackprop as sb
+from gradcheck import assert_gradients_match
+
+
+def weighted(y, w):
+    return np.sum(y * w)
+
+
+def var_all(x):
+    return np.var(x) + np.std(x)
+
+
+def var_axis(x, w):
+    return weighted(np.var(x, axis=1, keepdims=True) + np.std(x, axis=0, ddof=1)[None, :], w)
+
+
+def var_method(x):
+    return x.var() * x.std(ddof=1)
+
+
+def prod_all(x):
+    return np.prod(x) + np.prod(x, axis=0)[1] + x.prod(axis=(0, 1))
+
+
+def prod_keepdims(x, w):
+    return weighted(np.prod(x, axis=1, keepdims=True), w)
+
+
+def cumsum_axis(x, w):
+    return weighted(np.cumsum(x, axis=1), w) + np.sum(np.cumsum(x) * np.cumsum(x))
+
+
+def diff_twice(x, w):
+    return weighted(np.diff(x, axis=0), w[1:]) + np.sum(np.diff(x, n=2, axis=0) ** 2)
+
+
+def norms(x, v):
+    return (np.linalg.norm(x) + np.sum(np.linalg.norm(x, axis=1)) + np.linalg.norm(v, ord=1)
+            + np.linalg.norm(v, np.inf) + np.linalg.norm(x, "fro") + np.sum(np.linalg.norm(x, axis=0, keepdims=True)))
+
+
+def elementwise_forms(a, b):
+    return np.sum(np.logaddexp(a, b) + np.logaddexp2(a, 2 * b) + np.hypot(a, b) + np.log2(a * a + 1)
+                  + np.log10(b * b + 2) + np.exp2(a))
+
+
+def logaddexp_at_ties(a):
+    return np.sum(np.logaddexp(a, a))
+
+
+def axes(x, w):
+    y = np.swapaxes(x, 0, 2)                        # (3, 4, 2)
+    z = np.moveaxis(x, 0, -1)                       # (3, 4, 2)
+    s = np.squeeze(x[:, :1, :], axis=1)             # (2, 4)
+    return weighted(y, w) + np.sum(z * z) + np.sum(s * np.atleast_2d(s[0])) + np.sum(x.swapaxes(1, 2) ** 2)
+
+
+def at_least(v):
+    a = np.atleast_1d(v[0])
+    b = np.atleast_2d(v)
+    c = np.atleast_3d(v)
+    return np.sum(a) + np.sum(b @ b.T) + np.sum(c * c)
+
+
+def broadcast_and_flip(v, w):
+    return weighted(np.broadcast_to(v, (3, 4)), w) + np.sum(np.flip(w, axis=1) * w) + np.sum(np.flip(v) * v)
+
+
+def rolled(x, w):
+    return weighted(np.roll(x, 1, axis=1), w) + weighted(np.roll(x, -2), w) + weighted(np.roll(x, (1, 2), (0, 1)), w)
+
+
+def repeated_tiled(v, w):
+    return (weighted(np.repeat(v, 2), w[:8]) + weighted(np.tile(v, 2), w[8:16])
+            + np.sum(np.tile(v, (2, 1)) ** 2) + np.sum(v.repeat(3) ** 3))
+
+
+def split_parts(x):
+    a, b = np.split(x, 2, axis=1)
+    p, q, r = np.array_split(x, 3)
+    return np.sum(a * b) + np.sum(p) - np.sum(q * q) + np.sum(np.tanh(r))
+
+
+def padded(x, w):
+    return weighted(np.pad(x, ((1, 0), (2, 1)), constant_values=0.5), w) + np.sum(np.pad(x, 1) ** 2)
+
+
+def einsums(a, b, c):
+    return (np.sum(np.einsum("ij,jk->ik", a, b) ** 2) + np.einsum("ij,ij->", a, a)
+            + np.sum(np.einsum("ij,jk,k->i", a, b, c)) + np.sum(np.einsum("ij->ji", a) * a.T)
+            + np.sum(np.einsum("ij,jk", a, b)) + np.sum(np.einsum("i,j->ij", c, c) ** 2))
+
+
+def batched_einsum(q, k):
+    return np.sum(np.tanh(np.einsum("bqd,bkd->bqk", q, k)))
+
+
+def contractions(a, b, v):
+    return (np.sum(np.tensordot(a, b, axes=1) ** 2) + np.sum(np.tensordot(a, a, axes=([0, 1], [0, 1])))
+            + np.sum(np.inner(a, a)) + np.inner(v, v) + np.trace(a @ b) + np.trace(b @ a, offset=1)
+            + np.sum(np.kron(v, v[:2]) ** 2) + np.sum(np.kron(a, b[:2, :2]) ** 2))
+
+
+def crossed(u, v):
+    return np.sum(np.cross(u, v) ** 2) + np.sum(np.cross(u[0], v[1]))
+
+
+def r(*shape, seed=0, low=-1.0):
+    return np.random.default_rng(seed).uniform(low, 1.0, shape)
+
+
+CASES = {
+    "var_all": (var_all, lambda: [r(3, 4)]),
+    "var_axis": (var_axis, lambda: [r(3, 4), r(3, 4, seed=1)]),
+    "var_method": (var_method, lambda: [r(5)]),
+    "prod_all": (prod_all, lambda: [r(2, 3)]),
+    "prod_with_a_zero": (prod_all, lambda: [np.array([[0.0, 0.5, -1.5], [2.0, 0.7, 1.1]])]),
+    "prod_keepdims": (prod_keepdims, lambda: [r(3, 4), r(3, 1, seed=1)]),
+    "cumsum_axis": (cumsum_axis, lambda: [r(3, 4), r(3, 4, seed=1)]),
+    "diff_twice": (diff_twice, lambda: [r(5, 2), r(5, 2, seed=1)]),
+    "norms": (norms, lambda: [r(3, 4), r(5, seed=1)]),
+    "elementwise_forms": (elementwise_forms, lambda: [r(4), r(4, seed=1)]),
+    "logaddexp_at_ties": (logaddexp_at_ties, lambda: [r(4)]),
+    "axes": (axes, lambda: [r(2, 4, 3), r(3, 4, 2, seed=1)]),
+    "at_least": (at_least, lambda: [r(3)]),
+    "broadcast_and_flip": (broadcast_and_flip, lambda: [r(4), r(3, 4, seed=1)]),
+    "rolled": (rolled, lambda: [r(3, 4), r(3, 4, seed=1)]),
+    "repeated_tiled": (repeated_tiled, lambda: [r(4), r(16, seed=1)]),
+    "split_parts": (split_parts, lambda: [r(7, 4)]),
+    "padded": (padded, lambda: [r(2, 3), r(3, 6, seed=1)]),
+    "einsums": (einsums, lambda: [r(3, 4), r(4, 2, seed=1), r(2, seed=2)]),
+    "batched_einsum": (batched_einsum, lambda: [r(2, 3, 4), r(2, 5, 4, seed=1)]),
+    "contractions": (contractions, lambda: [r(3, 3), r(3, 3, seed=1), r(3, seed=2)]),
+    "crossed": (crossed, lambda: [r(2, 3), r(2, 3, seed=1)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_values_and_gradients(name, backend):
+    model, make = CASES[name]
+    args = make()
+    n = model.__code__.co_argcount
+    value, grads = sb.value_and_grad(model, wrt=tuple(range(n)), backend=backend)(*args)
+    np.testing.assert_allclose(value, model(*args), rtol=1e-12, atol=1e-12)
+    assert_gradients_match(model, grads, args, list(range(n)))
+
+
+def test_einsum_products_are_matrix_products():
+    f = sb.value_and_grad(batched_einsum, wrt=(0, 1))
+    f(r(2, 3, 4), r(2, 5, 4, seed=1))
+    assert "np.matmul(" in f.source or " @ " in f.source
+
+
+def bad_einsum(a):
+    return np.sum(np.einsum("ii->i", a))
+
+
+def uneven_split(x):
+    a, b = np.split(x, 2)
+    return np.sum(a) + np.sum(b)
+
+
+def reflect_pad(x):
+    return np.sum(np.pad(x, 1, mode="reflect"))
+
+
+@pytest.mark.parametrize("model, args, kind, message", [
+    (bad_einsum, [r(3, 3)], sb.CompileError, r"repeated index within one operand \('ii'\)"),
+    (uneven_split, [r(5)], ValueError, r"5 entries along axis 0 do not split into 2 equal parts"),
+    (reflect_pad, [r(3)], sb.CompileError, r"np.pad\(..., mode='reflect'\) is not supported"),
+])
+def test_what_is_outside_names_the_line(model, args, kind, message):
+    with pytest.raises(kind, match=message) as info:
+        sb.value_and_grad(model)(*args)
+    assert f"{__file__}:{model.__code__.co_firstlineno + 1}" in str(info.value)
