@@ -111,6 +111,24 @@ def crossed(u, v):
     return np.sum(np.cross(u, v) ** 2) + np.sum(np.cross(u[0], v[1]))
 
 
+def constants(x, v):
+    n = x.shape[0]
+    ramp = np.arange(n)                             # 0, 1, 2, ... as float64
+    grid = np.linspace(-1.0, 1.0, x.shape[1])
+    return (np.sum(x * ramp[:, None] * grid) + np.sum((x @ np.eye(x.shape[1], 2, k=1)) ** 2)
+            + np.sum(v * np.arange(1.0, 2.0, 0.25)) + np.sum(np.identity(n) @ x) + np.sum(np.tri(n, 3) * x[:, :3]))
+
+
+def triangles(x, v):
+    return (np.sum(np.tril(x) ** 2) + np.sum(np.triu(x, 1) * x) + np.sum(np.tril(x, -1) * np.triu(x.T))
+            + np.sum(np.diag(v) @ x) + np.sum(np.diag(v, 1) ** 2) + np.sum(np.diag(v, -2) * 3.0)
+            + np.sum(np.diag(x) * v[:3]) + np.sum(np.diagonal(x, 1) ** 2) + np.sum(np.diag(x, -1)))
+
+
+def float32_constants(x):
+    return np.sum(x * np.arange(x.shape[0], dtype=np.float32))
+
+
 def r(*shape, seed=0, low=-1.0):
     return np.random.default_rng(seed).uniform(low, 1.0, shape)
 
@@ -138,7 +156,20 @@ CASES = {
     "batched_einsum": (batched_einsum, lambda: [r(2, 3, 4), r(2, 5, 4, seed=1)]),
     "contractions": (contractions, lambda: [r(3, 3), r(3, 3, seed=1), r(3, seed=2)]),
     "crossed": (crossed, lambda: [r(2, 3), r(2, 3, seed=1)]),
+    "constants": (constants, lambda: [r(3, 4), r(4, seed=1)]),
+    "triangles": (triangles, lambda: [r(3, 3), r(3, seed=1)]),
 }
+
+
+def test_constants_print_as_the_calls_that_make_them_and_keep_their_dtype(backend):
+    f = sb.value_and_grad(constants, wrt=(0, 1), backend=backend)
+    f(r(3, 4), r(4, seed=1))
+    if backend == "numpy":
+        assert "np.arange(3, dtype=np.float64)" in f.source and "np.eye(4, 2, k=1, dtype=np.float64)" in f.source
+    x = r(5).astype(np.float32)
+    value, grad = sb.value_and_grad(float32_constants, backend=backend)(x)
+    assert grad.dtype == np.float32 and np.asarray(value).dtype == np.float32
+    np.testing.assert_allclose(grad, np.arange(5, dtype=np.float32))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

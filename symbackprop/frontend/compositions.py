@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
 from ..primitives import ops
+from ..primitives.elementwise import constant
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
@@ -434,6 +435,112 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     return ops.stack(parts, -1)
 
 
+# ---- constant arrays and masks ------------------------------------------------------------------------
+
+def _numbers(*xs):
+    for x in xs:
+        if isinstance(x, Value) or not isinstance(x, (int, float, np.integer, np.floating)) or isinstance(x, bool):
+            raise CompileError(f"this array's bounds must be numbers known at specialisation, got "
+                               f"{type(x).__name__}", current_loc(),
+                               "Use numbers, shapes (x.shape[0]) or parameters that steer the program.")
+    return [int(x) if isinstance(x, (int, np.integer)) else float(x) for x in xs]
+
+
+def _dtype(dtype):
+    dt = np.dtype(np.float64 if dtype is None else dtype)
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise CompileError(f"dtype={dtype!r}: a model's arrays are float arrays", current_loc(),
+                           "Leave dtype out (float64; integer ranges become floats) or give np.float32.")
+    return dt
+
+
+def _made(array, call):
+    """The constant `array`, printed in generated code as `call` (which computes the same values)."""
+    return constant(array, call)
+
+
+def arange(start, stop=None, step=None, dtype=None):
+    args = _numbers(*(a for a in (start, stop, step) if a is not None))
+    dt = _dtype(dtype)
+    text = f"np.arange({', '.join(map(repr, args))}, dtype=np.{dt})"
+    return _made(np.arange(*args, dtype=dt), text)
+
+
+def linspace(start, stop, num=50, endpoint=True, dtype=None):
+    start, stop, num = _numbers(start, stop, num)
+    dt = _dtype(dtype)
+    text = f"np.linspace({start!r}, {stop!r}, {num}, endpoint={bool(endpoint)}, dtype=np.{dt})"
+    return _made(np.linspace(start, stop, num, endpoint=bool(endpoint), dtype=dt), text)
+
+
+def eye(N, M=None, k=0, dtype=None):
+    N, M, k = _numbers(N, N if M is None else M, k)
+    dt = _dtype(dtype)
+    return _made(np.eye(N, M, k, dtype=dt), f"np.eye({N}, {M}, k={k}, dtype=np.{dt})")
+
+
+def identity(n, dtype=None):
+    return eye(n, dtype=dtype)
+
+
+def tri(N, M=None, k=0, dtype=None):
+    N, M, k = _numbers(N, N if M is None else M, k)
+    dt = _dtype(dtype)
+    return _made(np.tri(N, M, k, dtype=dt), f"np.tri({N}, {M}, k={k}, dtype=np.{dt})")
+
+
+def _mask(m, k, lower):
+    m = _array(m)
+    if m.ndim < 2:
+        raise ShapeError(f"np.{'tril' if lower else 'triu'} needs at least 2 dimensions, got {m.shape}", current_loc())
+    n, cols = m.shape[-2:]
+    k = _static_int(k, "the diagonal offset k")
+    dt = m.dtype if m.dtype.kind == "f" else np.dtype(np.float64)
+    if lower:
+        mask = _made(np.tri(n, cols, k, dtype=dt), f"np.tri({n}, {cols}, k={k}, dtype=np.{dt})")
+    else:
+        mask = _made(1 - np.tri(n, cols, k - 1, dtype=dt), f"1 - np.tri({n}, {cols}, k={k - 1}, dtype=np.{dt})")
+    return ops.mul(m, mask)
+
+
+def tril(m, k=0):
+    return _mask(m, k, True)
+
+
+def triu(m, k=0):
+    return _mask(m, k, False)
+
+
+def diag(v, k=0):
+    v = _array(v)
+    k = _static_int(k, "the diagonal offset k")
+    if v.ndim == 2:
+        return diagonal(v, k)
+    if v.ndim != 1:
+        raise ShapeError(f"np.diag takes a 1-d or 2-d array, got shape {v.shape}", current_loc())
+    n = v.shape[0]
+    size = n + abs(k)
+    dt = v.dtype if v.dtype.kind == "f" else np.dtype(np.float64)
+    rows = ops.mul(ops.reshape(v, (n, 1)), eye(n, size, max(k, 0), dtype=dt))
+    if k == 0:
+        return rows
+    zeros = ops.fill(0.0, (abs(k), size), rows.dtype)
+    return ops.concatenate([rows, zeros] if k > 0 else [zeros, rows], 0)
+
+
+def diagonal(a, offset=0, axis1=0, axis2=1):
+    a = _array(a)
+    if a.ndim != 2 or (axis1, axis2) != (0, 1):
+        raise CompileError("np.diagonal of a matrix (2-d, axis1=0, axis2=1) is supported", current_loc(),
+                           "For stacks of matrices, loop over them.")
+    n, m = a.shape
+    k = _static_int(offset, "the offset")
+    dt = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
+    rows = ops.sum(ops.mul(a, eye(n, m, k, dtype=dt)), 1)
+    lo, hi = max(0, -k), max(0, min(n, m - k))
+    return ops.index(rows, (slice(lo, max(lo, hi)),))
+
+
 NUMPY = {
     "var": var, "std": std, "prod": prod, "cumsum": cumsum, "diff": diff,
     "logaddexp": logaddexp, "logaddexp2": logaddexp2, "hypot": hypot,
@@ -442,7 +549,8 @@ NUMPY = {
     "atleast_1d": _atleast(1), "atleast_2d": _atleast(2), "atleast_3d": _atleast(3),
     "flip": flip, "roll": roll, "repeat": repeat, "tile": tile, "split": split, "array_split": array_split,
     "pad": pad, "einsum": einsum, "tensordot": tensordot, "inner": inner, "trace": trace, "kron": kron,
-    "cross": cross,
+    "cross": cross, "arange": arange, "linspace": linspace, "eye": eye, "identity": identity, "tri": tri,
+    "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
 }
 
 LINALG = {"norm": norm}

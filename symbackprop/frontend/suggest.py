@@ -16,8 +16,6 @@ from __future__ import annotations
 DOCS_HINT = "`symbackprop docs language` lists what a model can use."
 
 _RANDOM = "Randomness is not part of a model: draw the arrays outside it and pass them as parameters."
-_CONSTANT_ARRAY = ("Pass constant arrays as parameters, or build them from an array you have: "
-                   "np.zeros_like(x), np.ones_like(x), c * np.ones_like(x).")
 _NAN = ("A model cannot test for NaN (SymPy takes x == x to be True): replace NaNs outside it and pass a "
         "0/1 mask as a parameter, then np.sum(mask * x) / np.sum(mask).")
 _STEP = ("It is piecewise constant (its gradient is zero where it exists): compute it outside the model "
@@ -53,9 +51,7 @@ NUMPY = {
     # making arrays
     "empty": ("np.empty's elements are undefined until assigned, and a model cannot assign into an array yet: "
               "write np.zeros(shape)."),
-    "eye": _CONSTANT_ARRAY, "identity": _CONSTANT_ARRAY, "linspace": _CONSTANT_ARRAY,
     "asarray": "Arrays need no conversion; collect several with np.stack([a, b]), pass constant ones as parameters.",
-    "arange": "Loop with `for i in range(n)`, or compute np.arange(n) outside the model and pass it as a parameter.",
     # names that are not NumPy's but are often tried
     "sigmoid": "Write 1 / (1 + np.exp(-x)) (recognised as the sigmoid: its derivative is s*(1 - s)).",
     "relu": "Write np.maximum(x, 0).",

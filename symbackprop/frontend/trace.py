@@ -729,7 +729,8 @@ class Tracer:
 
 
 #: the functions making an array, which take dtype= (a float dtype: see namespace._float_dtype)
-_MAKERS = ("np.zeros", "np.ones", "np.full", "np.array")
+_MAKERS = ("np.zeros", "np.ones", "np.full", "np.array", "np.arange", "np.linspace", "np.eye", "np.identity",
+           "np.tri")
 
 
 def _list_argument(fn, args, kwargs, loc):

@@ -136,6 +136,31 @@ class Fill(Primitive):
         return f"fill {node.attrs['value']}"
 
 
+@primitive("constant")
+class Constant(Primitive):
+    """A constant array with different elements (np.arange, np.eye, a triangle's mask): its values known at
+    specialisation, kept in `values` (row-major) with the NumPy call that makes them, which the NumPy backend
+    prints (`text`, so the generated code reads np.eye(3), and computes the same bits as the frontend did)."""
+
+    def infer(self, node):
+        return [(node.attrs["shape"], node.attrs["dtype"])]
+
+    def adjoint(self, node, gs, wants):
+        return []
+
+    def describe(self, node):
+        return node.attrs["text"]
+
+
+def constant(array, text):
+    """The Value of a NumPy array computed at specialisation by the call `text` (NumPy source)."""
+    array = np.asarray(array)
+    if array.size and np.all(array == array.flat[0]):
+        return fill(float(array.flat[0]), array.shape, array.dtype, made=True)
+    values = tuple(float(v) for v in array.ravel())
+    return append(Constant, [], {"values": values, "shape": array.shape, "dtype": array.dtype, "text": text})
+
+
 def fill(value, shape, dtype=np.float64, made=False):
     """A constant array; `made` marks one the model asked for by its dtype (np.zeros(n)), whose dtype
     widens what it meets as an array's does, where an internal constant (a 0 of an adjoint) takes the

@@ -1,6 +1,6 @@
-# expect: line=6 error="`np.arange` is not supported" hint="`for i in range(n)`"
+# expect: line=6 error="this array's bounds must be numbers known at specialisation" hint="x.shape[0]"
 import numpy as np
 
 
 def model(x):
-    return np.sum(x * np.arange(3))
+    return np.sum(x * np.arange(np.sum(x)))

@@ -21,7 +21,7 @@ from llvmlite import ir
 from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
-from ...primitives.elementwise import Fill, Kernel
+from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.index import Index, ScatterAdd
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum
@@ -336,6 +336,20 @@ def lower_fill(L, node):
     v = node.outputs[0]
     L.define(v)
     L.fill(v, node.attrs["value"])
+
+
+@lowers(Constant)
+def lower_constant(L, node):
+    """A private constant global holding the values, copied into the output's buffer."""
+    v = node.outputs[0]
+    L.define(v)
+    ty = llvm_type(v.dtype)
+    data = ir.ArrayType(ty, len(node.attrs["values"]))
+    g = ir.GlobalVariable(L.module, data, L.module.get_unique_name("constant"))
+    g.global_constant = True
+    g.linkage = "private"
+    g.initializer = ir.Constant(data, [ir.Constant(ty, x) for x in node.attrs["values"]])
+    L.memcpy(L.buffer(v), g, v.size * v.dtype.itemsize)
 
 
 # ---- reductions ---------------------------------------------------------------------

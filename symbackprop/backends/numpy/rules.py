@@ -16,7 +16,7 @@ tables are keyed by `type(prim)`; `rule(MatMul)` registers under that class.
 from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
-from ...primitives.elementwise import Fill, Kernel
+from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.index import Index, ScatterAdd, index_text
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum, axis_text
@@ -75,6 +75,11 @@ def _fill(node, args, out):
     if shape == ():
         return float_literal(value)
     return f"np.full({shape!r}, {float_literal(value)}, dtype=np.{node.attrs['dtype']})"
+
+
+@rule(Constant)
+def _constant(node, args, out):
+    return node.attrs["text"]
 
 
 # ---- reductions ---------------------------------------------------------------------
