@@ -185,7 +185,7 @@ def _array(obj, dtype=None):
             raise CompileError(f"np.array(x, dtype={dtype!r}) of a {obj.dtype} array changes its dtype",
                                current_loc(), "Arrays keep the dtype they are passed with: pass the array in "
                                "the dtype you want.")
-        return obj
+        return ops.copy(obj)   # np.array copies
     if isinstance(obj, (int, float, np.integer, np.floating)) and not isinstance(obj, bool):
         return obj if dtype is None else ops.fill(obj, (), _float_dtype(dtype, "np.array"), made=True)
     raise CompileError(f"np.array of {type(obj).__name__}", current_loc(),
@@ -230,6 +230,7 @@ NUMPY.update(
     zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
 )
 NUMPY.update(compositions.NUMPY)
+NUMPY["copy"] = lambda a, /: ops.copy(a)
 
 #: np.<submodule>.<name>
 SUBMODULES = {"linalg": compositions.LINALG}
@@ -281,7 +282,7 @@ METHODS = {
     "sum": _sum, "mean": _mean, "max": _max, "min": _min,
     "reshape": _method_reshape, "transpose": _method_transpose,
     "dot": ops.dot, "clip": _clip,
-    "copy": lambda a: a,
+    "copy": lambda a: ops.copy(a),
     "var": compositions.var, "std": compositions.std, "prod": compositions.prod, "cumsum": compositions.cumsum,
     "squeeze": compositions.squeeze, "swapaxes": compositions.swapaxes, "repeat": compositions.repeat,
     "ravel": lambda a: ops.reshape(a, (a.size,)),

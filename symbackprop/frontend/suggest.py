@@ -47,7 +47,6 @@ NUMPY = {
     "vstack": "Write np.concatenate([a, b], axis=0) (2-d arrays; 1-d ones: np.stack([a, b])).",
     "hstack": "Write np.concatenate([a, b], axis=1) (2-d arrays; 1-d ones: np.concatenate([a, b])).",
     "column_stack": "Write np.stack([a, b], axis=1).",
-    "copy": "Write x: arrays are never modified in a model, so a copy is the same array.",
     # making arrays
     "empty": ("np.empty's elements are undefined until assigned, and a model cannot assign into an array yet: "
               "write np.zeros(shape)."),

@@ -25,6 +25,7 @@ from ..ir import Value, at
 from ..primitives import ops
 from . import namespace, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
+from .assignment import check_unshared
 from .closures import Closure, signature
 from .source import Source
 
@@ -136,6 +137,7 @@ class Tracer:
     def __init__(self):
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
+        self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -165,6 +167,7 @@ class Tracer:
         bound.apply_defaults()
         frame = _Frame(src, {k: v if k in given else _default(v) for k, v in bound.arguments.items()})
         self.stack.append(src)
+        self.frames.append(frame)
         try:
             self.block(frame, src.node.body)
         except _Return as r:
@@ -173,6 +176,7 @@ class Tracer:
             raise
         finally:
             self.stack.pop()
+            self.frames.pop()
         raise CompileError(f"`{fn.__name__}` has no `return`", src.loc(src.node),
                            "End the function with `return <value>`.")
 
@@ -190,6 +194,7 @@ class Tracer:
         env = {k: v if k in given else _default(v) for k, v in bound.arguments.items()}
         frame = _Frame(closure.frame.src, env, parent=closure.frame, owner=closure)
         self.closures.append(closure.node)
+        self.frames.append(frame)
         try:
             if isinstance(closure.node, ast.Lambda):
                 return self.expr(frame, closure.node.body)
@@ -198,6 +203,7 @@ class Tracer:
             return r.value
         finally:
             self.closures.pop()
+            self.frames.pop()
         raise CompileError(f"`{closure.name}` has no `return`", frame.src.loc(closure.node),
                            "End the function with `return <value>`.")
 
@@ -249,7 +255,7 @@ class Tracer:
         self.assign(frame, s.target, self.expr(frame, s.value))
 
     def stmt_AugAssign(self, frame, s):
-        if not isinstance(s.target, ast.Name):
+        if not isinstance(s.target, (ast.Name, ast.Subscript)):
             self._reject_target(frame, s.target, augmented=True)
         current = self.expr(frame, s.target)
         value = self.binop(frame, s, current, s.op, self.expr(frame, s.value))
@@ -318,8 +324,41 @@ class Tracer:
             items = self.unpack(frame, target, value)
             for t, v in zip(target.elts, items):
                 self.assign(frame, t, v)
+        elif isinstance(target, ast.Subscript):
+            self.assign_item(frame, target, value)
         else:
             self._reject_target(frame, target)
+
+    def assign_item(self, frame, target, value):
+        """`y[i] = v`: a list's entry is set as in Python; an array gets a new version bound to its name
+        (frontend/assignment.py says when that is what NumPy would do)."""
+        loc = frame.src.loc(target)
+        if not isinstance(target.value, ast.Name):
+            raise CompileError(f"assigning into `{frame.src.segment(target)}` is not supported", loc,
+                               "Assign into a named array with one index: `y[i, j] = v`, not `y[i][j] = v`.")
+        name = target.value.id
+        current = self.expr(frame, target.value)
+        index = self.expr(frame, target.slice)
+        if isinstance(current, list):
+            if isinstance(index, Value):
+                raise CompileError("indexing a list with an array is not supported", loc)
+            try:
+                current[index] = value
+            except (IndexError, TypeError) as e:
+                raise CompileError(f"`{frame.src.segment(target)} = ...`: {e}", loc) from None
+            return
+        if not isinstance(current, Value):
+            raise CompileError(f"cannot assign into {_describe(current)}", loc,
+                               "Assign into arrays the model makes (np.zeros(n), ...) or into lists.")
+        scope = frame
+        while scope is not None and name not in scope.env:
+            scope = scope.parent
+        if scope is None:
+            raise CompileError(f"cannot assign into the global `{name}`", loc, "Make a local array.")
+        check_unshared(name, current, scope, self.frames, loc)
+        new = ops.set_index(current, index, value, name)
+        new.name = name
+        scope.env[name] = new
 
     def unpack(self, frame, target, value):
         n = len(target.elts)
@@ -336,11 +375,6 @@ class Tracer:
 
     def _reject_target(self, frame, target, augmented=False):
         text = frame.src.segment(target)
-        if isinstance(target, ast.Subscript):
-            raise CompileError(
-                f"assigning to an element or slice (`{text} {'op=' if augmented else '='} ...`) is not supported",
-                frame.src.loc(target),
-                "Arrays are immutable in a model: build a new one with np.where, np.concatenate or np.stack.")
         if isinstance(target, ast.Attribute):
             raise CompileError(f"assigning to an attribute (`{text} = ...`) is not supported",
                                frame.src.loc(target), "Use a local variable.")
@@ -583,6 +617,7 @@ class Tracer:
         """[elt for t in xs if c ...]: its targets are its own names; the first iterable is read outside."""
         inner = _Frame(frame.src, {}, parent=frame)
         out = []
+        self.frames.append(inner)
 
         def run(level):
             if level == len(node.generators):
@@ -599,7 +634,10 @@ class Tracer:
                 if all(self.static_condition(inner, c, "a comprehension's `if`") for c in g.ifs):
                     run(level + 1)
 
-        run(0)
+        try:
+            run(0)
+        finally:
+            self.frames.pop()
         return out
 
     def static_condition(self, frame, node, what):

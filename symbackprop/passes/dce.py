@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..primitives.elementwise import Kernel, arg
-from ..primitives.shape import StopGradient
+from ..primitives.shape import Copy, StopGradient
 
 
 def eliminate_dead_code(graph, results):
@@ -25,13 +25,14 @@ def replace_uses(graph, old, new):
 
 
 def drop_stop_gradients(graph, results):
-    """Readers of sb.stop_gradient(x) read x: its only meaning, zero derivative, was reverse mode's.
+    """Readers of sb.stop_gradient(x) read x: its only meaning, zero derivative, was reverse mode's; and
+    readers of a model's np.copy(x) read x, which in the functional IR is the same array.
 
     One that is itself a result (the model returns it) becomes a kernel returning x, so that the
     result is still produced by a node of its own."""
     results = set(results)
     for node in graph.nodes:
-        if node.prim is not StopGradient:
+        if node.prim is not StopGradient and not (node.prim is Copy and node.attrs.get("traced")):
             continue
         x, out = node.inputs[0], node.outputs[0]
         if out in results:

@@ -141,6 +141,50 @@ class ScatterAdd(Primitive):
         return "scatter-add"
 
 
+@primitive("set_index")
+class SetIndex(Primitive):
+    """x with x[index] replaced by v, broadcast to the indexed shape and cast to x's dtype: `y[i] = v` as a
+    new version of y (the tracer's functional element assignment). Backprop: the overwritten entries of x
+    get no gradient, v gets the gradient of the entries it wrote."""
+
+    explain_note = "the overwritten entries get no gradient"
+
+    def infer(self, node):
+        x = node.inputs[0]
+        return [(x.shape, x.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        x, v = node.inputs
+        g, key = gs[0], node.attrs["index"]
+        d_x = set_index(g, key, 0.0) if wants[0] else None
+        d_v = ops.sum_to(ops.index(g, key), v.shape) if wants[1] else None
+        return [d_x, d_v]
+
+    def describe(self, node):
+        return f"[{index_text(node.attrs['index'])}] ="
+
+
+def set_index(x, idx, v, name="x"):
+    """The new version of x after `x[idx] = v` (`name`: x's, for messages)."""
+    key, shape = normalize_index(idx, x.shape)
+    if None in key:
+        raise CompileError("`None` in the index of an assignment is not supported", current_loc(),
+                           "Index the entries to write with numbers, slices and loop indices.")
+    v = ops.as_value(v, like=x)
+    try:
+        np.broadcast_shapes(v.shape, shape)
+        fits = np.broadcast_shapes(v.shape, shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"cannot assign a value of shape {v.shape} to {name}[{index_text(key)}] of shape "
+                         f"{tuple(shape)}", current_loc())
+    if v.dtype.kind == "b":
+        raise CompileError("assigning a boolean array into a float array is not supported", current_loc(),
+                           "Assign np.where(mask, 1.0, 0.0).")
+    return append(SetIndex, [x, v], {"index": key, "region": tuple(shape)})
+
+
 def scatter_add(shape, dtype, parts):
     """One scatter-add node for several (index, value) contributions."""
     keys = tuple(k for k, _ in parts)

@@ -12,10 +12,10 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc, append
 from . import scalar
-from .index import Index, normalize_index
+from .index import Index, normalize_index, set_index  # noqa: F401 (set_index: y[i] = v)
 from .linalg import MatMul, Outer
 from .reduce import REDUCTIONS
-from .shape import BroadcastTo, Concatenate, Reshape, StopGradient, SumTo, Transpose
+from .shape import BroadcastTo, Concatenate, Copy, Reshape, StopGradient, SumTo, Transpose
 from .elementwise import arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
 
 Static = (_numbers.Number, np.number, np.bool_)
@@ -387,6 +387,15 @@ def stack(xs, axis=0):
 
 def zeros_like(x):
     return fill(0.0, x.shape, x.dtype)
+
+
+def copy(x):
+    """np.copy(x) in a model: a Value of its own, so that assigning into it shares nothing (frontend/assignment);
+    the IR is functional, so passes/dce drops it after reverse mode and no backend copies anything."""
+    x = as_value(x)
+    out = append(Copy, [x], {"traced": True})
+    out.weak = x.weak
+    return out
 
 
 def stop_gradient(x):

@@ -1,8 +1,9 @@
-# expect: line=7 error="assigning to an element or slice (`y[0] = ...`) is not supported" hint="np.where, np.concatenate or np.stack"
+# expect: line=8 error="`y` is shared: `z` holds it too, and NumPy would change that as well" hint="y = y.copy()"
 import numpy as np
 
 
 def model(x):
     y = x * 2
+    z = y
     y[0] = 0.0
-    return np.sum(y)
+    return np.sum(y * z)

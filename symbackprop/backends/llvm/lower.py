@@ -22,7 +22,7 @@ from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
-from ...primitives.index import Index, ScatterAdd
+from ...primitives.index import Index, ScatterAdd, SetIndex
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
@@ -511,6 +511,21 @@ def lower_scatter_add(L, node):
             store(b, b.fadd(load(b, dst, o[1]), _cast(b, load(b, src, o[0]), ty)), dst, o[1])
 
         loop_nest(L.b, g.shape, [src, dst], body)
+
+
+@lowers(SetIndex)
+def lower_set_index(L, node):
+    """out = x, then out[index] = v (v broadcast to the indexed region, cast to out's dtype)."""
+    (x, v), out = node.inputs, node.outputs[0]
+    L.define(out)
+    ty = llvm_type(out.dtype)
+    src, dst = L.operand(x), L.operand(out)
+    loop_nest(L.b, out.shape, [src, dst], lambda b, o: store(b, load(b, src, o[0]), dst, o[1]))
+    offset, strides = _index_geometry(out.shape, node.attrs["index"])
+    region = Operand(L.buffer(out), ty, strides, offset)
+    shape = node.attrs["region"]
+    value = L.operand(v, broadcast_strides(v.shape, shape))
+    loop_nest(L.b, shape, [value, region], lambda b, o: store(b, _cast(b, load(b, value, o[0]), ty), region, o[1]))
 
 
 def _cast(b, v, ty):

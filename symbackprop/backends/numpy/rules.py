@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
-from ...primitives.index import Index, ScatterAdd, index_text
+from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum, axis_text
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
@@ -124,6 +124,13 @@ def _scatter_add(node, args, out):
         if k not in written:
             lines.append(f"{name}[{index_text(key)}] += {a}")
     return lines
+
+
+@rule(SetIndex)
+def _set_index(node, args, out):
+    """A new version of the array: copied, then written (the old version stays what it was)."""
+    (name,) = out
+    return [f"{name} = {args[0]}.copy()", f"{name}[{index_text(node.attrs['index'])}] = {args[1]}"]
 
 
 # ---- shapes ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import contextlib
 import keyword
 
 from ...primitives.elementwise import Fill, Kernel
-from ...primitives.index import Index, ScatterAdd
+from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
 from ...rendering import render
 from . import rules
@@ -49,6 +49,7 @@ class Writer:
         self.scattered: dict = {}  # scatter node -> part indices written in place
         self.stacking = Plan()     # layers' values written into stacks, their gradients batched (stacking.py)
         self.counters: dict = {}
+        self.set_in_place: set = set()   # y[i] = v nodes that write into y's array: nothing reads it after
 
     def fresh(self, base):
         base = base if base.isidentifier() else "t"
@@ -108,6 +109,11 @@ def write_statements(writer, nodes, inlinable=frozenset()):
         if node in writer.into:
             lines.extend(_with_comment(t, node.loc) for t in _write_into(writer, node, args))
             continue
+        if node in writer.set_in_place:  # the new version of y is y's array, written where it stands
+            x = node.inputs[0]
+            writer.names[node.outputs[0]] = writer.name(x)
+            lines.append(_with_comment(f"{writer.name(x)}[{index_text(node.attrs['index'])}] = {args[1]}", node.loc))
+            continue
         if node.outputs[0] in inlinable:
             # a view read once (W.T, x[0], g[:, None]) reads best where it is used
             writer.inline[node.outputs[0]] = rules.write(node, args, None)
@@ -164,6 +170,37 @@ def plan_writes_into(writer, nodes, results):
                     and p not in writer.into and p not in writer.stacking.batch
                     and slotted(writer, p) is None):
                 writer.into[p] = (s, k)
+
+
+def plan_set_in_place(writer, nodes, results):
+    """The element assignments that may write into their array instead of a copy: the old version is an
+    array of this function's own (not a parameter, a result, a view or a stack's slot), and neither it
+    nor any view of it is read after the assignment."""
+    position = {n: i for i, n in enumerate(nodes)}
+    readers: dict = {}
+    for n in nodes:
+        for v in n.inputs:
+            readers.setdefault(v, []).append(n)
+    results = set(results)
+
+    def last_read(v):
+        last = -1
+        for r in readers.get(v, ()):
+            last = max(last, position[r])
+            if r.prim in _VIEWS:
+                last = max(last, last_read(r.outputs[0]))
+        return last
+
+    for n in nodes:
+        if n.prim is not SetIndex:
+            continue
+        x = n.inputs[0]
+        p = x.node
+        if (p is None or p not in position or x in results or x.ndim == 0 or p.prim in _VIEWS
+                or p in writer.into or p in writer.stacking.batch or slotted(writer, p) is not None):
+            continue
+        if last_read(x) <= position[n]:
+            writer.set_in_place.add(n)
 
 
 def write_updates(writer, nodes, updates, inlinable):
@@ -234,6 +271,7 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
             results = [value] + list(grads or []) + [new for _, new in updates]
             plan_stacks(writer, forward_list + backward_list, results)
             plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
+            plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes], results)
         forward = write_statements(writer, forward_list, inlinable)
         backward = write_statements(writer, backward_list, inlinable)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)

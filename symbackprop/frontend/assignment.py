@@ -1,0 +1,79 @@
+"""Element assignment (`y[i] = v`, `y[:, j] += v`) with functional semantics.
+
+NumPy writes into y's memory, so every name, list entry and view that shares it
+changes too. The IR is functional: the assignment makes a new version of y
+(primitives.index.SetIndex) bound to y's name, and nothing else sees it. The two
+agree exactly when nothing else shares y's memory, which is what is checked
+here: y must be an array the model made (not a parameter, whose caller's array
+NumPy would change, nor a view of another array), and no other name, list,
+tuple or view may hold it. Anything else is a CompileError that says to copy
+(`y = y.copy()`), never a silent difference from NumPy.
+"""
+from __future__ import annotations
+
+from ..errors import CompileError
+from ..ir import Value
+from ..primitives.index import Index
+from ..primitives.shape import BroadcastTo, Reshape, StopGradient, Transpose
+from .closures import Closure
+
+#: primitives whose result NumPy gives as a view of their input (memory shared with it)
+_VIEWS = (Reshape, Transpose, BroadcastTo, StopGradient)
+
+
+def view_base(v):
+    """The array whose memory `v` shares in NumPy (v itself when it owns its memory)."""
+    while isinstance(v, Value) and v.node is not None and _is_view(v.node):
+        v = v.node.inputs[0]
+    return v
+
+
+def _is_view(node):
+    if node.prim is Index:   # an integer in every axis gives a scalar copy, not a view
+        return not all(isinstance(k, int) for k in node.attrs["index"])
+    return node.prim in _VIEWS
+
+
+def check_unshared(name, value, scope, frames, loc):
+    """CompileError unless `value`, bound to `name` in `scope`, is an array of the model's own that no other
+    name, list, tuple or view reachable from `frames` (the active ones) holds."""
+    copy = f"Copy it first: `{name} = {name}.copy()` (or np.copy({name})), then assign into the copy."
+    if value.node is None:
+        raise CompileError(f"assigning into `{name}`, an argument of the model, would change the caller's array "
+                           "in NumPy", loc, copy)
+    if view_base(value) is not value:
+        raise CompileError(f"`{name}` is a view of another array (a slice, reshape or transpose): assigning into "
+                           "it would change that array too in NumPy", loc, copy)
+    for frame, key, held in _references(frames):
+        if frame is scope and key == name and held is value:
+            continue
+        if held is value or view_base(held) is value:
+            what = "a view of it" if held is not value else "it too"
+            raise CompileError(f"`{name}` is shared: `{key}` holds {what}, and NumPy would change that as well",
+                               loc, copy)
+
+
+def _references(frames):
+    """(frame, name, value) for every array reachable from the frames' names, through lists, tuples and the
+    frames closures were made in."""
+    seen = set()
+    todo = list(frames)
+    while todo:
+        f = todo.pop()
+        if f is None or id(f) in seen:
+            continue
+        seen.add(id(f))
+        todo.append(f.parent)
+        for key, held in f.env.items():
+            for v in _values(held, todo):
+                yield f, key, v
+
+
+def _values(x, frames):
+    if isinstance(x, Value):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for item in x:
+            yield from _values(item, frames)
+    elif isinstance(x, Closure):
+        frames.append(x.frame)
