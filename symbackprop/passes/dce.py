@@ -1,6 +1,7 @@
 """Dead code: drop nodes none of whose outputs reach the results; and stop_gradient, once reverse mode ran."""
 from __future__ import annotations
 
+from ..primitives.custom import CustomVJPCall
 from ..primitives.elementwise import Kernel, arg
 from ..primitives.shape import StopGradient
 
@@ -25,12 +26,18 @@ def replace_uses(graph, old, new):
 
 
 def drop_stop_gradients(graph, results):
-    """Readers of sb.stop_gradient(x) read x: its only meaning, zero derivative, was reverse mode's.
+    """Readers of sb.stop_gradient(x) read x: its only meaning, zero derivative, was reverse mode's;
+    so do the readers of an sb.custom_vjp helper's call (its rule was reverse mode's too).
 
     One that is itself a result (the model returns it) becomes a kernel returning x, so that the
     result is still produced by a node of its own."""
     results = set(results)
     for node in graph.nodes:
+        if node.prim is CustomVJPCall:  # a custom rule's helper call: its readers read the helper's value
+            node.prim = StopGradient
+            node.inputs = node.inputs[-1:]
+            if node.inputs[0].name is None and node.inputs[0].node is not None:
+                node.inputs[0].name = node.outputs[0].name
         if node.prim is not StopGradient:
             continue
         x, out = node.inputs[0], node.outputs[0]
