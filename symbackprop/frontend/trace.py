@@ -568,6 +568,20 @@ class Tracer:
     def expr_Tuple(self, frame, node):
         return tuple(self.expr(frame, e) for e in node.elts)
 
+    def expr_Dict(self, frame, node):
+        """A dict with keys known at compile time (aux trees: `return loss, {"accuracy": acc}`)."""
+        result = {}
+        for k, v in zip(node.keys, node.values):
+            if k is None:
+                raise CompileError("`**` unpacking in a dict is not supported", frame.src.loc(node),
+                                   "Write the entries one by one.")
+            key = self.expr(frame, k)
+            if isinstance(key, Value) or not isinstance(key, (str, int, bool, float, type(None))):
+                raise CompileError(f"a dict key must be a string or number known at compile time, got "
+                                   f"{_describe(key)}", frame.src.loc(k))
+            result[key] = self.expr(frame, v)
+        return result
+
     def expr_List(self, frame, node):
         return [self.expr(frame, e) for e in node.elts]
 
@@ -584,6 +598,11 @@ class Tracer:
         index = self.expr(frame, node.slice)
         if isinstance(base, Value):
             return ops.index(base, index)
+        if isinstance(base, dict):
+            if isinstance(index, Value) or index not in base:
+                raise CompileError(f"`{frame.src.segment(node)}`: no key {index!r} (the keys: "
+                                   f"{', '.join(map(repr, base))})", frame.src.loc(node))
+            return base[index]
         if isinstance(base, (tuple, list, range)):
             if isinstance(index, Value):
                 raise CompileError("indexing a tuple with an array is not supported", frame.src.loc(node))
