@@ -191,10 +191,10 @@ class TrainStep:
         return self.specialiser.export(path, compiled)
 
     def __repr__(self):
-        options = "".join(f", {name}={value!r}" for name, value in
-                          (("clip_norm", self.clip_norm), ("accumulate", self._accumulate),
-                           ("has_aux", self.has_aux or None))
-                          if value is not None and value != 1)
+        options = "".join(f", {name}={value!r}" for name, value, default in
+                          (("clip_norm", self.clip_norm, None), ("accumulate", self._accumulate, 1),
+                           ("has_aux", self.has_aux, False))
+                          if value is not default and value != default)
         return (f"<symbackprop train_step of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} "
                 f"with {self.optimizer!r}{options}>")
 
