@@ -220,10 +220,12 @@ def gradient_function(args, backend=None):
     """The value_and_grad function of the model, specialised for the --arg types."""
     fn = load_model(args.model)
     wrt = parse_wrt(args.wrt)
+    has_aux = getattr(args, "has_aux", False)
     inner = getattr(fn, "fn", None)
     if getattr(fn, "__symbackprop__", False) and inner is not None:  # decorated with @sb.grad: use its wrt
         if wrt is None:
             wrt = tuple(fn.params[i] for i in fn.wrt) if not fn.single else fn.params[fn.wrt[0]]
+        has_aux = has_aux or getattr(fn, "has_aux", False)
         fn = inner
     if not inspect.isfunction(fn):
         raise UsageError(f"`{args.model}` is a {type(fn).__name__}, not a function")
@@ -235,7 +237,7 @@ def gradient_function(args, backend=None):
         given[name] = value
     values, keywords = bind_arguments(fn, given)
     try:
-        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT)
+        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT, has_aux=has_aux)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:
@@ -247,7 +249,7 @@ def gradient_function(args, backend=None):
     backend = backend or backends.DEFAULT
     if backend != backends.DEFAULT:
         try:
-            gradfn = value_and_grad(fn, wrt=wrt, backend=backend)
+            gradfn = value_and_grad(fn, wrt=wrt, backend=backend, has_aux=has_aux)
             gradfn.specialise(*values, **keywords)
         except Exception as e:
             raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
@@ -515,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(default: the first parameter)")
         p.add_argument("--backend", choices=backends.NAMES, default=backends.DEFAULT,
                        help="code generator for show and export (default: numpy)")
+        p.add_argument("--has-aux", action="store_true",
+                       help="the model returns (loss, aux): aux is returned beside the value, never differentiated")
         if name == "export":
             p.add_argument("-o", "--output", required=True, metavar="OUT",
                            help="the file to write: OUT.py, OUT.ll or OUT.so")

@@ -87,6 +87,11 @@ def work(tmp_path_factory):
         def act(w, x, kind="tanh"):
             h = np.tanh(w * x) if kind == "tanh" else np.maximum(w * x, 0.0)
             return np.sum(h)
+
+
+        def with_aux(w, x):
+            r = w * x
+            return np.sum(r * r), {"largest": np.max(r)}
         '''))
     (d / "tree.json").write_text('{"W": [1.0, 2.0]}')
     (d / "ragged.json").write_text("[[1.0, 2.0], [3.0]]")
@@ -544,3 +549,11 @@ def test_string_and_json_arguments_reach_the_model(work, capsys):
     assert "np.maximum" in out and "np.tanh" not in out and "kind='relu'" in out
     assert cli.main(argv[:-1] + ["kind=tanh"]) == 0
     assert "np.tanh" in capsys.readouterr().out
+
+
+def test_has_aux_models_on_the_command_line(work, capsys):
+    argv = ["show", f"{work}/cli_strings.py:with_aux", "--arg", "w=float64[3]", "--arg", "x=float64[3]"]
+    assert cli.main(argv + ["--has-aux"]) == 0
+    assert "return (loss, {'largest': float(t2)}), d_w" in capsys.readouterr().out
+    assert cli.main(argv) == 1
+    assert "has_aux=True" in capsys.readouterr().err
