@@ -49,7 +49,12 @@ def aux_names(program) -> list:
     """A C identifier for each array of aux, in graph.aux order (the first path it appears at)."""
     names: dict = {}
     for k, name in aux_paths(program.aux_tree):
-        names.setdefault(k, name)
+        if k not in names:
+            taken = set(names.values())
+            unique, n = name, 1
+            while unique in taken:  # keys "a-b" and "a_b" both spell aux_a_b
+                unique, n = f"{name}_{n}", n + 1
+            names[k] = unique
     return [names[k] for k in range(len(program.graph.aux))]
 
 

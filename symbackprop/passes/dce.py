@@ -36,8 +36,11 @@ def drop_stop_gradients(graph, results):
         if node.prim is CustomVJPCall:  # a custom rule's helper call: its readers read the helper's value
             node.prim = StopGradient
             node.inputs = node.inputs[-1:]
-            if node.inputs[0].name is None and node.inputs[0].node is not None:
-                node.inputs[0].name = node.outputs[0].name
+            value, out = node.inputs[0], node.outputs[0]
+            if value.name is None and value.node is not None:  # `h = helper(x)` names the helper's value
+                value.name = out.name
+                for v in (v for n in graph.nodes for v in n.outputs if v.grad_of is out):
+                    v.grad_of = value  # d_h, not d_h_1 beside a second `h`
         if node.prim is not StopGradient:
             continue
         x, out = node.inputs[0], node.outputs[0]
