@@ -260,3 +260,17 @@ def test_aux_holds_arrays_and_numbers_only():
         sb.grad(a_range_in_aux, has_aux=True)(np.ones(3), np.ones(3))
     with pytest.raises(TypeError, match="has_aux is True or False"):
         sb.grad(classifier, has_aux="yes")
+
+
+def test_exported_train_step_library_writes_aux_after_the_loss(tmp_path):
+    step = sb.train_step(with_extra_product, sb.optim.SGD(lr=0.1), has_aux=True, backend="llvm")
+    step.export(tmp_path / "libstep.so", W.copy(), X, V)
+    header = (tmp_path / "libstep.h").read_text()
+    assert header.index("double* loss") < header.index("double* aux_0,") < header.index("double* aux_1_0")
+    namespace = {}
+    exec(open(sb.train_step(with_extra_product, sb.optim.SGD(lr=0.1), has_aux=True).export(
+        tmp_path / "step.py", W.copy(), X, V)).read(), namespace)
+    mine = W.copy()
+    loss, (probe, [total, constant]) = namespace["train_step"](mine, X, V, namespace["init_state"](mine))
+    np.testing.assert_allclose(probe, np.tanh(X @ W) @ V, rtol=1e-14)
+    assert constant == 2.5 and not np.array_equal(mine, W)
