@@ -23,7 +23,7 @@ def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
     specs = compiled.specs
     params = compiled.graph.params
     grad_specs = [specs[i] for i in compiled.wrt] if grads is not None else None
-    what = (f"{_what(compiled)} and the gradient" if compiled.has_aux else "the loss and its gradient") \
+    what = ("the loss, aux and the gradient" if compiled.has_aux else "the loss and its gradient") \
         if grads is not None else _what(compiled)
     doc = f"{compiled.fn.__name__}: {what}" + (
         f" with respect to {', '.join(specs[i].name for i in compiled.wrt)}." if grads is not None else ".")
