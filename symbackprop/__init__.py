@@ -3,8 +3,9 @@ from . import optim
 from .api import grad, value_and_grad
 from .check import check_grad
 from .errors import CompileError
+from .frontend.custom import custom_vjp
 from .primitives.ops import stop_gradient
 from .training import train_step
 
-__all__ = ["grad", "value_and_grad", "check_grad", "CompileError", "optim", "stop_gradient", "train_step"]
+__all__ = ["grad", "value_and_grad", "check_grad", "CompileError", "custom_vjp", "optim", "stop_gradient", "train_step"]
 __version__ = "0.1.0"

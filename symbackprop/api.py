@@ -20,8 +20,12 @@ class GradFunction:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, wrt=None, backend="numpy", with_value=True):
-        self.specialiser = Specialiser(fn, "value_and_grad", backend, wrt)
+    def __init__(self, fn, wrt=None, backend="numpy", with_value=True, has_aux=False):
+        if not isinstance(has_aux, bool):
+            raise TypeError(f"has_aux is True or False, got {has_aux!r}")
+        self.specialiser = Specialiser(fn, "value_and_grad", backend, wrt,
+                                       fields={"has_aux": True} if has_aux else None)
+        self.has_aux = has_aux
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.backend = self.specialiser.backend.name
@@ -55,9 +59,12 @@ class GradFunction:
         known = key in s.cache
         entry = s.lookup(key, args)
         if not known:
-            install_fast_path(self, s, key, entry, suffix="" if self.with_value else "[1]")
+            install_fast_path(self, s, key, entry, suffix="" if self.with_value or self.has_aux else "[1]",
+                              finish=None if self.with_value or not self.has_aux else gradient_and_aux)
         result = entry.call(*args)
-        return result if self.with_value else result[1]
+        if self.with_value:
+            return result
+        return gradient_and_aux(result) if self.has_aux else result[1]
 
     def specialise(self, *args, **kwargs) -> Program:
         """Compile (or fetch) the specialisation for these arguments without running it."""
@@ -92,28 +99,36 @@ class GradFunction:
     def __reduce__(self):
         # its class is made per instance (see __init__): rebuild it rather than pickle the class by name
         wrt = self.wrt[0] if self.single else self.wrt
-        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value)
+        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value, self.has_aux)
 
     def __repr__(self):
-        kind = "value_and_grad" if self.with_value else "grad"
+        kind = ("value_and_grad" if self.with_value else "grad") + (" (has_aux)" if self.has_aux else "")
         return f"<symbackprop {kind} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"
 
 
-def _restore(fn, wrt, backend, with_value):
-    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value)
+def gradient_and_aux(result):
+    """grad with has_aux=True: ((value, aux), gradient) -> (gradient, aux)."""
+    return result[1], result[0][1]
+
+
+def _restore(fn, wrt, backend, with_value, has_aux=False):
+    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value, has_aux=has_aux)
 
 
 def _decorator(with_value):
-    def make(f=None, wrt=None, backend="numpy"):
+    def make(f=None, wrt=None, backend="numpy", has_aux=False):
+        options = {"wrt": wrt, "backend": backend, "with_value": with_value, "has_aux": has_aux}
         if f is None:
-            return lambda g: GradFunction(g, wrt=wrt, backend=backend, with_value=with_value)
+            return lambda g: GradFunction(g, **options)
         if isinstance(f, (str, int, tuple, list)) and not callable(f):
             raise TypeError("pass the model first, or use keywords: @sb.grad(wrt=...)")
-        return GradFunction(f, wrt=wrt, backend=backend, with_value=with_value)
+        return GradFunction(f, **options)
     return make
 
 
 grad = _decorator(with_value=False)
-grad.__doc__ = """grad(f, wrt=None, backend="numpy"): a callable returning the gradient of f's scalar result."""
+grad.__doc__ = """grad(f, wrt=None, backend="numpy", has_aux=False): a callable returning the gradient of f's
+scalar result; with has_aux=True f returns (loss, aux) and the callable (gradient, aux)."""
 value_and_grad = _decorator(with_value=True)
-value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy"): a callable returning (value, gradient)."""
+value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy", has_aux=False): a callable returning
+(value, gradient); with has_aux=True f returns (loss, aux) and the callable ((value, aux), gradient)."""

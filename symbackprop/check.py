@@ -84,27 +84,34 @@ class GradCheck:
     __repr__ = __str__
 
 
-def check_grad(f, *args, wrt=None, backend=None, rtol=None, atol=None, max_entries=64, seed=0, **kwargs):
+def check_grad(f, *args, wrt=None, backend=None, rtol=None, atol=None, max_entries=64, seed=0, has_aux=None,
+               **kwargs):
     """Compare f's compiled gradient at `args` with central finite differences in float64.
 
-    `f` is a model or an sb.grad / sb.value_and_grad function (its wrt and backend are then the
+    `f` is a model or an sb.grad / sb.value_and_grad function (its wrt, backend and has_aux are then the
     defaults; otherwise the default backend, NumPy). Each parameter in `wrt` is probed at every entry, or at `max_entries` entries drawn
     with `seed` when it has more. `rtol`/`atol` default by the parameter's dtype (TOLERANCES).
+    With has_aux=True the model returns (loss, aux) and the loss is checked.
     """
     if isinstance(f, GradFunction):
         if wrt is None:
             wrt = tuple(f.params[i] for i in f.wrt) if not f.single else f.params[f.wrt[0]]
         backend = f.backend if backend is None else backend
+        has_aux = f.has_aux if has_aux is None else has_aux
         f = f.fn
-    gradient = GradFunction(f, wrt=wrt, backend=backend or backends.DEFAULT, with_value=False)
+    has_aux = bool(has_aux)
+    gradient = GradFunction(f, wrt=wrt, backend=backend or backends.DEFAULT, with_value=False, has_aux=has_aux)
     args = gradient.specialiser.arguments(args, kwargs)
     indices, single = resolve_wrt(gradient.params, wrt)
     grads = gradient(*args)
+    if has_aux:
+        grads = grads[0]
     grads = (grads,) if single else tuple(grads)
     rng = np.random.default_rng(seed)
+    loss = (lambda *a: f(*a)[0]) if has_aux else f
     checks = []
     for index, g in zip(indices, grads):
-        checks.append(_check_parameter(f, args, index, gradient.params[index], np.asarray(g), rng, rtol, atol,
+        checks.append(_check_parameter(loss, args, index, gradient.params[index], np.asarray(g), rng, rtol, atol,
                                        max_entries))
     return GradCheck(f.__name__, checks)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import importlib.util
 import inspect
 import io
+import json
 import keyword
 import os
 import re
@@ -37,7 +39,11 @@ PROG = "symbackprop"
 #: example arrays hold numbers drawn with this seed; only shapes and dtypes steer compilation
 SEED = 0
 ARG_FORMS = "DTYPE[DIMS] (an array, e.g. float64[128,784]), DTYPE (a scalar, e.g. float32), " \
-            "float (a Python float), a number (3, 0.1), true/false, or a quoted string"
+            "float (a Python float), a number (3, 0.1), true/false, a word (relu: a string), " \
+            "or FILE.json (the value it holds)"
+#: words that look like a dtype: misspelt, they are an error, not a string
+_DTYPE_LIKE = re.compile(r"(float|int|uint|bool|complex|f|i|u)\d*|bfloat16|half|double|single", re.IGNORECASE)
+_DTYPE_WORDS = ("float", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
 class UsageError(Exception):
@@ -105,6 +111,8 @@ def example_value(name, spec):
         try:
             dtype = np.dtype(word)
         except TypeError:
+            if dims is None and not _looks_like_dtype(word):
+                return word  # --arg act=relu: a string, no shell quoting needed
             raise UsageError(f"--arg {name}={spec}: unknown dtype `{word}`; use float64, float32, int64 or bool "
                              f"(or give {ARG_FORMS})") from None
         if dtype.kind not in "biuf":
@@ -117,6 +125,8 @@ def example_value(name, spec):
             values = np.ones(shape, dtype=dtype)
         values = np.asarray(values, dtype=dtype)
         return values[()] if dims is None else values
+    if spec.endswith(".json"):
+        return json_value(name, spec)
     lowered = spec.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -129,6 +139,35 @@ def example_value(name, spec):
     if not _plain(value):
         raise UsageError(f"--arg {name}={spec}: cannot use a {type(value).__name__}; give {ARG_FORMS}")
     return value
+
+
+def _looks_like_dtype(word) -> bool:
+    """A misspelt dtype (flaot64, float46, int46) rather than a string argument."""
+    return bool(_DTYPE_LIKE.fullmatch(word)) or bool(difflib.get_close_matches(word.lower(), _DTYPE_WORDS, 1, 0.75))
+
+
+def json_value(name, path):
+    """The value a JSON file holds: a number, string, boolean or null as itself; a rectangular list of
+    numbers (or booleans) as the NumPy array np.array(list) makes (ints: int64, any float: float64)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--arg {name}={path}: no such file (for the string, quote it: {name}='{path}')") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--arg {name}={path}: cannot read it as JSON: {e}") from None
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, list):
+        try:
+            array = np.array(value)
+        except ValueError:
+            array = None
+        if array is not None and array.dtype.kind in "biuf" and array.size and array.ndim:
+            return array
+    raise UsageError(f"--arg {name}={path}: the file holds a {type(value).__name__} that is not a rectangular "
+                     "list of numbers; a JSON file gives a number, a string, true/false, null or an array "
+                     "(nested lists of numbers)")
 
 
 def _plain(v):
@@ -181,10 +220,12 @@ def gradient_function(args, backend=None):
     """The value_and_grad function of the model, specialised for the --arg types."""
     fn = load_model(args.model)
     wrt = parse_wrt(args.wrt)
+    has_aux = getattr(args, "has_aux", False)
     inner = getattr(fn, "fn", None)
     if getattr(fn, "__symbackprop__", False) and inner is not None:  # decorated with @sb.grad: use its wrt
         if wrt is None:
             wrt = tuple(fn.params[i] for i in fn.wrt) if not fn.single else fn.params[fn.wrt[0]]
+        has_aux = has_aux or getattr(fn, "has_aux", False)
         fn = inner
     if not inspect.isfunction(fn):
         raise UsageError(f"`{args.model}` is a {type(fn).__name__}, not a function")
@@ -196,7 +237,7 @@ def gradient_function(args, backend=None):
         given[name] = value
     values, keywords = bind_arguments(fn, given)
     try:
-        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT)
+        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT, has_aux=has_aux)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:
@@ -208,7 +249,7 @@ def gradient_function(args, backend=None):
     backend = backend or backends.DEFAULT
     if backend != backends.DEFAULT:
         try:
-            gradfn = value_and_grad(fn, wrt=wrt, backend=backend)
+            gradfn = value_and_grad(fn, wrt=wrt, backend=backend, has_aux=has_aux)
             gradfn.specialise(*values, **keywords)
         except Exception as e:
             raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
@@ -451,7 +492,8 @@ COMMANDS = {
               "forward values the backward pass reuses."),
 }
 ARG_HELP = ("an argument's type: NAME=float64[128,784] (an array), NAME=float32 (a scalar), NAME=float "
-            "(a Python float), NAME=3 or NAME=0.1 or NAME=true (a value); repeat for each parameter "
+            "(a Python float), NAME=3 or NAME=0.1 or NAME=true or NAME=relu (a value), NAME=FILE.json "
+            "(the number, string or array of numbers in the file); repeat for each parameter "
             "without a default")
 
 
@@ -475,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(default: the first parameter)")
         p.add_argument("--backend", choices=backends.NAMES, default=backends.DEFAULT,
                        help="code generator for show and export (default: numpy)")
+        p.add_argument("--has-aux", action="store_true",
+                       help="the model returns (loss, aux): aux is returned beside the value, never differentiated")
         if name == "export":
             p.add_argument("-o", "--output", required=True, metavar="OUT",
                            help="the file to write: OUT.py, OUT.ll or OUT.so")

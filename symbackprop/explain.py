@@ -32,6 +32,7 @@ from .backends.numpy.writer import writing
 from .errors import Loc
 from .ir import Graph, Node, Value, building
 from .pipeline import stages
+from .primitives.custom import CustomVJPCall
 from .primitives.elementwise import Fill, Kernel, arg, expand, fill_value, number
 from .primitives.reduce import axis_text
 from .primitives import scalar
@@ -270,7 +271,7 @@ def backprop_table(gradfn, *args, **kwargs) -> Table:
     else:
         compiled = gradfn._last
     program = stages.build(compiled.fn, compiled.specs, compiled.backend, "gradient", wrt=compiled.wrt,
-                           single=compiled.single)
+                           single=compiled.single, has_aux=compiled.has_aux)
     graph, forward_nodes, wrt_values, grads = program.graph, program.forward_nodes, program.wrt_values, program.grads
     with distribute(False), writing(NumpyPrinter, graph.params) as writer:
         return _Builder(compiled, graph, forward_nodes, wrt_values, grads, writer).build()
@@ -424,7 +425,7 @@ class _Builder:
 
     def operation(self, node, ins, outs) -> str:
         if node.prim.rewritten_away:  # gone before code is generated (sb.stop_gradient): written as the model does
-            return f"sb.{node.prim.describe(node)}({', '.join(ins)})"
+            return node.prim.written(node, list(ins))
         text = _numpy_text(node, ins, list(outs))
         if isinstance(text, str):
             return text
@@ -449,8 +450,8 @@ class _Builder:
                     totals[v] = g
             step = self.steps[node]
             for i, v in enumerate(node.inputs):
-                if not adjoint.wants[i]:
-                    continue
+                if not adjoint.wants[i] or (node.prim is CustomVJPCall and i == len(node.inputs) - 1):
+                    continue  # (a custom rule's helper value is not differentiated: no row for it)
                 rows = self.kernel_rows if node.prim is Kernel else self.rule_rows
                 for row, part in rows(step, adjoint, gs, i, seed):
                     if part is not None:
@@ -504,7 +505,7 @@ class _Builder:
         local, contribution = self.math(body, placeholder), self.math(body)
         row = Adjoint(step.index, node.loc, self.name(out), self.text(v), residual,
                       out is seed and gs[k].closed == 1, None, local, self.grad_name(v), contribution)
-        notes = [node.prim.explain_note.format(*(self.name(o) for o in node.outputs))]
+        notes = [node.prim.explain_text(node, [self.name(o) for o in node.outputs])]
         if r is None or fill_value(r) == 0:
             notes.append(f"no gradient reaches {row.input}")
             row.note = "; ".join(n for n in notes if n)

@@ -129,6 +129,8 @@ class Graph:
         self.params: list[Value] = []
         self._nodes: list[Node] = []
         self.result: Value | None = None
+        #: arrays the model returns beside the result (has_aux=True): computed, kept, never differentiated
+        self.aux: list[Value] = []
         self._memo: dict = {}
         # filled by reverse mode (transforms/reverse.py): forward node -> the AdjointStep applied to it,
         # and backward node -> the AdjointStep that appended it

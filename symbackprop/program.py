@@ -5,11 +5,68 @@ The stages (pipeline/stages.py) fill its graph and fields; a backend then gives 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .ir import Graph
+from .rendering import source_literal
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """Where the k-th array of a model's aux output (graph.aux[k]) sits in its tree."""
+    index: int
+
+
+def aux_source(tree, leaves) -> str:
+    """The aux tree as Python source: `leaves[k]` (an expression) for each Leaf, numbers as literals."""
+    if isinstance(tree, Leaf):
+        return leaves[tree.index]
+    if isinstance(tree, tuple):
+        items = [aux_source(t, leaves) for t in tree]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(tree, list):
+        return "[" + ", ".join(aux_source(t, leaves) for t in tree) + "]"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{source_literal(k)}: {aux_source(v, leaves)}" for k, v in tree.items()) + "}"
+    return source_literal(tree)
+
+
+def aux_rebuild(tree, leaves):
+    """The aux tree with `leaves[k]` (a value) for each Leaf."""
+    if isinstance(tree, Leaf):
+        return leaves[tree.index]
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(aux_rebuild(t, leaves) for t in tree)
+    if isinstance(tree, dict):
+        return {k: aux_rebuild(v, leaves) for k, v in tree.items()}
+    return tree
+
+
+def aux_names(program) -> list:
+    """A C identifier for each array of aux, in graph.aux order (the first path it appears at)."""
+    names: dict = {}
+    for k, name in aux_paths(program.aux_tree):
+        if k not in names:
+            taken = set(names.values())
+            unique, n = name, 1
+            while unique in taken:  # keys "a-b" and "a_b" both spell aux_a_b
+                unique, n = f"{name}_{n}", n + 1
+            names[k] = unique
+    return [names[k] for k in range(len(program.graph.aux))]
+
+
+def aux_paths(tree, prefix="aux") -> list:
+    """(leaf index, C-identifier name) of each array of the tree: aux_0, aux_acc, aux_1_logits."""
+    if isinstance(tree, Leaf):
+        return [(tree.index, prefix)]
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (tuple, list)) else ()
+    paths = []
+    for k, v in items:
+        paths += aux_paths(v, f"{prefix}_{re.sub(r'[^0-9A-Za-z_]', '_', str(k))}")
+    return paths
 
 
 @dataclass(slots=True)
@@ -29,6 +86,9 @@ class Program:
     grads: list = field(default_factory=list)
     scalar: bool = False                     # every value a Python float: `math` code
     artifact: object = None                  # a backends.base.Artifact, once a backend built it
+    # has_aux=True: the model returns (loss, aux); its arrays are graph.aux, the rest of the tree is here
+    has_aux: bool = False
+    aux_tree: object = None                  # the aux tree, each array replaced by its Leaf
     # train steps (kind "train_step")
     optimizer: object = None                 # the sb.optim.Optimizer
     optimizer_text: str = ""                 # its repr at compilation
@@ -45,6 +105,10 @@ class Program:
     accumulate: int = 1                                 # gradients of this many calls per update
     phase: str = "update"                               # "update", or "accumulate": add the gradients only
     accumulating: Program | None = None                 # an updating Program's accumulating partner
+
+    def aux_text(self, leaves) -> str:
+        """The aux tree as Python source, `leaves[k]` written for graph.aux[k]."""
+        return aux_source(self.aux_tree, leaves)
 
     @property
     def dynamic(self) -> list:

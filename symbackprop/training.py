@@ -31,7 +31,7 @@ class TrainStep:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, optimizer, wrt=None, backend="numpy", clip_norm=None, accumulate=1):
+    def __init__(self, fn, optimizer, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False):
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise TypeError(f"expected a Python function, got {type(fn).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -40,9 +40,13 @@ class TrainStep:
         if isinstance(accumulate, bool) or not isinstance(accumulate, numbers.Integral) or accumulate < 1:
             raise ValueError(f"accumulate must be a whole number >= 1 (the calls per update), got {accumulate!r}")
         _check_clip_norm(clip_norm)
+        if not isinstance(has_aux, bool):
+            raise TypeError(f"has_aux is True or False, got {has_aux!r}")
         self._accumulate = int(accumulate)
+        #: the model returns (loss, aux) and each call returns them (aux never differentiated)
+        self.has_aux = has_aux
         self.specialiser = Specialiser(fn, "train_step", backend, wrt, fields={
-            "optimizer": optimizer, "clip_norm": clip_norm, "accumulate": self._accumulate})
+            "optimizer": optimizer, "clip_norm": clip_norm, "accumulate": self._accumulate, "has_aux": has_aux})
         self.specialiser.single = False
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -163,7 +167,7 @@ class TrainStep:
     def __reduce__(self):
         """The model by reference, the optimizer, the options and the state; compiled again on first call."""
         options = {"wrt": self.wrt, "backend": self.backend, "clip_norm": self.clip_norm,
-                   "accumulate": self._accumulate}
+                   "accumulate": self._accumulate, "has_aux": self.has_aux}
         return _restore, (model_reference(self.fn), self.optimizer, options, self.state, self.steps)
 
     # ---- inspection and export -------------------------------------------------
@@ -187,9 +191,10 @@ class TrainStep:
         return self.specialiser.export(path, compiled)
 
     def __repr__(self):
-        options = "".join(f", {name}={value!r}" for name, value in
-                          (("clip_norm", self.clip_norm), ("accumulate", self._accumulate))
-                          if value is not None and value != 1)
+        options = "".join(f", {name}={value!r}" for name, value, default in
+                          (("clip_norm", self.clip_norm, None), ("accumulate", self._accumulate, 1),
+                           ("has_aux", self.has_aux, False))
+                          if value is not default and value != default)
         return (f"<symbackprop train_step of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} "
                 f"with {self.optimizer!r}{options}>")
 
@@ -209,10 +214,10 @@ def _restore(fn, optimizer, options, state, steps):
     return step
 
 
-def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1):
-    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1): a callable doing one optimizer
-    step in place; returns the loss."""
-    options = {"wrt": wrt, "backend": backend, "clip_norm": clip_norm, "accumulate": accumulate}
+def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False):
+    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1, has_aux=False): a callable doing one
+    optimizer step in place; returns the loss (with has_aux=True f returns (loss, aux), and so does the step)."""
+    options = {"wrt": wrt, "backend": backend, "clip_norm": clip_norm, "accumulate": accumulate, "has_aux": has_aux}
     if f is None or isinstance(f, Optimizer):
         optimizer = f if isinstance(f, Optimizer) else optimizer
         return lambda g: TrainStep(g, optimizer, **options)

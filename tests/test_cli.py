@@ -80,6 +80,22 @@ def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     (d / "cli_models.py").write_text(MODELS)
     (d / "cli_broken.py").write_text("def f(:\n    pass\n")
+    (d / "cli_strings.py").write_text(textwrap.dedent('''\
+        import numpy as np
+
+
+        def act(w, x, kind="tanh"):
+            h = np.tanh(w * x) if kind == "tanh" else np.maximum(w * x, 0.0)
+            return np.sum(h)
+
+
+        def with_aux(w, x):
+            r = w * x
+            return np.sum(r * r), {"largest": np.max(r)}
+        '''))
+    (d / "tree.json").write_text('{"W": [1.0, 2.0]}')
+    (d / "ragged.json").write_text("[[1.0, 2.0], [3.0]]")
+    (d / "bad.json").write_text("[1.0, 2.0")
     return d
 
 
@@ -433,7 +449,13 @@ ERRORS = [
     (["explain", "{m}:mse", "--arg", "w=float64[5,a]", *MSE[2:]], 2, "dimensions must be non-negative integers"),
     (["explain", "{m}:mse", "--arg", "w=complex128[5]", *MSE[2:]], 2, "not complex128"),
     (["explain", "{m}:mse", "--arg", "w=[1, 2]", *MSE[2:]], 2, "cannot use a list"),
-    (["explain", "{m}:mse", "--arg", "w=hello", *MSE[2:]], 2, "unknown dtype `hello`"),
+    (["explain", "{m}:mse", "--arg", "w=hello", *MSE[2:]], 2, "cannot differentiate with respect to `w` of type str"),
+    (["explain", "{m}:mse", "--arg", "w=float46[5]", *MSE[2:]], 2, "unknown dtype `float46`"),
+    (["explain", "{m}:mse", "--arg", "w=flaot64", *MSE[2:]], 2, "unknown dtype `flaot64`"),
+    (["explain", "{m}:mse", "--arg", "w={dir}/missing.json", *MSE[2:]], 2, "missing.json: no such file"),
+    (["explain", "{m}:mse", "--arg", "w={dir}/tree.json", *MSE[2:]], 2, "the file holds a dict"),
+    (["explain", "{m}:mse", "--arg", "w={dir}/ragged.json", *MSE[2:]], 2, "not a rectangular list of numbers"),
+    (["explain", "{m}:mse", "--arg", "w={dir}/bad.json", *MSE[2:]], 2, "cannot read it as JSON"),
     (["explain", "{m}:mse", *MSE, "--arg", "zz=3"], 2, "`mse` has no parameter `zz`"),
     (["explain", "{m}:mse", *MSE, "--arg", "w=float64[5]"], 2, "--arg w is given twice"),
     (["explain", "{m}:mse", *MSE, "--wrt", "q"], 2, "wrt names `q`, which is not a parameter"),
@@ -493,8 +515,45 @@ def test_help_for_each_command(command, capsys):
     ("flag=true", lambda v: v is True),
     ("flag=False", lambda v: v is False),
     ("mode='relu'", lambda v: v == "relu"),
+    ("act=relu", lambda v: v == "relu"),
+    ("act=leaky_relu", lambda v: v == "leaky_relu"),
     ("shape=(2, 3)", lambda v: v == (2, 3)),
 ])
 def test_arg_types(text, check):
     name, value = cli.parse_arg(text)
     assert name == text.split("=")[0] and check(value)
+
+
+@pytest.mark.parametrize("content,check", [
+    ("[1.0, 2.5, 3]", lambda v: v.dtype == np.float64 and v.tolist() == [1.0, 2.5, 3.0]),
+    ("[[1, 2], [3, 4]]", lambda v: v.dtype == np.int64 and v.shape == (2, 2)),
+    ("[true, false]", lambda v: v.dtype == bool),
+    ("0.25", lambda v: type(v) is float and v == 0.25),
+    ("3", lambda v: type(v) is int and v == 3),
+    ('"relu"', lambda v: v == "relu"),
+    ("null", lambda v: v is None),
+])
+def test_arg_from_a_json_file(tmp_path, content, check):
+    path = tmp_path / "value.json"
+    path.write_text(content)
+    name, value = cli.parse_arg(f"p={path}")
+    assert name == "p" and check(value)
+
+
+def test_string_and_json_arguments_reach_the_model(work, capsys):
+    (work / "w.json").write_text("[0.5, -1.0, 2.0]")
+    argv = ["show", f"{work}/cli_strings.py:act", "--arg", f"w={work}/w.json", "--arg", "x=float64[3]",
+            "--arg", "kind=relu"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "np.maximum" in out and "np.tanh" not in out and "kind='relu'" in out
+    assert cli.main(argv[:-1] + ["kind=tanh"]) == 0
+    assert "np.tanh" in capsys.readouterr().out
+
+
+def test_has_aux_models_on_the_command_line(work, capsys):
+    argv = ["show", f"{work}/cli_strings.py:with_aux", "--arg", "w=float64[3]", "--arg", "x=float64[3]"]
+    assert cli.main(argv + ["--has-aux"]) == 0
+    assert "return (loss, {'largest': float(t2)}), d_w" in capsys.readouterr().out
+    assert cli.main(argv) == 1
+    assert "has_aux=True" in capsys.readouterr().err

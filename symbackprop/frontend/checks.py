@@ -37,7 +37,6 @@ REJECTED_EXPRESSIONS = {
     ast.Yield: ("`yield`", "A model returns one scalar."),
     ast.YieldFrom: ("`yield from`", "A model returns one scalar."),
     ast.Await: ("`await`", "Models are plain functions."),
-    ast.Dict: ("a dict", "Pass arrays as separate parameters."),
     ast.Set: ("a set", "Use a tuple."),
     ast.JoinedStr: ("an f-string", "Models compute numbers only."),
     ast.Starred: ("`*` unpacking", "Pass arguments one by one."),

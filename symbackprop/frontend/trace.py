@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import math
 import numbers
@@ -21,12 +22,14 @@ import types
 import numpy as np
 
 from ..errors import CompileError, ShapeError
-from ..ir import Value, at
+from ..ir import Value, append, at
 from ..primitives import ops
+from ..primitives.custom import CustomVJPCall
 from . import namespace, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .assignment import check_unshared
 from .closures import Closure, signature
+from .custom import CustomVJP
 from .source import Source
 
 MAX_ITERATIONS = 100_000
@@ -65,6 +68,11 @@ class _Callable:
 class _Helper:
     def __init__(self, fn):
         self.fn = fn
+
+
+class _CustomHelper:
+    def __init__(self, custom):
+        self.custom = custom
 
 
 class _Return(Exception):
@@ -138,6 +146,8 @@ class Tracer:
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
         self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
+        #: the location of the last `return` run (a custom rule's, when its result is checked)
+        self.return_loc = None
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -212,6 +222,68 @@ class Tracer:
         kw_defaults = [None if d is None else self.expr(frame, d) for d in arguments.kw_defaults]
         name = getattr(node, "name", "<lambda>")
         return Closure(node, frame, signature(arguments, defaults, kw_defaults, name, frame.src.loc(node)))
+    # ---- sb.custom_vjp helpers ------------------------------------------------
+    def call_custom(self, custom, args, kwargs, loc):
+        """The helper's body for its value, then a custom_vjp node whose adjoint traces the rule."""
+        fn, rule = custom.fn, custom.rule
+        if rule is None:
+            params = ", ".join(list(inspect.signature(fn).parameters) + ["out", "g"])
+            raise CompileError(f"`{fn.__name__}` is an sb.custom_vjp helper with no rule", loc,
+                               f"Give it one: @{fn.__name__}.defvjp above def {fn.__name__}_vjp({params}).")
+        out = self.call(fn, args, kwargs, loc)
+        bound = inspect.signature(fn).bind(*args, **kwargs)  # self.call bound them already: no error here
+        bound.apply_defaults()
+        inputs = list(bound.arguments.values())
+        if not isinstance(out, Value):
+            if isinstance(out, (numbers.Number, np.number)) and not any(isinstance(x, Value) for x in inputs):
+                return out  # computed from numbers alone: nothing to differentiate
+            raise CompileError(f"the sb.custom_vjp helper `{fn.__name__}` returns {_describe(out)}; it must "
+                               "return one array (the value its rule differentiates)", self.return_loc or loc)
+        slots = tuple(isinstance(x, Value) for x in inputs)
+        if not any(slots):
+            return out
+        rule_src = Source(rule)
+        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node),
+                 "adjoint": functools.partial(self._custom_adjoint, custom, inputs, slots, loc)}
+        result = append(CustomVJPCall, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
+        result.weak = out.weak
+        return result
+
+    def _custom_adjoint(self, custom, inputs, slots, loc, node, g, wants):
+        """The rule's body traced with the node's current inputs, its value and `g`: one gradient per array input."""
+        fn, rule = custom.fn, custom.rule
+        arrays = iter(node.inputs[:-1])  # passes may have rewired them since the call was traced
+        args = [next(arrays) if slot else x for x, slot in zip(inputs, slots)]
+        self.return_loc = None
+        result = self.call(rule, args + [node.outputs[0], g], {}, loc)
+        where = self.return_loc or Source(rule).loc(Source(rule).node)
+        names = list(inspect.signature(fn).parameters)
+        n = len(names)
+        if n == 1 and not isinstance(result, (tuple, list)):
+            result = (result,)
+        if not isinstance(result, (tuple, list)) or len(result) != n:
+            got = f"{len(result)} values" if isinstance(result, (tuple, list)) else _describe(result)
+            raise CompileError(f"the rule `{rule.__name__}` of `{fn.__name__}` returns {got}; it must return "
+                               f"one gradient per input of `{fn.__name__}` ({n}: {', '.join(names)})", where,
+                               f"Return ({', '.join('d_' + p for p in names)}{',' if n == 1 else ''}), None for an "
+                               "input that gets no gradient.")
+        grads, wanted = [], iter(wants)
+        for name, x, slot, r in zip(names, args, slots, result):
+            if not slot:
+                continue
+            want = next(wanted)
+            if isinstance(r, (numbers.Number, np.number)) and not isinstance(r, (bool, np.bool_)):
+                r = None if r == 0 else ops.fill(float(r), x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
+            elif r is not None and not isinstance(r, Value):
+                raise CompileError(f"the rule `{rule.__name__}` returns {_describe(r)} as the gradient of `{name}`; "
+                                   "a gradient is an array, a number or None", where)
+            if r is not None and r.shape != x.shape:
+                raise CompileError(f"the rule `{rule.__name__}` returns a gradient of shape {r.shape} for `{name}`, "
+                                   f"which has shape {x.shape}", where,
+                                   f"Return a gradient shaped like `{name}` (sum over broadcast axes, "
+                                   f"e.g. np.sum(..., axis=0)).")
+            grads.append(r if want else None)
+        return grads
 
     # ---- statements --------------------------------------------------------
     def block(self, frame, body):
@@ -270,7 +342,9 @@ class Tracer:
         self.block(frame, s.body if test else s.orelse)
 
     def stmt_Return(self, frame, s):
-        raise _Return(None if s.value is None else self.expr(frame, s.value))
+        value = None if s.value is None else self.expr(frame, s.value)
+        self.return_loc = frame.src.loc(s)
+        raise _Return(value)
 
     def stmt_Break(self, frame, s):
         raise _Break()
@@ -427,6 +501,8 @@ class Tracer:
         if getattr(obj, "__symbackprop__", False):
             raise CompileError(f"`{name}` is a compiled gradient function; call the original model instead",
                                frame.src.loc(node))
+        if isinstance(obj, CustomVJP):
+            return _CustomHelper(obj)
         if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
             return _Callable("sb.stop_gradient", ops.stop_gradient)
         if isinstance(obj, types.FunctionType):
@@ -601,6 +677,20 @@ class Tracer:
     def expr_Tuple(self, frame, node):
         return tuple(self.expr(frame, e) for e in node.elts)
 
+    def expr_Dict(self, frame, node):
+        """A dict with keys known at compile time (aux trees: `return loss, {"accuracy": acc}`)."""
+        result = {}
+        for k, v in zip(node.keys, node.values):
+            if k is None:
+                raise CompileError("`**` unpacking in a dict is not supported", frame.src.loc(node),
+                                   "Write the entries one by one.")
+            key = self.expr(frame, k)
+            if isinstance(key, Value) or not isinstance(key, (str, int, bool, float, type(None))):
+                raise CompileError(f"a dict key must be a string or number known at compile time, got "
+                                   f"{_describe(key)}", frame.src.loc(k))
+            result[key] = self.expr(frame, v)
+        return result
+
     def expr_List(self, frame, node):
         return [self.expr(frame, e) for e in node.elts]
 
@@ -661,6 +751,11 @@ class Tracer:
         index = self.expr(frame, node.slice)
         if isinstance(base, Value):
             return ops.index(base, index)
+        if isinstance(base, dict):
+            if isinstance(index, Value) or index not in base:
+                raise CompileError(f"`{frame.src.segment(node)}`: no key {index!r} (the keys: "
+                                   f"{', '.join(map(repr, base))})", frame.src.loc(node))
+            return base[index]
         if isinstance(base, (tuple, list, range)):
             if isinstance(index, Value):
                 raise CompileError("indexing a tuple with an array is not supported", frame.src.loc(node))
@@ -685,6 +780,8 @@ class Tracer:
             return self.call(fn.fn, args, kwargs, loc)
         if isinstance(fn, Closure):
             return self.call_closure(fn, args, kwargs, loc)
+        if isinstance(fn, _CustomHelper):
+            return self.call_custom(fn.custom, args, kwargs, loc)
         if isinstance(fn, _Callable):
             return self.call_builtin(frame, node, fn, args, kwargs)
         raise CompileError(f"{_describe(fn)} is not callable", loc)

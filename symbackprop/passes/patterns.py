@@ -42,6 +42,8 @@ def _new_node(prim, z, attrs, loc, like, e, s):
 
 def recognise_softmax_family(graph):
     users = graph.users()
+    for v in graph.aux:  # returned beside the loss: a use of its own, never absorbed into a composite
+        users.setdefault(v, []).append(None)
     new_nodes, replaced = [], {}
     for node in graph.nodes:
         node.inputs = [replaced.get(v, v) for v in node.inputs]
@@ -56,6 +58,7 @@ def recognise_softmax_family(graph):
     graph.nodes = new_nodes
     if graph.result in replaced:
         graph.result = replaced[graph.result]
+    graph.aux = [replaced.get(v, v) for v in graph.aux]
     for old, new in replaced.items():
         replace_uses(graph, old, new)
     return graph

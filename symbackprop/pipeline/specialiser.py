@@ -172,18 +172,20 @@ class Specialiser:
             # lowering one for export changes its outputs)
             program = stages.build(self.fn, program.specs, backend, program.kind, wrt=self.wrt,
                                    single=self.single, **self.fields)
-        forward = stages.build(self.fn, program.specs, backend, "forward") if ".py" in backend.exports else None
+        forward = stages.build(self.fn, program.specs, backend, "forward", has_aux=program.has_aux) \
+            if ".py" in backend.exports else None
         return backend.export(program, path, forward)
 
 
 # ---- the fast path ---------------------------------------------------------------------
 
-def install_fast_path(owner, specialiser, key, entry, suffix=""):
+def install_fast_path(owner, specialiser, key, entry, suffix="", finish=None):
     """Make `type(owner).__call__` generated code that checks the argument types of `key` and runs `entry`.
 
+    The result is `entry`'s with `suffix` applied (`[1]`: the gradient alone), or `finish(result)`.
     Any other call goes to `owner._general`. Nothing is installed when an argument has no cheap check.
     """
-    namespace = {"_run": entry.call, "_ndarray": np.ndarray}
+    namespace = {"_run": entry.call, "_ndarray": np.ndarray, "_finish": finish}
     guards, dynamic = [], []
     for p, k, spec in zip(specialiser.params, key, entry.specs):
         if k is FLOAT_KEY:
@@ -229,6 +231,6 @@ def install_fast_path(owner, specialiser, key, entry, suffix=""):
         name = "call"
     namespace["_general"] = owner._general
     text = render("fast_path.py.j2", name=name, params=params, guards=guards or ["True"], dynamic=dynamic,
-                  forward=forward, fallback=fallback, suffix=suffix)
+                  forward=forward, fallback=fallback, suffix=suffix, finish=finish is not None)
     load(text, f"<symbackprop fast path of {specialiser.fn.__name__}>", namespace)
     type(owner).__call__ = staticmethod(namespace[name])

@@ -31,7 +31,7 @@ from ..primitives import ops
 from ..primitives.elementwise import Kernel, arg
 from ..transforms import update
 from ..transforms.reverse import reverse
-from ..program import Program
+from ..program import Leaf, Program
 
 
 def run(program: Program, stages) -> Program:
@@ -42,9 +42,10 @@ def run(program: Program, stages) -> Program:
 
 def results(program: Program) -> list:
     """The values the generated code returns or writes: everything else may be dropped or fused away."""
+    graph = program.graph
     if program.updates:  # a train step returns the loss and writes the updates; its gradients are read by them
-        return [program.graph.result] + [new for _, new in program.updates]
-    return [program.graph.result] + list(program.grads)
+        return [graph.result] + graph.aux + [new for _, new in program.updates]
+    return [graph.result] + graph.aux + list(program.grads)
 
 
 # ---- forward --------------------------------------------------------------------------
@@ -65,10 +66,24 @@ def trace_model(program: Program):
                 args.append(v)
         result = Tracer().call_model(program.fn, args)
         loc = _return_loc(src)
+        if program.has_aux:
+            if not isinstance(result, (tuple, list)) or len(result) != 2:
+                what = "nothing" if result is None else f"{len(result)} values" if isinstance(
+                    result, (tuple, list)) else _described(result)
+                raise CompileError(f"with has_aux=True the model returns (loss, aux); it returns {what}", loc,
+                                   "Return a pair: `return loss, aux`, aux a tuple, list or dict of arrays and "
+                                   "numbers (e.g. `return loss, {\"accuracy\": acc}`).")
+            result, aux = result
+            program.aux_tree = _flatten_aux(aux, graph.aux, loc, "aux")
         if isinstance(result, (bool, np.bool_)) or not isinstance(result, (Value, numbers.Real)):
             what = "nothing" if result is None else f"a {type(result).__name__}"
-            raise CompileError(f"the model returns {what}; it must return one scalar (the loss)", loc,
-                               "Return a single number, e.g. np.sum(...) or np.mean(...).")
+            hint = "Return a single number, e.g. np.sum(...) or np.mean(...)."
+            if isinstance(result, (tuple, list)) and not program.has_aux:
+                hint += (" To return more beside the loss (an accuracy, the logits), return (loss, aux) and "
+                         "pass has_aux=True.")
+            what_loss = "its loss must be" if program.has_aux else "it must return"
+            raise CompileError(f"the model returns {what}{' as the loss' if program.has_aux else ''}; "
+                               f"{what_loss} one scalar", loc, hint)
         if isinstance(result, Value):
             if result.shape != ():
                 raise CompileError(f"the model returns an array of shape {result.shape}; it must return one "
@@ -83,6 +98,29 @@ def trace_model(program: Program):
             result.name = "loss"
         graph.result = result
     program.graph = graph
+
+
+def _described(x) -> str:
+    return f"an array of shape {x.shape}" if isinstance(x, Value) else f"a {type(x).__name__}"
+
+
+def _flatten_aux(tree, leaves, loc, path):
+    """The aux tree with each array replaced by its Leaf (appended to `leaves`); numbers kept as they are."""
+    if isinstance(tree, Value):
+        for k, v in enumerate(leaves):
+            if v is tree:
+                return Leaf(k)
+        leaves.append(tree)
+        return Leaf(len(leaves) - 1)
+    if isinstance(tree, (tuple, list)):
+        items = [_flatten_aux(t, leaves, loc, f"{path}[{k}]") for k, t in enumerate(tree)]
+        return tuple(items) if isinstance(tree, tuple) else items
+    if isinstance(tree, dict):
+        return {k: _flatten_aux(v, leaves, loc, f"{path}[{k!r}]") for k, v in tree.items()}
+    if tree is None or isinstance(tree, (numbers.Number, np.number, np.bool_, str)):
+        return tree.item() if isinstance(tree, (np.number, np.bool_)) else tree
+    raise CompileError(f"{path} is {_described(tree)}; aux holds arrays and numbers, in tuples, lists and dicts",
+                       loc)
 
 
 def _copy(v):
@@ -100,12 +138,12 @@ def recognise_patterns(program: Program):
 
 
 def drop_dead_forward(program: Program):
-    eliminate_dead_code(program.graph, [program.graph.result])
+    eliminate_dead_code(program.graph, [program.graph.result] + program.graph.aux)
 
 
 def fuse_statements(program: Program):
     """Each statement's elementwise chain becomes one kernel (names the user gave stay statements)."""
-    fuse_elementwise(program.graph, keep=[program.graph.result])
+    fuse_elementwise(program.graph, keep=[program.graph.result] + program.graph.aux)
 
 
 # ---- reverse mode -----------------------------------------------------------------------

@@ -44,6 +44,14 @@ class Primitive:
         """A short human name for explain tables and graphs."""
         return self.name
 
+    def written(self, node, ins) -> str:
+        """How explain writes a primitive that is rewritten away before code generation: as the model did."""
+        return f"sb.{self.describe(node)}({', '.join(ins)})"
+
+    def explain_text(self, node, names) -> str:
+        """The note explain prints after this primitive's gradient (`names`: its outputs' names)."""
+        return self.explain_note.format(*names)
+
     def __repr__(self):
         return f"<primitive {self.name}>"
 

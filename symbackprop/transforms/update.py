@@ -49,6 +49,7 @@ def append_updates(program):
         # d_a = b when the loss is sum(a*b), and b may be updated before a
         program.grads = [_fresh(g, targets, gradient_of=p) for g, p in zip(program.grads, program.wrt_values)]
         graph.result = _fresh(graph.result, targets)  # the loss is returned after the update
+        graph.aux = [_fresh(v, targets) for v in graph.aux]  # and so is aux
     before_update = set(graph.nodes)
     program.optimizer_text = repr(optimizer)
     program.hyper_defaults = optimizer.values()

@@ -1,8 +1,8 @@
 """The fast-call adapter: Python floats by value, scalar gradients packed in one float64 buffer.
 
-    double <model>_fast(double w | T* W, ..., T* d_W (array gradients)..., double* scalars)
+    double <model>_fast(double w | T* W, ..., T* d_W (array gradients, then aux arrays)..., double* scalars)
 
-calls the C entry point `int <model>_value_and_grad(const T* ..., T* value, T* grads...)`
+calls the C entry point `int <model>_value_and_grad(const T* ..., T* value, T* grads..., T* aux...)`
 and returns the loss as a double.
 """
 from __future__ import annotations
@@ -16,10 +16,12 @@ DOUBLE = ir.DoubleType()
 
 
 def adapter_ir(compiled, entry, scalar_out):
-    """(IR text, function name) of the adapter calling `entry`."""
+    """(IR text, function name) of the adapter calling `entry`; `scalar_out` says, for each gradient and
+    then each aux array, whether it is a float packed into the scalars' buffer."""
     module = ir.Module(name=f"{entry}_fast")
     n_in = sum(1 for s in compiled.specs if s.dynamic)
-    target = ir.Function(module, ir.FunctionType(I32, [PTR] * (n_in + 1 + len(compiled.grads))), entry)
+    outputs = list(compiled.grads) + list(compiled.graph.aux)  # the C entry point's outputs after the value
+    target = ir.Function(module, ir.FunctionType(I32, [PTR] * (n_in + 1 + len(outputs))), entry)
     dynamic = [s for s in compiled.specs if s.dynamic]
     args = [DOUBLE if s.kind == "float" else PTR for s in dynamic]
     args += [PTR for s in scalar_out if not s]
@@ -44,7 +46,7 @@ def adapter_ir(compiled, entry, scalar_out):
     array_args = [next(rest) for s in scalar_out if not s]
     buffer = next(rest) if any(scalar_out) else None
     arrays = iter(array_args)
-    for g, is_scalar in zip(compiled.grads, scalar_out):
+    for g, is_scalar in zip(outputs, scalar_out):
         if is_scalar:
             slot = b.alloca(llvm_type(g.dtype))
             scalar_slots.append(slot)

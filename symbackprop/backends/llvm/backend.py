@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 
 from ...errors import CompileError
+from ...program import aux_names, aux_rebuild
 from ...rendering import render
 from ..base import Artifact, Backend, load
 from . import blas, jit
@@ -31,7 +32,8 @@ def header_comment(compiled):
     lines = [f"; symbackprop: value and gradient of `{compiled.fn.__name__}`",
              f"; int {symbol_name(compiled)}(" + ", ".join(
                  [s.describe() for s in compiled.specs if s.dynamic] + ["value"]
-                 + [f"d_{compiled.specs[i].name}" for i in compiled.wrt]) + ")"]
+                 + [f"d_{compiled.specs[i].name}" for i in compiled.wrt]
+                 + (aux_names(compiled) if compiled.has_aux else [])) + ")"]
     for node in compiled.graph.nodes:
         where = node.loc.short() if node.loc and node.loc.line else ""
         outs = ", ".join(v.name or "_" for v in node.outputs)
@@ -61,15 +63,18 @@ def make_fast_caller(compiled, address, jit_module):
     specs = compiled.specs
     dynamic = [i for i, s in enumerate(specs) if s.dynamic]
     grad_specs = [specs[i] for i in compiled.wrt]
-    if bridge.LAYOUT is None or any(specs[i].kind == "array" and specs[i].dtype.name not in
-                                    ("float64", "float32", "int64", "int32") for i in dynamic):
+    aux = compiled.graph.aux
+    readable = ("float64", "float32", "int64", "int32")
+    if bridge.LAYOUT is None or any(specs[i].kind == "array" and specs[i].dtype.name not in readable
+                                    for i in dynamic) or any(v.dtype.name not in readable for v in aux):
         return None
-    scalar_out = [g.shape == () for g in compiled.grads]
+    # float gradients and float 0-d aux arrays come back through one float64 buffer
+    scalar_out = [g.shape == () for g in compiled.grads] + [v.shape == () and v.dtype.kind == "f" for v in aux]
     text, name = adapter_ir(compiled, symbol_name(compiled), scalar_out)
     adapter = jit.compile_module(text, {symbol_name(compiled): address})
     params = [bridge.Scalar("float64") if specs[i].kind == "float" else
               bridge.Array(specs[i].dtype.name, specs[i].shape) for i in dynamic]
-    array_outs = [(g.shape, g.dtype) for g, s in zip(compiled.grads, scalar_out) if not s]
+    array_outs = [(g.shape, g.dtype) for g, s in zip(list(compiled.grads) + aux, scalar_out) if not s]
     params += [bridge.Array(np.dtype(d).name, shape, writable=True) for shape, d in array_outs]
     n_scalar = sum(scalar_out)
     if n_scalar:
@@ -98,6 +103,17 @@ def _call_wrapper(compiled, fast, scalar_out, grad_specs):
     grads_text = grads[0] if compiled.single and grads else "(" + ", ".join(grads) + ("," if len(grads) == 1 else "") + ")"
     dtype = compiled.graph.result.dtype
     value = "value" if dtype == np.float64 else f"_{dtype}(value)"
+    if compiled.has_aux:
+        leaves = []
+        for k, (v, is_scalar) in enumerate(zip(compiled.graph.aux, scalar_out[len(compiled.grads):])):
+            name = f"a{k}"
+            if is_scalar:
+                scalars.append(name)
+                leaves.append(name if v.dtype == np.float64 else f"_{v.dtype}({name})")
+            else:
+                arrays.append((name, v.shape, v.dtype.name))
+                leaves.append(name if v.shape else _scalar_of(v, name))
+        value = f"({value}, {compiled.aux_text(leaves)})"
     text = render("llvm_call.py.j2", params=params, arrays=arrays, scalars=scalars, value=value,
                   grads=grads_text if compiled.grads else None)
     namespace = load(text, f"<symbackprop llvm call of {compiled.fn.__name__}>")
@@ -105,12 +121,26 @@ def _call_wrapper(compiled, fast, scalar_out, grad_specs):
     return namespace["run"]
 
 
+def _scalar_of(v, name):
+    """A Python number from the 0-d array `name` holding the non-float aux value `v`."""
+    return f"{'bool' if v.dtype.kind == 'b' else 'int'}({name})"
+
+
+def _finish_aux(v, out):
+    if v.shape:
+        return out
+    if v.dtype.kind == "f":
+        return float(out) if v.dtype == np.float64 else v.dtype.type(out)
+    return bool(out) if v.dtype.kind == "b" else int(out)
+
+
 def make_caller(compiled, address):
     specs = compiled.specs
     dynamic = [i for i, s in enumerate(specs) if s.dynamic]
     grads = compiled.grads
     grad_specs = [specs[i] for i in compiled.wrt]
-    n = len(dynamic) + 1 + len(grads)
+    aux = list(compiled.graph.aux)
+    n = len(dynamic) + 1 + len(grads) + len(aux)
     cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * n)(address)
     in_dtypes = [specs[i].dtype for i in dynamic]
     value_dtype = compiled.graph.result.dtype
@@ -128,9 +158,14 @@ def make_caller(compiled, address):
         inputs = [np.ascontiguousarray(a, dtype=d) for a, d in zip(args, in_dtypes)]
         value = np.empty((), value_dtype)
         outs = [np.empty(shape, dtype) for shape, dtype in out_shapes]
-        cfunc(*[a.ctypes.data for a in inputs], value.ctypes.data, *[o.ctypes.data for o in outs])
+        aux_outs = [np.empty(a.shape, a.dtype) for a in aux]
+        cfunc(*[a.ctypes.data for a in inputs], value.ctypes.data, *[o.ctypes.data for o in outs + aux_outs])
         result = [finish(o, s) for o, s in zip(outs, grad_specs)]
         v = float(value) if value_dtype == np.float64 else value_dtype.type(value)
+        if compiled.has_aux:
+            v = (v, aux_rebuild(compiled.aux_tree, [_finish_aux(a, o) for a, o in zip(aux, aux_outs)]))
+        if not grads:  # a forward alone
+            return v
         return v, (result[0] if single else tuple(result))
 
     if len(dynamic) == len(specs):
@@ -144,8 +179,17 @@ def c_header(compiled):
     for i, g in zip(compiled.wrt, compiled.grads):
         s = compiled.specs[i]
         entries.append((f"d_{s.name}", g.dtype, s.shape, False, f"gradient of {s.name}"))
+    entries += _aux_entries(compiled)
     return _header(symbol_name(compiled), f"value and gradient of `{compiled.fn.__name__}`", entries,
                    [s.describe() for s in compiled.specs if s.kind == "static"])
+
+
+def _aux_entries(compiled):
+    """The header's entries of the aux arrays (has_aux=True): named by their path in the tree."""
+    if not compiled.has_aux:
+        return []
+    return [(name, v.dtype, v.shape, False, "aux, not differentiated")
+            for name, v in zip(aux_names(compiled), compiled.graph.aux)]
 
 
 def _link(ir_text, path):
@@ -235,7 +279,8 @@ def _step_caller(program, address):
     params = program.graph.params
     targets = {id(t) for t, _ in program.updates}
     written = [id(p) in targets for p in params]
-    cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * (len(params) + 1))(address)
+    aux = list(program.graph.aux)
+    cfunc = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_void_p] * (len(params) + 1 + len(aux)))(address)
     dtypes = [p.dtype for p in params]
     loss_dtype = program.graph.result.dtype
 
@@ -247,10 +292,14 @@ def _step_caller(program, address):
                 back.append((a, x))
             arrays.append(x)
         loss = np.empty((), loss_dtype)
-        cfunc(*[x.ctypes.data for x in arrays], loss.ctypes.data)
+        aux_outs = [np.empty(a.shape, a.dtype) for a in aux]
+        cfunc(*[x.ctypes.data for x in arrays], loss.ctypes.data, *[o.ctypes.data for o in aux_outs])
         for a, x in back:
             a[...] = x
-        return float(loss) if loss_dtype == np.float64 else loss_dtype.type(loss)
+        loss = float(loss) if loss_dtype == np.float64 else loss_dtype.type(loss)
+        if program.has_aux:
+            return loss, aux_rebuild(program.aux_tree, [_finish_aux(a, o) for a, o in zip(aux, aux_outs)])
+        return loss
 
     return call
 
@@ -311,7 +360,7 @@ def _step_entries(program):
         note = roles.get(p.name) or ("updated in place" if id(p) in targets else "")
         entries.append((p.name, p.dtype, p.shape, id(p) not in targets, note))
     entries.append(("loss", program.graph.result.dtype, (), False, "the loss before the update"))
-    return entries
+    return entries + _aux_entries(program)
 
 
 # ---- the backend ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ class Lowering:
         # a module of its own, or one shared with another function (a train step's accumulating call)
         self.module = ir.Module(name=symbol) if module is None else module
         params = graph.params
-        outputs = [graph.result] + list(compiled.grads)
+        outputs = [graph.result] + list(compiled.grads) + list(graph.aux)  # aux last (has_aux=True)
         ftype = ir.FunctionType(I32, [PTR] * (len(params) + len(outputs)))
         self.function = ir.Function(self.module, ftype, symbol)
         for a in self.function.args[len(params):]:

@@ -39,7 +39,8 @@ class NumpyBackend(Backend):
         functions = [text]
         if program.scalar:  # math raises where NumPy gives inf or nan: fall back as value_and_grad does
             slow = write_function("_forward_numpy", graph.params, specs, graph.nodes, set(graph.nodes),
-                                  graph.result, None, None, f"{fn.__name__}: the loss.")[0]
+                                  graph.result, None, None, f"{fn.__name__}: the loss.",
+                                  **module.aux_options(program))[0]
             functions.append(module._floats_as_numpy(slow.rstrip("\n"), program))
         source = render("numpy_module.py.j2", title=f"Forward pass of `{fn.__name__}`.",
                         origin=f"{fn.__module__}.{fn.__qualname__}", notes=[], uses_math=uses_math,
@@ -53,7 +54,8 @@ class NumpyBackend(Backend):
                 try:
                     return fast(*a)
                 except (ArithmeticError, ValueError):
-                    return float(slow_fn(*a))
+                    slow = slow_fn(*a)
+                    return slow if program.has_aux else float(slow)
         else:
             run = fast
         return Artifact(source, _taking_all_arguments(run, program), run)

@@ -12,15 +12,23 @@ from ...transforms.update import unique_name
 from .writer import write_function
 
 
+def aux_options(program) -> dict:
+    """write_function's aux arguments: the arrays and the tree's source (has_aux=True), or none."""
+    if not program.has_aux:
+        return {}
+    return {"aux": program.graph.aux, "aux_text": program.aux_text}
+
+
 def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
     specs = compiled.specs
     params = compiled.graph.params
     grad_specs = [specs[i] for i in compiled.wrt] if grads is not None else None
-    what = "the loss and its gradient" if grads is not None else "the loss"
+    what = ("the loss, aux and the gradient" if compiled.has_aux else "the loss and its gradient") \
+        if grads is not None else _what(compiled)
     doc = f"{compiled.fn.__name__}: {what}" + (
         f" with respect to {', '.join(specs[i].name for i in compiled.wrt)}." if grads is not None else ".")
     return write_function(name, params, specs, nodes, forward_nodes, compiled.graph.result, grads, grad_specs,
-                         doc, scalar=scalar, single=compiled.single)
+                         doc, scalar=scalar, single=compiled.single, **aux_options(compiled))
 
 
 def numpy_module(compiled, forward=None) -> str:
@@ -57,8 +65,13 @@ def forward_text(forward):
     """The `forward` function of a loss Program (kind "forward"), and whether it is `math` code."""
     graph = forward.graph
     text, m = write_function("forward", graph.params, forward.specs, graph.nodes, set(graph.nodes),
-                             graph.result, None, None, f"{forward.fn.__name__}: the loss.", scalar=forward.scalar)
+                             graph.result, None, None, f"{forward.fn.__name__}: {_what(forward)}.",
+                             scalar=forward.scalar, **aux_options(forward))
     return text.rstrip("\n"), m
+
+
+def _what(program) -> str:
+    return "the loss and aux" if program.has_aux else "the loss"
 
 
 def _floats_as_numpy(text, compiled):
@@ -95,7 +108,8 @@ def step_function_text(compiled) -> str:
         title = f"update: {type_name(compiled)}, in place"
     text, _ = write_function(compiled.core, compiled.graph.params, compiled.specs, compiled.graph.nodes,
                             compiled.forward_nodes, compiled.graph.result, None, None, doc,
-                            updates=compiled.updates, update_nodes=compiled.update_nodes, update_title=title)
+                            updates=compiled.updates, update_nodes=compiled.update_nodes, update_title=title,
+                            **aux_options(compiled))
     return text.rstrip("\n")
 
 

@@ -252,30 +252,54 @@ def returned(writer, v, spec, others):
     return text
 
 
+def returned_aux(writer, v, others):
+    """The expression returning the aux array `v`: a number for a 0-d one, else fresh memory."""
+    text = writer.arg(v)
+    if writer.printer_cls is MathPrinter:
+        return text
+    if v.shape == ():
+        kind = v.dtype.kind
+        return {"b": "bool", "i": "int", "u": "int"}.get(kind, "float" if v.dtype.name == "float64" else
+                                                         f"np.{v.dtype}") + f"({text})"
+    node = v.node
+    if node is None or node.prim in _VIEWS or others.count(v) > 1:
+        return f"np.array({text})"  # never hand out a view of an input or of another result
+    return text
+
+
 def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
-                  scalar=False, single=True, updates=(), update_nodes=frozenset(), update_title="update"):
+                  scalar=False, single=True, updates=(), update_nodes=frozenset(), update_title="update",
+                  aux=(), aux_text=None):
     """The text of one generated function; returns (text, uses_math).
 
     `updates` are (target, new value) pairs: the nodes in `update_nodes` form a last section that
-    writes each new value into its target (a parameter of the function) in place.
+    writes each new value into its target (a parameter of the function) in place. With `aux_text`
+    (has_aux=True; a function of the leaves' expressions giving the tree's source), the value
+    returned is `(loss, aux)`, the arrays of aux being `aux`.
     """
     printer_cls = MathPrinter if scalar else NumpyPrinter
     with writing(printer_cls, params) as writer:
         for target, new in updates:  # written in place: the new value is read under its target's name
             if writes_in_place(new, update_nodes):
                 writer.names[new] = target.name
-        inlinable = _inlinable_views(nodes, [value] + list(grads or []))
+        aux = list(aux)
+        inlinable = _inlinable_views(nodes, [value] + aux + list(grads or []))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         if not scalar:
-            results = [value] + list(grads or []) + [new for _, new in updates]
+            results = [value] + aux + list(grads or []) + [new for _, new in updates]
             plan_stacks(writer, forward_list + backward_list, results)
-            plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
+            plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + aux + list(grads or []))
             plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes], results)
         forward = write_statements(writer, forward_list, inlinable)
         backward = write_statements(writer, backward_list, inlinable)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
         value_text = writer.arg(value)
+        if aux_text is not None:
+            others = [value] + aux + list(grads or [])
+            value_text = f"{value_text}, {aux_text([returned_aux(writer, v, others) for v in aux])}"
+            if grads is not None:
+                value_text = f"({value_text})"
         if grads is None:
             ret = value_text
         else:
