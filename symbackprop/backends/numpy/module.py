@@ -9,7 +9,9 @@ import textwrap
 
 from ...rendering import render
 from ...transforms.update import unique_name
-from .writer import write_function
+from ..base import load
+from .printer import NumpyPrinter
+from .writer import write_function, write_statements, writing
 
 
 def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
@@ -59,6 +61,21 @@ def forward_text(forward):
     text, m = write_function("forward", graph.params, forward.specs, graph.nodes, set(graph.nodes),
                              graph.result, None, None, f"{forward.fn.__name__}: the loss.", scalar=forward.scalar)
     return text.rstrip("\n"), m
+
+
+def values_function(params, nodes, outputs, title):
+    """A loaded function of `params` returning the tuple of `outputs`, computed by `nodes` in order:
+    a piece of a graph run on its own, for tools (check_grad runs each forward node with its adjoint
+    alone). Returns (source, function)."""
+    with writing(NumpyPrinter, params) as writer:
+        lines = write_statements(writer, list(nodes))
+        returned = [writer.arg(v) for v in outputs]
+    ret = "(" + ", ".join(returned) + ("," if len(returned) == 1 else "") + ")"
+    text = render("numpy_function.py.j2", name="values", params=[p.name for p in params], doc=title,
+                  errstate=False, indent="    ", sections=[{"title": "values", "lines": lines}], ret=ret)
+    source = render("numpy_module.py.j2", title=title, origin="a piece of a graph", notes=[], uses_math=False,
+                    functions=[text.rstrip("\n")])
+    return source, load(source, f"<symbackprop {title}>")["values"]
 
 
 def _floats_as_numpy(text, compiled):
