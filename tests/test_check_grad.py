@@ -176,3 +176,24 @@ def test_float32_models_are_localised_in_float64():
     with wrong_derivative("tanh", lambda call, i: 1 - call):
         report = sb.check_grad(fn, *args, wrt=wrt)
     assert not report and report.culprit.loc.line == line_of(models.mlp, "np.tanh")
+
+
+def masked(W, x):
+    a = np.sin(x @ W)
+    v = np.where(a > 0.3, a, 0.0)
+    u = np.where(v > 0, 2.0 * v, v)  # v is exactly 0 in places: there u has a corner (slope 2 or 1)
+    return np.sum(u * u)
+
+
+def test_a_wrong_rule_is_named_before_a_kink_nearer_the_loss():
+    r = np.random.default_rng(5)
+    W, x = r.normal(size=(4, 6)), r.normal(size=(5, 4))
+    # np.where's derivative on its boundary is the branch the condition takes (1 here), not the mean of
+    # the slopes a central difference measures: the local check of u fails there, and is marked a kink
+    right = check.localise_disagreement(masked, [W, x], (0,))
+    assert [(c.loc.line, c.kink) for c in right.failures] == [(line_of(masked, "u = np.where"), True)]
+    with wrong_derivative("sin", lambda call, i: -sympy.cos(call.args[0])):
+        report = sb.check_grad(masked, W, x)
+    assert not report
+    assert report.culprit.loc.line == line_of(masked, "np.sin") and not report.culprit.kink
+    assert "also disagreeing" in str(report) and "at a kink" in str(report)
