@@ -42,7 +42,7 @@ from .errors import Loc
 from .explain import math_text, operation_text
 from .ir import Graph, Value, append, at, building
 from .pipeline import stages
-from .pipeline.specialiser import resolve_wrt
+from .pipeline.specialiser import Specialiser, resolve_wrt
 from .primitives.elementwise import Fill, Kernel, arg, expand, number
 from .primitives.shape import StopGradient
 from .program import Program
@@ -104,7 +104,7 @@ class LocalCheck:
     adjoint: float
     numeric: float
     tolerance: float
-    kink: bool = False       # failing, but the operation is not differentiable within the step there
+    kink: bool = False       # failing, but the operation is not differentiable (or not finite) within the step
 
     @property
     def error(self) -> float:
@@ -283,7 +283,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
     """
     backend = backends.get("numpy")
     args = [_float64(a) for a in args]
-    specs = GradFunction(fn, wrt=tuple(wrt), backend="numpy").specialiser.specs(args)
+    specs = Specialiser(fn, "gradient", backend.name, tuple(wrt)).specs(args)
     program = stages.run(Program(fn, specs, backend, "gradient", wrt=tuple(wrt), single=single), stages.FORWARD)
     graph = program.graph
     forward = list(graph.nodes)
@@ -349,13 +349,20 @@ def _check_node(node, attrs, n_out, step, values, rng, writer) -> list:
     _, run = values_function(graph.params, graph.nodes, ys + returned, f"{node.prim.name} and its adjoint")
     x_values = [np.asarray(values[v]) for v in node.inputs]
     u_values = [None if u is None else rng.standard_normal(u.shape) for u in us]
+    # entries of an output that are not finite at the model's values (a log of a negative number that a
+    # later np.where drops) are left out: they get no cotangent, and are not added in
+    with np.errstate(all="ignore"):
+        first = run(*x_values, *[u for u in u_values if u is not None])
+    finite = [np.isfinite(np.asarray(y, dtype=np.float64)) for y in first[:n_out]]
+    u_values = [None if u is None else np.where(f, u, 0.0) for u, f in zip(u_values, finite)]
     cotangents = [u for u in u_values if u is not None]
 
     def evaluate(xv):
         """<u, f(xv)>, the sum of its |terms|, and the adjoint's results at xv."""
         with np.errstate(all="ignore"):
             got = run(*xv, *cotangents)
-        terms = [u * np.asarray(y, dtype=np.float64) for u, y in zip(u_values, got[:n_out]) if u is not None]
+        terms = [np.where(f, u * np.asarray(y, dtype=np.float64), 0.0)
+                 for u, y, f in zip(u_values, got[:n_out], finite) if u is not None]
         return sum(float(np.sum(t)) for t in terms), sum(float(np.sum(np.abs(t))) for t in terms), got[n_out:]
 
     centre, scale, grads = evaluate(x_values)
@@ -389,7 +396,10 @@ def _check_node(node, attrs, n_out, step, values, rng, writer) -> list:
         if not want:
             continue
         x = x_values[i] = x_values[i].astype(np.float64)
-        e = rng.standard_normal(x.shape) * np.maximum(1.0, np.abs(x))
+        # a random direction, scaled as the steps of the whole check are; none along entries where the input
+        # or its gradient is not finite
+        movable = np.isfinite(x) & np.isfinite(grad_of.get(i, 0.0))
+        e = np.where(movable, rng.standard_normal(x.shape) * np.maximum(1.0, np.abs(x)), 0.0)
         numeric = central(i, e)
         analytic, tolerance, ok = agrees(i, e, numeric)
         kink = False
@@ -401,9 +411,10 @@ def _check_node(node, attrs, n_out, step, values, rng, writer) -> list:
             plus, minus = sides(i, e)
             one_sided = abs((plus - centre) - (centre - minus)) / STEP
             finer = central(i, e, STEP / 16)
-            other = rng.standard_normal(x.shape) * np.maximum(1.0, np.abs(x))
+            other = np.where(movable, rng.standard_normal(x.shape) * np.maximum(1.0, np.abs(x)), 0.0)
             d_other, d_both = central(i, other), central(i, e + other)
-            kink = bool(one_sided > 0.1 * abs(analytic - numeric) or abs(finer - numeric) > 16 * tolerance
+            kink = bool(not np.isfinite(numeric + one_sided + finer + d_other + d_both)
+                        or one_sided > 0.1 * abs(analytic - numeric) or abs(finer - numeric) > 16 * tolerance
                         or abs(d_both - numeric - d_other) > tolerance + agrees(i, other, d_other)[1]
                         + agrees(i, e + other, d_both)[1])
         checks.append(LocalCheck(node.loc, operation, _input_text(writer, node.inputs[i]), analytic, numeric,

@@ -197,3 +197,17 @@ def test_a_wrong_rule_is_named_before_a_kink_nearer_the_loss():
     assert not report
     assert report.culprit.loc.line == line_of(masked, "np.sin") and not report.culprit.kink
     assert "also disagreeing" in str(report) and "at a kink" in str(report)
+
+
+def logs(x):
+    l = np.log(x)  # nan where x < 0: the np.where below drops those entries
+    return np.sum(np.where(x > 0, l, 0.0))
+
+
+def test_entries_a_later_where_drops_are_left_out_of_the_local_checks():
+    x = np.array([0.5, -1.0, 2.0, -0.2, 1.5])
+    localisation = check.localise_disagreement(logs, [x], (0,))
+    assert localisation.operations == 3 and not localisation.failures, localisation.checks
+    with wrong_derivative("log", lambda call, i: 2 / call.args[0]):
+        report = sb.check_grad(logs, x)
+    assert not report and report.culprit.loc.line == line_of(logs, "np.log") and not report.culprit.kink
