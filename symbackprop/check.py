@@ -126,6 +126,7 @@ class Localisation:
     checks: list = field(default_factory=list)   # LocalCheck, from the loss backwards
     operations: int = 0                          # the operations checked
     backend: str = "numpy"                       # where the operations and their adjoints were run
+    stopped: list = field(default_factory=list)  # where the model calls sb.stop_gradient (Locs)
 
     @property
     def failures(self) -> list:
@@ -144,9 +145,14 @@ class Localisation:
             elsewhere = "the sums of gradient contributions, the forward pass, a kink between the probed points, " \
                         "or the backend's code" + (f" (compare backend={self.backend!r})" if backend != self.backend
                                                    else "")
-            return [f"  not localised: the local derivative of each of the {self.operations} operations agrees with "
+            text = [f"  not localised: the local derivative of each of the {self.operations} operations agrees with "
                     f"central differences (float64, {self.backend} backend),",
                     f"      so no one line's rule is wrong; the difference is elsewhere: {elsewhere}"]
+            if self.stopped:
+                text.append("      the model calls sb.stop_gradient (" + ", ".join(
+                    dict.fromkeys(loc.short() for loc in self.stopped)) + "): its derivative is zero by definition, "
+                    "while the model run as plain NumPy differentiates through it")
+            return text
         c = culprit
         text = [f"  localised to {c.loc}: `{c.loc.text}`"]
         if c.kink:
@@ -290,13 +296,15 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
     # the forward nodes as reverse mode meets them: its kernel adjoints add residual outputs to them
     as_traced = {n: (dict(n.attrs), len(n.outputs)) for n in forward}
     outputs = [v for n in forward for v in n.outputs]
-    _, run = values_function(graph.params, forward, outputs, f"the forward values of {fn.__name__}")
+    stopped = [n for n in forward if n.prim is StopGradient]
+    _, run = values_function(graph.params, [n for n in forward if n not in stopped], outputs,
+                             f"the forward values of {fn.__name__}", aliases=[(n.out, n.inputs[0]) for n in stopped])
     inputs = [a for a, s in zip(args, specs) if s.dynamic]
     with np.errstate(all="ignore"):
         values = dict(zip(graph.params, inputs)) | dict(zip(outputs, run(*inputs)))
     stages.reverse_mode(program)
     rng = np.random.default_rng(seed)
-    localisation = Localisation(backend=backend.name)
+    localisation = Localisation(backend=backend.name, stopped=[n.loc for n in stopped])
     with writing(NumpyPrinter, graph.params) as writer:  # named as generated code names them, in forward order
         for node in forward:
             for v in node.outputs[:as_traced[node][1]]:

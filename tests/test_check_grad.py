@@ -211,3 +211,18 @@ def test_entries_a_later_where_drops_are_left_out_of_the_local_checks():
     with wrong_derivative("log", lambda call, i: 2 / call.args[0]):
         report = sb.check_grad(logs, x)
     assert not report and report.culprit.loc.line == line_of(logs, "np.log") and not report.culprit.kink
+
+
+def straight_through(x):
+    q = x + sb.stop_gradient(np.round(x) - x)
+    return np.sum(q * q)
+
+
+def test_stop_gradient_is_not_blamed_and_is_named_when_nothing_else_explains():
+    # plain NumPy differentiates through sb.stop_gradient (it is the identity there): the check fails, every
+    # rule is right, and the report points at the stop_gradient
+    report = sb.check_grad(straight_through, np.array([0.3, 1.2, -0.7]))
+    assert not report and report.culprit is None
+    assert report.localisation.stopped[0].line == line_of(straight_through, "sb.stop_gradient")
+    text = str(report)
+    assert "not localised" in text and "the model calls sb.stop_gradient (test_check_grad.py:" in text

@@ -63,11 +63,14 @@ def forward_text(forward):
     return text.rstrip("\n"), m
 
 
-def values_function(params, nodes, outputs, title):
+def values_function(params, nodes, outputs, title, aliases=()):
     """A loaded function of `params` returning the tuple of `outputs`, computed by `nodes` in order:
     a piece of a graph run on its own, for tools (check_grad runs each forward node with its adjoint
-    alone). Returns (source, function)."""
+    alone). `aliases` are (value, source) pairs, in order, of values not computed but read as their
+    source (a sb.stop_gradient's output, which no backend computes, is its input). Returns (source, function)."""
     with writing(NumpyPrinter, params) as writer:
+        for v, source in aliases:
+            writer.inline[v] = writer.arg(source)
         lines = write_statements(writer, list(nodes))
         returned = [writer.arg(v) for v in outputs]
     ret = "(" + ", ".join(returned) + ("," if len(returned) == 1 else "") + ")"
