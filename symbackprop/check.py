@@ -105,6 +105,7 @@ class LocalCheck:
     numeric: float
     tolerance: float
     kink: bool = False       # failing, but the operation is not differentiable (or not finite) within the step
+    fused: tuple = ()        # an elementwise kernel's other lines: where the values fused into it were written
 
     @property
     def error(self) -> float:
@@ -155,6 +156,7 @@ class Localisation:
             return text
         c = culprit
         text = [f"  localised to {c.loc}: `{c.loc.text}`"]
+        text += [f"      with, fused into it, {loc}: `{loc.text}`" for loc in c.fused]
         if c.kink:
             text.append(f"      {c.operation} is not differentiable within the step there (a kink, a jump or a tie: "
                         "the central difference changes with the step or is not linear in the direction);")
@@ -315,7 +317,10 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
                 continue
             attrs, n_out = as_traced[node]
             localisation.operations += 1
-            localisation.checks += _check_node(node, attrs, n_out, step, values, rng, writer)
+            checks = _check_node(node, attrs, n_out, step, values, rng, writer)
+            for c in checks:
+                c.fused = tuple(loc for loc in graph.fused.get(node, ()) if loc != node.loc)
+            localisation.checks += checks
     return localisation
 
 

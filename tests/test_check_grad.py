@@ -1,4 +1,6 @@
 """sb.check_grad: truthy when the compiled gradient agrees with finite differences, and says where it does not."""
+import inspect
+
 import numpy as np
 import pytest
 import sympy
@@ -13,7 +15,6 @@ from test_gradients import CASES
 
 def line_of(fn, text):
     """The line number of the first line of `fn`'s source containing `text`."""
-    import inspect
     lines, first = inspect.getsourcelines(fn)
     return first + next(k for k, line in enumerate(lines) if text in line)
 
@@ -75,7 +76,6 @@ def test_samples_large_parameters_and_uses_float32_tolerances():
 
 def test_a_wrong_gradient_is_caught():
     # the check must be able to fail on a real mismatch: hand it a gradient that is off by 1%
-    from symbackprop import check
     p = check._check_parameter(lambda w: float(np.sum(w ** 3)), [np.array([1.0, 2.0])], 0, "w",
                                np.array([3.0, 12.0]) * 1.01, np.random.default_rng(0), None, None, 64)
     assert not p and len(p.failures) == 2 and p.entries[0].index == (1,)
@@ -226,3 +226,23 @@ def test_stop_gradient_is_not_blamed_and_is_named_when_nothing_else_explains():
     assert report.localisation.stopped[0].line == line_of(straight_through, "sb.stop_gradient")
     text = str(report)
     assert "not localised" in text and "the model calls sb.stop_gradient (test_check_grad.py:" in text
+
+
+def act(z):
+    return np.tanh(z)
+
+
+def with_a_helper(W, x):
+    return np.sum(act(x @ W) * 2.0)
+
+
+def test_names_the_lines_fused_into_a_kernel():
+    # the helper's np.tanh is fused into its caller's kernel: the report names both lines
+    r = np.random.default_rng(7)
+    W, x = r.normal(size=(3, 2)), r.normal(size=(4, 3))
+    with wrong_derivative("tanh", lambda call, i: 1 - call):
+        report = sb.check_grad(with_a_helper, W, x)
+    culprit = report.culprit
+    assert culprit.loc.line == line_of(with_a_helper, "act(x @ W)")
+    assert [loc.line for loc in culprit.fused] == [line_of(act, "np.tanh")]
+    assert f"with, fused into it, {culprit.fused[0]}: `return np.tanh(z)`" in str(report)

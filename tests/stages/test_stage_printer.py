@@ -13,7 +13,7 @@ import sympy
 
 # the package, in one place
 from symbackprop import errors, ir
-from symbackprop.backends.numpy import printer, writer
+from symbackprop.backends.numpy import module, printer, writer
 from symbackprop.passes import fuse
 from symbackprop.primitives import elementwise, ops, scalar
 
@@ -197,7 +197,6 @@ def test_np_errstate_only_where_numpy_could_warn():
 
 def test_values_function_runs_a_piece_of_a_graph():
     # check_grad's localisation runs the forward graph, and each node with its adjoint, through this
-    from symbackprop.backends.numpy import module
     g = kit.graph()
     with kit.building(g):
         x = kit.param(g, "x", (3, 4))
