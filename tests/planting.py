@@ -25,6 +25,9 @@ def wrong_derivative(name, derivative):
     if not classes:
         raise ValueError(f"{name} is arithmetic (its derivative is SymPy's Add/Mul/Pow rule): plant one "
                          "in a function with a class of its own")
+    for cls in classes:
+        if cls._eval_derivative is not sympy.Function._eval_derivative:
+            raise ValueError(f"{cls.__name__} differentiates by its own _eval_derivative, not fdiff")
     saved = [(cls, cls.__dict__.get("fdiff")) for cls in classes]
     _clear_caches()
     for cls in classes:
