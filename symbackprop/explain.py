@@ -209,6 +209,21 @@ def _stripped(shape):
     return shape
 
 
+def operation_text(node, ins, outs) -> str:
+    """A matrix, shape or composite operation applied to the printed `ins`, as the NumPy backend writes
+    it (`np.dot(x, W1)`); `outs` name its outputs. Kernels are written by their bodies (math_text)."""
+    ins, outs = tuple(ins), tuple(outs)
+    if node.prim.rewritten_away:  # gone before code is generated (sb.stop_gradient): written as the model does
+        return node.prim.written(node, list(ins))
+    text = _numpy_text(node, ins, list(outs))
+    if isinstance(text, str):
+        return text
+    # written as several statements (the softmax family): its name, and the values it keeps
+    axes = axis_text(node.attrs["axes"], node.inputs[0].ndim) if "axes" in node.attrs else ""
+    keeps = f"   (keeps {', '.join(outs[1:])})" if len(outs) > 1 else ""
+    return f"{node.prim.describe(node)}({', '.join(ins + ((axes,) if axes else ()))}){keeps}"
+
+
 # ---- the table as data ---------------------------------------------------------
 
 @dataclass
@@ -424,15 +439,7 @@ class _Builder:
         return Step(index, node.loc, outs, f"{outs[0]} = {self.operation(node, ins, outs)}", kind, (), ins)
 
     def operation(self, node, ins, outs) -> str:
-        if node.prim.rewritten_away:  # gone before code is generated (sb.stop_gradient): written as the model does
-            return node.prim.written(node, list(ins))
-        text = _numpy_text(node, ins, list(outs))
-        if isinstance(text, str):
-            return text
-        # written as several statements (the softmax family): its name, and the values it keeps
-        axes = axis_text(node.attrs["axes"], node.inputs[0].ndim) if "axes" in node.attrs else ""
-        keeps = f"   (keeps {', '.join(outs[1:])})" if len(outs) > 1 else ""
-        return f"{node.prim.describe(node)}({', '.join(ins + ((axes,) if axes else ()))}){keeps}"
+        return operation_text(node, ins, outs)
 
     # backward ------------------------------------------------------------------
     def backward(self, table):

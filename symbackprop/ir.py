@@ -136,6 +136,9 @@ class Graph:
         # and backward node -> the AdjointStep that appended it
         self.adjoints: dict = {}
         self.provenance: dict = {}
+        # filled by fusion (passes/fuse.py): kernel -> the locations of every node fused into it, its own
+        # first (a helper's line inlined into its caller's), for tools that name a kernel's lines
+        self.fused: dict = {}
 
     @property
     def nodes(self) -> list[Node]:

@@ -116,6 +116,8 @@ def fuse_elementwise(graph, keep=(), across_names=False):
                 if producer is not None and producer not in removed and _fusible(producer, node, users, keep, across_names):
                     _merge(node, producer)
                     _keep_declared_dtype(node)
+                    graph.fused[node] = tuple(dict.fromkeys(graph.fused.get(node, (node.loc,))
+                                                            + graph.fused.pop(producer, (producer.loc,))))
                     removed.add(producer)
                     merged = True
                     break

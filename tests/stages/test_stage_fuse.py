@@ -9,6 +9,7 @@ import numpy as np
 import sympy
 
 # the package, in one place
+from symbackprop import errors, ir
 from symbackprop.passes import fuse
 from symbackprop.primitives import elementwise, ops
 
@@ -133,3 +134,20 @@ def test_finalize_computes_a_shared_subexpression_once():
     assert value == sympy.exp(kit.a(0))
     assert outs == (temp / (temp + 1),)
     assert kit.body(node) == sympy.exp(kit.a(0)) / (1 + sympy.exp(kit.a(0)))
+
+
+def test_a_fused_kernel_remembers_the_lines_fused_into_it():
+    g = kit.graph()
+    line = [errors.Loc("model.py", k, f"line {k}") for k in (1, 2, 3)]
+    with kit.building(g):
+        x = kit.param(g, "x", (4,))
+        with ir.at(line[0]):
+            a = x * 2
+        with ir.at(line[1]):
+            b = ops.unary("sin", a)
+        with ir.at(line[2]):
+            g.result = ops.sum(b + 1.0)
+    fuse.fuse_elementwise(g, keep=[g.result])
+    (only,) = kit.kernels(g)
+    # the consumer's line first, then the producers' as they were inlined
+    assert only.loc == line[2] and g.fused[only] == (line[2], line[1], line[0])

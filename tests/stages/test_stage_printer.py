@@ -13,7 +13,7 @@ import sympy
 
 # the package, in one place
 from symbackprop import errors, ir
-from symbackprop.backends.numpy import printer, writer
+from symbackprop.backends.numpy import module, printer, writer
 from symbackprop.passes import fuse
 from symbackprop.primitives import elementwise, ops, scalar
 
@@ -193,3 +193,24 @@ def test_np_errstate_only_where_numpy_could_warn():
         text, _ = writer.write_function("f", g.params, [], g.nodes, set(g.nodes), g.result, None, None, "doc")
         # tanh(+-inf) is +-1 and never warns; log(0) and exp(1000) do
         assert ("np.errstate" in text) == warns, fn
+
+
+def test_values_function_runs_a_piece_of_a_graph():
+    # check_grad's localisation runs the forward graph, and each node with its adjoint, through this
+    g = kit.graph()
+    with kit.building(g):
+        x = kit.param(g, "x", (3, 4))
+        W = kit.param(g, "W", (4, 2))
+        t = ops.matmul(x, W)
+        h = ops.unary("tanh", t)
+        s = ops.sum(h, (1,), keepdims=False)
+    r = np.random.default_rng(0)
+    inputs = {x: r.normal(size=(3, 4)), W: r.normal(size=(4, 2))}
+    source, run = module.values_function(g.params, g.nodes, [t, h, s, x], "a test piece")
+    got = run(inputs[x], inputs[W])
+    want = kit.evaluate(g, inputs)
+    assert len(got) == 4
+    for v, value in zip([t, h, s], got):
+        np.testing.assert_allclose(value, want[v], rtol=1e-13)
+    assert got[3] is inputs[x]  # a parameter returned is the argument itself
+    assert "def values(x, W):" in source

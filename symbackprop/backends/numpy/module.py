@@ -9,7 +9,9 @@ import textwrap
 
 from ...rendering import render
 from ...transforms.update import unique_name
-from .writer import write_function
+from ..base import load
+from .printer import NumpyPrinter
+from .writer import write_function, write_statements, writing
 
 
 def aux_options(program) -> dict:
@@ -72,6 +74,24 @@ def forward_text(forward):
 
 def _what(program) -> str:
     return "the loss and aux" if program.has_aux else "the loss"
+
+
+def values_function(params, nodes, outputs, title, aliases=()):
+    """A loaded function of `params` returning the tuple of `outputs`, computed by `nodes` in order:
+    a piece of a graph run on its own, for tools (check_grad runs each forward node with its adjoint
+    alone). `aliases` are (value, source) pairs, in order, of values not computed but read as their
+    source (a sb.stop_gradient's output, which no backend computes, is its input). Returns (source, function)."""
+    with writing(NumpyPrinter, params) as writer:
+        for v, source in aliases:
+            writer.inline[v] = writer.arg(source)
+        lines = write_statements(writer, list(nodes))
+        returned = [writer.arg(v) for v in outputs]
+    ret = "(" + ", ".join(returned) + ("," if len(returned) == 1 else "") + ")"
+    text = render("numpy_function.py.j2", name="values", params=[p.name for p in params], doc=title,
+                  errstate=False, indent="    ", sections=[{"title": "values", "lines": lines}], ret=ret)
+    source = render("numpy_module.py.j2", title=title, origin="a piece of a graph", notes=[], uses_math=False,
+                    functions=[text.rstrip("\n")])
+    return source, load(source, f"<symbackprop {title}>")["values"]
 
 
 def _floats_as_numpy(text, compiled):
