@@ -129,6 +129,12 @@ def float32_constants(x):
     return np.sum(x * np.arange(x.shape[0], dtype=np.float32))
 
 
+def remainders(x, y):
+    return (np.sum(np.remainder(x, y) ** 2) + np.sum((x % 0.3) * y) + np.sum(np.fmod(x, y) * x)
+            + np.sum(np.mod(3.0 * x, y)) + np.sum(np.cumprod(x) * y) + np.sum(np.cumprod(np.stack([x, y]), axis=0))
+            + np.sum(np.heaviside(x, 0.5) * y) + np.sum(np.deg2rad(x) * np.rad2deg(y)))
+
+
 def r(*shape, seed=0, low=-1.0):
     return np.random.default_rng(seed).uniform(low, 1.0, shape)
 
@@ -158,6 +164,7 @@ CASES = {
     "crossed": (crossed, lambda: [r(2, 3), r(2, 3, seed=1)]),
     "constants": (constants, lambda: [r(3, 4), r(4, seed=1)]),
     "triangles": (triangles, lambda: [r(3, 3), r(3, seed=1)]),
+    "remainders": (remainders, lambda: [r(5) * 2, r(5, seed=1, low=0.4) * np.array([1, -1, 1, -1, 1])]),
 }
 
 

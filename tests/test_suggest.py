@@ -44,7 +44,7 @@ def misspells_maximum(x):
 
 
 def uses_a_different_function(x):
-    return np.sum(np.fmod(x, 2.0))
+    return np.sum(np.sort(x))
 
 
 def test_no_unrelated_function_is_proposed():
@@ -233,7 +233,7 @@ def test_the_rewrites_compile_and_compute_what_numpy_does(backend, rewrite, nump
 def test_rewrites_name_the_compiled_forms():
     assert "np.sum(a * b)" in suggest.NUMPY["vdot"]
     assert "a @ b @ c" in suggest.NUMPY["linalg.multi_dot"]
-    assert "np.where(x > 0, 1.0, 0.0)" in suggest.NUMPY["heaviside"]
+    assert "np.sin(np.pi * x)" in suggest.NUMPY["sinc"]
 
 
 def sums_a_list(a, b):

@@ -94,6 +94,21 @@ def cumsum(a, axis=None, dtype=None, out=None):
     return ops.concatenate(parts, axis) if parts else a
 
 
+def cumprod(a, axis=None, dtype=None, out=None):
+    """Partial products along the axis, concatenated (one product per entry: right where entries are 0)."""
+    _no_dtype_out(dtype, out, "np.cumprod")
+    a = _array(a)
+    if axis is None:
+        a, axis = ops.reshape(a, (a.size,)), 0
+    axis = _axis(axis, a.ndim)
+    parts, total = [], None
+    for i in range(a.shape[axis]):
+        piece = _along(a, axis, slice(i, i + 1))
+        total = piece if total is None else ops.mul(total, piece)
+        parts.append(total)
+    return ops.concatenate(parts, axis) if parts else a
+
+
 def diff(a, n=1, axis=-1):
     a = _array(a)
     axis = _axis(axis, a.ndim)
@@ -143,6 +158,39 @@ def hypot(x1, x2, /):
     if not isinstance(x1, Value) and not isinstance(x2, Value):
         return np.hypot(x1, x2)
     return ops.unary("sqrt", ops.add(ops.mul(x1, x1), ops.mul(x2, x2)))
+
+
+def remainder(x1, x2, /):
+    """x1 - floor(x1/x2)*x2, the sign of x2 as Python's %: derivative 1 in x1, -floor(x1/x2) in x2."""
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        with np.errstate(all="ignore"):
+            return np.remainder(x1, x2)
+    return ops.sub(x1, ops.mul(ops.unary("floor", ops.div(x1, x2)), x2))
+
+
+def fmod(x1, x2, /):
+    """x1 - trunc(x1/x2)*x2, the sign of x1 as C's fmod: derivative 1 in x1, -trunc(x1/x2) in x2."""
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        with np.errstate(all="ignore"):
+            return np.fmod(x1, x2)
+    q = ops.div(x1, x2)
+    truncated = ops.where(ops.compare("lt", q, 0.0), ops.unary("ceil", q), ops.unary("floor", q))
+    return ops.sub(x1, ops.mul(truncated, x2))
+
+
+def heaviside(x1, x2, /):
+    """0 below zero, x2 at zero, 1 above: piecewise constant in x1 (derivative 0), x2's where x1 == 0."""
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        return np.heaviside(x1, x2)
+    return ops.where(ops.compare("gt", x1, 0.0), 1.0, ops.where(ops.compare("eq", x1, 0.0), x2, 0.0))
+
+
+def deg2rad(x, /):
+    return ops.mul(x, math.pi / 180) if isinstance(x, Value) else np.deg2rad(x)
+
+
+def rad2deg(x, /):
+    return ops.mul(x, 180 / math.pi) if isinstance(x, Value) else np.rad2deg(x)
 
 
 def _scaled_log(name, scale):
@@ -542,7 +590,9 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
 
 
 NUMPY = {
-    "var": var, "std": std, "prod": prod, "cumsum": cumsum, "diff": diff,
+    "var": var, "std": std, "prod": prod, "cumsum": cumsum, "cumprod": cumprod, "diff": diff,
+    "remainder": remainder, "mod": remainder, "fmod": fmod, "heaviside": heaviside,
+    "deg2rad": deg2rad, "radians": deg2rad, "rad2deg": rad2deg, "degrees": rad2deg,
     "logaddexp": logaddexp, "logaddexp2": logaddexp2, "hypot": hypot,
     "log2": _scaled_log("log2", _LN2), "log10": _scaled_log("log10", _LN10), "exp2": exp2,
     "squeeze": squeeze, "swapaxes": swapaxes, "moveaxis": moveaxis, "broadcast_to": broadcast_to,

@@ -25,7 +25,6 @@ _STEP = ("It is piecewise constant (its gradient is zero where it exists): compu
 NUMPY = {
     # reductions and statistics
     "average": "Write np.sum(w * x) / np.sum(w) for weights w, or np.mean(x).",
-    "cumprod": "Multiply in a `for` loop and collect the partial products with np.stack.",
     "argmax": ("np.argmax gives an index, which has no gradient. For the largest value write np.max(x, axis=...); "
                "for a mask of where it is, x == np.max(x, axis=-1, keepdims=True)."),
     "argmin": ("np.argmin gives an index, which has no gradient. For the smallest value write np.min(x, axis=...); "
@@ -37,10 +36,7 @@ NUMPY = {
     # elementwise functions with a short formula
     "cbrt": "Write np.sign(x) * np.abs(x) ** (1 / 3).",
     "arctan2": "For x > 0, np.arctan(y / x); select the other quadrants with np.where.",
-    "heaviside": "Write np.where(x > 0, 1.0, 0.0) (its gradient is zero).",
     "sinc": "Write np.where(x != 0, np.sin(np.pi * x) / (np.pi * x), 1.0).",
-    "deg2rad": "Write x * (np.pi / 180).",
-    "rad2deg": "Write x * (180 / np.pi).",
     "floor": _STEP, "ceil": _STEP, "round": _STEP, "rint": _STEP, "trunc": _STEP, "fix": _STEP,
     # shapes
     "ravel": "Write x.ravel() or np.reshape(x, (x.size,)).",
@@ -82,7 +78,6 @@ MATH = {
 
 #: x.<method> -> what to write instead
 METHODS = {
-    "cumprod": NUMPY["cumprod"],
     "argmax": NUMPY["argmax"], "argmin": NUMPY["argmin"],
     "round": _STEP,
     "item": "Keep the value an array: a 0-d array acts as a number (x.item() would leave the model's graph).",

@@ -25,7 +25,7 @@ from ..errors import CompileError, ShapeError
 from ..ir import Value, append, at
 from ..primitives import ops
 from ..primitives.custom import CustomVJPCall
-from . import namespace, suggest
+from . import compositions, namespace, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .assignment import check_unshared
 from .closures import Closure, signature
@@ -605,9 +605,11 @@ class Tracer:
                     return tuple(left) + tuple(right)
                 raise CompileError(f"`{symbol}` cannot take {_describe(side)}", frame.src.loc(node))
         if fn is None:
+            if _has_value(left, right) and symbol == "%":
+                return compositions.remainder(left, right)   # Python's % on arrays is np.remainder
             if _has_value(left, right):
                 raise CompileError(f"`{symbol}` on arrays is not supported", frame.src.loc(node),
-                                   "Only + - * / ** @ act on arrays.")
+                                   "Only + - * / ** @ % act on arrays.")
             return _STATIC_BINOPS[type(op)](left, right)
         return fn(left, right)
 
