@@ -3,7 +3,10 @@
 `generate(chooser)` writes a module (helpers and a `model`) as source text, with
 the arguments to call it on: random DAGs of elementwise functions, reductions,
 matrix products, broadcasting, shape operations, indexing, concatenation,
-`for` loops over stacked weights, static `if`s and helper calls. Shapes are
+`for` loops over stacked weights, static loops whose index picks elements and
+moves slices (a convolution as a loop), one operand shared by several products
+combined elementwise, static `if`s and helper calls, called with arguments in
+every memory layout (LAYOUTS). Shapes are
 tracked while generating, so every program is valid; rough value intervals
 are tracked too, so that `log`, `sqrt` and division only see values away from
 their singularities (outside `np.where` guards) and nothing overflows.
@@ -11,9 +14,9 @@ their singularities (outside `np.where` guards) and nothing overflows.
 `check(program)` runs one program on both backends and asserts what the
 language promises (tests/test_fuzz.py states it). The choices come from a
 `Chooser`: hypothesis draws in the tests (so failures shrink), a seeded
-`random.Random` for the long run from the command line:
+`random.Random` for the long run from the command line (tests/fuzz.py):
 
-    python tests/fuzzgen.py --programs 5000 --llvm-rate 0.5 --out /tmp/fuzz
+    python -m tests.fuzz --examples 5000 --seed 1 --backend both --out /tmp/fuzz
 """
 from __future__ import annotations
 
@@ -34,8 +37,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-if __name__ == "__main__":  # from the command line: the working tree's compiler, not an installed copy
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import symbackprop as sb  # noqa: E402
 import gradcheck  # noqa: E402
@@ -1350,56 +1351,5 @@ def check_float32(program, model, results):
                                      f"float64 by {np.max(np.abs(got - ref)):.3g} (scale {_scale(ref):.3g})")
 
 
-# ---- the long run ------------------------------------------------------------------------------
-
-def main(argv=None):
-    import argparse
-    import json
-    import tempfile
-    import time
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--programs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--llvm-rate", type=float, default=1.0, help="fraction of programs also run on LLVM")
-    parser.add_argument("--out", default=None, help="directory for failing programs and the log")
-    options = parser.parse_args(argv)
-    out = Path(options.out or tempfile.mkdtemp(prefix="symbackprop-fuzz-"))
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / "programs"
-    work.mkdir(exist_ok=True)
-    counts = {"programs": 0, "numpy": 0, "llvm": 0, "skipped": 0, "failed": 0}
-    start = time.time()
-    log = open(out / "log.jsonl", "a")
-    pick = random.Random(options.seed)
-    for k in range(options.programs):
-        seed = options.seed * 1_000_003 + k
-        program = generate(Chooser(seed))
-        backends = ("numpy", "llvm") if pick.random() < options.llvm_rate else ("numpy",)
-        record = {"seed": seed, "backends": backends, "dtype": program.dtype}
-        try:
-            check(program, work, backends)
-            record["result"] = "ok"
-        except Skip as s:
-            record["result"], record["why"] = "skipped", str(s)
-            counts["skipped"] += 1
-        except Exception as e:  # noqa: BLE001 - every escape is recorded
-            record["result"] = "failed"
-            record["error"] = f"{type(e).__name__}: {e}"[:2000]
-            record["traceback"] = traceback.format_exc()[-4000:]
-            counts["failed"] += 1
-            (out / f"failure_{seed}.py").write_text(program.describe() + "\n# " +
-                                                    record["error"].replace("\n", "\n# ") + "\n")
-        counts["programs"] += 1
-        for b in backends:
-            counts[b] += 1
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if (k + 1) % 50 == 0:
-            print(f"{k + 1} programs in {time.time() - start:.0f}s: {counts}", flush=True)
-    print(json.dumps({**counts, "seconds": round(time.time() - start), "compiler": sb.__file__}))
-    return counts
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit("the long run is `python -m tests.fuzz --examples N` from the repository root (tests/fuzz.py)")
