@@ -3,7 +3,10 @@
 `generate(chooser)` writes a module (helpers and a `model`) as source text, with
 the arguments to call it on: random DAGs of elementwise functions, reductions,
 matrix products, broadcasting, shape operations, indexing, concatenation,
-`for` loops over stacked weights, static `if`s and helper calls. Shapes are
+`for` loops over stacked weights, static loops whose index picks elements and
+moves slices (a convolution as a loop), one operand shared by several products
+combined elementwise, static `if`s and helper calls, called with arguments in
+every memory layout (LAYOUTS). Shapes are
 tracked while generating, so every program is valid; rough value intervals
 are tracked too, so that `log`, `sqrt` and division only see values away from
 their singularities (outside `np.where` guards) and nothing overflows.
@@ -11,12 +14,13 @@ their singularities (outside `np.where` guards) and nothing overflows.
 `check(program)` runs one program on both backends and asserts what the
 language promises (tests/test_fuzz.py states it). The choices come from a
 `Chooser`: hypothesis draws in the tests (so failures shrink), a seeded
-`random.Random` for the long run from the command line:
+`random.Random` for the long run from the command line (tests/fuzz.py):
 
-    python tests/fuzzgen.py --programs 5000 --llvm-rate 0.5 --out /tmp/fuzz
+    python -m tests.fuzz --examples 5000 --seed 1 --backend both --out /tmp/fuzz
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import math
@@ -24,6 +28,7 @@ import os
 import random
 import re
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,8 +37,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-if __name__ == "__main__":  # from the command line: the working tree's compiler, not an installed copy
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import symbackprop as sb  # noqa: E402
 import gradcheck  # noqa: E402
@@ -109,6 +112,14 @@ class Program:
     seed: int
     with_value: bool = True
     features: set = field(default_factory=set)
+    every_wrt: bool = False    # also checked w.r.t. each differentiable argument alone
+    layouts: dict = field(default_factory=dict)   # parameter index -> memory layout of its argument (LAYOUTS)
+
+    def in_layouts(self, args):
+        """The arguments as views in the program's layouts (the values of a broadcast one change: see
+        `layout`); check() compares them with contiguous copies of themselves."""
+        rng = np.random.default_rng(self.seed + 1)
+        return [layout(a, self.layouts[i], rng) if i in self.layouts else a for i, a in enumerate(args)]
 
     def arguments(self, dtype=None):
         """The arguments, drawn from the program's seed (float arrays in `dtype`)."""
@@ -135,6 +146,40 @@ class Program:
 
     def describe(self):
         return f"# dtype={self.dtype} seed={self.seed} wrt={self.wrt!r} value={self.with_value}\n{self.source}"
+
+
+#: memory layouts of array arguments: the compiled functions give the numbers they give a contiguous copy
+LAYOUTS = {"C": 4, "F": 2, "reversed": 2, "strided": 2, "readonly": 1, "broadcast": 2, "view": 1}
+
+
+def layout(a, kind, rng):
+    """`a` (an ndarray) as a view in layout `kind`: Fortran order, negative or non-unit steps into a larger
+    buffer, read-only, a zero-stride np.broadcast_to view (repeating its first entry along one axis), or
+    a view into a larger array (a 0-d one for a 0-d array)."""
+    if not isinstance(a, np.ndarray) or kind == "C":
+        return a
+    if kind == "F":
+        return np.array(a, order="F")  # (np.asfortranarray makes a 0-d array 1-d)
+    if kind == "readonly":
+        a = a.copy()
+        a.setflags(write=False)
+        return a
+    if kind == "broadcast":
+        axes = [i for i, n in enumerate(a.shape) if n > 1]
+        if not axes:
+            return np.broadcast_to(a, a.shape)
+        axis = axes[rng.integers(len(axes))]
+        return np.broadcast_to(a.take([0], axis=axis), a.shape)
+    if kind == "view":
+        big = np.zeros((3,) + a.shape, dtype=a.dtype)
+        big[1] = a
+        return big[1, ...]  # a view even when `a` is 0-d (big[1] would be a scalar)
+    steps = [int(rng.choice([-1, -2, 2, -3])) if kind == "reversed" else int(rng.choice([2, 3]))
+             for _ in a.shape]
+    big = np.zeros(tuple(n * abs(s) for n, s in zip(a.shape, steps)), dtype=a.dtype)
+    view = big[tuple(slice(None, None, s) for s in steps) + (...,)]  # `...`: a 0-d view, not a scalar
+    view[...] = a
+    return view
 
 
 @dataclass
@@ -193,6 +238,8 @@ class Generator:
         self.helpers: list[dict] = []      # {"name", "lines", "params": [Var], "outs": [Var]}
         self.names = itertools.count(1)
         self.loops = 0
+        self.tap_loops = 0
+        self.every_wrt = False             # differentiate w.r.t. each argument in turn as well
         self.features: set = set()
 
     # -- names and parameters --
@@ -211,7 +258,7 @@ class Generator:
         return v
 
     def dim(self):
-        return self.ch.weighted({3: 4, 2: 3, 4: 3, 1: 1, 5: 1})
+        return self.ch.weighted({3: 4, 2: 3, 4: 3, 1: 2, 5: 1})
 
     def shape(self, ndim=None):
         ndim = self.ch.weighted({2: 4, 1: 3, 3: 1, 0: 1}) if ndim is None else ndim
@@ -254,9 +301,9 @@ class Generator:
     def statement(self, blk):
         table = {"unary": 6, "binary": 7, "reduce": 4, "matmul": 4, "shape": 3, "index": 3, "concat": 2,
                  "helper": 2, "static_if": 1, "augassign": 1, "unpack": 1, "softmax": 1, "data": 1,
-                 "scalar": 1, "loop": 2}
+                 "scalar": 1, "loop": 2, "taps": 2, "shared": 2}
         if blk.depth > 0:  # inside a helper: no new parameters, no loops over stacked weights
-            for k in ("loop", "softmax", "data", "scalar", "static_if"):
+            for k in ("loop", "softmax", "data", "scalar", "static_if", "taps", "shared"):
                 table.pop(k)
         if blk.depth > 1:
             table.pop("helper")
@@ -870,6 +917,132 @@ class Generator:
         if acc:
             blk.scope.append(Var(acc, (), 0, 4 * trips * h.size * 4))
 
+    # static loops whose index picks elements and moves slices, accumulated (a convolution written as a loop)
+    def op_taps(self, blk):
+        if self.tap_loops >= 2:
+            return False
+        a = self.pick(blk, lambda v: 1 <= v.ndim <= 3 and max(v.shape) >= 2 and not v.pyfloat)
+        if a is None:
+            return False
+        axis = self.ch.int(0, min(a.ndim, 2) - 1)
+        length = a.shape[axis]
+        if length < 2 and a.ndim >= 2:
+            axis, length = 1 - axis, a.shape[1 - axis]
+        if length < 2:
+            return False
+        form = self.ch.weighted({"slices": 4, "elements": 2, "nested": 1 if length >= 3 else 0})
+        lead = ":, " * axis
+        if form == "nested":
+            k1 = self.ch.int(2, length - 1)
+            k2 = self.ch.int(1, length - k1 + 1)
+            n = length - (k1 - 1) - (k2 - 1)
+            w = self.new_param("W", (k1, k2), -1.0, 1.0)
+            taps, tap = k1 * k2, f"{w.name}[i, j]"
+            window = f"{a.name}[{lead}i + j:i + j + {n}]"
+            shape = a.shape[:axis] + (n,) + a.shape[axis + 1:]
+            wbound = 1.0
+        else:
+            k = self.ch.int(1 if form == "elements" else 2, min(4, length))
+            n = length - k + 1 if form == "slices" else None
+            shape = a.shape[:axis] + ((n,) if n else ()) + a.shape[axis + 1:]
+            # the taps: a new weight vector, a weight per tap of the window's shape, or elements of a value
+            found = [v for v in blk.scope if v.ndim == 1 and v.shape[0] >= k and not v.pyfloat]
+            tensor = bool(shape) and k * int(np.prod(shape)) <= MAX_SIZE
+            source = self.ch.weighted({"param": 4, "tensor": 1 if tensor else 0, "value": 2 if found else 0})
+            if source == "value":
+                wv = self.ch.choice(found[-3:])
+                name, wbound = wv.name, wv.bound
+            elif source == "tensor":
+                name, wbound = self.new_param("W", (k,) + shape, -1.0, 1.0).name, 1.0
+            else:
+                name, wbound = self.new_param("w", (k,), -1.0, 1.0).name, 1.0
+            taps, tap = k, f"{name}[j]"
+            if form == "slices":
+                window = self.ch.choice([f"{a.name}[{lead}j:j + {n}]", f"{a.name}[{lead}j:{n} + j]"])
+                if a.ndim > axis + 1 and self.ch.coin(40):
+                    window = window[:-1] + ", :]"
+            else:
+                window = f"{a.name}[{lead}j]"
+        acc = self.fresh("acc")
+        first = window.replace("i + j", "0").replace("j", "0") if form != "nested" else None
+        start = self.ch.weighted({"zeros": 3, "first": 1 if form != "nested" else 0})
+        if start == "zeros":
+            zero = window.replace("i + j", "0").replace("j", "0")
+            blk.write(self.ch.choice([f"{acc} = 0.0 * {zero}", f"{acc} = np.zeros_like({zero})"]))
+        else:
+            blk.write(f"{acc} = {tap.replace('j', '0')} * {first}")
+        update = self.ch.weighted({"=+": 3, "+=": 2, "-=": 1, "=-": 1})
+        term = f"{tap} * {window}" if self.ch.coin(70) else f"{window} * {tap}"
+        line = {"=+": f"{acc} = {acc} + {term}", "+=": f"{acc} += {term}", "-=": f"{acc} -= {term}",
+                "=-": f"{acc} = {acc} - {term}"}[update]
+        if form == "nested":
+            blk.write(f"for i in range({w.shape[0]}):")
+            blk.write(f"    for j in range({w.shape[1]}):")
+            blk.write(f"        {line}")
+        else:
+            lo = 1 if start == "first" else 0
+            loop = self.ch.choice([f"for j in range({lo}, {k}):" if lo else f"for j in range({k}):",
+                                   f"for j in reversed(range({lo}, {k})):" if lo else f"for j in reversed(range({k})):"])
+            blk.write(loop)
+            blk.write(f"    {line}")
+        self.tap_loops += 1
+        bound = taps * wbound * a.bound
+        v = Var(acc, shape, -bound, bound)
+        blk.scope.append(v)
+        if bound > LIMIT:
+            self.assign(blk, acc, shape, -bound, bound)
+
+    # one operand shared by several products, combined elementwise (differentiated w.r.t. each argument)
+    def op_shared(self, blk):
+        v = self.pick(blk, lambda u: u.ndim in (1, 2) and not u.pyfloat)
+        if v is None:
+            return False
+        side = self.ch.weighted({"right": 3, "left": 2})
+        count = self.ch.int(2, 3)
+        m = self.dim()
+        k = v.shape[0] if side == "right" else v.shape[-1]
+        wshape = (m, k) if side == "right" else (k, m)
+        shape = (m,) + v.shape[1:] if side == "right" else v.shape[:-1] + (m,)
+        if int(np.prod(shape)) > MAX_SIZE:
+            return False
+        same_matrix = self.ch.coin(25)
+        matrices = []
+        for _ in range(1 if same_matrix else count):
+            found = [u for u in blk.scope if u.shape == wshape and u is not v]
+            matrices.append(self.ch.choice(found) if found and self.ch.coin(30) else self.param_var(blk, "A", wshape))
+        wraps = ["{0}", "np.tanh({0})", "np.sin({0})", "1 / (1 + np.exp(-({0})))", "np.exp(-({0}) ** 2)", "np.cos({0})"]
+        products, bound = [], 1.0
+        for p in range(count):
+            A = matrices[0 if same_matrix else p]
+            operand = v.name if not same_matrix or p == 0 else f"np.tanh({v.name})"
+            product = f"{A.name} @ {operand}" if side == "right" else f"{operand} @ {A.name}"
+            if self.ch.coin(20):
+                product = f"np.dot({A.name}, {operand})" if side == "right" else f"np.dot({operand}, {A.name})"
+            wrap = "{0}" if p == 0 else self.ch.choice(wraps)
+            pbound = k * A.bound * (v.bound if operand == v.name else 1.0)
+            if wrap == "{0}":
+                wrap, pbound = ("{0}", pbound) if pbound <= 3 else ("np.tanh({0})", 1.0)
+            else:
+                pbound = 1.0
+            text = wrap.format(product) if wrap != "{0}" else f"({product})"  # `a * A @ v` is (a * A) @ v
+            if self.ch.coin(50):  # named, as a reader writes it
+                name = self.fresh()
+                blk.write(f"{name} = {text}")
+                text = name
+            products.append(text)
+            bound = bound * pbound if p else pbound
+        ops = [self.ch.choice(["*", "*", "+", "-"]) for _ in products[1:]]
+        expr = products[0]
+        for op, t in zip(ops, products[1:]):
+            expr = f"({expr}) {op} {t}" if op == "*" else f"{expr} {op} {t}"
+        bound = 3.0 ** count * max(bound, 1.0)
+        if self.ch.coin(50):
+            expr = self.ch.choice([f"np.sum({expr})", f"np.mean({expr})"])
+            shape = ()
+            bound *= int(np.prod(v.shape))
+        self.assign(blk, expr, shape, -bound, bound)
+        self.every_wrt = True
+
     # -- the whole module --
     def program(self, seed):
         x = self.new_param("x", self.shape(self.ch.weighted({2: 4, 1: 2, 3: 1})))
@@ -918,8 +1091,18 @@ class Generator:
             wrt = tuple(params[i].name for i in chosen)
         else:
             wrt = tuple(chosen)
+        layouts = {}
+        if self.ch.coin(70):
+            for i, p in enumerate(params):
+                if p.kind not in ("float", "static"):
+                    kind = self.ch.weighted(LAYOUTS)
+                    if kind != "C":
+                        layouts[i] = kind
+        if layouts:
+            self.features.add("layouts")
         return Program(source, params, wrt, tuple(chosen), self.dtype, seed,
-                       with_value=self.ch.coin(80), features=self.features)
+                       with_value=self.ch.coin(80), features=self.features, every_wrt=self.every_wrt,
+                       layouts=layouts)
 
 
 def _matmul_shape(a, b):
@@ -1055,17 +1238,69 @@ def assert_close(got, want, rtol, atol_factor, what):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol_factor * _scale(want), err_msg=what)
 
 
-def check(program, directory, backends=("numpy", "llvm"), determinism=True):
-    """Every promise for one valid program; raises AssertionError (or what escaped) on a failure, Skip to discard."""
+@contextmanager
+def _timed(timings, backend):
+    """Seconds spent in `backend` (compiling and calling), added to timings[backend]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[backend] = timings.get(backend, 0.0) + time.perf_counter() - start
+
+
+def check(program, directory, backends=("numpy", "llvm"), determinism=True, timings=None):
+    """Every promise for one valid program; raises AssertionError (or what escaped) on a failure, Skip to discard.
+
+    The program's `wrt`, then (every_wrt) each differentiable argument alone, then the arguments in
+    the program's layouts against contiguous copies of them. A Skip from one part (a kink in the
+    finite-difference check) does not stop the others; it is raised at the end."""
     module, path = load(program.source, directory)
     model = module.model
     args = program.arguments()
     want = _call(model, args)
     if not np.isfinite(want):
         raise Skip("the loss is not finite in plain NumPy")
+    parts = [(program, determinism)]
+    if program.every_wrt:
+        parts += [(dataclasses.replace(program, wrt=(i,), wrt_indices=(i,)), False)
+                  for i, p in enumerate(program.params) if p.differentiable and (i,) != tuple(program.wrt_indices)]
+    skipped = None
+    for part, again in parts:
+        try:
+            _check_wrt(part, model, args, want, backends, again, timings)
+        except Skip as why:
+            skipped = skipped or why
+    if program.layouts:
+        check_layouts(program, model, args, backends, timings)
+    if skipped is not None:
+        raise skipped
+
+
+def check_layouts(program, model, args, backends, timings=None):
+    """The arguments as strided, Fortran-order, read-only and broadcast views give the numbers a contiguous
+    copy of them gives, on every backend (and are not modified)."""
+    viewed = program.in_layouts(args)
+    copies = [np.array(a, order="C", copy=True) if isinstance(a, np.ndarray) else a for a in viewed]
+    tol = (1e-12, 1e-13) if program.dtype == "float64" else (1e-5, 1e-6)
+    shown = {program.params[i].name: kind for i, kind in program.layouts.items()}
+    for backend in backends:
+        with _timed(timings, backend):
+            _, value, grads = run_backend(program, model, viewed, backend)
+            _, ref_value, ref_grads = run_backend(program, model, copies, backend)
+        if value is not None:
+            assert_close(value, ref_value, *tol, f"{backend}: the value for arguments in layouts {shown} differs "
+                                                 "from the value for contiguous copies")
+        for g, r, i in zip(grads, ref_grads, program.wrt_indices):
+            assert_close(g, r, *tol, f"{backend}: the gradient of {program.params[i].name} for arguments in "
+                                     f"layouts {shown} differs from the one for contiguous copies")
+
+
+def _check_wrt(program, model, args, want, backends, determinism, timings):
     results = {}
     for backend in backends:
-        f, value, grads = run_backend(program, model, args, backend)
+        with _timed(timings, backend):
+            f, value, grads = run_backend(program, model, args, backend)
         if value is not None:
             if program.dtype == "float64":
                 assert_close(value, want, 1e-10, 1e-12, f"{backend}: value differs from plain NumPy")
@@ -1076,7 +1311,8 @@ def check(program, directory, backends=("numpy", "llvm"), determinism=True):
         results[backend] = grads
         if determinism:
             again = (sb.value_and_grad if program.with_value else sb.grad)(model, wrt=program.wrt, backend=backend)
-            again.specialise(*args)
+            with _timed(timings, backend):
+                again.specialise(*args)
             if again.source != f.source:
                 import difflib
                 diff = "\n".join(list(difflib.unified_diff(f.source.split("\n"), again.source.split("\n"),
@@ -1115,56 +1351,5 @@ def check_float32(program, model, results):
                                      f"float64 by {np.max(np.abs(got - ref)):.3g} (scale {_scale(ref):.3g})")
 
 
-# ---- the long run ------------------------------------------------------------------------------
-
-def main(argv=None):
-    import argparse
-    import json
-    import tempfile
-    import time
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--programs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--llvm-rate", type=float, default=1.0, help="fraction of programs also run on LLVM")
-    parser.add_argument("--out", default=None, help="directory for failing programs and the log")
-    options = parser.parse_args(argv)
-    out = Path(options.out or tempfile.mkdtemp(prefix="symbackprop-fuzz-"))
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / "programs"
-    work.mkdir(exist_ok=True)
-    counts = {"programs": 0, "numpy": 0, "llvm": 0, "skipped": 0, "failed": 0}
-    start = time.time()
-    log = open(out / "log.jsonl", "a")
-    pick = random.Random(options.seed)
-    for k in range(options.programs):
-        seed = options.seed * 1_000_003 + k
-        program = generate(Chooser(seed))
-        backends = ("numpy", "llvm") if pick.random() < options.llvm_rate else ("numpy",)
-        record = {"seed": seed, "backends": backends, "dtype": program.dtype}
-        try:
-            check(program, work, backends)
-            record["result"] = "ok"
-        except Skip as s:
-            record["result"], record["why"] = "skipped", str(s)
-            counts["skipped"] += 1
-        except Exception as e:  # noqa: BLE001 - every escape is recorded
-            record["result"] = "failed"
-            record["error"] = f"{type(e).__name__}: {e}"[:2000]
-            record["traceback"] = traceback.format_exc()[-4000:]
-            counts["failed"] += 1
-            (out / f"failure_{seed}.py").write_text(program.describe() + "\n# " +
-                                                    record["error"].replace("\n", "\n# ") + "\n")
-        counts["programs"] += 1
-        for b in backends:
-            counts[b] += 1
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if (k + 1) % 50 == 0:
-            print(f"{k + 1} programs in {time.time() - start:.0f}s: {counts}", flush=True)
-    print(json.dumps({**counts, "seconds": round(time.time() - start), "compiler": sb.__file__}))
-    return counts
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit("the long run is `python -m tests.fuzz --examples N` from the repository root (tests/fuzz.py)")

@@ -14,9 +14,9 @@ failure (which hypothesis shrinks):
 
     SYMBACKPROP_FUZZ=5000 python -m pytest tests/test_fuzz.py
 
-or collecting every failure in a directory instead:
+or collecting every failure in a directory, with progress and throughput per backend (tests/fuzz.py):
 
-    python tests/fuzzgen.py --programs 5000 --out /tmp/fuzz
+    python -m tests.fuzz --examples 5000 --seed 1 --backend both --out /tmp/fuzz
 """
 import ast
 import os
@@ -30,7 +30,7 @@ import fuzzgen
 
 LONG = int(os.environ.get("SYMBACKPROP_FUZZ", "0"))
 #: the CI profile: valid programs on both backends, and programs broken on purpose
-CI_PROGRAMS, CI_BROKEN = 18, 30
+CI_PROGRAMS, CI_BROKEN = 30, 30
 
 
 def _settings(ci_examples):
@@ -67,15 +67,11 @@ REJECTED_LINES = [
     ("t = {x} * 2 if {x} > 0 else {x}", "on an array value"),
     ("assert {x} > 0", "`assert` on an array value"),
     ("print({x})", "`print()`"),
-    ("{x}[0] = 1.0", "assigning to an element or slice"),
-    ("{x}[0] += 1.0", "assigning to an element or slice"),
+    ("{x}[0][0] = 1.0", "is not supported"),
     ("{x}.shape = (1,)", "assigning to an attribute"),
-    ("t = [u for u in {x}]", "list comprehension"),
-    ("t = sum(u for u in {x})", "generator expression"),
     ("t = {{k: {x} for k in 'ab'}}", "a dict comprehension"),
-    ("t = np.cumsum({x})", "`np.cumsum` is not supported"),
+    ("t = np.sort({x})", "`np.sort` is not supported"),
     ("t = np.tahn({x})", "`np.tahn` is not supported"),
-    ("t = lambda: 0", "lambda"),
     ("try:\n    pass\nexcept Exception:\n    pass", "`try`"),
     ("with open('f') as fh:\n    pass", "`with`"),
     ("raise ValueError('no')", "`raise`"),
@@ -85,7 +81,6 @@ REJECTED_LINES = [
     ("t = {x}[{x} > 0]", "fancy or boolean indexing"),
     ("t = {x}.astype(np.float32)", "`.astype`"),
     ("t = {x} // 2", "`//` on arrays"),
-    ("t = {x} % 2", "`%` on arrays"),
     ("t = ({x} > 0) and ({x} < 1)", "`and` on array values"),
     ("t = not {x}", "`not` on an array"),
     ("t = undefined_name + 1", "name `undefined_name` is not defined"),

@@ -216,3 +216,25 @@ def test_a_scalar_part_of_a_gradient_is_added_not_written_with_out(backend):
             assert_gradients_match(unpacked_scalars, (gx, gw), [x, w], (0, 1))
         else:
             np.testing.assert_allclose(gw[1], 2 * np.sum(w[1] + x, dtype=np.float64), rtol=1e-5)
+
+
+def cancelling_loss(w):
+    v = np.tanh(np.mean(w))
+    return np.subtract(v, v)
+
+
+def cancelling_sums(w):
+    return np.sum(w) - np.sum(w)
+
+
+def test_a_loss_that_cancels_keeps_the_float32_dtype(backend):
+    """v - v folds to the constant 0.0, which the NumPy backend returned as a Python float (float64) in a
+    float32 model; plain NumPy and the LLVM backend give float32."""
+    w = np.linspace(-1, 1, 4).astype(np.float32)
+    for f in (cancelling_loss, cancelling_sums):
+        value, g = sb.value_and_grad(f, backend=backend)(w)
+        assert np.asarray(value).dtype == np.float32 and value == 0
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, np.zeros(4, np.float32))
+    value, g = sb.value_and_grad(cancelling_loss, backend=backend)(w.astype(np.float64))
+    assert type(value) is float or np.asarray(value).dtype == np.float64

@@ -73,14 +73,30 @@ def find_row_passes(order, virtual_transposes, results):
                       and m.inputs[1].ndim == 1 and m.inputs[1].dtype == X.dtype and m not in taken), None)
         if first is None:
             continue
-        found = _plan(first, last, order, index, results)
-        if found is not None:
+        found = _plan(first, last, order, index, results, taken)
+        if found is not None and _in_time(found, passes, index):
             passes.append(found)
             taken |= found.nodes
     return passes
 
 
-def _plan(first, last, order, index, results):
+def _in_time(rp, passes, index):
+    """Whether `rp` can join `passes`: each loop runs after every loop whose values it reads, and before
+    every loop reading its own values (two products of one vector, A @ v and B @ v, whose row chains
+    meet give two candidate passes, the second reading values the first computes)."""
+    def when(p, k):  # the loops at a position run in the list's order, before the node at that position
+        return (p.position, k)
+
+    made_by = {v: (p, k) for k, p in enumerate(passes) for n in p.nodes for v in n.outputs}
+    mine = {v for n in rp.nodes for v in n.outputs}
+    me = when(rp, len(passes))
+    for v in rp.reads:
+        if v in made_by and not when(*made_by[v]) < me:
+            return False
+    return all(me < when(p, k) for k, p in enumerate(passes) if p.reads & mine)
+
+
+def _plan(first, last, order, index, results, taken=frozenset()):
     X = first.inputs[0]
     n, dtype = X.shape[0], X.dtype
     inside = {first.outputs[0]}        # values the loop computes
@@ -89,7 +105,13 @@ def _plan(first, last, order, index, results):
     totals = set()                     # the sums' outputs: complete only after the loop
     for node in order[index[first] + 1:index[last]]:
         reads = set(node.inputs)
-        if reads & after:
+        if node in taken:
+            # computed in another row pass's loop: never in this one too (it would be lowered twice,
+            # each loop reading values the other keeps in its registers)
+            if reads & (inside | after):
+                position = min(position, index[node])
+                after.update(node.outputs)
+        elif reads & after:
             after.update(node.outputs)
         elif reads & inside:
             # a row kernel runs in the loop, even one after a node the loop must precede; not one reading

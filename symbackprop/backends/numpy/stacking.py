@@ -314,9 +314,12 @@ def batch_lines(writer, node):
                 for r, t in zip(batch.runs, batch.transposed))
         return [f"{name} = np.matmul({a}, {b})"]
     (run,) = batch.runs
-    if batch.lead == 1 and run[0].dtype.kind == "f":
+    if batch.lead == 1 and run[0].ndim == 2 and run[0].dtype.kind == "f":
         # every layer's sum over its batch as one product with ones: 2.2 us where .sum(axis=1) takes 6.5
-        # (NumPy reduces a middle axis slowly; W5's 16 x 16 x 32 stack)
+        # (NumPy reduces a middle axis slowly; W5's 16 x 16 x 32 stack). `ones @ stack` contracts the
+        # stack's second-to-last axis, which is the layers' batch axis only when each layer is a matrix:
+        # for vectors (a loop's w[j] * x[j:j + n]) it is the layer axis itself (a core-dimension mismatch,
+        # or when the lengths agree a silently wrong sum), and for 3-d layers it is their middle axis.
         ones = f"np.ones({run[0].shape[0]}{'' if run[0].dtype == np.float64 else f', dtype=np.{run[0].dtype}'})"
         return [f"{name} = {ones} @ {run_text(writer, run)}"]
     ndim = run[0].ndim + 1

@@ -295,6 +295,9 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
         backward = write_statements(writer, backward_list, inlinable)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
         value_text = writer.arg(value)
+        if not scalar and value.node is not None and value.node.prim is Fill and value.shape == () \
+                and value.dtype.name != "float64":
+            value_text = f"np.{value.dtype}({value_text})"  # a loss that cancels (v - v) keeps the model's dtype
         if aux_text is not None:
             others = [value] + aux + list(grads or [])
             value_text = f"{value_text}, {aux_text([returned_aux(writer, v, others) for v in aux])}"
