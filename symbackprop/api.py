@@ -13,6 +13,7 @@ from .explain import explain
 from .pipeline.pickling import model_reference
 from .pipeline.specialiser import CACHE_SIZE, Specialiser, install_fast_path  # noqa: F401  (CACHE_SIZE: documented)
 from .program import Program
+from .transforms.recompute import parse_budget
 
 
 class GradFunction:
@@ -20,8 +21,10 @@ class GradFunction:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, wrt=None, backend="numpy", with_value=True):
-        self.specialiser = Specialiser(fn, "value_and_grad", backend, wrt)
+    def __init__(self, fn, wrt=None, backend="numpy", with_value=True, memory_budget=None):
+        self.memory_budget = parse_budget(memory_budget)
+        fields = {"memory_budget": self.memory_budget} if self.memory_budget is not None else None
+        self.specialiser = Specialiser(fn, "value_and_grad", backend, wrt, fields=fields)
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.backend = self.specialiser.backend.name
@@ -85,6 +88,14 @@ class GradFunction:
         """The loss alone, from compiled forward code on this function's backend (no gradient work)."""
         return self.specialiser.forward(self.specialiser.arguments(args, kwargs))
 
+    def memory(self, *args, **kwargs):
+        """The memory report for `args` (default: the last specialisation): residuals kept and their bytes,
+        what is recomputed under the budget and its flops, the peak of live bytes."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("no specialisation yet: pass example arguments, or call the function first")
+        return self.specialiser.memory(compiled)
+
     def explain(self, *args, **kwargs) -> str:
         """The backprop table for `args` (default: the last specialisation)."""
         return explain(self, *args, **kwargs)
@@ -92,28 +103,32 @@ class GradFunction:
     def __reduce__(self):
         # its class is made per instance (see __init__): rebuild it rather than pickle the class by name
         wrt = self.wrt[0] if self.single else self.wrt
-        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value)
+        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value, self.memory_budget)
 
     def __repr__(self):
         kind = "value_and_grad" if self.with_value else "grad"
         return f"<symbackprop {kind} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"
 
 
-def _restore(fn, wrt, backend, with_value):
-    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value)
+def _restore(fn, wrt, backend, with_value, memory_budget=None):
+    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value, memory_budget=memory_budget)
 
 
 def _decorator(with_value):
-    def make(f=None, wrt=None, backend="numpy"):
+    def make(f=None, wrt=None, backend="numpy", memory_budget=None):
         if f is None:
-            return lambda g: GradFunction(g, wrt=wrt, backend=backend, with_value=with_value)
+            parse_budget(memory_budget)  # a bad budget raises at the decorator, not at the first call
+            return lambda g: GradFunction(g, wrt=wrt, backend=backend, with_value=with_value,
+                                          memory_budget=memory_budget)
         if isinstance(f, (str, int, tuple, list)) and not callable(f):
             raise TypeError("pass the model first, or use keywords: @sb.grad(wrt=...)")
-        return GradFunction(f, wrt=wrt, backend=backend, with_value=with_value)
+        return GradFunction(f, wrt=wrt, backend=backend, with_value=with_value, memory_budget=memory_budget)
     return make
 
 
 grad = _decorator(with_value=False)
-grad.__doc__ = """grad(f, wrt=None, backend="numpy"): a callable returning the gradient of f's scalar result."""
+grad.__doc__ = """grad(f, wrt=None, backend="numpy", memory_budget=None): a callable returning the gradient of f's
+scalar result; under memory_budget (bytes, or "64MB", "1.5GiB") residuals beyond it are recomputed."""
 value_and_grad = _decorator(with_value=True)
-value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy"): a callable returning (value, gradient)."""
+value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy", memory_budget=None): a callable returning
+(value, gradient); under memory_budget (bytes, or "64MB", "1.5GiB") residuals beyond it are recomputed."""

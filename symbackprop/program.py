@@ -29,6 +29,9 @@ class Program:
     grads: list = field(default_factory=list)
     scalar: bool = False                     # every value a Python float: `math` code
     artifact: object = None                  # a backends.base.Artifact, once a backend built it
+    # memory (transforms/recompute.py)
+    memory_budget: int | None = None         # bytes of residuals the backward pass may keep alive
+    recompute: object = None                 # the recompute.Schedule applied under the budget, if any
     # train steps (kind "train_step")
     optimizer: object = None                 # the sb.optim.Optimizer
     optimizer_text: str = ""                 # its repr at compilation
