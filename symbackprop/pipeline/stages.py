@@ -154,7 +154,7 @@ def checkpoint(program: Program):
 
     Runs last, on finished kernels, so that a recomputed value is the same statement as its forward one
     (the same numbers, bit for bit); without a budget it does nothing."""
-    if program.memory_budget is None or program.scalar:
+    if program.memory_budget is None:
         return
     src = Source(program.fn)
     program.recompute = recompute.apply(program.graph, program.forward_nodes, program.memory_budget,

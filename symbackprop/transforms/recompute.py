@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..errors import CompileError
 from ..ir import Node, Value
 from ..primitives.elementwise import Kernel
+from ..primitives.index import ScatterAdd
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -96,6 +97,8 @@ class Schedule:
     clones: dict                     # clone node -> the forward node it repeats
     residual_peak: int               # residual bytes alive at most, over the backward pass
     extra_flops: int
+    hold: bool = True                # each segment recomputed once (else: once per value read)
+    residuals: list = field(default_factory=list)   # every residual, kept or not, in forward order
 
 
 def _ordered_residuals(forward, backward):
@@ -105,10 +108,16 @@ def _ordered_residuals(forward, backward):
     return [v for n in forward for v in n.outputs if v in read and v.node in fwd]
 
 
-def _schedule(forward, backward, kept, materialise=False) -> Schedule:
-    """The backward pass with every residual not in `kept` recomputed before its first use."""
+def _schedule(forward, backward, kept, hold=True, materialise=False) -> Schedule:
+    """The backward pass with every residual not in `kept` recomputed before its first use.
+
+    `hold`: a segment is recomputed once and each of its values held until its last backward use (about one
+    extra forward pass). Otherwise only the values a backward statement reads are held, and the values
+    between them and their checkpoint are computed again for each (less memory, more flops)."""
     fwd = set(forward)
-    made: dict = {}                  # forward value -> its recomputed value (or itself, when it is kept)
+    residuals = _ordered_residuals(forward, backward)
+    dropped = [v for v in residuals if v not in kept]
+    made: dict = {}                  # forward value -> its recomputed value, held until its last reader
     clones: dict = {}
     blocks, out = [], []
     counter = [0]
@@ -119,7 +128,7 @@ def _schedule(forward, backward, kept, materialise=False) -> Schedule:
         r = root(v)
         return r.node is None or r in kept
 
-    def ensure(v, block):
+    def ensure(v, block, scratch):
         if available(v):
             r = root(v)
             if r.node is not None and r.node in fwd and r not in block.from_values:
@@ -127,26 +136,33 @@ def _schedule(forward, backward, kept, materialise=False) -> Schedule:
             return v
         if v in made:
             return made[v]
+        if v in scratch:
+            return scratch[v]
         node = v.node
-        inputs = [ensure(u, block) for u in node.inputs]
+        inputs = [ensure(u, block, scratch) for u in node.inputs]
         clone = Node(node.prim, inputs, node.attrs, node.loc) if materialise else _Shadow(node, inputs)
         for o in node.outputs:
             c = Value(o.shape, o.dtype, clone, o.name) if materialise else _ShadowValue(o, clone)
             if materialise:
                 c.weak, c.zero_sum_axes, c.grad_of = o.weak, o.zero_sum_axes, o.grad_of
             clone.outputs.append(c)
-            made[o] = c
+            (made if hold else scratch)[o] = c
         clones[clone] = node
         block.nodes.append(clone)
         counter[0] += node.prim.flops(node)
-        return made[v]
+        return (made if hold else scratch)[v]
 
     for n in backward:
         if all(available(v) for v in n.inputs):
             out.append(n)
             continue
         block = Block(n, [], [])
-        inputs = [ensure(v, block) for v in n.inputs]
+        inputs, scratch = [], {}
+        for v in n.inputs:
+            inputs.append(ensure(v, block, scratch))
+            if not hold and not available(v):
+                for o, c in zip(v.node.outputs, inputs[-1].node.outputs):
+                    made[o] = c  # what the statement reads is held for its other readers
         if block.nodes:
             blocks.append(block)
             out.extend(block.nodes)
@@ -155,9 +171,8 @@ def _schedule(forward, backward, kept, materialise=False) -> Schedule:
             out.append(n)
         else:
             out.append(_Shadow(n, inputs, outputs=n.outputs))
-    dropped = [v for v in _ordered_residuals(forward, backward) if v not in kept]
     peak = _peak(out, kept, count=lambda node: node in clones)
-    return Schedule(set(kept), dropped, out, blocks, clones, peak, counter[0])
+    return Schedule(set(kept), dropped, out, blocks, clones, peak, counter[0], hold, residuals)
 
 
 class _Shadow:
@@ -178,35 +193,44 @@ class _ShadowValue:
         self.name = original.name
 
 
-def _peak(nodes, start, count=None, persist=()) -> int:
+def _peak(nodes, start, count=None, persist=(), sizes=None) -> int:
     """The most bytes alive at once while `nodes` run, `start` alive before the first, each value dying after
     its last reader (views keep what they read alive), `persist` alive to the end.
 
-    With `count`, only the outputs of the nodes it accepts are counted (besides `start`)."""
+    With `count`, only the outputs of the nodes it accepts are counted (besides `start`); `sizes` overrides
+    what a value takes."""
+    size = nbytes_of if sizes is None else (lambda v: sizes.get(v, nbytes_of(v)))
+    roots: dict = {}  # a view made by these nodes reads what its input (as these nodes read it) reads
+
+    def root_of(v):
+        r = roots.get(v)
+        return root(v) if r is None else r
+
     last: dict = {}
     for i, n in enumerate(nodes):
         for v in n.inputs:
             last[root_of(v)] = i
+        if n.prim.view:
+            for o in n.outputs:
+                roots[o] = root_of(n.inputs[0])
     persist = {root_of(v) for v in persist}
-    live = {v: nbytes_of(v) for v in start if v in last or v in persist}
+    dying: dict = {}
+    for v, i in last.items():
+        if v not in persist:
+            dying.setdefault(i, []).append(v)
+    live = {v: size(v) for v in start if v in last or v in persist}
     total = peak = sum(live.values())
     for i, n in enumerate(nodes):
         for o in n.outputs:
-            if o not in live and (count is None or count(n)):
-                b = nbytes_of(o)
-                if b and (o in last or o in persist):
+            if o not in live and (count is None or count(n)) and (o in last or o in persist):
+                b = size(o)
+                if b:
                     live[o] = b
                     total += b
         peak = max(peak, total)
-        for v in [v for v in live if last.get(v, -1) <= i and v not in persist]:
-            total -= live.pop(v)
+        for v in dying.get(i, ()):
+            total -= live.pop(v, 0)
     return peak
-
-
-def root_of(v):
-    while v.node is not None and v.node.prim.view:
-        v = v.node.inputs[0]
-    return v
 
 
 def nbytes_of(v) -> int:
@@ -229,51 +253,66 @@ def _cheap(v, kept, fwd) -> bool:
     return True
 
 
-def _candidates(forward, backward, residuals):
-    """Kept sets to try, from the fewest recomputed flops to the most."""
-    fwd = set(forward)
-    everything = set(residuals)
-    cheap = [v for v in residuals if _cheap(v, everything - {v}, fwd)]
-    yield everything - set(cheap)
-    sizes = [nbytes(v) for v in residuals]
-    total = sum(sizes)
-    n = len(residuals)
-    # checkpoints about every k-th residual (by bytes): k = 2 .. n, sqrt(n) among them
-    for k in range(2, n + 1):
-        segment = total * k / n
-        kept, run = set(), 0
-        for v, b in zip(reversed(residuals), reversed(sizes)):
-            run += b
-            if run >= segment:  # a checkpoint closes a segment (counted from the loss's end)
-                kept.add(v)
-                run = 0
-        yield kept - set(cheap)
-    yield set()
+def _spaced(residuals, sizes, k) -> set:
+    """Checkpoints closing segments of about k residuals' bytes, counted from the loss's end."""
+    segment = sum(sizes) * k / len(residuals)
+    kept, run = set(), 0
+    for v, b in zip(reversed(residuals), reversed(sizes)):
+        run += b
+        if run >= segment:
+            kept.add(v)
+            run = 0
+    return kept
 
 
 def plan(forward, backward, budget: int, loc=None) -> Schedule | None:
-    """The schedule with the fewest recomputed flops whose residual peak fits `budget` (None: all fit)."""
+    """The schedule with the fewest recomputed flops whose residual peak fits `budget` (None: all fit).
+
+    Tried: the cheap residuals alone dropped; then, held once or recomputed per use, checkpoints every k-th
+    residual for the smallest k that fits (recomputed flops grow with k); everything from the inputs last."""
     residuals = _ordered_residuals(forward, backward)
-    if sum(nbytes(v) for v in residuals) <= budget:
+    sizes = [nbytes(v) for v in residuals]
+    if sum(sizes) <= budget:
         return None
-    best, smallest = None, None
-    seen = set()
-    for kept in _candidates(forward, backward, residuals):
-        key = frozenset(kept)
-        if key in seen:
-            continue
-        seen.add(key)
-        s = _schedule(forward, backward, kept)
-        if smallest is None or s.residual_peak < smallest:
-            smallest = s.residual_peak
-        if s.residual_peak <= budget and (best is None or s.extra_flops < best.extra_flops):
-            best = s
-    if best is None:
+    fwd = set(forward)
+    everything = set(residuals)
+    cheap = {v for v in residuals if _cheap(v, everything - {v}, fwd)}
+    tried: dict = {}
+
+    def attempt(kept, hold, drop_cheap=True):
+        key = (frozenset(kept - cheap if drop_cheap else kept), hold)
+        if key not in tried:
+            tried[key] = _schedule(forward, backward, key[0], hold)
+        return tried[key]
+
+    n = len(residuals)
+    grid = sorted({min(n, max(2, round(1.5 ** e))) for e in range(0, 40) if 1.5 ** e < 2 * n})
+    # the same schedules whatever the budget: the smallest budget named in the error is one of them
+    fixed = [attempt(everything, True), attempt(set(), False)] + [
+        attempt(_spaced(residuals, sizes, k), hold, drop_cheap) for hold in (True, False) for k in grid
+        for drop_cheap in (True, False)]
+    fits = [s for s in fixed if s.residual_peak <= budget]
+    for hold in (True, False):
+        below = 1
+        for k in grid:
+            if attempt(_spaced(residuals, sizes, k), hold).residual_peak <= budget:
+                lo, hi = below + 1, k  # the smallest k that fits lies in (below, k]
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if attempt(_spaced(residuals, sizes, mid), hold).residual_peak <= budget:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                fits.append(attempt(_spaced(residuals, sizes, hi), hold))
+                break
+            below = k
+    if not fits:
+        smallest = min([s.residual_peak for s in fixed] + [sum(sizes)])  # all kept: every residual's bytes
         raise CompileError(
             f"memory_budget={budget} bytes ({format_bytes(budget)}) is below what any checkpointing schedule "
             f"reaches for this model: the smallest that works is {smallest} bytes ({format_bytes(smallest)})",
             loc, f"Pass memory_budget={smallest} or more.")
-    return best
+    return min(fits, key=lambda s: (s.extra_flops, s.residual_peak))
 
 
 def apply(graph, forward_nodes, budget, loc=None):
@@ -285,7 +324,7 @@ def apply(graph, forward_nodes, budget, loc=None):
     chosen = plan(forward, backward, budget, loc)
     if chosen is None:
         return None
-    built = _schedule(forward, backward, chosen.kept, materialise=True)
+    built = _schedule(forward, backward, chosen.kept, chosen.hold, materialise=True)
     graph.nodes = forward + built.backward
     return built
 
@@ -340,7 +379,7 @@ def report(graph, forward_nodes, schedule, results, budget=None, backend="", fre
     backward = [n for n in graph.nodes if n not in forward_nodes]
     clones = schedule.clones if schedule is not None else {}
     original_backward = [n for n in backward if n not in clones]
-    residuals = _ordered_residuals(forward, original_backward)
+    residuals = schedule.residuals if schedule is not None else _ordered_residuals(forward, original_backward)
     dropped = set(schedule.dropped) if schedule is not None else set()
     rows = [(v.name or "t", _where(v), nbytes(v), v not in dropped) for v in residuals]
     recomputed = [(c.outputs[0].name or "t", _where(f.outputs[0]), f.prim.flops(f)) for c, f in clones.items()]
@@ -353,8 +392,12 @@ def report(graph, forward_nodes, schedule, results, budget=None, backend="", fre
                      extra_flops=sum(f.prim.flops(f) for f in clones.values()),
                      forward_flops=sum(n.prim.flops(n) for n in forward), budget=budget, backend=backend)
     nodes = forward + backward
+    # a gradient assembled from parts (a scatter-add of layers' gradients) is written part by part into its
+    # result: the parts take no memory of their own, the result is counted from the start
+    scatters = [n for n in nodes if n.prim is ScatterAdd and n.outputs[0] in set(results)]
+    sizes = {v: 0 for n in scatters for v in n.inputs}
     if frees:
-        r.peak_bytes = _peak(nodes, (), persist=results)
+        r.peak_bytes = _peak(nodes, [n.outputs[0] for n in scatters], persist=results, sizes=sizes)
     else:  # every value the code names lives until it returns
         r.peak_bytes = sum(nbytes(o) for n in nodes for o in n.outputs)
     return r

@@ -10,6 +10,8 @@ import contextlib
 import keyword
 import re
 
+import numpy as np
+
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.index import Index, ScatterAdd
 from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
@@ -50,6 +52,9 @@ class Writer:
         self.scattered: dict = {}  # scatter node -> part indices written in place
         self.stacking = Plan()     # layers' values written into stacks, their gradients batched (stacking.py)
         self.counters: dict = {}
+        # under a memory budget: sums over a layer's batch written as the product with ones that the
+        # stacked (unbudgeted) code computes for all layers at once, so that both add in one order
+        self.ones_sums: set = set()
 
     def fresh(self, base):
         base = base if base.isidentifier() else "t"
@@ -115,13 +120,22 @@ def write_statements(writer, nodes, inlinable=frozenset()):
             continue
         # kernels name their outputs as they compute them, after their temps
         outs = None if node.prim is Kernel else [writer.name(v) for v in node.outputs]
-        text = rules.write(node, args, outs)
+        text = _ones_sum(node, args[0]) if node in writer.ones_sums else rules.write(node, args, outs)
         if outs is None:
             outs = [writer.name(v) for v in node.outputs]
         if isinstance(text, str):
             text = [f"{outs[0]} = {text}"]
         lines.extend(_with_comment(t, node.loc) for t in text)
     return lines
+
+
+def _ones(node) -> str:
+    n, dtype = node.inputs[0].shape[0], node.inputs[0].dtype
+    return f"np.ones({n}{'' if dtype == np.float64 else f', dtype=np.{dtype}'})"
+
+
+def _ones_sum(node, x):
+    return f"{_ones(node)} @ {x}"
 
 
 def _write_into(writer, node, args):
@@ -134,7 +148,10 @@ def _write_into(writer, node, args):
         lines.append(rules.scatter_allocation(scatter, name, empty=whole))
         writer.scattered[scatter] = set()
     writer.scattered[scatter].add(k)
-    return lines + [rules.write_into(node, args, rules.scatter_target(scatter, name, k))]
+    target = rules.scatter_target(scatter, name, k)
+    if node in writer.ones_sums:
+        return lines + [f"np.matmul({_ones(node)}, {args[0]}, out={target})"]
+    return lines + [rules.write_into(node, args, target)]
 
 
 def _writes_into(node):
@@ -289,6 +306,15 @@ class _Freeing:
         return lines
 
 
+def _batched_sums(printer_cls, params, forward_list, backward_list, results, schedule):
+    """The sums over a layer's batch that stacked code would compute as one product with ones."""
+    with writing(printer_cls, params) as scratch:
+        plan_stacks(scratch, forward_list + [n for n in backward_list if n not in schedule.clones], results)
+        return {n for n, batch in scratch.stacking.batch.items()
+                if n.prim is SumTo and batch.kind != "matmul" and batch.lead == 1
+                and n.inputs[0].dtype.kind == "f"}
+
+
 def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
                   scalar=False, single=True, updates=(), update_nodes=frozenset(), update_title="update",
                   schedule=None):
@@ -310,13 +336,16 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
         if not scalar:
             if schedule is None:  # a stack keeps every layer's value: not under a memory budget
                 plan_stacks(writer, forward_list + backward_list, results)
+            else:
+                writer.ones_sums = _batched_sums(printer_cls, params, forward_list, backward_list, results,
+                                                 schedule)
             plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + list(grads or []))
         if schedule is None or scalar:
             forward = write_statements(writer, forward_list, inlinable)
             backward = write_statements(writer, backward_list, inlinable)
         else:
             keep = results + [t for t, _ in updates] + list(params)
-            freeing = _Freeing(writer, [n for n in nodes if n not in update_nodes], inlinable, keep, schedule)
+            freeing = _Freeing(writer, nodes, inlinable, keep, schedule)  # the updates read gradients last
             forward = freeing.statements(forward_list)
             backward = freeing.statements(backward_list)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
