@@ -118,6 +118,15 @@ def test_the_report_of_a_budget_shows_what_is_recomputed():
     assert "recomputed" in str(report) and "extra flops" in str(report)
 
 
+def test_explain_ends_with_the_memory_report_under_a_budget():
+    Ws, x = deep_inputs(layers=8, width=4, batch=3)
+    plain = sb.value_and_grad(deep_tanh).explain(Ws, x)
+    assert "memory" not in plain.split("gradients")[-1]
+    text = sb.value_and_grad(deep_tanh, memory_budget=8 * x.nbytes // 2).explain(Ws, x)
+    assert text.startswith(plain)
+    assert "memory: memory of one call (numpy backend, memory_budget=" in text and "recomputed" in text
+
+
 # ---- without a budget nothing changes ---------------------------------------------------------
 
 def test_a_budget_every_residual_fits_in_changes_no_code(backend):

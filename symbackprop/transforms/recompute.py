@@ -199,7 +199,7 @@ def _peak(nodes, start, count=None, persist=(), sizes=None) -> int:
 
     With `count`, only the outputs of the nodes it accepts are counted (besides `start`); `sizes` overrides
     what a value takes."""
-    size = nbytes_of if sizes is None else (lambda v: sizes.get(v, nbytes_of(v)))
+    size = nbytes if sizes is None else (lambda v: sizes.get(v, nbytes(v)))
     roots: dict = {}  # a view made by these nodes reads what its input (as these nodes read it) reads
 
     def root_of(v):
@@ -231,12 +231,6 @@ def _peak(nodes, start, count=None, persist=(), sizes=None) -> int:
         for v in dying.get(i, ()):
             total -= live.pop(v, 0)
     return peak
-
-
-def nbytes_of(v) -> int:
-    if v.node is not None and v.node.prim.view:
-        return 0
-    return v.size * v.dtype.itemsize
 
 
 def _cheap(v, kept, fwd) -> bool:
