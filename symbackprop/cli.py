@@ -415,6 +415,7 @@ DOC_TOPICS = {
     "training": "sb.train_step and the optimizers",
     "cli": "this command line",
     "llvm": "the LLVM backend",
+    "memory": "the memory report and checkpointing under memory_budget=",
 }
 
 
