@@ -13,6 +13,7 @@ from .explain import explain
 from .pipeline.pickling import model_reference
 from .pipeline.specialiser import CACHE_SIZE, Specialiser, install_fast_path  # noqa: F401  (CACHE_SIZE: documented)
 from .program import Program
+from .transforms.recompute import parse_budget
 
 
 class GradFunction:
@@ -20,11 +21,16 @@ class GradFunction:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, wrt=None, backend="numpy", with_value=True, has_aux=False):
+    def __init__(self, fn, wrt=None, backend="numpy", with_value=True, has_aux=False, memory_budget=None):
         if not isinstance(has_aux, bool):
             raise TypeError(f"has_aux is True or False, got {has_aux!r}")
-        self.specialiser = Specialiser(fn, "value_and_grad", backend, wrt,
-                                       fields={"has_aux": True} if has_aux else None)
+        self.memory_budget = parse_budget(memory_budget)
+        fields = {}
+        if has_aux:
+            fields["has_aux"] = True
+        if self.memory_budget is not None:
+            fields["memory_budget"] = self.memory_budget
+        self.specialiser = Specialiser(fn, "value_and_grad", backend, wrt, fields=fields or None)
         self.has_aux = has_aux
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -92,6 +98,14 @@ class GradFunction:
         """The loss alone, from compiled forward code on this function's backend (no gradient work)."""
         return self.specialiser.forward(self.specialiser.arguments(args, kwargs))
 
+    def memory(self, *args, **kwargs):
+        """The memory report for `args` (default: the last specialisation): residuals kept and their bytes,
+        what is recomputed under the budget and its flops, the peak of live bytes."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("no specialisation yet: pass example arguments, or call the function first")
+        return self.specialiser.memory(compiled)
+
     def explain(self, *args, **kwargs) -> str:
         """The backprop table for `args` (default: the last specialisation)."""
         return explain(self, *args, **kwargs)
@@ -99,7 +113,8 @@ class GradFunction:
     def __reduce__(self):
         # its class is made per instance (see __init__): rebuild it rather than pickle the class by name
         wrt = self.wrt[0] if self.single else self.wrt
-        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value, self.has_aux)
+        return _restore, (model_reference(self.fn), wrt, self.backend, self.with_value, self.has_aux,
+                          self.memory_budget)
 
     def __repr__(self):
         kind = ("value_and_grad" if self.with_value else "grad") + (" (has_aux)" if self.has_aux else "")
@@ -111,14 +126,17 @@ def gradient_and_aux(result):
     return result[1], result[0][1]
 
 
-def _restore(fn, wrt, backend, with_value, has_aux=False):
-    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value, has_aux=has_aux)
+def _restore(fn, wrt, backend, with_value, has_aux=False, memory_budget=None):
+    return GradFunction(fn, wrt=wrt, backend=backend, with_value=with_value, has_aux=has_aux,
+                        memory_budget=memory_budget)
 
 
 def _decorator(with_value):
-    def make(f=None, wrt=None, backend="numpy", has_aux=False):
-        options = {"wrt": wrt, "backend": backend, "with_value": with_value, "has_aux": has_aux}
+    def make(f=None, wrt=None, backend="numpy", has_aux=False, memory_budget=None):
+        options = {"wrt": wrt, "backend": backend, "with_value": with_value, "has_aux": has_aux,
+                   "memory_budget": memory_budget}
         if f is None:
+            parse_budget(memory_budget)  # a bad budget raises at the decorator, not at the first call
             return lambda g: GradFunction(g, **options)
         if isinstance(f, (str, int, tuple, list)) and not callable(f):
             raise TypeError("pass the model first, or use keywords: @sb.grad(wrt=...)")
@@ -127,8 +145,10 @@ def _decorator(with_value):
 
 
 grad = _decorator(with_value=False)
-grad.__doc__ = """grad(f, wrt=None, backend="numpy", has_aux=False): a callable returning the gradient of f's
-scalar result; with has_aux=True f returns (loss, aux) and the callable (gradient, aux)."""
+grad.__doc__ = """grad(f, wrt=None, backend="numpy", has_aux=False, memory_budget=None): a callable returning the
+gradient of f's scalar result; with has_aux=True f returns (loss, aux) and the callable (gradient, aux); under
+memory_budget (bytes, or "64MB", "1.5GiB") residuals beyond it are recomputed."""
 value_and_grad = _decorator(with_value=True)
-value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy", has_aux=False): a callable returning
-(value, gradient); with has_aux=True f returns (loss, aux) and the callable ((value, aux), gradient)."""
+value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy", has_aux=False, memory_budget=None): a callable
+returning (value, gradient); with has_aux=True f returns (loss, aux) and the callable ((value, aux), gradient); under
+memory_budget (bytes, or "64MB", "1.5GiB") residuals beyond it are recomputed."""

@@ -33,6 +33,7 @@ from .api import value_and_grad
 from .errors import CompileError
 from .explain import explain
 from .graph import to_dot
+from .transforms.recompute import parse_budget
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "symbackprop"
@@ -236,8 +237,13 @@ def gradient_function(args, backend=None):
             raise UsageError(f"--arg {name} is given twice")
         given[name] = value
     values, keywords = bind_arguments(fn, given)
+    budget = getattr(args, "memory_budget", None)
     try:
-        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT, has_aux=has_aux)
+        parse_budget(budget)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--memory-budget: {e}") from None
+    try:
+        gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT, has_aux=has_aux, memory_budget=budget)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:
@@ -249,7 +255,7 @@ def gradient_function(args, backend=None):
     backend = backend or backends.DEFAULT
     if backend != backends.DEFAULT:
         try:
-            gradfn = value_and_grad(fn, wrt=wrt, backend=backend, has_aux=has_aux)
+            gradfn = value_and_grad(fn, wrt=wrt, backend=backend, has_aux=has_aux, memory_budget=budget)
             gradfn.specialise(*values, **keywords)
         except Exception as e:
             raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
@@ -363,6 +369,8 @@ def cmd_show(args):
     if use_colour(args.color, sys.stdout):
         text = HIGHLIGHTERS[backends.get(args.backend).language](text)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.memory:
+        sys.stdout.write("\n" + str(gradfn.memory()) + "\n")
     return EXIT_OK
 
 
@@ -448,6 +456,7 @@ DOC_TOPICS = {
     "training": "sb.train_step and the optimizers",
     "cli": "this command line",
     "llvm": "the LLVM backend",
+    "memory": "the memory report and checkpointing under memory_budget=",
 }
 
 
@@ -525,7 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "graph":
             p.add_argument("-o", "--output", metavar="OUT",
                            help="OUT.dot (DOT text) or OUT.svg/.png/.pdf (needs Graphviz); default: DOT on stdout")
+        if name != "graph":
+            p.add_argument("--memory-budget", metavar="SIZE",
+                           help="keep at most SIZE bytes of residuals (e.g. 64MB, 1.5GiB) and recompute the rest")
         if name == "show":
+            p.add_argument("--memory", action="store_true",
+                           help="after the code, the memory report: residuals kept, recomputed, the peak")
             p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                            help="highlight the code (default: when standard output is a terminal)")
     docs = sub.add_parser("docs", help="print the documentation (the model language, training, ...)",

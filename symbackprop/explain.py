@@ -716,5 +716,11 @@ def render(table: Table) -> str:
 
 
 def explain(gradfn, *args, **kwargs) -> str:
-    """The backprop table of `gradfn` specialised for `args`, as text (GradFunction.explain)."""
-    return render(backprop_table(gradfn, *args, **kwargs))
+    """The backprop table of `gradfn` specialised for `args`, as text (GradFunction.explain); under a
+    memory budget, then what is kept and what is recomputed (the memory report)."""
+    text = render(backprop_table(gradfn, *args, **kwargs))
+    compiled = gradfn._last
+    if compiled is not None and compiled.memory_budget is not None:
+        report = str(gradfn.specialiser.memory(compiled)).splitlines()
+        text += "\nmemory: " + report[0] + "\n" + "\n".join("  " + line for line in report[1:]) + "\n"
+    return text

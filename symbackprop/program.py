@@ -89,6 +89,9 @@ class Program:
     # has_aux=True: the model returns (loss, aux); its arrays are graph.aux, the rest of the tree is here
     has_aux: bool = False
     aux_tree: object = None                  # the aux tree, each array replaced by its Leaf
+    # memory (transforms/recompute.py)
+    memory_budget: int | None = None         # bytes of residuals the backward pass may keep alive
+    recompute: object = None                 # the recompute.Schedule applied under the budget, if any
     # train steps (kind "train_step")
     optimizer: object = None                 # the sb.optim.Optimizer
     optimizer_text: str = ""                 # its repr at compilation

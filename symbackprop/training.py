@@ -21,6 +21,7 @@ from .optim import Optimizer
 from .pipeline.pickling import model_reference
 from .pipeline.specialiser import Specialiser
 from .program import Program
+from .transforms.recompute import parse_budget
 
 #: the state entry counting the gradients summed in the buffers since the last update (accumulate > 1)
 ACCUMULATED = "accumulated"
@@ -31,7 +32,8 @@ class TrainStep:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, optimizer, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False):
+    def __init__(self, fn, optimizer, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False,
+                 memory_budget=None):
         if not callable(fn) or not hasattr(fn, "__code__"):
             raise TypeError(f"expected a Python function, got {type(fn).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -45,8 +47,11 @@ class TrainStep:
         self._accumulate = int(accumulate)
         #: the model returns (loss, aux) and each call returns them (aux never differentiated)
         self.has_aux = has_aux
-        self.specialiser = Specialiser(fn, "train_step", backend, wrt, fields={
-            "optimizer": optimizer, "clip_norm": clip_norm, "accumulate": self._accumulate, "has_aux": has_aux})
+        self.memory_budget = parse_budget(memory_budget)
+        fields = {"optimizer": optimizer, "clip_norm": clip_norm, "accumulate": self._accumulate, "has_aux": has_aux}
+        if self.memory_budget is not None:
+            fields["memory_budget"] = self.memory_budget
+        self.specialiser = Specialiser(fn, "train_step", backend, wrt, fields=fields)
         self.specialiser.single = False
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -167,13 +172,20 @@ class TrainStep:
     def __reduce__(self):
         """The model by reference, the optimizer, the options and the state; compiled again on first call."""
         options = {"wrt": self.wrt, "backend": self.backend, "clip_norm": self.clip_norm,
-                   "accumulate": self._accumulate, "has_aux": self.has_aux}
+                   "accumulate": self._accumulate, "has_aux": self.has_aux, "memory_budget": self.memory_budget}
         return _restore, (model_reference(self.fn), self.optimizer, options, self.state, self.steps)
 
     # ---- inspection and export -------------------------------------------------
     def specialise(self, *args, **kwargs) -> Program:
         """Compile (or fetch) the step for these arguments without running it."""
         return self._entry(self.specialiser.arguments(args, kwargs))
+
+    def memory(self, *args, **kwargs):
+        """The memory report of the step for `args` (default: the last specialisation)."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("no specialisation yet: pass example arguments, or call the step first")
+        return self.specialiser.memory(compiled)
 
     @property
     def source(self) -> str:
@@ -214,10 +226,13 @@ def _restore(fn, optimizer, options, state, steps):
     return step
 
 
-def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False):
-    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1, has_aux=False): a callable doing one
-    optimizer step in place; returns the loss (with has_aux=True f returns (loss, aux), and so does the step)."""
-    options = {"wrt": wrt, "backend": backend, "clip_norm": clip_norm, "accumulate": accumulate, "has_aux": has_aux}
+def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False,
+               memory_budget=None):
+    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1, has_aux=False, memory_budget=None): a
+    callable doing one optimizer step in place; returns the loss (with has_aux=True f returns (loss, aux), and so
+    does the step); under memory_budget residuals beyond it are recomputed."""
+    options = {"wrt": wrt, "backend": backend, "clip_norm": clip_norm, "accumulate": accumulate, "has_aux": has_aux,
+               "memory_budget": memory_budget}
     if f is None or isinstance(f, Optimizer):
         optimizer = f if isinstance(f, Optimizer) else optimizer
         return lambda g: TrainStep(g, optimizer, **options)

@@ -123,6 +123,8 @@ def _invocations(work):
         "explain_chain": (["explain", f"{m}:chain", *CHAIN_ARGS], {}, None),
         "explain_mlp": (["explain", f"{m}:mlp", *MLP], {}, None),
         "show": (["show", f"{m}:mse", *MSE, "--wrt", "w,b"], {}, None),
+        "show_memory": (["show", f"{m}:mlp", *MLP, "--memory"], {}, None),
+        "bad_budget": (["show", f"{m}:mse", *MSE, "--memory-budget", "lots"], {}, None),
         "show_colour": (["show", f"{m}:mse", *MSE, "--wrt", "w,b", "--color", "always"], {}, None),
         "graph": (["graph", f"{m}:mlp", *MLP], {}, None),
         "graph_svg": (["graph", f"{m}:mse", *MSE, "-o", "mse.svg"], {}, None),
@@ -283,6 +285,19 @@ def test_show_prints_plain_source_when_piped(runs):
     assert "\x1b[" not in result.stdout
     compile(result.stdout, "shown.py", "exec")
     assert "def value_and_grad(w, b, x, y):" in result.stdout
+
+
+def test_show_memory_prints_the_report_after_the_code(runs):
+    result = runs["show_memory"]
+    assert result.returncode == 0, result.stderr
+    code, report = result.stdout.split("\nmemory of one call (numpy backend)\n")
+    compile(code, "shown.py", "exec")
+    assert "residuals kept:" in report and "peak live bytes:" in report
+
+
+def test_a_budget_that_is_not_a_size_is_a_usage_error(runs):
+    result = runs["bad_budget"]
+    assert result.returncode == 2 and "--memory-budget" in result.stderr and "'lots' is not a size" in result.stderr
 
 
 def test_show_highlights_on_request_without_changing_the_text(runs):

@@ -31,6 +31,8 @@ class Backend:
     name = "?"
     #: fuse elementwise chains across the model's statements (one loop), or keep one statement per line
     fuses_across_statements = False
+    #: the generated code releases each value at its last use (always; or only under a memory budget)
+    frees_at_last_use = True
     #: file suffixes `export` writes
     exports: tuple = ()
     #: the language of `Artifact.source` ("python", "llvm"): how tools highlight it

@@ -23,6 +23,7 @@ from ..frontend.checks import check_parameters
 from ..frontend.signature import FLOAT_KEY, arg_key, spec_of
 from ..rendering import render
 from ..runtime import tune_allocator
+from ..transforms import recompute
 from . import stages
 
 #: specialisations kept per function; the least recently used is dropped beyond this
@@ -157,6 +158,15 @@ class Specialiser:
         else:
             self.forwards.move_to_end(key)
         return run(*args)
+
+    # ---- memory ---------------------------------------------------------------------
+    def memory(self, program) -> recompute.MemoryReport:
+        """The memory report of a compiled Program: residuals kept, recomputed, the peak of live bytes."""
+        # generated NumPy code frees values at their last use only under a budget (its `del`s); LLVM code
+        # releases every buffer at its last use
+        frees = program.backend.frees_at_last_use or program.recompute is not None
+        return recompute.report(program.graph, program.forward_nodes, program.recompute, stages.results(program),
+                                program.memory_budget, program.backend.name, frees=frees)
 
     # ---- export --------------------------------------------------------------------
     def export(self, path, program):

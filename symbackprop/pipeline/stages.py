@@ -7,10 +7,10 @@ mode) is adding a stage here and to the lists that want it:
     FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain
     GRADIENT        FORWARD -> reverse mode                         (what explain reads)
     VALUE_AND_GRAD  GRADIENT -> without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
-                    -> finalize
+                    -> finalize -> checkpoint under the memory budget
     LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> finalize (the forward alone)
     TRAIN_STEP      GRADIENT -> without stop_gradient -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
-                    -> finalize -> check in-place order
+                    -> finalize -> checkpoint under the memory budget -> check in-place order
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..primitives import ops
 from ..primitives.elementwise import Kernel, arg
-from ..transforms import update
+from ..transforms import recompute, update
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
 
@@ -187,6 +187,18 @@ def finalize(program: Program):
         v.shape == () for n in program.graph.nodes for v in n.outputs)
 
 
+def checkpoint(program: Program):
+    """Under `memory_budget=`: drop residuals and recompute them in the backward pass (transforms/recompute.py).
+
+    Runs last, on finished kernels, so that a recomputed value is the same statement as its forward one
+    (the same numbers, bit for bit); without a budget it does nothing."""
+    if program.memory_budget is None:
+        return
+    src = Source(program.fn)
+    program.recompute = recompute.apply(program.graph, program.forward_nodes, program.memory_budget,
+                                        src.loc(src.node))
+
+
 # ---- train steps ------------------------------------------------------------------------
 
 def optimizer_updates(program: Program):
@@ -210,10 +222,11 @@ def check_update_order(program: Program):
 
 FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
 GRADIENT = FORWARD + (reverse_mode,)
-VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize)
+VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
+                             checkpoint)
 LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, finalize)
 TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
-                         drop_dead, finalize, check_update_order)
+                         drop_dead, finalize, checkpoint, check_update_order)
 
 #: the stages of each kind of Program
 STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP}

@@ -121,6 +121,12 @@ class Kernel(Primitive):
         outs = expand(node.attrs["program"], node.attrs["outs"])
         return ", ".join(sympy.sstr(o) for o in outs)
 
+    def flops(self, node):
+        # the body's operations (a transcendental counted as one) at every element
+        exprs = [e for _, e in node.attrs["program"]] + list(node.attrs["outs"])
+        ops_per_element = sum(sympy.count_ops(e) for e in exprs)
+        return max(ops_per_element, 1) * max(v.size for v in node.outputs)
+
 
 @primitive("fill")
 class Fill(Primitive):

@@ -103,6 +103,7 @@ def _negative_stop_fix(key):
 @primitive("index")
 class Index(Primitive):
     explain_note = "zeros elsewhere"
+    view = True  # constant and slice indexing: a view of its input
 
     def infer(self, node):
         return [(node.attrs["shape"], node.inputs[0].dtype)]

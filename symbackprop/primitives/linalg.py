@@ -59,6 +59,11 @@ class MatMul(Primitive):
     def describe(self, node):
         return "matmul"
 
+    def flops(self, node):
+        # a multiply and an add per output element and inner index
+        a = node.inputs[0]
+        return 2 * node.outputs[0].size * (a.shape[-1] if a.ndim else 1)
+
 
 @primitive("outer")
 class Outer(Primitive):

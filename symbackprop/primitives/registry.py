@@ -8,6 +8,8 @@ Contract every primitive follows (a class, instantiated once, registered by name
         wants[i] says whether input i needs a gradient. Rules build IR with the
         ops in primitives.ops, so they read like the math (`g @ b.T`).
     describe(node)               -> str                     for explain tables and graphs
+    flops(node)                  -> int                     the op-cost model: arithmetic of one application
+    view                         (class attribute)          True when the result is a view: no bytes, no flops
 
 How a primitive is computed is not written here: each backend keeps one table of
 rules keyed by the primitive's class (RULES in numpy/rules.py, LOWERINGS in
@@ -33,6 +35,14 @@ class Primitive:
     rewritten_away = False
     #: what explain prints after this primitive's gradient; formatted with the names of its outputs
     explain_note = ""
+    #: the result reads its input's memory (reshape, transpose, a slice): it costs no bytes and no flops
+    view = False
+
+    def flops(self, node) -> int:
+        """The op-cost model (transforms/recompute.py): one operation per element read or written."""
+        if self.view:
+            return 0
+        return max([v.size for v in node.inputs] + [v.size for v in node.outputs] + [1])
 
     def infer(self, node):
         raise NotImplementedError

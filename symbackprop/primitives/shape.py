@@ -11,6 +11,8 @@ from .registry import Primitive, primitive
 
 @primitive("reshape")
 class Reshape(Primitive):
+    view = True
+
     def infer(self, node):
         return [(node.attrs["shape"], node.inputs[0].dtype)]
 
@@ -23,6 +25,8 @@ class Reshape(Primitive):
 
 @primitive("transpose")
 class Transpose(Primitive):
+    view = True
+
     def infer(self, node):
         x = node.inputs[0]
         return [(tuple(x.shape[p] for p in node.attrs["perm"]), x.dtype)]
@@ -40,6 +44,8 @@ class Transpose(Primitive):
 
 @primitive("broadcast_to")
 class BroadcastTo(Primitive):
+    view = True
+
     """Repeat along broadcast axes. Kernels absorb it: NumPy broadcasts for free."""
 
     def infer(self, node):

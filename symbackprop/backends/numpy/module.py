@@ -30,7 +30,7 @@ def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
     doc = f"{compiled.fn.__name__}: {what}" + (
         f" with respect to {', '.join(specs[i].name for i in compiled.wrt)}." if grads is not None else ".")
     return write_function(name, params, specs, nodes, forward_nodes, compiled.graph.result, grads, grad_specs,
-                         doc, scalar=scalar, single=compiled.single, **aux_options(compiled))
+                         doc, scalar=scalar, single=compiled.single, schedule=compiled.recompute, **aux_options(compiled))
 
 
 def numpy_module(compiled, forward=None) -> str:
@@ -129,7 +129,7 @@ def step_function_text(compiled) -> str:
     text, _ = write_function(compiled.core, compiled.graph.params, compiled.specs, compiled.graph.nodes,
                             compiled.forward_nodes, compiled.graph.result, None, None, doc,
                             updates=compiled.updates, update_nodes=compiled.update_nodes, update_title=title,
-                            **aux_options(compiled))
+                            schedule=compiled.recompute, **aux_options(compiled))
     return text.rstrip("\n")
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import keyword
+import re
+
+import numpy as np
 
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
@@ -50,6 +53,9 @@ class Writer:
         self.stacking = Plan()     # layers' values written into stacks, their gradients batched (stacking.py)
         self.counters: dict = {}
         self.set_in_place: set = set()   # y[i] = v nodes that write into y's array: nothing reads it after
+        # under a memory budget: sums over a layer's batch written as the product with ones that the
+        # stacked (unbudgeted) code computes for all layers at once, so that both add in one order
+        self.ones_sums: set = set()
 
     def fresh(self, base):
         base = base if base.isidentifier() else "t"
@@ -120,13 +126,22 @@ def write_statements(writer, nodes, inlinable=frozenset()):
             continue
         # kernels name their outputs as they compute them, after their temps
         outs = None if node.prim is Kernel else [writer.name(v) for v in node.outputs]
-        text = rules.write(node, args, outs)
+        text = _ones_sum(node, args[0]) if node in writer.ones_sums else rules.write(node, args, outs)
         if outs is None:
             outs = [writer.name(v) for v in node.outputs]
         if isinstance(text, str):
             text = [f"{outs[0]} = {text}"]
         lines.extend(_with_comment(t, node.loc) for t in text)
     return lines
+
+
+def _ones(node) -> str:
+    n, dtype = node.inputs[0].shape[0], node.inputs[0].dtype
+    return f"np.ones({n}{'' if dtype == np.float64 else f', dtype=np.{dtype}'})"
+
+
+def _ones_sum(node, x):
+    return f"{_ones(node)} @ {x}"
 
 
 def _write_into(writer, node, args):
@@ -139,7 +154,10 @@ def _write_into(writer, node, args):
         lines.append(rules.scatter_allocation(scatter, name, empty=whole))
         writer.scattered[scatter] = set()
     writer.scattered[scatter].add(k)
-    return lines + [rules.write_into(node, args, rules.scatter_target(scatter, name, k))]
+    target = rules.scatter_target(scatter, name, k)
+    if node in writer.ones_sums:
+        return lines + [f"np.matmul({_ones(node)}, {args[0]}, out={target})"]
+    return lines + [rules.write_into(node, args, target)]
 
 
 def _writes_into(node):
@@ -265,17 +283,98 @@ def returned_aux(writer, v, others):
     if node is None or node.prim in _VIEWS or others.count(v) > 1:
         return f"np.array({text})"  # never hand out a view of an input or of another result
     return text
+_ASSIGNED = re.compile(r"^([A-Za-z_]\w*(?:, [A-Za-z_]\w*)*) = ")
+
+
+def _last_uses(nodes, inlinable):
+    """Each value's last reader (its index in `nodes`); a view written inline extends its input's life."""
+    last = {}
+    for i, n in enumerate(nodes):
+        stack = list(n.inputs)
+        while stack:
+            v = stack.pop()
+            last[v] = i
+            if v in inlinable and v.node is not None:
+                stack.extend(v.node.inputs)
+    return last
+
+
+def _root(v):
+    while v.node is not None and v.node.prim.view:
+        v = v.node.inputs[0]
+    return v
+
+
+class _Freeing:
+    """Writes `del` after the statement where a value (or a kernel's temporary) is read for the last time:
+    the memory the generated code holds is then what the memory report counts."""
+
+    def __init__(self, writer, nodes, inlinable, keep, schedule):
+        self.writer, self.inlinable, self.keep = writer, inlinable, set(keep)
+        self.index = {n: i for i, n in enumerate(nodes)}
+        self.last = _last_uses(nodes, inlinable)
+        self.dying: dict = {}
+        for v, i in self.last.items():
+            self.dying.setdefault(i, []).append(v)
+        self.bound: set = set()
+        self.headers = {b.nodes[0]: b for b in schedule.blocks} if schedule is not None else {}
+
+    def header(self, block) -> str:
+        name = self.writer.name
+        made = ", ".join(name(c.outputs[0]) for c in block.nodes if not c.prim.view)
+        source = ", ".join(name(v) for v in block.from_values)
+        source = f"checkpoint {source}" if source else "the inputs"
+        return f"# recomputed from {source} (dropped under memory_budget): {made}"
+
+    def statements(self, nodes):
+        writer, lines = self.writer, []
+        for node in nodes:
+            if node in self.headers:
+                lines.append(self.header(self.headers[node]))
+            emitted = write_statements(writer, [node], self.inlinable)
+            lines.extend(emitted)
+            named = {writer.names.get(o) for o in node.outputs}
+            bound = []
+            for line in emitted:
+                m = _ASSIGNED.match(line)
+                if m:
+                    bound.extend(m.group(1).split(", "))
+            self.bound.update(bound)
+            values = set(writer.names.values())
+            dead = [t for t in dict.fromkeys(bound) if t not in named and t not in values]  # a kernel's temporaries
+            i = self.index[node]
+            unread = [o for o in node.outputs if o not in self.last]
+            for v in self.dying.get(i, []) + unread:
+                if v in self.keep or v.node is None or v in writer.inline or v.shape == () or _root(v).node is None:
+                    continue  # an input, a view of one (it holds no memory of its own) or a number
+                text = writer.names.get(v)
+                if text is not None and text in self.bound and text not in dead:
+                    dead.append(text)
+                    self.bound.discard(text)
+            if dead:
+                lines.append("del " + ", ".join(dead))
+        return lines
+
+
+def _batched_sums(printer_cls, params, forward_list, backward_list, results, schedule):
+    """The sums over a layer's batch that stacked code would compute as one product with ones."""
+    with writing(printer_cls, params) as scratch:
+        plan_stacks(scratch, forward_list + [n for n in backward_list if n not in schedule.clones], results)
+        return {n for n, batch in scratch.stacking.batch.items()
+                if n.prim is SumTo and batch.kind != "matmul" and batch.lead == 1
+                and n.inputs[0].dtype.kind == "f"}
 
 
 def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad_specs, doc,
                   scalar=False, single=True, updates=(), update_nodes=frozenset(), update_title="update",
-                  aux=(), aux_text=None):
+                  aux=(), aux_text=None, schedule=None):
     """The text of one generated function; returns (text, uses_math).
 
     `updates` are (target, new value) pairs: the nodes in `update_nodes` form a last section that
     writes each new value into its target (a parameter of the function) in place. With `aux_text`
     (has_aux=True; a function of the leaves' expressions giving the tree's source), the value
-    returned is `(loss, aux)`, the arrays of aux being `aux`.
+    returned is `(loss, aux)`, the arrays of aux being `aux`. Under a memory budget (`schedule`,
+    transforms/recompute.py) values are deleted at their last use and layers are not stacked.
     """
     printer_cls = MathPrinter if scalar else NumpyPrinter
     with writing(printer_cls, params) as writer:
@@ -286,13 +385,24 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
         inlinable = _inlinable_views(nodes, [value] + aux + list(grads or []))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
+        results = [value] + list(grads or []) + [new for _, new in updates]
         if not scalar:
             results = [value] + aux + list(grads or []) + [new for _, new in updates]
-            plan_stacks(writer, forward_list + backward_list, results)
+            if schedule is None:  # a stack keeps every layer's value: not under a memory budget
+                plan_stacks(writer, forward_list + backward_list, results)
+            else:
+                writer.ones_sums = _batched_sums(printer_cls, params, forward_list, backward_list, results,
+                                                 schedule)
             plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + aux + list(grads or []))
             plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes], results)
-        forward = write_statements(writer, forward_list, inlinable)
-        backward = write_statements(writer, backward_list, inlinable)
+        if schedule is None or scalar:
+            forward = write_statements(writer, forward_list, inlinable)
+            backward = write_statements(writer, backward_list, inlinable)
+        else:
+            keep = results + [t for t, _ in updates] + list(params)
+            freeing = _Freeing(writer, nodes, inlinable, keep, schedule)  # the updates read gradients last
+            forward = freeing.statements(forward_list)
+            backward = freeing.statements(backward_list)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
         value_text = writer.arg(value)
         if not scalar and value.node is not None and value.node.prim is Fill and value.shape == () \
