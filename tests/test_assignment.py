@@ -1,4 +1,6 @@
 """Element and slice assignment into arrays the model makes (y[i] = v, y[:, j] += v), on both backends."""
+import re
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,18 @@ def test_a_value_of_the_wrong_shape_is_a_shape_error_naming_the_line():
     with pytest.raises(ValueError, match=r"cannot assign a value of shape \(4,\) to y\[0\] of shape \(3,\)") as info:
         sb.grad(wrong_shape)(r(4))
     assert f"{__file__}:{wrong_shape.__code__.co_firstlineno + 2}" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["built_in_a_loop", "regions", "convolution"])
+def test_under_a_memory_budget_the_numbers_are_the_same_bit_for_bit(name, backend):
+    model, make = CASES[name]
+    args = make()
+    wrt = tuple(range(model.__code__.co_argcount))
+    v0, g0 = sb.value_and_grad(model, wrt=wrt, backend=backend)(*args)
+    with pytest.raises(sb.CompileError, match=r"the smallest that works is (\d+) bytes") as info:
+        sb.value_and_grad(model, wrt=wrt, backend=backend, memory_budget=1)(*args)
+    smallest = int(re.search(r"the smallest that works is (\d+) bytes", str(info.value)).group(1))
+    v1, g1 = sb.value_and_grad(model, wrt=wrt, backend=backend, memory_budget=smallest)(*args)
+    assert v0 == v1
+    for a, b in zip(g0, g1):
+        np.testing.assert_array_equal(a, b)

@@ -394,7 +394,9 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
                 writer.ones_sums = _batched_sums(printer_cls, params, forward_list, backward_list, results,
                                                  schedule)
             plan_writes_into(writer, [n for n in nodes if n not in update_nodes], [value] + aux + list(grads or []))
-            plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes], results)
+            if schedule is None:  # under a budget values are deleted by name: each version keeps its own
+                plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes],
+                                  results)
         if schedule is None or scalar:
             forward = write_statements(writer, forward_list, inlinable)
             backward = write_statements(writer, backward_list, inlinable)
