@@ -407,6 +407,7 @@ DOC_TOPICS = {
     "training": "sb.train_step and the optimizers",
     "cli": "this command line",
     "llvm": "the LLVM backend",
+    "export": "exported modules: one specialisation each, the argument checks, the last-batch recipes",
 }
 
 
