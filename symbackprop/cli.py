@@ -457,6 +457,7 @@ DOC_TOPICS = {
     "cli": "this command line",
     "llvm": "the LLVM backend",
     "memory": "the memory report and checkpointing under memory_budget=",
+    "export": "exported modules: one specialisation each, the argument checks, the last-batch recipes",
 }
 
 

@@ -183,8 +183,11 @@ def test_export_fixes_static_arguments_and_uses_defaults(work, models):
     w, x = np.float32([0.1, -0.4, 0.7]), np.float32([1.5, 0.5, -2.0])
     value, grad = exported.value_and_grad(w, x, 2, 2)  # n given, power its default
     want_value, want_grad = sb.value_and_grad(models.layers)(w, x, 2)
-    with pytest.raises(ValueError, match="generated for n=2"):
+    with pytest.raises(ValueError, match=r"n is 3 \(int\); this module was compiled for n=2"):
         exported.value_and_grad(w, x, 3, 2)
+    with pytest.raises(ValueError, match="compiled for n=2"):  # the model's default n=3 is kept, and checked
+        exported.value_and_grad(w, x)
+    assert exported.value_and_grad(w, x, 2)[0] == value  # power=2, the model's default
     assert grad.dtype == np.float32
     np.testing.assert_allclose(grad, want_grad, rtol=1e-6)
     assert value == pytest.approx(want_value, rel=1e-6)

@@ -9,6 +9,7 @@ is nothing but imports and function definitions.
 """
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,12 +143,16 @@ def test_static_strings_never_become_code(backend, value, tmp_path):
 
 
 def _only_definitions(tree):
-    """A generated module: a docstring, imports of numpy/math, and function definitions; nothing that runs."""
+    """A generated module: a docstring, imports of numpy/math, function definitions, and the argument checks'
+    constants (`_ONE = "text"`, `_float64 = np.dtype("float64")`); nothing else that runs."""
     body = list(tree.body)
     assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
     for node in body[1:]:
         if isinstance(node, ast.Import):
             assert {a.name for a in node.names} <= {"numpy", "math"}, ast.unparse(node)
+        elif isinstance(node, ast.Assign):
+            text = ast.unparse(node)
+            assert re.fullmatch(r"_\w+ = ('[^'\\]*'|np\.dtype\('\w+'\)|np\.ndarray)", text), text
         else:
             assert isinstance(node, ast.FunctionDef), ast.unparse(node)[:200]
     return tree

@@ -262,7 +262,7 @@ def test_an_exported_module_spells_static_infinities(tmp_path):
     spec = importlib.util.spec_from_file_location("clipped_export", tmp_path / "clipped.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    value, g = module.value_and_grad(np.array([-1.0, 2.0]), (0.0, math.inf))
-    assert value == 2.0 and list(g) == [0.0, 1.0]
-    with pytest.raises(ValueError, match="generated for limits"):
-        module.value_and_grad(np.ones(2), (0.0, 1.0))
+    value, g = module.value_and_grad(np.array([-1.0, 2.0, 0.5]), (0.0, math.inf))
+    assert value == 2.5 and list(g) == [0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="compiled for limits=\(0.0, inf\)"):
+        module.value_and_grad(np.ones(3), (0.0, 1.0))

@@ -5,9 +5,10 @@ writer prints statement by statement, commented with the model's lines.
 """
 from __future__ import annotations
 
+import inspect
 import textwrap
 
-from ...rendering import render
+from ...rendering import render, source_literal
 from ...transforms.update import unique_name
 from ..base import load
 from .printer import NumpyPrinter
@@ -33,7 +34,10 @@ def _function_text(compiled, name, nodes, grads, scalar, forward_nodes):
                          doc, scalar=scalar, single=compiled.single, schedule=compiled.recompute, **aux_options(compiled))
 
 
-def numpy_module(compiled, forward=None) -> str:
+EXPORT_NOTE = "Each function refuses another shape, dtype or value (TypeError, ValueError): one export per specialisation."
+
+
+def numpy_module(compiled, forward=None, notes=()) -> str:
     """The generated module: value_and_grad (and `forward`, a loss Program, when given); math code with a NumPy fallback for scalars."""
     graph = compiled.graph
     functions, uses_math = [], False
@@ -58,7 +62,7 @@ def numpy_module(compiled, forward=None) -> str:
                                  compiled.forward_nodes)
         functions.append(text.rstrip("\n"))
     origin = f"{compiled.fn.__module__}.{compiled.fn.__qualname__}"
-    notes = [f"Specialised for {', '.join(s.describe() for s in compiled.specs)}."]
+    notes = [f"Specialised for {', '.join(s.describe() for s in compiled.specs)}.", *notes]
     return render("numpy_module.py.j2", title=f"Gradient of `{compiled.fn.__name__}`.", origin=origin,
                   notes=notes, uses_math=uses_math, functions=functions)
 
@@ -103,17 +107,92 @@ def _floats_as_numpy(text, compiled):
 
 
 def export_python(compiled, forward) -> str:
-    """The standalone module: forward(...) and value_and_grad(...) with the model's parameters."""
-    text = numpy_module(compiled, forward)
-    statics = [s for s in compiled.specs if not s.dynamic]
-    if not statics:
-        return text
-    # static parameters were fixed at specialisation: accept them, check them, drop them
+    """The standalone module: forward(...) and value_and_grad(...) with the model's parameters, each
+    checking every argument against the specialisation before calling the generated code."""
+    text = numpy_module(compiled, forward, [EXPORT_NOTE])
+    # the generated functions become private; the public ones check their arguments and call them
     text = text.replace("\ndef forward(", "\ndef _forward(").replace("\ndef value_and_grad(", "\ndef _value_and_grad(")
-    text = text.replace("return _value_and_grad_math(", "return _value_and_grad_math(")
-    return text.rstrip("\n") + "\n" + render(
-        "static_wrappers.py.j2", specs=compiled.specs,
-        dynamic=[s.name for s in compiled.specs if s.dynamic])
+    head, sep, rest = text.partition("\nimport numpy as np\n")
+    specs = compiled.specs
+    signature = model_signature(compiled.fn, specs)
+    checks = check_lines(specs)
+    call = ", ".join(s.name for s in specs if s.dynamic)
+    wrt = ", ".join(specs[i].name for i in compiled.wrt)
+    wrappers = [render("export_function.py.j2", name="forward", signature=signature, checks=checks,
+                       doc=f"{compiled.fn.__name__}: the loss (each argument checked against the specialisation).",
+                       body=[f"return _forward({call})"]),
+                render("export_function.py.j2", name="value_and_grad", signature=signature, checks=checks,
+                       doc=f"{compiled.fn.__name__}: the loss and its gradient with respect to {wrt} (each "
+                           "argument checked).",
+                       body=[f"return _value_and_grad({call})"])]
+    return (head + sep + "\n\n" + checks_text(specs) + rest.rstrip("\n") + "\n\n\n"
+            + "\n\n".join(w.rstrip("\n") + "\n" for w in wrappers))
+
+
+# ---- the argument checks of an exported module -----------------------------------------------
+
+def _literal(value):
+    """`value` as Python source when it can be written as a default into a signature, else None."""
+    if value is None or type(value) in (bool, int, float, str):
+        return source_literal(value)
+    if type(value) is tuple and all(_literal(v) is not None for v in value):
+        return source_literal(value)
+    return None
+
+
+def model_signature(fn, specs, tail=(), width=110, opening=None):
+    """The parameter list of an exported function: the model's parameters (kinds and markers as its
+    def, the defaults that can be written as literals kept), then `tail`, (name, default text or None)
+    pairs. A tail entry without a default after kept model defaults gets None (and a check)."""
+    parameters = list(inspect.signature(fn).parameters.values())
+    if [p.name for p in parameters] != [s.name for s in specs]:  # a model taking *args: as the specs
+        parameters = [inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for s in specs]
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    kept = {}
+    for p in reversed(positional):  # a default is kept only if every later positional one is
+        text = None if p.default is p.empty else _literal(p.default)
+        if text is None:
+            break
+        kept[p.name] = text
+    for p in parameters:
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and _literal(p.default) is not None:
+            kept[p.name] = _literal(p.default)
+    items, star = [], False
+    for k, p in enumerate(parameters):
+        if p.kind is p.KEYWORD_ONLY and not star:
+            items.append("*")
+            star = True
+        items.append(f"{p.name}={kept[p.name]}" if p.name in kept else p.name)
+        if p.kind is p.POSITIONAL_ONLY and (k + 1 == len(parameters) or parameters[k + 1].kind is not p.POSITIONAL_ONLY):
+            items.append("/")
+    defaults_before = any(p.name in kept for p in positional) and not star
+    for name, default in tail:
+        if default is None and defaults_before:
+            default = "None"
+        items.append(name if default is None else f"{name}={default}")
+        defaults_before |= default is not None
+    return _wrap(items, opening) if opening else ", ".join(items)
+
+
+def check_lines(specs) -> list:
+    """One line per argument checking it against its spec (the helpers are checks_text's)."""
+    lines = []
+    for s in specs:
+        if s.kind == "array":
+            lines.append(f'_array("{s.name}", {s.name}, {s.shape!r}, _{s.dtype.name})')
+        elif s.kind == "float":
+            lines.append(f'{s.name} = _float("{s.name}", {s.name})')
+        else:
+            lines.append(f'_static("{s.name}", {s.name}, {source_literal(s.value)})')
+    return lines
+
+
+def checks_text(specs, state=False, extra_dtypes=(), floats=False) -> str:
+    """The helpers at the top of an exported module that check_lines' lines call."""
+    kinds = {s.kind for s in specs}
+    dtypes = sorted({s.dtype.name for s in specs if s.kind == "array"} | set(extra_dtypes))
+    return render("export_checks.py.j2", dtypes=dtypes, arrays=bool(dtypes), floats=floats or "float" in kinds,
+                  statics="static" in kinds, state=state).rstrip("\n") + "\n"
 
 
 # ---- train steps ----------------------------------------------------------------------
@@ -152,33 +231,48 @@ def _state_reads(state_arg, compiled) -> list:
 
 def step_module(compiled, forward=None) -> str:
     """The module: init_state, train_step (state in a dict) and the generated step function (with
-    accumulation, also the function the other calls run)."""
+    accumulation, also the function the other calls run); with `forward`, also forward(...). The public
+    functions check their arguments against the specialisation (the helpers at the top)."""
     specs = compiled.specs
     wrt = [specs[i].name for i in compiled.wrt]
-    functions = []
-    statics = [s for s in specs if not s.dynamic]
-    with_forward = forward is not None
-    if with_forward:
-        text = forward_text(forward)[0]
-        # with static parameters, forward takes them all and checks them (see the template)
-        functions.append(text.replace("def forward(", "def _forward(", 1) if statics else text)
     taken = {s.name for s in specs}
     state_arg = unique_name("state", taken)
     state = [{"name": n, "param": p} for n, p in compiled.state]
     state_reads = _state_reads(state_arg, compiled)
     dynamic = [s.name for s in specs if s.dynamic]
     partner = compiled.accumulating
+    dtype = compiled.hyper_dtype.name
+    checks = check_lines(specs)
+    functions = [checks_text(specs, state=True, extra_dtypes=[dtype] if compiled.step_name else [],
+                             floats=bool(compiled.hyper))]
+    if forward is not None:
+        functions.append(forward_text(forward)[0].replace("def forward(", "def _forward(", 1))
+        functions.append(render(
+            "export_function.py.j2", name="forward", signature=model_signature(compiled.fn, specs), checks=checks,
+            doc=f"{compiled.fn.__name__}: the loss (each argument checked against the specialisation).",
+            body=[f"return _forward({', '.join(dynamic)})"]).rstrip("\n"))
     accumulate_call = None if partner is None else partner.core + "(" + _wrap(
         dynamic + _state_reads(state_arg, partner), f"        return {partner.core}(") + ")"
-    dtype = compiled.hyper_dtype.name
     defaults = compiled.hyper_defaults
+    param_spec = {s.name: s for s in specs}
+    keys = [n for n, _ in compiled.state] + ([compiled.step_name] if compiled.step_name else []) + (
+        ["accumulated"] if partner is not None else [])
+    key_set = "{" + ", ".join(f'"{k}"' for k in sorted(keys)) + "}" if keys else "set()"  # `{}` is a dict
+    state_checks = [f'_state("{state_arg}", {state_arg}, {key_set})']
+    state_checks += [f'_array(\'{state_arg}["{n}"]\', {state_arg}["{n}"], {param_spec[p].shape!r}, '
+                     f'_{param_spec[p].dtype.name})' for n, p in compiled.state]
+    if compiled.step_name:
+        state_checks.append(f'_array(\'{state_arg}["{compiled.step_name}"]\', {state_arg}["{compiled.step_name}"], '
+                            f'(), _{dtype})')
+    hyper_checks = [f'{name} = _float("{name}", {name})' for name, _ in compiled.hyper]
+    signature = model_signature(compiled.fn, specs, [(state_arg, None)] + [
+        (name, repr(defaults[attr])) for name, attr in compiled.hyper], opening="def train_step(")
     functions.append(render(
         "train_step.py.j2", wrt=wrt, optimizer=type_name(compiled), buffers=compiled.buffers,
         state=state, step=compiled.step_name, dtype=dtype, state_arg=state_arg,
-        statics=statics, with_forward=with_forward, params=[s.name for s in specs], dynamic=dynamic,
-        accumulate=compiled.accumulate, accumulate_call=accumulate_call,
-        signature=_wrap([s.name for s in specs] + [state_arg] + [f"{name}={defaults[attr]!r}"
-                                                                for name, attr in compiled.hyper], "def train_step("),
+        accumulate=compiled.accumulate, accumulate_call=accumulate_call, signature=signature,
+        init_checks=[line for line in checks if any(line.startswith(f'_array("{w}"') for w in wrt)],
+        checks=checks + state_checks + hyper_checks,
         call=compiled.core + "(" + _wrap([s.name for s in specs if s.dynamic] + state_reads
                                          + [f"np.{dtype}({name})" for name, _ in compiled.hyper],
                                          f"    return {compiled.core}(") + ")").rstrip("\n"))
@@ -186,7 +280,7 @@ def step_module(compiled, forward=None) -> str:
     if partner is not None:
         functions.append(step_function_text(partner))
     origin = f"{compiled.fn.__module__}.{compiled.fn.__qualname__}"
-    notes = [f"Specialised for {', '.join(s.describe() for s in specs)}.",
+    notes = [f"Specialised for {', '.join(s.describe() for s in specs)}.", EXPORT_NOTE,
              f"Optimizer: {compiled.optimizer_text}; its hyperparameters are inputs of `{compiled.core}`.",
              f"`{compiled.core}` updates {', '.join(wrt)} and the optimizer state in place and returns the loss."]
     if compiled.clip_norm is not None:
