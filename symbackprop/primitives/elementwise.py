@@ -208,6 +208,9 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
         widest = np.result_type(*made, *others)
         if not others or np.result_type(*others) != widest:
             dtype = widest
+    # folding a constant input in drops its dtype from the body: keep what NumPy gives the unfolded body
+    folded_floats = any(fill_value(v) is not None and v.dtype.kind == "f" and not v.weak for v in values)
+    natural = [kernel_dtype(o, operand_dtypes(values)) for o in expand(program, outs)] if folded_floats else None
     subs, new_values, new_syms = {}, [], {}
     for i, v in enumerate(values):
         c = fill_value(v)
@@ -240,13 +243,18 @@ def kernel(values, outs, shape, program=(), names=(), dtype=None):
                 results[k] = v
                 continue
         if o.is_Number:
-            natural = np.dtype(bool) if boolean[k] else np.result_type(*input_floats) if input_floats \
+            own = np.dtype(bool) if boolean[k] else np.result_type(*input_floats) if input_floats \
                 else np.dtype(np.float64)
-            results[k] = fill(float(o), shape, dtype or natural)
+            results[k] = fill(float(o), shape, dtype or (natural[k] if natural else own))
             continue
         pending.append(k)
     if pending:
         outs_p = tuple(outs[k] for k in pending)
+        if dtype is None and natural:
+            wanted = {natural[k] for k in pending}
+            folded = {kernel_dtype(o, operand_dtypes(new_values)) for o in expand(program, outs_p)}
+            if len(wanted) == 1 and wanted != folded and next(iter(wanted)).kind == "f":
+                dtype = next(iter(wanted))
         attrs = {"outs": outs_p, "program": program, "names": names, "shape": shape}
         if dtype is not None:
             attrs["dtype"] = np.dtype(dtype)

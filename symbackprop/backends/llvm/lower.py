@@ -118,6 +118,10 @@ class Lowering:
         for rp in self.row_passes:
             for v in rp.reads:
                 self.last_use[v] = max(self.last_use.get(v, -1), rp.position)
+        # a kernel the row pass computes has no loop of its own for a reduction to join: the reduction
+        # reads the values the pass stores, by its own rule
+        self.fused_reductions = {v: r for v, r in self.fused_reductions.items() if v.node not in self.row_pass_nodes}
+        self.reductions_done = set(self.fused_reductions.values())
 
     # ---- buffers ----------------------------------------------------------------
     def buffer(self, v):
