@@ -121,7 +121,7 @@ class Specialiser:
                     if len(self.cache) > CACHE_SIZE:
                         self.cache.popitem(last=False)
         else:
-            self.cache.move_to_end(key)
+            self._touch(self.cache, key)
         self.last = entry
         return entry
 
@@ -156,8 +156,17 @@ class Specialiser:
                     if len(self.forwards) > CACHE_SIZE:
                         self.forwards.popitem(last=False)
         else:
-            self.forwards.move_to_end(key)
+            self._touch(self.forwards, key)
         return run(*args)
+
+    @staticmethod
+    def _touch(cache, key):
+        """Mark a hit as recent without the lock (a hit must not wait for another signature's compile);
+        another thread may have evicted the entry since it was read, which only makes it old."""
+        try:
+            cache.move_to_end(key)
+        except KeyError:
+            pass
 
     # ---- memory ---------------------------------------------------------------------
     def memory(self, program) -> recompute.MemoryReport:
