@@ -78,7 +78,7 @@ REJECTED_LINES = [
     ("global G", "`global`"),
     ("del {x}", "`del`"),
     ("import os", "`import` inside the model"),
-    ("t = {x}[{x} > 0]", "fancy or boolean indexing"),
+    ("t = {x}[{x} > 0]", "boolean-mask indexing"),
     ("t = {x}.astype(np.float32)", "`.astype`"),
     ("t = {x} // 2", "`//` on arrays"),
     ("t = ({x} > 0) and ({x} < 1)", "`and` on array values"),

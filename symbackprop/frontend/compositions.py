@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
 from ..primitives import ops
-from ..primitives.elementwise import constant
+from ..primitives.elementwise import Constant, constant
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
@@ -511,7 +511,10 @@ def arange(start, stop=None, step=None, dtype=None):
     args = _numbers(*(a for a in (start, stop, step) if a is not None))
     dt = _dtype(dtype)
     text = f"np.arange({', '.join(map(repr, args))}, dtype=np.{dt})"
-    return _made(np.arange(*args, dtype=dt), text)
+    out = _made(np.arange(*args, dtype=dt), text)
+    if out.node.prim is Constant and all(isinstance(a, int) for a in args):
+        out.node.attrs["int_text"] = f"np.arange({', '.join(map(repr, args))})"  # as an index (gather.py)
+    return out
 
 
 def linspace(start, stop, num=50, endpoint=True, dtype=None):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
-from ..primitives import ops, scalar
+from ..primitives import gather, ops, scalar
 from . import compositions
 
 
@@ -230,6 +230,7 @@ NUMPY.update(
     zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
 )
 NUMPY.update(compositions.NUMPY)
+NUMPY.update(take=gather.take, take_along_axis=gather.take_along_axis)
 NUMPY["copy"] = lambda a, /: ops.copy(a)
 
 #: np.<submodule>.<name>

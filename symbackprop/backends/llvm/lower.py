@@ -22,6 +22,7 @@ from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
+from ...primitives.gather import Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum
@@ -511,6 +512,78 @@ def lower_scatter_add(L, node):
             store(b, b.fadd(load(b, dst, o[1]), _cast(b, load(b, src, o[0]), ty)), dst, o[1])
 
         loop_nest(L.b, g.shape, [src, dst], body)
+
+
+def _gather_plan(L, x_shape, x_buffer, ty, key, idx, out_shape):
+    """The x operand (its slices' strides over the result's dims) and, per index array, its operand and
+    (x's stride, the axis's size) for the offset each index adds."""
+    own = contiguous_strides(x_shape)
+    _, bshape, first = geometry(x_shape, key, [i.shape for i in idx])
+    nb = len(bshape)
+    offset, sliced, arrays = 0, [], []
+    for d, (k, n) in enumerate(zip(key, x_shape)):
+        if is_array_entry(k):
+            arrays.append((k[1], own[d], n))
+        elif isinstance(k, slice):
+            start, _, step = k.indices(n)
+            offset += start * own[d]
+            sliced.append(own[d] * step)
+        else:
+            offset += k * own[d]
+    x_op = Operand(x_buffer, ty, tuple(sliced[:first]) + (0,) * nb + tuple(sliced[first:]), offset)
+    rest = len(out_shape) - first - nb
+    idx_ops = [L.operand(v, (0,) * first + broadcast_strides(v.shape, bshape) + (0,) * rest) for v in idx]
+    return x_op, idx_ops, arrays
+
+
+def _gathered_offset(b, base, idx_ops, arrays, offs):
+    """x's element offset and whether every index is in bounds (NumPy's negative indices wrap)."""
+    off, ok = base, ir.Constant(ir.IntType(1), 1)
+    for k, stride, n in arrays:
+        i = load(b, idx_ops[k], offs[k])
+        if i.type.width < 64:
+            i = b.sext(i, I64)
+        i = b.select(b.icmp_signed("<", i, ir.Constant(I64, 0)), b.add(i, ir.Constant(I64, n)), i)
+        inside = b.icmp_unsigned("<", i, ir.Constant(I64, n))
+        ok = b.and_(ok, inside)
+        off = b.add(off, b.mul(b.select(inside, i, ir.Constant(I64, 0)), ir.Constant(I64, stride)))
+    return off, ok
+
+
+@lowers(Gather)
+def lower_gather(L, node):
+    """out[j] = x[offset(j)]; an index out of bounds gives NaN (the NumPy backend raises IndexError)."""
+    x, idx, out = node.inputs[0], node.inputs[1:], node.outputs[0]
+    ty = llvm_type(out.dtype)
+    L.define(out)
+    x_op, idx_ops, arrays = _gather_plan(L, x.shape, L.buffer(x), ty, node.attrs["key"], idx, out.shape)
+    dst = L.operand(out)
+
+    def body(b, o):
+        off, ok = _gathered_offset(b, o[0], idx_ops, arrays, o[1:-1])
+        value = b.load(b.gep(x_op.pointer, [off], inbounds=True, source_etype=ty), typ=ty)
+        store(b, b.select(ok, value, ir.Constant(ty, float("nan"))), dst, o[-1])
+
+    loop_nest(L.b, out.shape, [x_op, *idx_ops, dst], body)
+
+
+@lowers(ScatterAddAt)
+def lower_scatter_add_at(L, node):
+    """out = 0, then out[offset(j)] += g[j] element by element (repeated indices add up)."""
+    g, idx, out = node.inputs[0], node.inputs[1:], node.outputs[0]
+    ty = llvm_type(out.dtype)
+    L.define(out)
+    L.fill(out, 0.0)
+    x_op, idx_ops, arrays = _gather_plan(L, out.shape, L.buffer(out), ty, node.attrs["key"], idx, g.shape)
+    src = L.operand(g)
+
+    def body(b, o):
+        off, ok = _gathered_offset(b, o[0], idx_ops, arrays, o[1:-1])
+        where = b.gep(x_op.pointer, [off], inbounds=True, source_etype=ty)
+        value = b.select(ok, _cast(b, load(b, src, o[-1]), ty), ir.Constant(ty, 0.0))
+        b.store(b.fadd(b.load(where, typ=ty), value), where)
+
+    loop_nest(L.b, g.shape, [x_op, *idx_ops, src], body)
 
 
 @lowers(SetIndex)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
+from ...primitives.gather import Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum, axis_text
@@ -124,6 +125,25 @@ def _scatter_add(node, args, out):
         if k not in written:
             lines.append(f"{name}[{index_text(key)}] += {a}")
     return lines
+
+
+@rule(Gather)
+def _gather(node, args, out):
+    return f"{args[0]}[{key_text(node.attrs['key'], args[1:])}]"
+
+
+@rule(ScatterAddAt)
+def _scatter_add_at(node, args, out):
+    """Zeros, then np.add.at: entries at repeated indices add up (a `+=` through an index would not)."""
+    (name,) = out
+    key = node.attrs["key"]
+    text = key_text(key, args[1:])
+    if any(isinstance(k, slice) for k in key):
+        where = f"np.s_[{text}]"
+    else:
+        where = f"({text})" if len(key) > 1 else text
+    dtype = node.outputs[0].dtype
+    return [f"{name} = np.zeros({node.attrs['shape']!r}, dtype=np.{dtype})", f"np.add.at({name}, {where}, {args[0]})"]
 
 
 @rule(SetIndex)
