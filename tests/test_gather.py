@@ -71,6 +71,15 @@ def gather_of_gather(x, idx):
     return np.sum(x[idx][idx] ** 2)
 
 
+def gather_plus_dense(x, idx):
+    y = np.tanh(x)
+    return np.sum(y[idx] ** 2) + np.sum(y * x) + np.sum(x[:, idx[:2]])
+
+
+def two_gathers(x, i, j):
+    return np.sum(np.sin(x[i])) + np.sum(x[j] ** 2) - np.sum(x[np.arange(3), np.take(i, [2, 0, 1])] * 0.5)
+
+
 IDX = np.array([3, 0, 3, 4, -1])
 CASES = {
     "rows_repeated": (rows, lambda: [r(5, 3), IDX]),
@@ -88,6 +97,9 @@ CASES = {
     "along": (along, lambda: [r(3, 4), np.array([[0, 3, 3], [1, 1, 2], [3, 2, 0]])]),
     "along_3d": (along_3d, lambda: [r(3, 2, 2), np.array([[[0, 2]], [[2, 2]]])]),
     "gather_in_a_loop": (gather_in_a_loop, lambda: [r(5, 2), IDX]),
+    "gather_plus_dense": (gather_plus_dense, lambda: [r(5, 5), IDX]),
+    "two_gathers": (two_gathers, lambda: [r(4, 3), np.array([1, 1, 0]), np.array([3, 2, 0, 0, 1])]),
+    "computed_index": (computed_index, lambda: [r(4), np.array([0, 2, -2])]),
     "gather_of_gather": (gather_of_gather, lambda: [r(6), np.array([5, 1, 1, 0, 4, 2])]),
 }
 
@@ -161,14 +173,16 @@ def test_label_cross_entropy_is_the_one_hot_one(backend):
 
 
 def test_label_cross_entropy_code_scatters_at_the_labels():
-    """The backward pass adds -1/n at the labels with np.add.at: no one-hot matrix, no comparison with
-    the labels, and still the 5 matrix products of the one-hot version."""
+    """The backward pass is the softmax over n with -1/n added at the labels by np.add.at: no one-hot
+    matrix (no dense scatter, no comparison with the labels), and still the 5 matrix products of the
+    one-hot version."""
     params, labels = mlp_args(128)
     f = sb.value_and_grad(mlp_labels, wrt=(0, 1, 2, 3))
     f(*params, labels)
     src = f.source
     backward = src.split("# backward")[1]
-    assert re.search(r"np\.add\.at\(d_\w+, \(t\d+, labels\), d_\w+\)", backward), src
+    assert re.search(r"d_z = p/128 .*\n *np\.add\.at\(d_z, \(t\d+, labels\), d_\w+\)", backward), src
+    assert "np.zeros" not in backward and "np.full((128, 4)" not in backward
     assert "np.arange(128)" in src and "np.eye" not in src and "==" not in src
     assert src.count("np.dot(") + src.count(" @ ") + src.count("np.matmul(") == 5
     one_hot = sb.value_and_grad(mlp_onehot, wrt=(0, 1, 2, 3))
@@ -186,6 +200,10 @@ def test_llvm_out_of_bounds_is_nan_and_numpy_raises():
 
 def float_index(x, w):
     return np.sum(x[w])
+
+
+def computed_index(x, labels):
+    return np.sum(x[labels + 1])
 
 
 def mask_index(x):

@@ -91,6 +91,66 @@ class ScatterAddAt(Primitive):
     def describe(self, node):
         return "scatter-add at indices"
 
+    def summed(self, node, axes, keepdims):
+        """sum(scatter(g, idx), axes) without the dense scatter, or None: when only index arrays index x
+        and the summed axes are among them, the sum is the scatter of g over the other index arrays, and
+        an index np.arange(n) over all of a length-n axis (the rows of logits[np.arange(n), labels]) is g."""
+        g, idx, key, shape = node.inputs[0], node.inputs[1:], node.attrs["key"], node.attrs["shape"]
+        if not all(is_array_entry(k) for k in key) or not axes:
+            return None
+        _, bshape, _ = geometry(shape, key, [i.shape for i in idx])
+        kept = [d for d in range(len(shape)) if d not in axes]
+        kept_idx = [idx[key[d][1]] for d in kept]
+        if kept_idx and tuple(np.broadcast_shapes(*[i.shape for i in kept_idx])) != bshape:
+            return None
+        if not kept:
+            out = ops.sum(g)
+        elif len(kept) == 1 and _is_arange(kept_idx[0], shape[kept[0]]) and g.shape == (shape[kept[0]],):
+            out = g
+        else:
+            out = scatter_add_at(g, kept_idx, tuple(("array", k) for k in range(len(kept))),
+                                 tuple(shape[d] for d in kept))
+        if keepdims:
+            out = ops.reshape(out, tuple(1 if d in axes else n for d, n in enumerate(shape)))
+        return out
+
+    def added(self, node, other, sign):
+        """other + sign * scatter(g, idx) as one add_at (other's array with g added at the indices), or None
+        when other does not have the scatter's shape and dtype."""
+        other = ops.as_value(other)
+        out = node.outputs[0]
+        if other.shape != out.shape or other.dtype != out.dtype or other.ndim == 0:
+            return None
+        g = node.inputs[0] if sign > 0 else ops.neg(node.inputs[0])
+        return append(AddAt, [other, g, *node.inputs[1:]], {"key": node.attrs["key"]})
+
+
+def _is_arange(v, n):
+    node = v.node
+    return (node is not None and node.prim is Constant and v.shape == (n,)
+            and tuple(node.attrs["values"]) == tuple(range(n)))
+
+
+@primitive("add_at")
+class AddAt(Primitive):
+    """base with g added at base[key] (np.add.at into a copy of base, or into base itself when nothing reads
+    it after): `d_z = -p*t; np.add.at(d_z, (rows, labels), g)`, where a scatter would build a dense array."""
+
+    explain_note = "g added at the indices"
+
+    def infer(self, node):
+        base = node.inputs[0]
+        return [(base.shape, base.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        idx = node.inputs[2:]
+        d_base = gs[0] if wants[0] else None
+        d_g = gather_key(gs[0], idx, node.attrs["key"]) if wants[1] else None
+        return [d_base, d_g] + [None] * len(idx)
+
+    def describe(self, node):
+        return "add at indices"
+
 
 def gather_key(x, idx, key):
     shape, _, _ = geometry(x.shape, key, [i.shape for i in idx])
@@ -129,8 +189,10 @@ def _index_array(it):
         if np.all(values == np.round(values)):
             text = node.attrs.get("int_text") if node.prim is Constant else None
             return int_constant(values.astype(np.int64), text or f"np.array({values.astype(np.int64).tolist()!r})")
-    raise CompileError(f"indexing with a {it.dtype} array: index arrays must be integers", current_loc(),
-                       "Pass the indices as an integer array argument (labels: int64), or use np.arange(...).")
+    raise CompileError(f"indexing with a {it.dtype} array: index arrays must be integers (a "
+                       "division or np.mod of integer arrays is a float array in a model)", current_loc(),
+                       "Pass the indices as an integer array argument (labels: int64) computed outside the "
+                       "model, or use np.arange(...) and lists of ints.")
 
 
 def int_constant(arr, text):

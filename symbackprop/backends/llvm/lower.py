@@ -22,7 +22,7 @@ from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
-from ...primitives.gather import Gather, ScatterAddAt, geometry, is_array_entry
+from ...primitives.gather import AddAt, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum
@@ -562,18 +562,26 @@ def lower_gather(L, node):
     def body(b, o):
         off, ok = _gathered_offset(b, o[0], idx_ops, arrays, o[1:-1])
         value = b.load(b.gep(x_op.pointer, [off], inbounds=True, source_etype=ty), typ=ty)
-        store(b, b.select(ok, value, ir.Constant(ty, float("nan"))), dst, o[-1])
+        missing = ir.Constant(ty, float("nan") if out.dtype.kind == "f" else 0)
+        store(b, b.select(ok, value, missing), dst, o[-1])
 
     loop_nest(L.b, out.shape, [x_op, *idx_ops, dst], body)
 
 
-@lowers(ScatterAddAt)
+@lowers(ScatterAddAt, AddAt)
 def lower_scatter_add_at(L, node):
-    """out = 0, then out[offset(j)] += g[j] element by element (repeated indices add up)."""
-    g, idx, out = node.inputs[0], node.inputs[1:], node.outputs[0]
+    """out = 0 (or the base, for add_at), then out[offset(j)] += g[j] element by element (repeated
+    indices add up)."""
+    out = node.outputs[0]
     ty = llvm_type(out.dtype)
     L.define(out)
-    L.fill(out, 0.0)
+    if node.prim is AddAt:
+        base, g, idx = node.inputs[0], node.inputs[1], node.inputs[2:]
+        src0, dst0 = L.operand(base), L.operand(out)
+        loop_nest(L.b, out.shape, [src0, dst0], lambda b, o: store(b, load(b, src0, o[0]), dst0, o[1]))
+    else:
+        g, idx = node.inputs[0], node.inputs[1:]
+        L.fill(out, 0.0)
     x_op, idx_ops, arrays = _gather_plan(L, out.shape, L.buffer(out), ty, node.attrs["key"], idx, g.shape)
     src = L.operand(g)
 

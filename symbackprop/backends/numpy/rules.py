@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
-from ...primitives.gather import Gather, ScatterAddAt, key_text
+from ...primitives.gather import AddAt, Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum, axis_text
@@ -132,18 +132,30 @@ def _gather(node, args, out):
     return f"{args[0]}[{key_text(node.attrs['key'], args[1:])}]"
 
 
-@rule(ScatterAddAt)
-def _scatter_add_at(node, args, out):
-    """Zeros, then np.add.at: entries at repeated indices add up (a `+=` through an index would not)."""
-    (name,) = out
-    key = node.attrs["key"]
-    text = key_text(key, args[1:])
+def add_at_text(name, key, g, idx):
+    """`np.add.at(name, <key>, g)`: entries at repeated indices add up (a `+=` through an index would not)."""
+    text = key_text(key, idx)
     if any(isinstance(k, slice) for k in key):
         where = f"np.s_[{text}]"
     else:
         where = f"({text})" if len(key) > 1 else text
+    return f"np.add.at({name}, {where}, {g})"
+
+
+@rule(ScatterAddAt)
+def _scatter_add_at(node, args, out):
+    """Zeros, then np.add.at."""
+    (name,) = out
     dtype = node.outputs[0].dtype
-    return [f"{name} = np.zeros({node.attrs['shape']!r}, dtype=np.{dtype})", f"np.add.at({name}, {where}, {args[0]})"]
+    return [f"{name} = np.zeros({node.attrs['shape']!r}, dtype=np.{dtype})",
+            add_at_text(name, node.attrs["key"], args[0], args[1:])]
+
+
+@rule(AddAt)
+def _add_at(node, args, out):
+    """A copy of the base, then np.add.at (the writer adds into the base itself when nothing reads it after)."""
+    (name,) = out
+    return [f"{name} = {args[0]}.copy()", add_at_text(name, node.attrs["key"], args[1], args[2:])]
 
 
 @rule(SetIndex)
