@@ -80,6 +80,10 @@ def two_gathers(x, i, j):
     return np.sum(np.sin(x[i])) + np.sum(x[j] ** 2) - np.sum(x[np.arange(3), np.take(i, [2, 0, 1])] * 0.5)
 
 
+def computed_index(x, labels):
+    return np.sum(x[labels + 1] ** 2)
+
+
 IDX = np.array([3, 0, 3, 4, -1])
 CASES = {
     "rows_repeated": (rows, lambda: [r(5, 3), IDX]),
@@ -201,9 +205,6 @@ def test_llvm_out_of_bounds_is_nan_and_numpy_raises():
 def float_index(x, w):
     return np.sum(x[w])
 
-
-def computed_index(x, labels):
-    return np.sum(x[labels + 1])
 
 
 def mask_index(x):
