@@ -285,7 +285,7 @@ METHODS = {
     "dot": ops.dot, "clip": _clip,
     "copy": lambda a: ops.copy(a),
     "var": compositions.var, "std": compositions.std, "prod": compositions.prod, "cumsum": compositions.cumsum,
-    "cumprod": compositions.cumprod,
+    "cumprod": compositions.cumprod, "argmax": compositions.argmax, "argmin": compositions.argmin,
     "squeeze": compositions.squeeze, "swapaxes": compositions.swapaxes, "repeat": compositions.repeat,
     "ravel": lambda a: ops.reshape(a, (a.size,)),
     "flatten": lambda a: ops.reshape(a, (a.size,)),
