@@ -80,6 +80,15 @@ def two_gathers(x, i, j):
     return np.sum(np.sin(x[i])) + np.sum(x[j] ** 2) - np.sum(x[np.arange(3), np.take(i, [2, 0, 1])] * 0.5)
 
 
+def sorts(x, w):
+    return (np.sum(np.sort(x) * w) + np.sum(np.sort(x, axis=0) ** 2 * w) + np.sum(np.sort(x, axis=None)[:3])
+            + np.sum(x[0][np.argsort(x[1])] * w[0]) + np.sum(np.sort(x[:, 1:], kind="stable") * w[:, :3]))
+
+
+def sort_3d(x, w):
+    return np.sum(np.sort(x, axis=1) * w) + np.sum(np.sort(x[:, ::-1], axis=-3)[0] ** 3)
+
+
 def computed_index(x, labels):
     return np.sum(x[labels + 1] ** 2)
 
@@ -103,6 +112,8 @@ CASES = {
     "gather_in_a_loop": (gather_in_a_loop, lambda: [r(5, 2), IDX]),
     "gather_plus_dense": (gather_plus_dense, lambda: [r(5, 5), IDX]),
     "two_gathers": (two_gathers, lambda: [r(4, 3), np.array([1, 1, 0]), np.array([3, 2, 0, 0, 1])]),
+    "sorts": (sorts, lambda: [r(3, 4), r(3, 4, seed=1)]),
+    "sort_3d": (sort_3d, lambda: [r(2, 5, 3), r(2, 5, 3, seed=1)]),
     "computed_index": (computed_index, lambda: [r(4), np.array([0, 2, -2])]),
     "gather_of_gather": (gather_of_gather, lambda: [r(6), np.array([5, 1, 1, 0, 4, 2])]),
 }
@@ -130,6 +141,27 @@ def test_the_scatters_adjoint_is_the_gather():
     assert d_x.node.prim is gathering.ScatterAddAt and d_x.shape == x.shape and d_i is None and none is None
     assert d_y.node.prim is gathering.Gather and d_y.node.attrs["key"] == y.node.attrs["key"]
     assert y.shape == (5, 4)
+
+
+def argsort_value(x):
+    return np.sum(np.argsort(x, axis=1) * np.arange(1.0, 1.0 + x.shape[1])) + np.sum(np.sort(x, axis=1)[:, :2])
+
+
+def test_argsort_is_numpys_stable_order_with_nans_last(backend):
+    x = np.array([[3.0, np.nan, 1.0, 1.0, -2.0, 1.0], [0.0, -0.0, 2.0, 2.0, np.nan, np.nan],
+                  [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    value = sb.value_and_grad(argsort_value, backend=backend)(x)[0]
+    assert value == argsort_value(x)
+    y = np.array([[1.0, 2.0, 1.0, 0.5]])
+    grad = sb.grad(sorts_first_two, backend=backend)(y)
+    want = np.zeros_like(y)
+    want[0, np.argsort(y[0], kind="stable")[:2]] = [1.0, 2.0]  # at ties the gradient follows the stable order
+    np.testing.assert_array_equal(grad, want)
+
+
+def sorts_first_two(x):
+    s = np.sort(x, axis=1)
+    return s[0, 0] + 2.0 * s[0, 1]
 
 
 def test_float32(backend):

@@ -230,7 +230,7 @@ NUMPY.update(
     zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
 )
 NUMPY.update(compositions.NUMPY)
-NUMPY.update(take=gather.take, take_along_axis=gather.take_along_axis)
+NUMPY.update(take=gather.take, take_along_axis=gather.take_along_axis, sort=gather.sort, argsort=gather.argsort)
 NUMPY["copy"] = lambda a, /: ops.copy(a)
 
 #: np.<submodule>.<name>

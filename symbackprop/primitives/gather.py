@@ -290,3 +290,57 @@ def take_along_axis(arr, indices, axis):
             key.append(int_constant(np.arange(n).reshape(shape),
                                     f"np.arange({n}).reshape({tuple(shape)!r})"))
     return gather(arr, tuple(key))
+
+
+# ---- sorting: a permutation, then a gather --------------------------------------------------------------
+
+@primitive("argsort")
+class Argsort(Primitive):
+    """The stable sorting permutation of x along `axis` (int64; NaNs last, as NumPy's). An index has no
+    derivative: np.sort is the gather of x at it, so the gradient of a sort follows the permutation."""
+
+    def infer(self, node):
+        return [(node.inputs[0].shape, np.dtype(np.int64))]
+
+    def adjoint(self, node, gs, wants):
+        return [None]
+
+    def describe(self, node):
+        return f"argsort(axis={node.attrs['axis']})"
+
+    def flops(self, node):
+        n = node.inputs[0].shape[node.attrs["axis"]] if node.inputs[0].ndim else 1
+        return max(1, node.inputs[0].size * max(1, int(np.log2(max(n, 2)))))
+
+
+def _sort_axis(a, axis, what):
+    a = ops.as_value(a)
+    if a.dtype.kind != "f":
+        raise CompileError(f"{what} of a {a.dtype} array is not supported", current_loc(),
+                           "Sort float arrays; integer data is sorted outside the model.")
+    if axis is None:
+        a, axis = ops.reshape(a, (a.size,)), 0
+    if a.ndim == 0:
+        raise ShapeError(f"{what} of a 0-d array: give it at least one dimension", current_loc())
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise CompileError(f"{what}'s axis must be an int known at specialisation", current_loc())
+    return a, ops.normalize_axes(int(axis), a.ndim)[0]
+
+
+def _check_kind(kind, what):
+    if kind not in (None, "stable", "mergesort", "quicksort", "heapsort"):
+        raise CompileError(f"{what}(..., kind={kind!r}) is not a sorting kind", current_loc(),
+                           "Leave kind out: the sort is stable.")
+
+
+def argsort(a, axis=-1, kind=None):
+    _check_kind(kind, "np.argsort")
+    a, axis = _sort_axis(a, axis, "np.argsort")
+    return append(Argsort, [a], {"axis": axis})
+
+
+def sort(a, axis=-1, kind=None):
+    """np.sort: x gathered at its stable sorting permutation (at ties the gradient follows that order)."""
+    _check_kind(kind, "np.sort")
+    a, axis = _sort_axis(a, axis, "np.sort")
+    return take_along_axis(a, append(Argsort, [a], {"axis": axis}), axis)

@@ -22,7 +22,7 @@ from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
-from ...primitives.gather import AddAt, Gather, ScatterAddAt, geometry, is_array_entry
+from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum
@@ -592,6 +592,80 @@ def lower_scatter_add_at(L, node):
         b.store(b.fadd(b.load(where, typ=ty), value), where)
 
     loop_nest(L.b, g.shape, [x_op, *idx_ops, src], body)
+
+
+@lowers(Argsort)
+def lower_argsort(L, node):
+    """A stable insertion sort of each lane's indices by value (NaNs last, as NumPy's)."""
+    x, out = node.inputs[0], node.outputs[0]
+    axis, n = node.attrs["axis"], x.shape[node.attrs["axis"]]
+    L.define(out)
+    ty = llvm_type(x.dtype)
+    lane_shape = tuple(1 if d == axis else s for d, s in enumerate(x.shape))
+    xs, os_ = contiguous_strides(x.shape), contiguous_strides(out.shape)
+    src, dst = L.operand(x, xs), L.operand(out, os_)
+    sx, so = xs[axis], os_[axis]
+    i_slot, j_slot = L.allocas.alloca(I64), L.allocas.alloca(I64)
+
+    def const(v):
+        return ir.Constant(I64, v)
+
+    def after(b, a, v):  # a belongs after v: a > v, or a is NaN and v is not
+        nan_a = b.fcmp_unordered("uno", a, a)
+        nan_v = b.fcmp_unordered("uno", v, v)
+        return b.or_(b.fcmp_ordered(">", a, v), b.and_(nan_a, b.not_(nan_v)))
+
+    def counted(b, start, stop, body):
+        """for i in range(start, stop): body(b, i), with i kept in i_slot."""
+        fn = b.function
+        head, loop, done = fn.append_basic_block("sort_head"), fn.append_basic_block("sort_loop"), \
+            fn.append_basic_block("sort_done")
+        b.store(const(start), i_slot)
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(i_slot, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, const(stop)), loop, done)
+        b.position_at_end(loop)
+        body(b, i)
+        b.store(b.add(b.load(i_slot, typ=I64), const(1)), i_slot)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def lane(b, offs):
+        xo, oo = offs
+
+        def at_out(b, k):
+            return b.gep(dst.pointer, [b.add(oo, b.mul(k, const(so)))], inbounds=True, source_etype=I64)
+
+        def value_of(b, index):
+            return b.load(b.gep(src.pointer, [b.add(xo, b.mul(index, const(sx)))], inbounds=True,
+                                source_etype=ty), typ=ty)
+
+        counted(b, 0, n, lambda b, i: b.store(i, at_out(b, i)))
+
+        def insert(b, i):
+            key = b.load(at_out(b, i), typ=I64)
+            kv = value_of(b, key)
+            fn = b.function
+            test, more, shift, place = (fn.append_basic_block(f"insert_{t}") for t in ("test", "more", "shift", "place"))
+            b.store(b.sub(i, const(1)), j_slot)
+            b.branch(test)
+            b.position_at_end(test)
+            j = b.load(j_slot, typ=I64)
+            b.cbranch(b.icmp_signed(">=", j, const(0)), more, place)
+            b.position_at_end(more)
+            prev = b.load(at_out(b, j), typ=I64)
+            b.cbranch(after(b, value_of(b, prev), kv), shift, place)
+            b.position_at_end(shift)
+            b.store(prev, at_out(b, b.add(j, const(1))))
+            b.store(b.sub(j, const(1)), j_slot)
+            b.branch(test)
+            b.position_at_end(place)
+            b.store(key, at_out(b, b.add(b.load(j_slot, typ=I64), const(1))))
+
+        counted(b, 1, n, insert)
+
+    loop_nest(L.b, lane_shape, [src, dst], lane)
 
 
 @lowers(SetIndex)

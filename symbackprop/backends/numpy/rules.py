@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
-from ...primitives.gather import AddAt, Gather, ScatterAddAt, key_text
+from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.linalg import MatMul, Outer
 from ...primitives.reduce import Max, Min, Sum, axis_text
@@ -156,6 +156,11 @@ def _add_at(node, args, out):
     """A copy of the base, then np.add.at (the writer adds into the base itself when nothing reads it after)."""
     (name,) = out
     return [f"{name} = {args[0]}.copy()", add_at_text(name, node.attrs["key"], args[1], args[2:])]
+
+
+@rule(Argsort)
+def _argsort(node, args, out):
+    return f"np.argsort({args[0]}, axis={node.attrs['axis']}, kind='stable')"
 
 
 @rule(SetIndex)
