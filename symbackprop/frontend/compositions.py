@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
 from ..primitives import ops
+from ..primitives import linalg
 from ..primitives.elementwise import Constant, constant
 
 _LN2 = math.log(2.0)
@@ -541,14 +542,17 @@ def rollaxis(a, axis, start=0):
 
 
 def matrix_power(a, n):
-    """a @ a @ ... by repeated squaring (n >= 0 known at specialisation; n = 0 is the identity)."""
+    """a @ a @ ... by repeated squaring (n known at specialisation; n = 0 is the identity, n < 0 powers of
+    np.linalg.inv(a))."""
     a = _array(a)
     n = _static_int(n, "np.linalg.matrix_power's exponent")
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ShapeError(f"np.linalg.matrix_power needs square matrices, got shape {a.shape}", current_loc())
     if n < 0:
-        raise CompileError("np.linalg.matrix_power with a negative exponent is not supported", current_loc(),
-                           "Write np.linalg.matrix_power(np.linalg.inv(a), -n).")
+        if a.ndim != 2:
+            raise CompileError("np.linalg.matrix_power of a stack of matrices with a negative exponent is not "
+                               "supported", current_loc(), "Loop over the matrices.")
+        a, n = linalg.inv(a), -n
     dt = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
     if n == 0:
         return ops.mul(ops.fill(1.0, a.shape, dt), eye(a.shape[-1], dtype=dt))
@@ -686,4 +690,6 @@ NUMPY = {
     "arctan2": arctan2, "argmax": argmax, "argmin": argmin, "rollaxis": rollaxis,
 }
 
-LINALG = {"norm": norm, "matrix_power": matrix_power}
+LINALG = {"norm": norm, "matrix_power": matrix_power, "solve": linalg.solve, "inv": linalg.inv, "det": linalg.det,
+          "slogdet": linalg.slogdet, "cholesky": linalg.cholesky, "eigh": linalg.eigh,
+          "eigvalsh": linalg.eigvalsh, "pinv": linalg.pinv}

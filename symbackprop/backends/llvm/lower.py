@@ -24,7 +24,7 @@ from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
-from ...primitives.linalg import MatMul, Outer
+from ...primitives.linalg import Cholesky, Det, Eigh, Inv, MatMul, Outer, Pinv, Slogdet, Solve
 from ...primitives.reduce import Max, Min, Sum
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from . import blas_calls, vecmath
@@ -592,6 +592,15 @@ def lower_scatter_add_at(L, node):
         b.store(b.fadd(b.load(where, typ=ty), value), where)
 
     loop_nest(L.b, g.shape, [x_op, *idx_ops, src], body)
+
+
+@lowers(Solve, Inv, Det, Slogdet, Cholesky, Eigh, Pinv)
+def lower_linalg(L, node):
+    """numpy.linalg's decompositions are not on the LLVM backend yet (they would call the LAPACK NumPy ships,
+    as the matrix products call its BLAS): a CompileError naming the function and the way out."""
+    raise CompileError(f"np.linalg.{node.prim.name} is not on the LLVM backend yet", node.loc,
+                       "Use backend='numpy' (and export to .py rather than .ll/.so) for models with "
+                       "np.linalg.solve, inv, det, slogdet, cholesky, eigh or pinv.")
 
 
 @lowers(Argsort)

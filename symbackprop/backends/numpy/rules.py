@@ -19,7 +19,7 @@ from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
-from ...primitives.linalg import MatMul, Outer
+from ...primitives.linalg import Cholesky, Det, Eigh, Inv, MatMul, Outer, Pinv, Slogdet, Solve
 from ...primitives.reduce import Max, Min, Sum, axis_text
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from .context import current_writer
@@ -156,6 +156,16 @@ def _add_at(node, args, out):
     """A copy of the base, then np.add.at (the writer adds into the base itself when nothing reads it after)."""
     (name,) = out
     return [f"{name} = {args[0]}.copy()", add_at_text(name, node.attrs["key"], args[1], args[2:])]
+
+
+@rule(Solve, Inv, Det, Cholesky, Pinv)
+def _linalg(node, args, out):
+    return f"np.linalg.{node.prim.name}({', '.join(args)})"
+
+
+@rule(Slogdet, Eigh)
+def _linalg_pair(node, args, out):
+    return [f"{out[0]}, {out[1]} = np.linalg.{node.prim.name}({args[0]})"]
 
 
 @rule(Argsort)
