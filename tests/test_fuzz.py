@@ -79,6 +79,8 @@ REJECTED_LINES = [
     ("del {x}", "`del`"),
     ("import os", "`import` inside the model"),
     ("t = {x}[{x} > 0]", "boolean-mask indexing"),
+    ("t = {x}[[0.5]]", "a list index must hold whole numbers"),
+    ("t = np.linalg.svd({x})", "`np.linalg.svd` is not supported"),
     ("t = {x}.astype(np.float32)", "`.astype`"),
     ("t = {x} // 2", "`//` on arrays"),
     ("t = ({x} > 0) and ({x} < 1)", "`and` on array values"),

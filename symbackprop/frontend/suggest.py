@@ -54,7 +54,8 @@ NUMPY = {
 }
 NUMPY_MODULES = {
     "random": _RANDOM,
-    "linalg": "Of np.linalg, np.linalg.norm is supported; write products with @ and np.einsum.",
+    "linalg": ("Of np.linalg, norm, solve, inv, det, slogdet, cholesky, eigh, eigvalsh, pinv and matrix_power are "
+               "supported (svd and eig are not: no adjoint yet); write products with @ and np.einsum."),
     "fft": "Fourier transforms are not supported.",
 }
 
