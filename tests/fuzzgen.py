@@ -90,7 +90,7 @@ class DataChooser(Chooser):
 @dataclass
 class Param:
     name: str
-    kind: str                  # "array" | "float" | "static" | "onehot" | "mask" | "intmask"
+    kind: str                  # "array" | "float" | "static" | "onehot" | "mask" | "intmask" | "index"
     shape: tuple = ()
     low: float = -1.0
     high: float = 1.0
@@ -140,6 +140,8 @@ class Program:
                 args.append(rng.uniform(size=p.shape) > 0.5)
             elif p.kind == "intmask":
                 args.append((rng.uniform(size=p.shape) > 0.5).astype(np.int64))
+            elif p.kind == "index":  # integer indices into an axis of length p.value, negative ones too
+                args.append(rng.integers(-p.value, p.value, size=p.shape).astype(np.int64))
             else:  # pragma: no cover
                 raise AssertionError(p.kind)
         return args
@@ -301,9 +303,9 @@ class Generator:
     def statement(self, blk):
         table = {"unary": 6, "binary": 7, "reduce": 4, "matmul": 4, "shape": 3, "index": 3, "concat": 2,
                  "helper": 2, "static_if": 1, "augassign": 1, "unpack": 1, "softmax": 1, "data": 1,
-                 "scalar": 1, "loop": 2, "taps": 2, "shared": 2}
+                 "scalar": 1, "loop": 2, "taps": 2, "shared": 2, "gather": 3, "alloc": 2, "lists": 2}
         if blk.depth > 0:  # inside a helper: no new parameters, no loops over stacked weights
-            for k in ("loop", "softmax", "data", "scalar", "static_if", "taps", "shared"):
+            for k in ("loop", "softmax", "data", "scalar", "static_if", "taps", "shared", "gather"):
                 table.pop(k)
         if blk.depth > 1:
             table.pop("helper")
@@ -640,6 +642,111 @@ class Generator:
         shape += rest
         expr = f"{a.name}[{', '.join(parts)}]"
         self.assign(blk, expr, tuple(shape), a.lo, a.hi)
+
+    # integer-array indexing (gathering): index arguments, lists of ints, np.arange, np.take, sorting
+    def op_gather(self, blk):
+        a = self.pick(blk, lambda v: v.ndim >= 1 and not v.pyfloat)
+        if a is None:
+            return False
+        kind = self.ch.weighted({"rows": 3, "axis": 2, "take": 2, "picked": 2, "along": 1, "list": 1, "sort": 1})
+        axis = self.ch.int(0, a.ndim - 1)
+        n = a.shape[axis]
+        if kind == "list":
+            items = [self.ch.int(-n, n - 1) for _ in range(self.ch.int(1, 4))]
+            expr = f"{a.name}[{', '.join([':'] * axis + [repr(items)])}]"
+            shape = a.shape[:axis] + (len(items),) + a.shape[axis + 1:]
+        elif kind == "sort":
+            if a.ndim == 1 and self.ch.coin(40):
+                expr = f"{a.name}[np.argsort({a.name})]"
+            else:
+                expr = f"np.sort({a.name}, axis={axis})"
+            shape = a.shape
+        elif kind == "picked" and a.ndim == 2:
+            idx = self.new_param("k", (a.shape[0],), kind="index")
+            idx.value = a.shape[1]
+            expr = f"{a.name}[np.arange({a.name}.shape[0]), {idx.name}]"
+            shape = (a.shape[0],)
+        elif kind == "along" and a.ndim >= 1:
+            m = self.ch.int(1, 3)
+            ishape = a.shape[:axis] + (m,) + a.shape[axis + 1:]
+            idx = self.new_param("k", ishape, kind="index")
+            idx.value = n
+            expr = f"np.take_along_axis({a.name}, {idx.name}, axis={axis})"
+            shape = ishape
+        else:
+            ishape = self.ch.choice([(self.ch.int(1, 4),), (2, self.ch.int(1, 3)), ()])
+            idx = self.new_param("k", ishape, kind="index")
+            idx.value = n
+            if kind == "take":
+                expr = f"np.take({a.name}, {idx.name}, axis={axis})"
+            else:
+                expr = f"{a.name}[{', '.join([':'] * axis + [idx.name])}]"
+            shape = a.shape[:axis] + ishape + a.shape[axis + 1:]
+        if not shape or int(np.prod(shape)) > MAX_SIZE:
+            return False
+        self.assign(blk, expr, shape, a.lo, a.hi)
+
+    # arrays the model makes, written element by element
+    def op_alloc(self, blk):
+        a = self.pick(blk, lambda v: v.ndim >= 1 and not v.pyfloat)
+        if a is None:
+            return False
+        y = self.fresh("y")
+        n = a.shape[0]
+        start = self.ch.choice([f"np.zeros({a.name}.shape)", f"np.ones({a.shape!r})", f"np.zeros_like({a.name})",
+                                f"np.full({a.shape!r}, 0.5)", f"{a.name}.copy()"])
+        blk.write(f"{y} = {start}")
+        lo, hi = min(a.lo, 0.0), max(a.hi, 1.0)
+        for _ in range(self.ch.int(1, 3)):
+            i = self.ch.int(0, n - 1)
+            form = self.ch.weighted({"set": 2, "add": 2, "slice": 1, "loop": 1})
+            if form == "set":
+                blk.write(f"{y}[{i}] = np.tanh({a.name}[{i}]) * 2.0")
+                lo, hi = min(lo, -2.0), max(hi, 2.0)
+            elif form == "add":
+                blk.write(f"{y}[{i}] += {a.name}[{n - 1 - i}] * {a.name}[{i}]")
+                lo, hi = lo - a.bound ** 2, hi + a.bound ** 2
+            elif form == "slice" and a.ndim >= 2:
+                blk.write(f"{y}[:, 0] = {a.name}[:, -1] - 1.0")
+                lo, hi = min(lo, a.lo - 1), max(hi, a.hi)
+            else:
+                j = self.fresh("j")
+                blk.write(f"for {j} in range({n}):")
+                blk.write(f"    {y}[{j}] = {y}[{j}] * 0.5 + np.sin({a.name}[{j}])")
+                lo, hi = min(lo * 0.5, lo) - 1, max(hi * 0.5, hi) + 1
+        blk.scope.append(Var(y, a.shape, lo, hi))
+        self.assign(blk, f"{y} * 1.0", a.shape, lo, hi)
+
+    # local lists: appended in a loop, comprehensions, stacked or summed
+    def op_lists(self, blk):
+        a = self.pick(blk, lambda v: not v.pyfloat and v.size * 3 <= MAX_SIZE)
+        if a is None:
+            return False
+        hs = self.fresh("hs")
+        count = self.ch.int(2, 3)
+        form = self.ch.choice(["append", "comprehension"])
+        h, t, g = self.fresh("h"), self.fresh("t"), self.fresh("g")
+        if form == "append":
+            blk.write(f"{hs} = []")
+            blk.write(f"{h} = {a.name}")
+            blk.write(f"for {t} in range({count}):")
+            blk.write(f"    {h} = np.tanh({h} * 0.5 + {t} * 0.1)")
+            blk.write(f"    {hs}.append({h})")
+        else:
+            blk.write(f"{hs} = [np.sin({a.name} * ({t} + 1.0)) for {t} in range({count})]")
+        end = self.ch.choice(["stack", "sum", "last", "loop"])
+        if end == "stack":
+            self.assign(blk, f"np.stack({hs})", (count,) + a.shape, -1, 1)
+        elif end == "sum":
+            self.assign(blk, f"sum({hs}) + {hs}[-1] * len({hs})", a.shape, -2 * count, 2 * count)
+        elif end == "last":
+            self.assign(blk, f"{hs}[0] * {hs}[-1]", a.shape, -1, 1)
+        else:
+            out = self.fresh()
+            blk.write(f"{out} = {a.name} * 0.0")
+            blk.write(f"for {g} in {hs}:")
+            blk.write(f"    {out} = {out} + {g} * {g}")
+            blk.scope.append(Var(out, a.shape, 0, count))
 
     # joining arrays
     def op_concat(self, blk):

@@ -135,11 +135,37 @@ def remainders(x, y):
             + np.sum(np.heaviside(x, 0.5) * y) + np.sum(np.deg2rad(x) * np.rad2deg(y)))
 
 
+def angles(y, x):
+    return np.sum(np.arctan2(y, x) * np.arange(1.0, y.size + 1).reshape(y.shape)) + np.sum(np.arctan2(y, 2.0) ** 2)
+
+
+def zero_derivatives(x, w):
+    return (np.sum(x * np.argmax(x, axis=1)[:, None]) + np.sum(w * np.argmin(x, axis=0))
+            + np.sum(x * np.argmax(x)) + np.sum(x.argmin(axis=1, keepdims=True) * x)
+            + np.sum(np.sign(x) * x) + np.sum(np.floor(3 * x) * x) + np.sum(np.ceil(x) + np.round(2 * x) * w)
+            + np.sum((x > 0.2) * x) + np.sum(np.where(x <= w, 1.0, 0.0) * w))
+
+
+def rolled_axes(x, w):
+    return (np.sum(np.rollaxis(x, 2) * w) + np.sum(np.rollaxis(x, 0, 3) * np.transpose(w, (2, 0, 1)))
+            + np.sum(np.rollaxis(x, -1, 1) ** 2) + np.sum(np.expand_dims(x, (0, 2)) ** 3))
+
+
+def matrix_powers(a):
+    return (np.sum(np.linalg.matrix_power(a, 5)) + np.sum(np.linalg.matrix_power(a, 0) * a)
+            + np.sum(np.linalg.matrix_power(a, 1) ** 2) + np.sum(np.linalg.matrix_power(np.stack([a, a.T]), 2)))
+
+
 def r(*shape, seed=0, low=-1.0):
     return np.random.default_rng(seed).uniform(low, 1.0, shape)
 
 
+QUADRANTS = np.array([[1.0, -1.0, 0.5, 0.0], [-0.3, 0.7, -2.0, 1.5]])
 CASES = {
+    "angles": (angles, lambda: [QUADRANTS, np.array([[0.4, -0.2, -1.0, 0.5], [-0.9, 0.0, 0.3, -0.1]])]),
+    "zero_derivatives": (zero_derivatives, lambda: [r(3, 4), r(3, 4, seed=1)]),
+    "rolled_axes": (rolled_axes, lambda: [r(2, 3, 4), r(4, 2, 3, seed=1)]),
+    "matrix_powers": (matrix_powers, lambda: [r(3, 3) * 0.8]),
     "var_all": (var_all, lambda: [r(3, 4)]),
     "var_axis": (var_axis, lambda: [r(3, 4), r(3, 4, seed=1)]),
     "var_method": (var_method, lambda: [r(5)]),
@@ -217,3 +243,14 @@ def test_what_is_outside_names_the_line(model, args, kind, message):
     with pytest.raises(kind, match=message) as info:
         sb.value_and_grad(model)(*args)
     assert f"{__file__}:{model.__code__.co_firstlineno + 1}" in str(info.value)
+
+
+def argmax_rows(x):
+    return np.sum(np.argmax(x, axis=1) * 10.0 + np.argmin(x, axis=1))
+
+
+def test_argmax_of_ties_is_the_first_index_and_has_no_gradient(backend):
+    x = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, -1.0, -1.0], [0.0, 0.0, 0.0, 0.0]])
+    value, grad = sb.value_and_grad(argmax_rows, backend=backend)(x)
+    assert value == argmax_rows(x)
+    assert np.array_equal(grad, np.zeros_like(x))

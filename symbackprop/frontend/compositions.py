@@ -14,7 +14,8 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
 from ..primitives import ops
-from ..primitives.elementwise import constant
+from ..primitives import linalg
+from ..primitives.elementwise import Constant, constant
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
@@ -483,6 +484,88 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     return ops.stack(parts, -1)
 
 
+# ---- angles, indices of extremes, axes, powers of matrices -----------------------------------------------
+
+def arctan2(x1, x2, /):
+    """The angle of (x2, x1): arctan(y/x) (plus or minus pi for x < 0) where |x| >= |y|, and
+    sign(y)*pi/2 - arctan(x/y) elsewhere, so both branches are smooth where they are taken and the
+    derivative is x/(x^2 + y^2), -y/(x^2 + y^2) everywhere but the origin (0 there, where the angle is 0
+    as NumPy's, and a y of -0.0 on the negative x axis gives pi where NumPy gives -pi)."""
+    if not isinstance(x1, Value) and not isinstance(x2, Value):
+        return np.arctan2(x1, x2)
+    y, x = x1, x2
+    upper = ops.compare("ge", y, 0.0)
+    flat = ops.compare("ge", ops.absolute(x), ops.absolute(y))
+    across = ops.where(ops.compare("lt", x, 0.0), ops.where(upper, math.pi, -math.pi), 0.0)
+    near_x = ops.add(ops.unary("arctan", ops.div(y, x)), across)
+    near_y = ops.sub(ops.where(upper, math.pi / 2, -math.pi / 2), ops.unary("arctan", ops.div(x, y)))
+    origin = ops.logical("and", ops.compare("eq", x, 0.0), ops.compare("eq", y, 0.0))
+    return ops.where(origin, 0.0, ops.where(flat, near_x, near_y))
+
+
+def _arg_extreme(a, axis, keepdims, largest):
+    """The first index of the largest (smallest) entry along `axis`, as a float array (derivative 0): the
+    least index among the entries equal to the extreme."""
+    a = _array(a)
+    if axis is None:
+        a, axis = ops.reshape(a, (a.size,)), 0
+    ax = _axis(axis, a.ndim)
+    n = a.shape[ax]
+    extreme = (ops.amax if largest else ops.amin)(a, ax, True)
+    shape = [1] * a.ndim
+    shape[ax] = n
+    positions = _made(np.arange(n, dtype=np.float64).reshape(shape), f"np.arange({n}, dtype=np.float64)"
+                      f".reshape({tuple(shape)!r})")
+    hit = ops.compare("eq", a, extreme)  # a comparison: nothing flows back through it
+    return ops.amin(ops.where(hit, positions, float(n)), ax, bool(keepdims))
+
+
+def argmax(a, axis=None, keepdims=False):
+    return _arg_extreme(a, axis, keepdims, True)
+
+
+def argmin(a, axis=None, keepdims=False):
+    return _arg_extreme(a, axis, keepdims, False)
+
+
+def rollaxis(a, axis, start=0):
+    a = _array(a)
+    axis = _axis(axis, a.ndim)
+    start = _static_int(start, "np.rollaxis's start")
+    if start < 0:
+        start += a.ndim
+    if not 0 <= start <= a.ndim:
+        raise ShapeError(f"np.rollaxis: start {start} is out of range for {a.ndim} dimensions", current_loc())
+    order = [i for i in range(a.ndim) if i != axis]
+    order.insert(start - 1 if axis < start else start, axis)
+    return ops.transpose(a, order)
+
+
+def matrix_power(a, n):
+    """a @ a @ ... by repeated squaring (n known at specialisation; n = 0 is the identity, n < 0 powers of
+    np.linalg.inv(a))."""
+    a = _array(a)
+    n = _static_int(n, "np.linalg.matrix_power's exponent")
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ShapeError(f"np.linalg.matrix_power needs square matrices, got shape {a.shape}", current_loc())
+    if n < 0:
+        if a.ndim != 2:
+            raise CompileError("np.linalg.matrix_power of a stack of matrices with a negative exponent is not "
+                               "supported", current_loc(), "Loop over the matrices.")
+        a, n = linalg.inv(a), -n
+    dt = a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
+    if n == 0:
+        return ops.mul(ops.fill(1.0, a.shape, dt), eye(a.shape[-1], dtype=dt))
+    result, square = None, a
+    while True:
+        if n & 1:
+            result = square if result is None else ops.matmul(result, square)
+        n >>= 1
+        if not n:
+            return result
+        square = ops.matmul(square, square)
+
+
 # ---- constant arrays and masks ------------------------------------------------------------------------
 
 def _numbers(*xs):
@@ -511,7 +594,10 @@ def arange(start, stop=None, step=None, dtype=None):
     args = _numbers(*(a for a in (start, stop, step) if a is not None))
     dt = _dtype(dtype)
     text = f"np.arange({', '.join(map(repr, args))}, dtype=np.{dt})"
-    return _made(np.arange(*args, dtype=dt), text)
+    out = _made(np.arange(*args, dtype=dt), text)
+    if out.node.prim is Constant and all(isinstance(a, int) for a in args):
+        out.node.attrs["int_text"] = f"np.arange({', '.join(map(repr, args))})"  # as an index (gather.py)
+    return out
 
 
 def linspace(start, stop, num=50, endpoint=True, dtype=None):
@@ -601,6 +687,9 @@ NUMPY = {
     "pad": pad, "einsum": einsum, "tensordot": tensordot, "inner": inner, "trace": trace, "kron": kron,
     "cross": cross, "arange": arange, "linspace": linspace, "eye": eye, "identity": identity, "tri": tri,
     "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
+    "arctan2": arctan2, "argmax": argmax, "argmin": argmin, "rollaxis": rollaxis,
 }
 
-LINALG = {"norm": norm}
+LINALG = {"norm": norm, "matrix_power": matrix_power, "solve": linalg.solve, "inv": linalg.inv, "det": linalg.det,
+          "slogdet": linalg.slogdet, "cholesky": linalg.cholesky, "eigh": linalg.eigh,
+          "eigvalsh": linalg.eigvalsh, "pinv": linalg.pinv}

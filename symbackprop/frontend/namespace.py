@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import CompileError, ShapeError
 from ..ir import Value, current_loc
-from ..primitives import ops, scalar
+from ..primitives import gather, ops, scalar
 from . import compositions
 
 
@@ -230,6 +230,7 @@ NUMPY.update(
     zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
 )
 NUMPY.update(compositions.NUMPY)
+NUMPY.update(take=gather.take, take_along_axis=gather.take_along_axis, sort=gather.sort, argsort=gather.argsort)
 NUMPY["copy"] = lambda a, /: ops.copy(a)
 
 #: np.<submodule>.<name>
@@ -284,7 +285,7 @@ METHODS = {
     "dot": ops.dot, "clip": _clip,
     "copy": lambda a: ops.copy(a),
     "var": compositions.var, "std": compositions.std, "prod": compositions.prod, "cumsum": compositions.cumsum,
-    "cumprod": compositions.cumprod,
+    "cumprod": compositions.cumprod, "argmax": compositions.argmax, "argmin": compositions.argmin,
     "squeeze": compositions.squeeze, "swapaxes": compositions.swapaxes, "repeat": compositions.repeat,
     "ravel": lambda a: ops.reshape(a, (a.size,)),
     "flatten": lambda a: ops.reshape(a, (a.size,)),

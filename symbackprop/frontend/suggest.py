@@ -25,17 +25,12 @@ _STEP = ("It is piecewise constant (its gradient is zero where it exists): compu
 NUMPY = {
     # reductions and statistics
     "average": "Write np.sum(w * x) / np.sum(w) for weights w, or np.mean(x).",
-    "argmax": ("np.argmax gives an index, which has no gradient. For the largest value write np.max(x, axis=...); "
-               "for a mask of where it is, x == np.max(x, axis=-1, keepdims=True)."),
-    "argmin": ("np.argmin gives an index, which has no gradient. For the smallest value write np.min(x, axis=...); "
-               "for a mask of where it is, x == np.min(x, axis=-1, keepdims=True)."),
     "nansum": _NAN, "nanmean": _NAN, "nanmax": _NAN, "nanmin": _NAN,
     # products
     "vdot": "Write np.sum(a * b).",
     "linalg.multi_dot": "Write a @ b @ c.",
     # elementwise functions with a short formula
     "cbrt": "Write np.sign(x) * np.abs(x) ** (1 / 3).",
-    "arctan2": "For x > 0, np.arctan(y / x); select the other quadrants with np.where.",
     "sinc": "Write np.where(x != 0, np.sin(np.pi * x) / (np.pi * x), 1.0).",
     "floor": _STEP, "ceil": _STEP, "round": _STEP, "rint": _STEP, "trunc": _STEP, "fix": _STEP,
     # shapes
@@ -59,7 +54,8 @@ NUMPY = {
 }
 NUMPY_MODULES = {
     "random": _RANDOM,
-    "linalg": "Of np.linalg, np.linalg.norm is supported; write products with @ and np.einsum.",
+    "linalg": ("Of np.linalg, norm, solve, inv, det, slogdet, cholesky, eigh, eigvalsh, pinv and matrix_power are "
+               "supported (svd and eig are not: no adjoint yet); write products with @ and np.einsum."),
     "fft": "Fourier transforms are not supported.",
 }
 
@@ -78,7 +74,6 @@ MATH = {
 
 #: x.<method> -> what to write instead
 METHODS = {
-    "argmax": NUMPY["argmax"], "argmin": NUMPY["argmin"],
     "round": _STEP,
     "item": "Keep the value an array: a 0-d array acts as a number (x.item() would leave the model's graph).",
     "tolist": "Keep arrays: index them (x[0]) or loop over their first axis.",

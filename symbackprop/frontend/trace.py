@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import CompileError, ShapeError
 from ..ir import Value, append, at
-from ..primitives import ops
+from ..primitives import gather, ops
 from ..primitives.custom import CustomVJPCall
 from . import compositions, namespace, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
@@ -752,6 +752,8 @@ class Tracer:
         base = self.expr(frame, node.value)
         index = self.expr(frame, node.slice)
         if isinstance(base, Value):
+            if gather.has_index_array(index):
+                return gather.gather(base, index)
             return ops.index(base, index)
         if isinstance(base, dict):
             if isinstance(index, Value) or index not in base:

@@ -167,6 +167,10 @@ class SetIndex(Primitive):
 
 def set_index(x, idx, v, name="x"):
     """The new version of x after `x[idx] = v` (`name`: x's, for messages)."""
+    if any(isinstance(it, (Value, list, np.ndarray)) for it in (idx if isinstance(idx, tuple) else (idx,))):
+        raise CompileError(f"assigning through an index array ({name}[idx] = v, {name}[idx] += v) is not supported",
+                           current_loc(), "Select with a 0/1 mask instead: y = np.where(mask, v, y), or "
+                           "y = y + mask * v; reading y[idx] is supported.")
     key, shape = normalize_index(idx, x.shape)
     if None in key:
         raise CompileError("`None` in the index of an assignment is not supported", current_loc(),

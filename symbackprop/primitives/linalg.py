@@ -1,11 +1,13 @@
-"""Matrix products: matmul (with NumPy's 1-d and batch rules) and outer."""
+"""Matrix products (matmul with NumPy's 1-d and batch rules, outer) and numpy.linalg's solve, inv, det,
+slogdet, cholesky, eigh and pinv."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
-from ..ir import current_loc
+from ..errors import CompileError, ShapeError
+from ..ir import append, current_loc
 from . import ops
+from .elementwise import constant
 from .registry import Primitive, primitive
 
 
@@ -80,3 +82,230 @@ class Outer(Primitive):
 
     def describe(self, node):
         return "outer product"
+
+
+# ---- linear algebra (numpy.linalg): 2-d matrices, one primitive each, adjoints beside them ---------------
+#
+# Symmetric inputs (cholesky, eigh) are read as NumPy reads them: its lower triangle only (UPLO='L'),
+# so the gradient lives on the lower triangle, each off-diagonal entry carrying what it does to both
+# halves of the symmetric matrix it stands for (central differences on the input see exactly that);
+# for an input built symmetric (a = b @ b.T) the gradient of b is the usual one.
+
+def _square(a, what):
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        from_shape = "a stack of matrices" if a.ndim > 2 else f"shape {a.shape}"
+        raise ShapeError(f"{what} takes one square matrix (2-d), got {from_shape}", current_loc())
+    if a.dtype.kind != "f":
+        raise ShapeError(f"{what} takes a float matrix, got {a.dtype}", current_loc())
+
+
+def _eye(n, dtype):
+    return constant(np.eye(n, dtype=dtype), f"np.eye({n}, dtype=np.{np.dtype(dtype)})")
+
+
+def _tri(n, k, dtype):
+    """The 0/1 mask of the entries on and below diagonal k."""
+    return constant(np.tri(n, n, k, dtype=dtype), f"np.tri({n}, {n}, k={k}, dtype=np.{np.dtype(dtype)})")
+
+
+def _lower_entries(G):
+    """The gradient with respect to the lower-triangle entries a symmetric reader takes: tril(G + G.T, -1)
+    plus G's diagonal."""
+    n = G.shape[0]
+    off = ops.mul(ops.add(G, G.T), _tri(n, -1, G.dtype))
+    return ops.add(off, ops.mul(G, _eye(n, G.dtype)))
+
+
+@primitive("solve")
+class Solve(Primitive):
+    """x with a @ x = b (b a vector or a matrix of columns): np.linalg.solve."""
+
+    def infer(self, node):
+        a, b = node.inputs
+        return [(b.shape, np.result_type(a.dtype, b.dtype))]
+
+    def adjoint(self, node, gs, wants):
+        # d_b = solve(a.T, g); d_a = -d_b x^T
+        a, b = node.inputs
+        x, g = node.outputs[0], gs[0]
+        d_b = solve(a.T, g)
+        d_a = ops.neg(ops.outer(d_b, x) if b.ndim == 1 else d_b @ x.T) if wants[0] else None
+        return [d_a, d_b if wants[1] else None]
+
+    def flops(self, node):
+        n = node.inputs[0].shape[0]
+        return 2 * n ** 3 // 3 + 2 * n * node.inputs[1].size
+
+
+@primitive("inv")
+class Inv(Primitive):
+    def infer(self, node):
+        return [(node.inputs[0].shape, node.inputs[0].dtype)]
+
+    def adjoint(self, node, gs, wants):
+        # d_a = -inv(a).T @ g @ inv(a).T
+        w = node.outputs[0].T
+        return [ops.neg(w @ gs[0] @ w)]
+
+    def flops(self, node):
+        return 2 * node.inputs[0].shape[0] ** 3
+
+
+@primitive("slogdet")
+class Slogdet(Primitive):
+    """(sign, log|det a|): the sign has derivative 0, log|det a| has inv(a).T."""
+
+    def infer(self, node):
+        dt = node.inputs[0].dtype
+        return [((), dt), ((), dt)]
+
+    def adjoint(self, node, gs, wants):
+        g = gs[1]
+        if g is None:
+            return [None]
+        return [ops.mul(g, inv(node.inputs[0]).T)]
+
+    def flops(self, node):
+        return 2 * node.inputs[0].shape[0] ** 3 // 3
+
+
+@primitive("det")
+class Det(Primitive):
+    """det a, whose derivative is det(a) * inv(a).T (NaN where a is singular: use slogdet's sign there)."""
+
+    def infer(self, node):
+        return [((), node.inputs[0].dtype)]
+
+    def adjoint(self, node, gs, wants):
+        return [ops.mul(ops.mul(gs[0], node.outputs[0]), inv(node.inputs[0]).T)]
+
+    def flops(self, node):
+        return 2 * node.inputs[0].shape[0] ** 3 // 3
+
+
+@primitive("cholesky")
+class Cholesky(Primitive):
+    """L lower-triangular with L @ L.T = a, from a's lower triangle (np.linalg.cholesky)."""
+
+    def infer(self, node):
+        return [(node.inputs[0].shape, node.inputs[0].dtype)]
+
+    def adjoint(self, node, gs, wants):
+        # Murray (2016): G = L^-T Phi(L^T g) L^-1, Phi the lower triangle with its diagonal halved
+        L, g = node.outputs[0], gs[0]
+        n, dt = L.shape[0], L.dtype
+        half = ops.sub(_tri(n, 0, dt), ops.mul(_eye(n, dt), 0.5))
+        phi = ops.mul(L.T @ g, half)
+        G = solve(L.T, solve(L.T, phi.T).T)  # L^-T (L^-T phi^T)^T = L^-T phi L^-1
+        return [_lower_entries(ops.mul(ops.add(G, G.T), 0.5))]
+
+    def flops(self, node):
+        return node.inputs[0].shape[0] ** 3 // 3
+
+
+@primitive("eigh")
+class Eigh(Primitive):
+    """(w, v): eigenvalues ascending and orthonormal eigenvectors (columns) of a's lower triangle, as LAPACK
+    returns them (np.linalg.eigh). The derivative of the eigenvectors assumes distinct eigenvalues and is
+    that of the vectors as returned, whose signs LAPACK chooses: a loss that depends on the signs is not
+    differentiable across a sign flip."""
+
+    def infer(self, node):
+        a = node.inputs[0]
+        return [((a.shape[0],), a.dtype), (a.shape, a.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        # G = v (diag(g_w) + F * (v^T g_v)) v^T, F_ij = 1/(w_j - w_i) off the diagonal
+        w, v = node.outputs
+        g_w, g_v = gs
+        n, dt = v.shape[0], v.dtype
+        inner = None
+        if g_w is not None:
+            inner = ops.mul(ops.reshape(g_w, (1, n)), _eye(n, dt))
+        if g_v is not None:
+            gap = ops.sub(ops.reshape(w, (1, n)), ops.reshape(w, (n, 1)))
+            off = ops.sub(1.0, _eye(n, dt))
+            F = ops.where(ops.compare("ne", off, 0.0), ops.div(1.0, gap), 0.0)
+            part = ops.mul(F, v.T @ g_v)
+            inner = part if inner is None else ops.add(inner, part)
+        G = v @ inner @ v.T
+        return [_lower_entries(ops.mul(ops.add(G, G.T), 0.5))]
+
+    def flops(self, node):
+        return 9 * node.inputs[0].shape[0] ** 3
+
+
+@primitive("pinv")
+class Pinv(Primitive):
+    """The Moore-Penrose pseudo-inverse (np.linalg.pinv); its derivative (Golub and Pereyra) holds where the
+    rank does not change, as for a matrix of full rank."""
+
+    def infer(self, node):
+        a = node.inputs[0]
+        return [((a.shape[1], a.shape[0]), a.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        # d_a = -P^T g P^T + (I - a P) g^T P P^T + P^T P g^T (I - P a)
+        a, P, g = node.inputs[0], node.outputs[0], gs[0]
+        m, n = a.shape
+        left = ops.sub(_eye(m, a.dtype), a @ P)
+        right = ops.sub(_eye(n, a.dtype), P @ a)
+        first = ops.neg(P.T @ g @ P.T)
+        return [ops.add(ops.add(first, left @ g.T @ (P @ P.T)), (P.T @ P) @ g.T @ right)]
+
+    def flops(self, node):
+        m, n = node.inputs[0].shape
+        return 12 * m * n * min(m, n)
+
+
+def solve(a, b):
+    a, b = ops.as_value(a), ops.as_value(b)
+    _square(a, "np.linalg.solve")
+    if b.ndim not in (1, 2) or b.shape[0] != a.shape[0]:
+        raise ShapeError(f"np.linalg.solve: b of shape {b.shape} does not fit a of shape {a.shape} (a vector "
+                         f"of {a.shape[0]} or a matrix of {a.shape[0]} rows)", current_loc())
+    return append(Solve, [a, b], {})
+
+
+def inv(a):
+    a = ops.as_value(a)
+    _square(a, "np.linalg.inv")
+    return append(Inv, [a], {})
+
+
+def slogdet(a):
+    a = ops.as_value(a)
+    _square(a, "np.linalg.slogdet")
+    return append(Slogdet, [a], {})
+
+
+def det(a):
+    a = ops.as_value(a)
+    _square(a, "np.linalg.det")
+    return append(Det, [a], {})
+
+
+def cholesky(a):
+    a = ops.as_value(a)
+    _square(a, "np.linalg.cholesky")
+    return append(Cholesky, [a], {})
+
+
+def eigh(a, UPLO="L"):
+    a = ops.as_value(a)
+    _square(a, "np.linalg.eigh")
+    if UPLO != "L":
+        raise CompileError(f"np.linalg.eigh(..., UPLO={UPLO!r}) is not supported", current_loc(),
+                           "Leave UPLO out (the lower triangle), or pass a.T.")
+    return append(Eigh, [a], {})
+
+
+def eigvalsh(a, UPLO="L"):
+    return eigh(a, UPLO)[0]
+
+
+def pinv(a):
+    a = ops.as_value(a)
+    if a.ndim != 2 or a.dtype.kind != "f":
+        raise ShapeError(f"np.linalg.pinv takes one float matrix (2-d), got shape {a.shape}", current_loc())
+    return append(Pinv, [a], {})

@@ -84,12 +84,30 @@ def _static(op, a, b):
     return not is_value(a) and not is_value(b)
 
 
+def _absorbed(a, b, sign):
+    """a + sign*b written by b's primitive when it knows a cheaper form (a scatter added into a: gather.py)."""
+    node = b.node if is_value(b) else None
+    if node is not None and hasattr(node.prim, "added"):
+        return node.prim.added(node, a, sign)
+    return None
+
+
 def add(a, b):
-    return a + b if _static(None, a, b) else elementwise(lambda x, y: x + y, a, b, what="`+`")
+    if _static(None, a, b):
+        return a + b
+    out = _absorbed(a, b, 1)
+    if out is None:
+        out = _absorbed(b, a, 1)
+    return out if out is not None else elementwise(lambda x, y: x + y, a, b, what="`+`")
 
 
 def sub(a, b):
-    return a - b if _static(None, a, b) else elementwise(lambda x, y: x - y, a, b, what="`-`")
+    if _static(None, a, b):
+        return a - b
+    out = _absorbed(a, b, -1)
+    if out is None and is_value(a) and a.node is not None and hasattr(a.node.prim, "added"):
+        out = _absorbed(neg(b), a, 1)
+    return out if out is not None else elementwise(lambda x, y: x - y, a, b, what="`-`")
 
 
 def mul(a, b):
@@ -230,6 +248,11 @@ def reduce(kind, x, axis=None, keepdims=False):
 
 
 def sum(x, axis=None, keepdims=False):
+    node = x.node if is_value(x) else None
+    if node is not None and hasattr(node.prim, "summed"):  # a sum its producer writes without itself
+        out = node.prim.summed(node, normalize_axes(axis, x.ndim), keepdims)
+        if out is not None:
+            return out
     return reduce("sum", x, axis, keepdims)
 
 

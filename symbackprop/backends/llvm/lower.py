@@ -22,8 +22,9 @@ from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
+from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
-from ...primitives.linalg import MatMul, Outer
+from ...primitives.linalg import Cholesky, Det, Eigh, Inv, MatMul, Outer, Pinv, Slogdet, Solve
 from ...primitives.reduce import Max, Min, Sum
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from . import blas_calls, vecmath
@@ -515,6 +516,169 @@ def lower_scatter_add(L, node):
             store(b, b.fadd(load(b, dst, o[1]), _cast(b, load(b, src, o[0]), ty)), dst, o[1])
 
         loop_nest(L.b, g.shape, [src, dst], body)
+
+
+def _gather_plan(L, x_shape, x_buffer, ty, key, idx, out_shape):
+    """The x operand (its slices' strides over the result's dims) and, per index array, its operand and
+    (x's stride, the axis's size) for the offset each index adds."""
+    own = contiguous_strides(x_shape)
+    _, bshape, first = geometry(x_shape, key, [i.shape for i in idx])
+    nb = len(bshape)
+    offset, sliced, arrays = 0, [], []
+    for d, (k, n) in enumerate(zip(key, x_shape)):
+        if is_array_entry(k):
+            arrays.append((k[1], own[d], n))
+        elif isinstance(k, slice):
+            start, _, step = k.indices(n)
+            offset += start * own[d]
+            sliced.append(own[d] * step)
+        else:
+            offset += k * own[d]
+    x_op = Operand(x_buffer, ty, tuple(sliced[:first]) + (0,) * nb + tuple(sliced[first:]), offset)
+    rest = len(out_shape) - first - nb
+    idx_ops = [L.operand(v, (0,) * first + broadcast_strides(v.shape, bshape) + (0,) * rest) for v in idx]
+    return x_op, idx_ops, arrays
+
+
+def _gathered_offset(b, base, idx_ops, arrays, offs):
+    """x's element offset and whether every index is in bounds (NumPy's negative indices wrap)."""
+    off, ok = base, ir.Constant(ir.IntType(1), 1)
+    for k, stride, n in arrays:
+        i = load(b, idx_ops[k], offs[k])
+        if i.type.width < 64:
+            i = b.sext(i, I64)
+        i = b.select(b.icmp_signed("<", i, ir.Constant(I64, 0)), b.add(i, ir.Constant(I64, n)), i)
+        inside = b.icmp_unsigned("<", i, ir.Constant(I64, n))
+        ok = b.and_(ok, inside)
+        off = b.add(off, b.mul(b.select(inside, i, ir.Constant(I64, 0)), ir.Constant(I64, stride)))
+    return off, ok
+
+
+@lowers(Gather)
+def lower_gather(L, node):
+    """out[j] = x[offset(j)]; an index out of bounds gives NaN (the NumPy backend raises IndexError)."""
+    x, idx, out = node.inputs[0], node.inputs[1:], node.outputs[0]
+    ty = llvm_type(out.dtype)
+    L.define(out)
+    x_op, idx_ops, arrays = _gather_plan(L, x.shape, L.buffer(x), ty, node.attrs["key"], idx, out.shape)
+    dst = L.operand(out)
+
+    def body(b, o):
+        off, ok = _gathered_offset(b, o[0], idx_ops, arrays, o[1:-1])
+        value = b.load(b.gep(x_op.pointer, [off], inbounds=True, source_etype=ty), typ=ty)
+        missing = ir.Constant(ty, float("nan") if out.dtype.kind == "f" else 0)
+        store(b, b.select(ok, value, missing), dst, o[-1])
+
+    loop_nest(L.b, out.shape, [x_op, *idx_ops, dst], body)
+
+
+@lowers(ScatterAddAt, AddAt)
+def lower_scatter_add_at(L, node):
+    """out = 0 (or the base, for add_at), then out[offset(j)] += g[j] element by element (repeated
+    indices add up)."""
+    out = node.outputs[0]
+    ty = llvm_type(out.dtype)
+    L.define(out)
+    if node.prim is AddAt:
+        base, g, idx = node.inputs[0], node.inputs[1], node.inputs[2:]
+        src0, dst0 = L.operand(base), L.operand(out)
+        loop_nest(L.b, out.shape, [src0, dst0], lambda b, o: store(b, load(b, src0, o[0]), dst0, o[1]))
+    else:
+        g, idx = node.inputs[0], node.inputs[1:]
+        L.fill(out, 0.0)
+    x_op, idx_ops, arrays = _gather_plan(L, out.shape, L.buffer(out), ty, node.attrs["key"], idx, g.shape)
+    src = L.operand(g)
+
+    def body(b, o):
+        off, ok = _gathered_offset(b, o[0], idx_ops, arrays, o[1:-1])
+        where = b.gep(x_op.pointer, [off], inbounds=True, source_etype=ty)
+        value = b.select(ok, _cast(b, load(b, src, o[-1]), ty), ir.Constant(ty, 0.0))
+        b.store(b.fadd(b.load(where, typ=ty), value), where)
+
+    loop_nest(L.b, g.shape, [x_op, *idx_ops, src], body)
+
+
+@lowers(Solve, Inv, Det, Slogdet, Cholesky, Eigh, Pinv)
+def lower_linalg(L, node):
+    """numpy.linalg's decompositions are not on the LLVM backend yet (they would call the LAPACK NumPy ships,
+    as the matrix products call its BLAS): a CompileError naming the function and the way out."""
+    raise CompileError(f"np.linalg.{node.prim.name} is not on the LLVM backend yet", node.loc,
+                       "Use backend='numpy' (and export to .py rather than .ll/.so) for models with "
+                       "np.linalg.solve, inv, det, slogdet, cholesky, eigh or pinv.")
+
+
+@lowers(Argsort)
+def lower_argsort(L, node):
+    """A stable insertion sort of each lane's indices by value (NaNs last, as NumPy's)."""
+    x, out = node.inputs[0], node.outputs[0]
+    axis, n = node.attrs["axis"], x.shape[node.attrs["axis"]]
+    L.define(out)
+    ty = llvm_type(x.dtype)
+    lane_shape = tuple(1 if d == axis else s for d, s in enumerate(x.shape))
+    xs, os_ = contiguous_strides(x.shape), contiguous_strides(out.shape)
+    src, dst = L.operand(x, xs), L.operand(out, os_)
+    sx, so = xs[axis], os_[axis]
+    i_slot, j_slot = L.allocas.alloca(I64), L.allocas.alloca(I64)
+
+    def const(v):
+        return ir.Constant(I64, v)
+
+    def after(b, a, v):  # a belongs after v: a > v, or a is NaN and v is not
+        nan_a = b.fcmp_unordered("uno", a, a)
+        nan_v = b.fcmp_unordered("uno", v, v)
+        return b.or_(b.fcmp_ordered(">", a, v), b.and_(nan_a, b.not_(nan_v)))
+
+    def counted(b, start, stop, body):
+        """for i in range(start, stop): body(b, i), with i kept in i_slot."""
+        fn = b.function
+        head, loop, done = fn.append_basic_block("sort_head"), fn.append_basic_block("sort_loop"), \
+            fn.append_basic_block("sort_done")
+        b.store(const(start), i_slot)
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.load(i_slot, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, const(stop)), loop, done)
+        b.position_at_end(loop)
+        body(b, i)
+        b.store(b.add(b.load(i_slot, typ=I64), const(1)), i_slot)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def lane(b, offs):
+        xo, oo = offs
+
+        def at_out(b, k):
+            return b.gep(dst.pointer, [b.add(oo, b.mul(k, const(so)))], inbounds=True, source_etype=I64)
+
+        def value_of(b, index):
+            return b.load(b.gep(src.pointer, [b.add(xo, b.mul(index, const(sx)))], inbounds=True,
+                                source_etype=ty), typ=ty)
+
+        counted(b, 0, n, lambda b, i: b.store(i, at_out(b, i)))
+
+        def insert(b, i):
+            key = b.load(at_out(b, i), typ=I64)
+            kv = value_of(b, key)
+            fn = b.function
+            test, more, shift, place = (fn.append_basic_block(f"insert_{t}") for t in ("test", "more", "shift", "place"))
+            b.store(b.sub(i, const(1)), j_slot)
+            b.branch(test)
+            b.position_at_end(test)
+            j = b.load(j_slot, typ=I64)
+            b.cbranch(b.icmp_signed(">=", j, const(0)), more, place)
+            b.position_at_end(more)
+            prev = b.load(at_out(b, j), typ=I64)
+            b.cbranch(after(b, value_of(b, prev), kv), shift, place)
+            b.position_at_end(shift)
+            b.store(prev, at_out(b, b.add(j, const(1))))
+            b.store(b.sub(j, const(1)), j_slot)
+            b.branch(test)
+            b.position_at_end(place)
+            b.store(key, at_out(b, b.add(b.load(j_slot, typ=I64), const(1))))
+
+        counted(b, 1, n, insert)
+
+    loop_nest(L.b, lane_shape, [src, dst], lane)
 
 
 @lowers(SetIndex)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
 from ...primitives.elementwise import Constant, Fill, Kernel
+from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
-from ...primitives.linalg import MatMul, Outer
+from ...primitives.linalg import Cholesky, Det, Eigh, Inv, MatMul, Outer, Pinv, Slogdet, Solve
 from ...primitives.reduce import Max, Min, Sum, axis_text
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from .context import current_writer
@@ -124,6 +125,52 @@ def _scatter_add(node, args, out):
         if k not in written:
             lines.append(f"{name}[{index_text(key)}] += {a}")
     return lines
+
+
+@rule(Gather)
+def _gather(node, args, out):
+    return f"{args[0]}[{key_text(node.attrs['key'], args[1:])}]"
+
+
+def add_at_text(name, key, g, idx):
+    """`np.add.at(name, <key>, g)`: entries at repeated indices add up (a `+=` through an index would not)."""
+    text = key_text(key, idx)
+    if any(isinstance(k, slice) for k in key):
+        where = f"np.s_[{text}]"
+    else:
+        where = f"({text})" if len(key) > 1 else text
+    return f"np.add.at({name}, {where}, {g})"
+
+
+@rule(ScatterAddAt)
+def _scatter_add_at(node, args, out):
+    """Zeros, then np.add.at."""
+    (name,) = out
+    dtype = node.outputs[0].dtype
+    return [f"{name} = np.zeros({node.attrs['shape']!r}, dtype=np.{dtype})",
+            add_at_text(name, node.attrs["key"], args[0], args[1:])]
+
+
+@rule(AddAt)
+def _add_at(node, args, out):
+    """A copy of the base, then np.add.at (the writer adds into the base itself when nothing reads it after)."""
+    (name,) = out
+    return [f"{name} = {args[0]}.copy()", add_at_text(name, node.attrs["key"], args[1], args[2:])]
+
+
+@rule(Solve, Inv, Det, Cholesky, Pinv)
+def _linalg(node, args, out):
+    return f"np.linalg.{node.prim.name}({', '.join(args)})"
+
+
+@rule(Slogdet, Eigh)
+def _linalg_pair(node, args, out):
+    return [f"{out[0]}, {out[1]} = np.linalg.{node.prim.name}({args[0]})"]
+
+
+@rule(Argsort)
+def _argsort(node, args, out):
+    return f"np.argsort({args[0]}, axis={node.attrs['axis']}, kind='stable')"
 
 
 @rule(SetIndex)

@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from ...primitives.elementwise import Fill, Kernel
+from ...primitives.gather import AddAt
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
 from ...rendering import render
@@ -118,7 +119,11 @@ def write_statements(writer, nodes, inlinable=frozenset()):
         if node in writer.set_in_place:  # the new version of y is y's array, written where it stands
             x = node.inputs[0]
             writer.names[node.outputs[0]] = writer.name(x)
-            lines.append(_with_comment(f"{writer.name(x)}[{index_text(node.attrs['index'])}] = {args[1]}", node.loc))
+            if node.prim is AddAt:
+                text = rules.add_at_text(writer.name(x), node.attrs["key"], args[1], args[2:])
+            else:
+                text = f"{writer.name(x)}[{index_text(node.attrs['index'])}] = {args[1]}"
+            lines.append(_with_comment(text, node.loc))
             continue
         if node.outputs[0] in inlinable:
             # a view read once (W.T, x[0], g[:, None]) reads best where it is used
@@ -210,7 +215,7 @@ def plan_set_in_place(writer, nodes, results):
         return last
 
     for n in nodes:
-        if n.prim is not SetIndex:
+        if n.prim is not SetIndex and n.prim is not AddAt:
             continue
         x = n.inputs[0]
         p = x.node
@@ -219,6 +224,8 @@ def plan_set_in_place(writer, nodes, results):
             continue
         if last_read(x) <= position[n]:
             writer.set_in_place.add(n)
+            if n.prim is AddAt and not x.name and x.grad_of is None and x not in writer.names:
+                writer.names[x] = writer.name(n.outputs[0])  # the base is the gradient being made: d_z
 
 
 def write_updates(writer, nodes, updates, inlinable):
