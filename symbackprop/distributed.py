@@ -58,6 +58,11 @@ def shard(shipped, others, positions, weight, *chunks):
     return value, grads, single
 
 
+def keep(obj):
+    """obj itself: what the client sends (parameters, a module's source) held as a task's result."""
+    return obj
+
+
 def add(a, b):
     """Two shard results summed: one node of the tree reduction."""
     return a[0] + b[0], tuple(x + y for x, y in zip(a[1], b[1])), a[2]
@@ -135,15 +140,20 @@ def _connect(client, timeout):
                     f"(a LocalCluster); got {type(client).__name__}")
 
 
+def _ship(client, obj):
+    """`obj` on the cluster as a task's result: workers fetch it from each other, and Dask recomputes it
+    from the task (held by the scheduler) when the worker holding it is lost."""
+    return client.submit(_worker["keep"], obj, pure=False)
+
+
 class DistributedValueAndGrad:
     """`sb.value_and_grad(f, wrt)` over data split along axis 0 across a Dask cluster."""
 
-    def __init__(self, fn, wrt=None, client=None, data=None, replicas=2, timeout=CONNECT_TIMEOUT):
+    def __init__(self, fn, wrt=None, client=None, data=None, timeout=CONNECT_TIMEOUT):
         self.local = GradFunction(fn, wrt)
         self.fn, self.params, self.single = fn, self.local.params, self.local.single
         self.wrt = tuple(self.params[i] for i in self.local.wrt)  # by name
         self.data = data
-        self.replicas = replicas
         self.client, self._cluster = _connect(client, timeout)
         self._shards = None
         self.bytes_per_step = None
@@ -155,18 +165,15 @@ class DistributedValueAndGrad:
         client = self.client
         positions = [self.params.index(d) for d in data]
         arrays = [args[i] for i in positions]
-        if all(isinstance(a, np.ndarray) for a in arrays):
+        if not any(isinstance(a, da.Array) for a in arrays):  # NumPy data: one shard per worker
             n_shards = max(len(client.scheduler_info()["workers"]), 1)
             bounds = np.linspace(0, len(arrays[0]), n_shards + 1).astype(int)
-            pieces = [[a[lo:hi] for a in arrays] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-            futures = client.scatter(pieces, hash=False)
-            if self.replicas > 1 and len(client.scheduler_info()["workers"]) > 1:
-                client.replicate(futures, n=self.replicas)  # a lost worker loses no shard
-            shapes = [tuple(p.shape for p in piece) for piece in pieces]
-            return positions, [[f] for f in futures], shapes, False
-        arrays = [a if isinstance(a, da.Array) else da.from_array(a, chunks=(arrays[0].chunks[0]
-                  if isinstance(arrays[0], da.Array) else len(a),) + a.shape[1:]) for a in arrays]
-        rows = arrays[0].chunks[0]
+            rows = tuple(int(n) for n in np.diff(bounds) if n > 0)
+        else:
+            rows = next(a for a in arrays if isinstance(a, da.Array)).chunks[0]
+        # the data as Dask arrays sharing the row chunks: a lost worker's shards are recomputed from the graph
+        arrays = [a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=(rows,) + a.shape[1:])
+                  for a in arrays]
         arrays = [a.rechunk((rows,) + tuple((s,) for s in a.shape[1:])) for a in arrays]
         arrays = client.persist(arrays)
         blocks = [a.to_delayed().reshape(-1) for a in arrays]
@@ -174,14 +181,14 @@ class DistributedValueAndGrad:
         chunks = [[futures[j][i] for j in range(len(arrays))] for i in range(len(rows))]
         shapes = [tuple((rows[i],) + a.shape[1:] for a in arrays) for i in range(len(rows))]
         self._persisted = arrays
-        return positions, chunks, shapes, True
+        return positions, chunks, shapes
 
     def _setup(self, args):
         data = _data_names(self.params, self.wrt, self.data, args)
         if not data:
             raise ValueError("no data arguments: name the arrays split along axis 0 with data=...")
         whole = _separation(self.fn, self.params, args, data)
-        positions, chunks, shapes, _ = self._split(args, data)
+        positions, chunks, shapes = self._split(args, data)
         modules, weights = {}, []
         for shape in shapes:
             shard_args = list(args)
@@ -191,7 +198,7 @@ class DistributedValueAndGrad:
                 part = _separation(self.fn, self.params, shard_args, data)
                 source = self._export(shard_args)
                 name = "symbackprop_shard_" + hashlib.sha1(source.encode()).hexdigest()[:16]
-                modules[shape] = (self.client.scatter([(name, source)], broadcast=True, hash=False)[0], part)
+                modules[shape] = (_ship(self.client, (name, source)), part)
             weights.append(whole.scale / modules[shape][1].scale)
         if whole.offset and abs(sum(weights) - 1.0) > 1e-12:
             raise CompileError(
@@ -222,7 +229,7 @@ class DistributedValueAndGrad:
         sh = self._shards
         client = self.client
         others = tuple(a for i, a in enumerate(args) if i not in sh["positions"])
-        shipped = client.scatter([others], broadcast=True, hash=False)[0]
+        shipped = _ship(client, others)
         parts = [client.submit(_worker["shard"], sh["modules"][shape][0], shipped, sh["positions"], w, *chunk,
                                pure=False)
                  for shape, chunk, w in zip(sh["shapes"], sh["chunks"], sh["weights"])]
@@ -246,11 +253,11 @@ class DistributedValueAndGrad:
             self._cluster = None
 
 
-def value_and_grad(f=None, wrt=None, client=None, data=None, replicas=2, timeout=CONNECT_TIMEOUT):
+def value_and_grad(f=None, wrt=None, client=None, data=None, timeout=CONNECT_TIMEOUT):
     """A callable like `sb.value_and_grad(f, wrt)` whose `data` arguments are split across a Dask cluster."""
     if f is None:
-        return lambda fn: DistributedValueAndGrad(fn, wrt, client, data, replicas, timeout)
-    return DistributedValueAndGrad(f, wrt, client, data, replicas, timeout)
+        return lambda fn: DistributedValueAndGrad(fn, wrt, client, data, timeout)
+    return DistributedValueAndGrad(f, wrt, client, data, timeout)
 
 
 # ---- training ------------------------------------------------------------------------------------------
@@ -288,9 +295,9 @@ def _update_step(names, optimizer, clip_norm):
 class DistributedTrainStep:
     """`sb.train_step(f, optimizer, wrt)` with the gradient from the cluster and the update on the client."""
 
-    def __init__(self, fn, optimizer, wrt=None, client=None, data=None, clip_norm=None, replicas=2,
+    def __init__(self, fn, optimizer, wrt=None, client=None, data=None, clip_norm=None,
                  timeout=CONNECT_TIMEOUT):
-        self.grad = DistributedValueAndGrad(fn, wrt, client, data, replicas, timeout)
+        self.grad = DistributedValueAndGrad(fn, wrt, client, data, timeout)
         self.client = self.grad.client
         self.optimizer = optimizer
         names = self.grad.wrt
@@ -369,11 +376,11 @@ def _progress(total):
     return tick
 
 
-def train_step(f=None, optimizer=None, wrt=None, client=None, data=None, clip_norm=None, replicas=2,
+def train_step(f=None, optimizer=None, wrt=None, client=None, data=None, clip_norm=None,
                timeout=CONNECT_TIMEOUT):
     """A callable like `sb.train_step(f, optimizer, wrt)` whose gradient comes from a Dask cluster."""
     if optimizer is None:
         raise TypeError("sb.distributed.train_step needs an optimizer, e.g. sb.optim.Adam(lr=1e-3)")
     if f is None:
-        return lambda fn: DistributedTrainStep(fn, optimizer, wrt, client, data, clip_norm, replicas, timeout)
-    return DistributedTrainStep(f, optimizer, wrt, client, data, clip_norm, replicas, timeout)
+        return lambda fn: DistributedTrainStep(fn, optimizer, wrt, client, data, clip_norm, timeout)
+    return DistributedTrainStep(f, optimizer, wrt, client, data, clip_norm, timeout)
