@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import backends, runtime
+from . import backends
 from .api import GradFunction
 from .errors import CompileError
 from .frontend.signature import Spec, spec_of
@@ -30,25 +30,8 @@ __all__ = ["separable", "value_and_grad", "train_step"]
 
 # What runs on the workers: pickled by value (its module is not importable there), it needs only NumPy.
 _WORKER_SOURCE = '''
-import ctypes
-import ctypes.util
-import os
 import sys
 import types
-
-
-def tune_allocator():
-    """runtime.tune_allocator's glibc thresholds in the worker process (Dask's nanny sets a small
-    MALLOC_TRIM_THRESHOLD_, so every large temporary would fault its pages in afresh on every call)."""
-    if os.environ.get("SYMBACKPROP_MALLOC_TUNING", "1") == "0":
-        return
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt(%(M_MMAP_THRESHOLD)d, %(MMAP_THRESHOLD)d)
-    mallopt(%(M_TRIM_THRESHOLD)d, %(TRIM_THRESHOLD)d)
 
 
 def load(shipped):
@@ -56,7 +39,6 @@ def load(shipped):
     name, source = shipped
     module = sys.modules.get(name)
     if module is None:
-        tune_allocator()
         module = types.ModuleType(name)
         exec(compile(source, name + ".py", "exec"), module.__dict__)
         sys.modules[name] = module
@@ -86,7 +68,7 @@ def add(a, b):
     return a[0] + b[0], tuple(x + y for x, y in zip(a[1], b[1])), a[2]
 '''
 _worker = {"__name__": "symbackprop_worker"}
-exec(compile(_WORKER_SOURCE % vars(runtime), "<symbackprop_worker>", "exec"), _worker)
+exec(compile(_WORKER_SOURCE, "<symbackprop_worker>", "exec"), _worker)
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler given by address
 
