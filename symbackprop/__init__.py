@@ -1,5 +1,5 @@
 """symbackprop: symbolic reverse-mode differentiation of Python+NumPy models into readable code."""
-from . import optim
+from . import distributed, optim  # distributed imports Dask only when used
 from .api import grad, value_and_grad
 from .check import check_grad
 from .errors import CompileError
@@ -7,5 +7,5 @@ from .frontend.custom import custom_vjp
 from .primitives.ops import stop_gradient
 from .training import train_step
 
-__all__ = ["grad", "value_and_grad", "check_grad", "CompileError", "custom_vjp", "optim", "stop_gradient", "train_step"]
+__all__ = ["grad", "value_and_grad", "check_grad", "CompileError", "custom_vjp", "distributed", "optim", "stop_gradient", "train_step"]
 __version__ = "0.1.0"

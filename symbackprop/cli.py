@@ -458,6 +458,7 @@ DOC_TOPICS = {
     "llvm": "the LLVM backend",
     "memory": "the memory report and checkpointing under memory_budget=",
     "export": "exported modules: one specialisation each, the argument checks, the last-batch recipes",
+    "distributed": "sb.distributed: data-parallel gradients and training on Dask, what the compiler proves",
 }
 
 

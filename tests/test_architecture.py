@@ -15,7 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(sb.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 #: function-level imports allowed: only where an optional dependency is imported where it is used
-OPTIONAL_IMPORTS: set = set()
+OPTIONAL_IMPORTS: set = {
+    ("distributed.py", "import dask.array"),   # the `distributed` extra
+    ("distributed.py", "import distributed"),
+    ("distributed.py", "from tqdm import tqdm"),  # the progress bar, when the `examples` extra is installed
+}
 
 
 def _lint_imports(cwd):

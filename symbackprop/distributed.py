@@ -1,0 +1,386 @@
+"""Data-parallel gradients and training on a Dask cluster (the `distributed` extra; docs/distributed.md).
+
+The data arguments are split along axis 0 into shards that stay on the workers; each call broadcasts the
+other arguments (the parameters), every shard's worker runs the exported NumPy module of its shard shape,
+and the shard results, weighted so that they add up to the whole batch's loss (`separable`), are summed by
+a tree of tasks on the workers. Dask is imported when one of these is first used, never by
+`import symbackprop`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import backends
+from .api import GradFunction
+from .errors import CompileError
+from .frontend.signature import Spec, spec_of
+from .passes.separable import Separation, analyse
+from .pipeline import stages
+from .program import Program
+from .training import TrainStep
+
+__all__ = ["separable", "value_and_grad", "train_step"]
+
+# What runs on the workers: pickled by value (its module is not importable there), it needs only NumPy.
+_WORKER_SOURCE = '''
+import sys
+import types
+
+
+def load(shipped):
+    """The exported module (name, source), imported once per worker process."""
+    name, source = shipped
+    module = sys.modules.get(name)
+    if module is None:
+        module = types.ModuleType(name)
+        exec(compile(source, name + ".py", "exec"), module.__dict__)
+        sys.modules[name] = module
+    return module
+
+
+def shard(shipped, others, positions, weight, *chunks):
+    """weight * (loss, gradients) of one shard: the data chunks put back at their argument positions."""
+    args = list(others)
+    for position, chunk in zip(positions, chunks):
+        args.insert(position, chunk)
+    value, grads = load(shipped).value_and_grad(*args)
+    single = not isinstance(grads, tuple)
+    grads = (grads,) if single else grads
+    if weight != 1.0:
+        value, grads = value * weight, tuple(g * weight for g in grads)
+    return value, grads, single
+
+
+def keep(obj):
+    """obj itself: what the client sends (parameters, a module's source) held as a task's result."""
+    return obj
+
+
+def add(a, b):
+    """Two shard results summed: one node of the tree reduction."""
+    return a[0] + b[0], tuple(x + y for x, y in zip(a[1], b[1])), a[2]
+'''
+_worker = {"__name__": "symbackprop_worker"}
+exec(compile(_WORKER_SOURCE, "<symbackprop_worker>", "exec"), _worker)
+
+CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler given by address
+
+
+def _dask():
+    try:
+        import dask.array
+        import distributed
+    except ImportError as e:
+        raise ImportError("sb.distributed needs Dask: pip install 'symbackprop[distributed]' "
+                          "(the `distributed` extra)") from e
+    return dask.array, distributed
+
+
+# ---- separability --------------------------------------------------------------------------------------
+
+def _spec(name, x):
+    if hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (np.ndarray, np.generic)):
+        return Spec(name, "array", tuple(int(s) for s in x.shape), np.dtype(x.dtype))  # a Dask array
+    return spec_of(name, x, False)
+
+
+def _data_names(params, wrt, data, args):
+    if data is None:
+        return tuple(p for p, a in zip(params, args) if p not in wrt and np.ndim(a) > 0 and hasattr(a, "shape"))
+    names = (data,) if isinstance(data, str) else tuple(data)
+    for d in names:
+        if d not in params:
+            raise ValueError(f"data names `{d}`, which is not a parameter of the model ({', '.join(params)})")
+        if d in wrt:
+            raise ValueError(f"`{d}` is both differentiated (wrt) and data; data are split, parameters are not")
+    return names
+
+
+def _separation(fn, params, args, data) -> Separation:
+    specs = tuple(_spec(p, a) for p, a in zip(params, args))
+    program = Program(fn, specs, backends.get("numpy"), "forward")
+    stages.trace_model(program)
+    return analyse(program.graph, set(data))
+
+
+def separable(f, *args, data=None, wrt=None, **kwargs) -> Separation:
+    """Prove that `f`'s loss is a sum or mean over axis 0 of per-row terms of the `data` arguments (default:
+    every array not in `wrt`); CompileError naming the model line that mixes rows otherwise."""
+    grad = GradFunction(f, wrt)
+    args = grad.specialiser.arguments(args, kwargs)
+    wrt_names = tuple(grad.params[i] for i in grad.wrt)
+    return _separation(f, grad.params, args, _data_names(grad.params, wrt_names, data, args))
+
+
+# ---- the cluster ---------------------------------------------------------------------------------------
+
+def _connect(client, timeout):
+    _, distributed = _dask()
+    if isinstance(client, distributed.Client):
+        return client, None
+    if client is None:
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        return distributed.Client(cluster), cluster
+    if isinstance(client, str):
+        try:
+            return distributed.Client(client, timeout=timeout), None
+        except (OSError, TimeoutError) as e:
+            raise ConnectionError(f"could not reach the Dask scheduler at {client!r} within {timeout:g} s "
+                                  f"({type(e).__name__}); start one with `dask scheduler` or pass client=None "
+                                  "for a LocalCluster") from None
+    raise TypeError(f"client is a distributed.Client, a scheduler address such as 'tcp://host:8786', or None "
+                    f"(a LocalCluster); got {type(client).__name__}")
+
+
+def _ship(client, obj):
+    """`obj` on the cluster as a task's result: workers fetch it from each other, and Dask recomputes it
+    from the task (held by the scheduler) when the worker holding it is lost."""
+    return client.submit(_worker["keep"], obj, pure=False)
+
+
+class DistributedValueAndGrad:
+    """`sb.value_and_grad(f, wrt)` over data split along axis 0 across a Dask cluster."""
+
+    def __init__(self, fn, wrt=None, client=None, data=None, timeout=CONNECT_TIMEOUT):
+        self.local = GradFunction(fn, wrt)
+        self.fn, self.params, self.single = fn, self.local.params, self.local.single
+        self.wrt = tuple(self.params[i] for i in self.local.wrt)  # by name
+        self.data = data
+        self.client, self._cluster = _connect(client, timeout)
+        self._shards = None
+        self.bytes_per_step = None
+        self.separation = None
+
+    # ---- shards: made once per data ------------------------------------------------------------------
+    def _split(self, args, data):
+        da, _ = _dask()
+        client = self.client
+        positions = [self.params.index(d) for d in data]
+        arrays = [args[i] for i in positions]
+        if not any(isinstance(a, da.Array) for a in arrays):  # NumPy data: one shard per worker
+            n_shards = max(len(client.scheduler_info()["workers"]), 1)
+            bounds = np.linspace(0, len(arrays[0]), n_shards + 1).astype(int)
+            rows = tuple(int(n) for n in np.diff(bounds) if n > 0)
+        else:
+            rows = next(a for a in arrays if isinstance(a, da.Array)).chunks[0]
+        # the data as Dask arrays sharing the row chunks: a lost worker's shards are recomputed from the graph
+        arrays = [a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=(rows,) + a.shape[1:])
+                  for a in arrays]
+        arrays = [a.rechunk((rows,) + tuple((s,) for s in a.shape[1:])) for a in arrays]
+        arrays = client.persist(arrays)
+        blocks = [a.to_delayed().reshape(-1) for a in arrays]
+        futures = [client.compute(list(b)) for b in blocks]
+        chunks = [[futures[j][i] for j in range(len(arrays))] for i in range(len(rows))]
+        shapes = [tuple((rows[i],) + a.shape[1:] for a in arrays) for i in range(len(rows))]
+        self._persisted = arrays
+        return positions, chunks, shapes
+
+    def _setup(self, args):
+        data = _data_names(self.params, self.wrt, self.data, args)
+        if not data:
+            raise ValueError("no data arguments: name the arrays split along axis 0 with data=...")
+        whole = _separation(self.fn, self.params, args, data)
+        positions, chunks, shapes = self._split(args, data)
+        modules, weights = {}, []
+        for shape in shapes:
+            shard_args = list(args)
+            for i, s in zip(positions, shape):
+                shard_args[i] = np.broadcast_to(np.zeros((), np.dtype(args[i].dtype)), s)
+            if shape not in modules:
+                part = _separation(self.fn, self.params, shard_args, data)
+                source = self._export(shard_args)
+                name = "symbackprop_shard_" + hashlib.sha1(source.encode()).hexdigest()[:16]
+                modules[shape] = (_ship(self.client, (name, source)), part)
+            weights.append(whole.scale / modules[shape][1].scale)
+        if whole.offset and abs(sum(weights) - 1.0) > 1e-12:
+            raise CompileError(
+                "the loss adds a term free of the data to a sum over the rows: each shard would add it again",
+                None,
+                "Use a mean over the rows (np.mean) or move the data-free term out of the model.")
+        self.separation = whole
+        self._shards = dict(key=self._key(args, data), data=data, positions=positions, chunks=chunks,
+                            shapes=shapes, modules=modules, weights=weights)
+
+    def _export(self, shard_args):
+        program = self.local.specialise(*shard_args)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "shard.py")
+            self.local.specialiser.export(path, program)
+            with open(path) as f:
+                return f.read()
+
+    def _key(self, args, data):
+        return tuple(id(args[self.params.index(d)]) for d in data)
+
+    # ---- a call --------------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        args = self.local.specialiser.arguments(args, kwargs)
+        data = _data_names(self.params, self.wrt, self.data, args)
+        if self._shards is None or self._shards["key"] != self._key(args, data):
+            self._setup(args)
+        sh = self._shards
+        client = self.client
+        others = tuple(a for i, a in enumerate(args) if i not in sh["positions"])
+        shipped = _ship(client, others)
+        parts = [client.submit(_worker["shard"], sh["modules"][shape][0], shipped, sh["positions"], w, *chunk,
+                               pure=False)
+                 for shape, chunk, w in zip(sh["shapes"], sh["chunks"], sh["weights"])]
+        while len(parts) > 1:  # the tree reduction, on the workers
+            parts = [client.submit(_worker["add"], a, b, pure=False) for a, b in zip(parts[::2], parts[1::2])] \
+                + parts[len(parts) // 2 * 2:]
+        value, grads, single = parts[0].result()
+        workers = len(client.scheduler_info()["workers"])
+        grad_bytes = sum(np.asarray(g).nbytes for g in grads)
+        self.bytes_per_step = {
+            "parameters": sum(np.asarray(a).nbytes for a in others if hasattr(a, "nbytes")) * workers,
+            "gradients": grad_bytes * len(sh["shapes"]),  # at most: each shard result moved once
+        }
+        return value, grads[0] if single else grads
+
+    def close(self):
+        """Close the client and the LocalCluster this object started (a given client is left open)."""
+        if self._cluster is not None:
+            self.client.close()
+            self._cluster.close()
+            self._cluster = None
+
+
+def value_and_grad(f=None, wrt=None, client=None, data=None, timeout=CONNECT_TIMEOUT):
+    """A callable like `sb.value_and_grad(f, wrt)` whose `data` arguments are split across a Dask cluster."""
+    if f is None:
+        return lambda fn: DistributedValueAndGrad(fn, wrt, client, data, timeout)
+    return DistributedValueAndGrad(f, wrt, client, data, timeout)
+
+
+# ---- training ------------------------------------------------------------------------------------------
+
+_APPLY = '''import numpy as np
+
+
+def apply_gradients({params}, {grads}):
+    """A loss whose gradient with respect to each parameter is the given gradient: the optimizer's update."""
+    return {terms}
+'''
+
+
+def _update_step(names, optimizer, clip_norm):
+    """sb.train_step of a model whose gradient is the distributed one: the update, compiled, on the client."""
+    grads = [f"g_{n}" for n in names]
+    source = _APPLY.format(params=", ".join(names), grads=", ".join(grads),
+                           terms=" + ".join(f"np.sum({n} * {g})" for n, g in zip(names, grads)))
+    name = "symbackprop_apply_" + hashlib.sha1(source.encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), "symbackprop-distributed")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name + ".py")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(source)
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return TrainStep(module.apply_gradients, optimizer, wrt=tuple(names), clip_norm=clip_norm)
+
+
+class DistributedTrainStep:
+    """`sb.train_step(f, optimizer, wrt)` with the gradient from the cluster and the update on the client."""
+
+    def __init__(self, fn, optimizer, wrt=None, client=None, data=None, clip_norm=None,
+                 timeout=CONNECT_TIMEOUT):
+        self.grad = DistributedValueAndGrad(fn, wrt, client, data, timeout)
+        self.client = self.grad.client
+        self.optimizer = optimizer
+        names = self.grad.wrt
+        self.update = _update_step(list(names), optimizer, clip_norm)
+
+    @property
+    def state(self):
+        return self.update.state
+
+    @property
+    def steps(self):
+        return self.update.steps
+
+    @property
+    def bytes_per_step(self):
+        return self.grad.bytes_per_step
+
+    def __call__(self, *args, **kwargs):
+        args = self.grad.local.specialiser.arguments(args, kwargs)
+        value, grads = self.grad(*args)
+        grads = (grads,) if self.grad.single else grads
+        params = [args[self.grad.params.index(n)] for n in self.grad.wrt]
+        for n, p in zip(self.grad.wrt, params):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"`{n}` must be a writeable NumPy array to be updated in place")
+        self.update(*params, *grads)
+        return value
+
+    def run(self, *args, steps, progress=True, **kwargs):
+        """`steps` steps on the same arguments, with a progress bar (tqdm when installed); the losses."""
+        losses = []
+        bar = _progress(steps) if progress else None
+        for _ in range(steps):
+            losses.append(float(self(*args, **kwargs)))
+            if bar is not None:
+                bar(losses[-1])
+        if bar is not None:
+            bar(None)
+        return losses
+
+    def reset(self):
+        self.update.reset()
+
+    def close(self):
+        self.grad.close()
+
+
+def _progress(total):
+    """A callback drawing the steps done and the last loss: tqdm when installed, else one line on stderr."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is not None:
+        bar = tqdm(total=total, desc="distributed steps", mininterval=0.2)
+
+        def tick(loss):
+            if loss is None:
+                bar.close()
+            else:
+                bar.update(1)
+                bar.set_postfix_str(f"loss {loss:.4g}")
+        return tick
+    done, shown, start = [0], [0.0], time.perf_counter()
+
+    def tick(loss):
+        if loss is None:
+            sys.stderr.write("\n")
+            return
+        done[0] += 1
+        now = time.perf_counter()
+        if now - shown[0] > 0.2 or done[0] == total:
+            shown[0] = now
+            sys.stderr.write(f"\rdistributed steps {done[0]}/{total} {now - start:5.1f}s loss {loss:.4g}")
+            sys.stderr.flush()
+    return tick
+
+
+def train_step(f=None, optimizer=None, wrt=None, client=None, data=None, clip_norm=None,
+               timeout=CONNECT_TIMEOUT):
+    """A callable like `sb.train_step(f, optimizer, wrt)` whose gradient comes from a Dask cluster."""
+    if optimizer is None:
+        raise TypeError("sb.distributed.train_step needs an optimizer, e.g. sb.optim.Adam(lr=1e-3)")
+    if f is None:
+        return lambda fn: DistributedTrainStep(fn, optimizer, wrt, client, data, clip_norm, timeout)
+    return DistributedTrainStep(f, optimizer, wrt, client, data, clip_norm, timeout)
