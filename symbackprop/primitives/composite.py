@@ -27,6 +27,16 @@ class SoftmaxFamily(Primitive):
             p.name = "p"
         return p
 
+    def tangent(self, node, ts, batch):
+        """The tangents of (out, e, s): t_e = e * t_z, t_s = sum(t_e); the output's by its family's rule
+        from the mean of t_z under the softmax, sum(p * t_z)."""
+        t, axes = ts[0], ops.shifted(node.attrs["axes"], batch)
+        e, s = node.outputs[1], node.outputs[2]
+        t_e = ops.mul(e, t)
+        t_s = ops.sum(t_e, axes, keepdims=True)
+        mean = ops.div(t_s, s)  # sum(p * t_z), kept along the axes
+        return [self.output_tangent(node, t, mean, axes, batch), t_e, t_s]
+
 
 @primitive("logsumexp")
 class LogSumExp(SoftmaxFamily):
@@ -43,6 +53,9 @@ class LogSumExp(SoftmaxFamily):
         g = gs[0] if node.attrs["keepdims"] else ops.expand_to_keepdims(gs[0], node.attrs["axes"], z.ndim)
         p = self.softmax(node)
         return [ops.mul(g, p)]
+
+    def output_tangent(self, node, t, mean, axes, batch):
+        return mean if node.attrs["keepdims"] else ops.reshape(mean, batch + node.out.shape)
 
     def describe(self, node):
         return "logsumexp"
@@ -63,6 +76,9 @@ class LogSoftmax(SoftmaxFamily):
         d = ops.sub(g, ops.mul(self.softmax(node), total))
         d.zero_sum_axes = frozenset(node.attrs["axes"])
         return [d]
+
+    def output_tangent(self, node, t, mean, axes, batch):
+        return ops.sub(t, mean)
 
     def describe(self, node):
         return "log_softmax"
@@ -85,6 +101,9 @@ class Softmax(SoftmaxFamily):
         d = ops.elementwise(lambda p_, g_, t: p_ * (g_ - t), p, g, total, what="softmax gradient")
         d.zero_sum_axes = frozenset(node.attrs["axes"])
         return [d]
+
+    def output_tangent(self, node, t, mean, axes, batch):
+        return ops.mul(node.outputs[0], ops.sub(t, mean))
 
     def describe(self, node):
         return "softmax"

@@ -112,6 +112,10 @@ class Index(Primitive):
         x = node.inputs[0]
         return [scatter_add(x.shape, gs[0].dtype, [(node.attrs["index"], gs[0])])]
 
+    def tangent(self, node, ts, batch):
+        key = (slice(None),) * len(batch) + node.attrs["index"]
+        return [append(Index, [ts[0]], {"index": key, "shape": batch + node.attrs["shape"]})]
+
     def describe(self, node):
         return f"[{index_text(node.attrs['index'])}]"
 
@@ -125,6 +129,11 @@ class ScatterAdd(Primitive):
 
     def adjoint(self, node, gs, wants):
         return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
+
+    def tangent(self, node, ts, batch):
+        lead = (slice(None),) * len(batch)
+        parts = [(lead + key, t) for key, t in zip(node.attrs["indexes"], ts) if t is not None]
+        return [scatter_add(batch + node.attrs["shape"], node.attrs["dtype"], parts)]
 
     def disjoint_rows(self, node):
         """Whether every part writes its own leading index (Ws[i]): parts can be computed in place."""
@@ -160,6 +169,16 @@ class SetIndex(Primitive):
         d_x = set_index(g, key, 0.0) if wants[0] else None
         d_v = ops.sum_to(ops.index(g, key), v.shape) if wants[1] else None
         return [d_x, d_v]
+
+    def tangent(self, node, ts, batch):
+        # the new version's tangent: x's with the written entries replaced by v's
+        x, v = node.inputs
+        tx, tv = ts
+        region = node.attrs["region"]
+        tx = tx if tx is not None else ops.zero_tangent(x, batch)
+        tv = ops.lift(tv, batch, len(region)) if tv is not None else ops.fill(0.0, (), tx.dtype)
+        key = (slice(None),) * len(batch) + node.attrs["index"]
+        return [append(SetIndex, [tx, tv], {"index": key, "region": batch + region})]
 
     def describe(self, node):
         return f"[{index_text(node.attrs['index'])}] ="

@@ -85,15 +85,17 @@ def _total(contributions, like, forward_nodes=()):
     return total
 
 
-def reverse(graph, wrt):
-    """Extend `graph` with the backward pass; return the gradient Value of each `wrt` param."""
+def reverse(graph, wrt, seed=None):
+    """Extend `graph` with the backward pass; return the gradient Value of each `wrt` param.
+
+    `seed` is the result's incoming gradient (a cotangent of its shape: sb.vjp); d_loss = 1 by default."""
     live = depends_on(graph, wrt)
     forward = list(graph.nodes)
     forward_nodes = set(forward)
     adjoints: dict = {}
     with building(graph):
         if graph.result in live:
-            adjoints[graph.result] = [ops.fill(1.0, (), graph.result.dtype)]
+            adjoints[graph.result] = [seed if seed is not None else ops.fill(1.0, (), graph.result.dtype)]
         for node in reversed(forward):
             if not any(v in adjoints for v in node.outputs):
                 continue
