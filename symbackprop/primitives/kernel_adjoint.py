@@ -300,18 +300,24 @@ def derive_tangent(outs, program, has_t) -> tuple:
         return _derive_tangent(outs, program, has_t)
 
 
+_EPS = sympy.Symbol("eps", real=True)
+
+
 def _derive_tangent(outs, program, has_t) -> tuple:
+    # the directional derivative d/deps B(a + eps*u) at eps = 0: the tangents stay inside np.where's
+    # branches (where(c, A, B)' = where(c, A', B')), so an untaken branch's nan or inf does not leak
     bodies = [recognise(b) for b in expand(program, outs)]
-    to_output = {b: out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
-    differentiator = _Differentiator()
-    memos = {i: {} for i, h in enumerate(has_t) if h}
+    moved = {arg(i): arg(i) + _EPS * tangent_symbol(i) for i, h in enumerate(has_t) if h}
+    # in terms of the outputs (tanh' = 1 - h**2), matched before eps = 0 lets SymPy fold sqrt(a)/a
+    to_output = {b.xreplace(moved): out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
+    differentiator, memo = _Differentiator(), {}
     result = []
     for b in bodies:
         if is_bool_expr(b):
             result.append(None)
             continue
-        d = sympy.Add(*[differentiator.diff(b, arg(i), memos[i]).xreplace(to_output) * tangent_symbol(i)
-                        for i in memos])
+        d = differentiator.diff(b.xreplace(moved), _EPS, memo).xreplace(to_output)
+        d = d.xreplace({_EPS: sympy.S.Zero})
         result.append(None if d.is_zero else d)
     return tuple(result)
 
