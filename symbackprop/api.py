@@ -48,6 +48,11 @@ class GradFunction:
         return self.specialiser.compilations
 
     @property
+    def derivative_entry(self) -> str:
+        """What a model calling this function gets: the gradient, or the value and gradient."""
+        return "value_and_grad" if self.with_value else "grad"
+
+    @property
     def _cache(self):
         return self.specialiser.cache
 
@@ -172,7 +177,7 @@ class DerivativeFunction:
         self.specialiser = Specialiser(fn, entry, backend, wrt)
         functools.update_wrapper(self, fn)
         self.fn = fn
-        self.entry = entry
+        self.entry = self.derivative_entry = entry
         self.backend = self.specialiser.backend.name
         self.params = self.specialiser.params
         self.wrt, self.single = self.specialiser.wrt, self.specialiser.single

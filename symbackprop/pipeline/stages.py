@@ -31,7 +31,7 @@ from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
-from ..ir import Graph, Value, building, append
+from ..ir import Graph, Value, append, at, building
 from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
@@ -74,7 +74,7 @@ def trace_model(program: Program):
                 v.weak = s.kind == "float"
                 graph.params.append(v)
                 args.append(v)
-        result = Tracer().call_model(program.fn, args)
+        result = Tracer(derivatives=derivatives).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:
             if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -110,6 +110,64 @@ def trace_model(program: Program):
             result.name = "out" if program.entry in ARRAY_VALUED else "loss"
         graph.result = result
     program.graph = graph
+
+
+def derivatives(entry, body, values, names, wrt, directions):
+    """The derivative an sb.grad / value_and_grad / jvp / hvp call inside a model asks for. The called
+    model is traced on parameters of its own, through the stages its own entry point runs (patterns, dead
+    code, each statement's fusion, then reverse or forward mode), and the finished graph is inlined where
+    the call is: forward graph of the model around it, differentiated again by its own entry point.
+    Returns (the called model's value, the derivatives)."""
+    sub = Graph()
+    with building(sub):
+        inputs = []
+        for v, name in zip(values, names):
+            if isinstance(v, Value):
+                p = Value(v.shape, v.dtype, None, name)
+                p.weak = v.weak
+                sub.params.append(p)
+                inputs.append(p)
+            else:
+                inputs.append(v)
+        out = body(inputs)
+        if out.node is None:
+            out = _copy(out)
+        sub.result = out
+        recognise_softmax_family(sub)
+        eliminate_dead_code(sub, [sub.result])
+        fuse_elementwise(sub, keep=[sub.result])
+        out = sub.result
+        params = [inputs[i] for i in wrt]
+        seeds = {}
+        if directions is not None:
+            for p, d in zip(params, directions):
+                t = Value(d.shape, d.dtype, None, "t_" + p.name)
+                sub.params.append(t)
+                seeds[p] = t
+        if entry == "jvp":
+            t = forward(sub, seeds).get(out)
+            results = [t if t is not None else _zero(out)]
+        else:
+            results = reverse(sub, params)
+            if entry == "hvp":
+                tangents = forward(sub, seeds)
+                results = [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in results]
+    outer = {p: v for p, v in zip(sub.params, [x for x in values if isinstance(x, Value)] + list(directions or []))}
+    for node in sub.nodes:  # inlined into the model being traced (the current graph)
+        with at(node.loc):
+            made = append(node.prim, [outer[v] for v in node.inputs], node.attrs)
+        made = made if isinstance(made, tuple) else (made,)
+        for v, m in zip(node.outputs, made):
+            outer[v] = m
+            if m.name is None and v.name is not None:
+                m.name = v.name
+    for v, m in list(outer.items()):
+        if v.grad_of is not None and m.grad_of is None and m.name is None and v.grad_of in outer:
+            m.grad_of = outer[v.grad_of]
+        if v.tangent_of is not None and m.tangent_of is None and m.name is None and v.tangent_of in outer:
+            m.tangent_of = outer[v.tangent_of]
+    mapped = [outer[r] if r in outer else r for r in results]
+    return outer[out], (mapped[0] if entry == "jvp" else mapped)
 
 
 def _described(x) -> str:
@@ -195,8 +253,23 @@ def fuse_for_backend(program: Program):
 
 def finalize(program: Program):
     finalize_kernels(program.graph)
+    _forward_closed(program)
     program.scalar = all(s.kind in ("float", "static") for s in program.specs) and all(
         v.shape == () for n in program.graph.nodes for v in n.outputs)
+
+
+def _forward_closed(program):
+    """Every node a forward node reads from is forward too. A model calling an sb.grad function has a
+    backward pass inside its forward one, and passes after reverse mode (narrowing, fusion) may make new
+    nodes there: the generated forward section must compute them before it reads them."""
+    forward_nodes = program.forward_nodes
+    if not forward_nodes:
+        return
+    needed = set()
+    for node in reversed(program.graph.nodes):
+        if node in forward_nodes or node in needed:
+            needed.update(v.node for v in node.inputs if v.node is not None)
+    program.forward_nodes = forward_nodes | (needed & set(program.graph.nodes))
 
 
 def checkpoint(program: Program):
