@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from .backends import NAMES as BACKENDS  # noqa: F401  (the backends' names, for users and the CLI)
-from .explain import explain
+from .explain import explain, explain_entry
 from .pipeline.pickling import model_reference
 from .pipeline.specialiser import CACHE_SIZE, Specialiser, install_fast_path  # noqa: F401  (CACHE_SIZE: documented)
 from .program import Program
@@ -268,6 +268,23 @@ class DerivativeFunction:
             raise RuntimeError(f"{self.fn.__name__} has not been called yet: call it (or .specialise(...)) "
                                "with example arguments first")
         return self._last.source
+
+    def export(self, path, *args, **kwargs):
+        """Write the specialisation for `args` (the model's; default: the last one) as a standalone .py
+        (a function named after the entry point, taking the model's arguments then the direction's), .ll
+        or .so (its C header beside it: the direction is an input, the outputs are written as aux_k)."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("nothing to export yet: pass example arguments, or call the function first")
+        return self.specialiser.export(path, compiled)
+
+    def explain(self, *args, **kwargs) -> str:
+        """What the entry point computes for `args` (default: the last specialisation): for the ones built on
+        reverse mode the model's backprop table, then each tangent statement forward mode emitted."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("no specialisation yet: pass example arguments, or call the function first")
+        return explain_entry(self, compiled, args, kwargs)
 
     def __reduce__(self):
         wrt = self.wrt[0] if self.single else self.wrt

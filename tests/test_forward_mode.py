@@ -236,3 +236,73 @@ def test_tangent_names_read_t_name():
     j(rng_(3, 3), rng_(3, seed=1), tangents=rng_(3, seed=2))
     assert "t_h = t_z*(1 - h**2)" in j.source
     assert "def forward(W, x, t_x):" in j.source
+
+
+# ---- source, export, explain, the command line, the call contract ----------------------------
+
+def layer_loss(W, x):
+    h = np.tanh(W @ x)
+    return np.sum(h ** 2)
+
+
+@pytest.mark.parametrize("entry", ["jvp", "vjp", "jacobian", "hessian", "hvp"])
+def test_exported_py_module_returns_what_the_callable_returns(entry, tmp_path):
+    import importlib.util
+    W, x = rng_(3, 4), rng_(4, seed=1)
+    fn = getattr(sb, entry)(layer_loss, wrt=("W", "x"))
+    direction = {"jvp": {"tangents": (rng_(3, 4, seed=2), rng_(4, seed=3))}, "vjp": {"cotangent": np.asarray(1.5)},
+                 "hvp": {"v": (rng_(3, 4, seed=2), rng_(4, seed=3))}}.get(entry, {})
+    want = fn(W, x, **direction)
+    path = fn.export(tmp_path / f"{entry}.py")
+    spec = importlib.util.spec_from_file_location(f"exported_{entry}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    extra = [d for v in direction.values() for d in (v if isinstance(v, tuple) else (v,))]
+    got = getattr(module, entry)(W, x, *extra)
+    flat = lambda t: [np.asarray(a) for a in (t if isinstance(t, tuple) else (t,)) for a in (flat(a) if isinstance(a, tuple) else [a])]  # noqa: E731
+    for a, b in zip(flat(got), flat(want)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        getattr(module, entry)(W[:2], x, *extra)
+
+
+def test_cli_show_and_explain_modes(tmp_path, capsys):
+    from symbackprop import cli
+    model = tmp_path / "m.py"
+    model.write_text("import numpy as np\n\ndef layer(W, x):\n    h = np.tanh(W @ x)\n    return np.sum(h ** 2)\n")
+    args = [f"{model}:layer", "--arg", "W=float64[3,4]", "--arg", "x=float64[4]"]
+    assert cli.main(["show", *args, "--mode", "hvp", "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "def forward(W, x, t_W):" in out and "t_d_W = " in out
+    assert cli.main(["explain", *args, "--mode", "jvp", "--wrt", "x"]) == 0
+    assert "t_out = " in capsys.readouterr().out
+    assert cli.main(["export", *args, "--mode", "hessian", "-o", str(tmp_path / "h.py")]) == 0
+    assert cli.main(["show", *args, "--mode", "jvp", "--has-aux"]) == 2
+
+
+def test_call_contract_and_cache(backend):
+    j = sb.jvp(layer_loss, wrt="x", backend=backend)
+    W, x = rng_(3, 4), rng_(4, seed=1)
+    with pytest.raises(TypeError, match="tangents="):
+        j(W, x)
+    with pytest.raises(ValueError, match="shape"):
+        j(W, x, tangents=np.ones(3))
+    with pytest.raises(TypeError, match="numeric"):
+        j(W, x, tangents=np.array(["a"] * 4))
+    j(W, x, tangents=np.ones(4))
+    j(W * 2, x, tangents=np.ones(4))
+    assert j.compilations == 1
+    # float32 in, float32 out
+    W32, x32 = W.astype(np.float32), x.astype(np.float32)
+    value, t = j(W32, x32, tangents=np.ones(4, np.float32))
+    assert t.dtype == np.float32 and j.compilations == 2
+    hv = sb.hvp(layer_loss, backend=backend)(W32, x32, v=np.ones((3, 4), np.float32))
+    assert hv.dtype == np.float32
+    H = sb.hessian(layer_loss, wrt="x", backend=backend)(W32, x32)
+    assert H.dtype == np.float32 and H.shape == (4, 4)
+    with pytest.raises(sb.CompileError):
+        sb.hvp(lambda_free_array_result, backend=backend)(x, v=x)
+
+
+def lambda_free_array_result(x):
+    return np.tanh(x)
