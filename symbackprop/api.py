@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from .backends import NAMES as BACKENDS  # noqa: F401  (the backends' names, for users and the CLI)
-from .explain import explain
+from .explain import explain, explain_entry
 from .pipeline.pickling import model_reference
 from .pipeline.specialiser import CACHE_SIZE, Specialiser, install_fast_path  # noqa: F401  (CACHE_SIZE: documented)
 from .program import Program
@@ -44,6 +46,11 @@ class GradFunction:
     @property
     def compilations(self) -> int:
         return self.specialiser.compilations
+
+    @property
+    def derivative_entry(self) -> str:
+        """What a model calling this function gets: the gradient, or the value and gradient."""
+        return "value_and_grad" if self.with_value else "grad"
 
     @property
     def _cache(self):
@@ -152,3 +159,161 @@ value_and_grad = _decorator(with_value=True)
 value_and_grad.__doc__ = """value_and_grad(f, wrt=None, backend="numpy", has_aux=False, memory_budget=None): a callable
 returning (value, gradient); with has_aux=True f returns (loss, aux) and the callable ((value, aux), gradient); under
 memory_budget (bytes, or "64MB", "1.5GiB") residuals beyond it are recomputed."""
+
+
+# ---- forward mode and higher order -------------------------------------------------------------
+
+#: each derivative entry point's keyword for its direction (None: it takes none)
+DIRECTIONS = {"jvp": "tangents", "vjp": "cotangent", "hvp": "v", "jacobian": None, "hessian": None}
+
+
+class DerivativeFunction:
+    """A compiled jvp, vjp, jacobian, hessian or hvp of a model; call it like the model (plus the
+    direction: `tangents=`, `cotangent=` or `v=`)."""
+
+    __symbackprop__ = True
+
+    def __init__(self, fn, entry, wrt=None, backend="numpy"):
+        self.specialiser = Specialiser(fn, entry, backend, wrt)
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.entry = self.derivative_entry = entry
+        self.backend = self.specialiser.backend.name
+        self.params = self.specialiser.params
+        self.wrt, self.single = self.specialiser.wrt, self.specialiser.single
+
+    @property
+    def compilations(self) -> int:
+        return self.specialiser.compilations
+
+    @property
+    def _last(self) -> Program | None:
+        return self.specialiser.last
+
+    def __call__(self, *args, **kwargs):
+        keyword = DIRECTIONS[self.entry]
+        direction = None
+        if keyword is not None:
+            if keyword not in kwargs:
+                raise TypeError(f"{self.fn.__name__}(): sb.{self.entry} needs `{keyword}=`: "
+                                f"{self._direction_text()}")
+            direction = kwargs.pop(keyword)
+        program = self.specialise(*args, **kwargs)
+        s = self.specialiser
+        args = s.arguments(args, kwargs)
+        extra = self._directions(program, direction) if keyword is not None else []
+        _, outs = program.call(*args, *extra)
+        return self._shaped(program, outs)
+
+    def specialise(self, *args, **kwargs) -> Program:
+        """Compile (or fetch) the specialisation for these arguments (the model's) without running it."""
+        s = self.specialiser
+        args = s.arguments(args, kwargs)
+        return s.lookup(s.key(args), args)
+
+    def _direction_text(self):
+        names = [self.params[i] for i in self.wrt]
+        what = {"jvp": "a tangent", "hvp": "a vector", "vjp": "a cotangent"}[self.entry]
+        if self.entry == "vjp":
+            return f"{what} shaped like the function's result"
+        if self.single:
+            return f"{what} shaped like `{names[0]}`"
+        return f"a tuple of {len(names)}, {what} shaped like each of {', '.join(f'`{n}`' for n in names)}"
+
+    def _directions(self, program, direction):
+        specs = program.specs[len(self.params):]
+        keyword = DIRECTIONS[self.entry]
+        if self.entry == "vjp" or self.single:
+            items = [direction]
+        else:
+            if not isinstance(direction, (tuple, list)) or len(direction) != len(specs):
+                raise TypeError(f"{self.fn.__name__}(): `{keyword}=` is {self._direction_text()}")
+            items = list(direction)
+        out = []
+        for spec, d, i in zip(specs, items, self.wrt if self.entry != "vjp" else [None]):
+            whose = "the function's result" if i is None else f"`{self.params[i]}`"
+            if spec.kind == "float":
+                if not isinstance(d, (int, float, np.integer, np.floating)) or isinstance(d, bool):
+                    if not (isinstance(d, np.ndarray) and d.shape == ()):
+                        raise TypeError(f"{self.fn.__name__}(): `{keyword}=` for {whose} is a number, "
+                                        f"got {type(d).__name__}")
+                out.append(float(d))
+                continue
+            a = np.asarray(d)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"{self.fn.__name__}(): `{keyword}=` for {whose} must be numeric, got {a.dtype}")
+            if a.shape != spec.shape:
+                raise ValueError(f"{self.fn.__name__}(): `{keyword}=` for {whose} has shape {a.shape}; "
+                                 f"it must have shape {spec.shape}")
+            out.append(a.astype(spec.dtype, copy=False))
+        return out
+
+    def _shaped(self, program, outs):
+        one = self.single
+        if self.entry == "jvp":
+            return outs[0], outs[1]
+        if self.entry == "vjp":
+            grads = outs[1:]
+            return outs[0], grads[0] if one else tuple(grads)
+        if self.entry in ("hvp", "jacobian"):
+            return outs[0] if one else tuple(outs)
+        k = len(self.wrt)  # hessian: row-major blocks
+        return outs[0] if one else tuple(tuple(outs[i * k:(i + 1) * k]) for i in range(k))
+
+    # ---- inspection ----------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """The generated code of the last specialisation (NumPy source, or LLVM IR for backend="llvm")."""
+        if self._last is None:
+            raise RuntimeError(f"{self.fn.__name__} has not been called yet: call it (or .specialise(...)) "
+                               "with example arguments first")
+        return self._last.source
+
+    def export(self, path, *args, **kwargs):
+        """Write the specialisation for `args` (the model's; default: the last one) as a standalone .py
+        (a function named after the entry point, taking the model's arguments then the direction's), .ll
+        or .so (its C header beside it: the direction is an input, the outputs are written as aux_k)."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("nothing to export yet: pass example arguments, or call the function first")
+        return self.specialiser.export(path, compiled)
+
+    def explain(self, *args, **kwargs) -> str:
+        """What the entry point computes for `args` (default: the last specialisation): for the ones built on
+        reverse mode the model's backprop table, then each tangent statement forward mode emitted."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("no specialisation yet: pass example arguments, or call the function first")
+        return explain_entry(self, compiled, args, kwargs)
+
+    def __reduce__(self):
+        wrt = self.wrt[0] if self.single else self.wrt
+        return DerivativeFunction, (model_reference(self.fn), self.entry, wrt, self.backend)
+
+    def __repr__(self):
+        return f"<symbackprop {self.entry} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"
+
+
+def _entry(entry, doc):
+    def make(f=None, wrt=None, backend="numpy"):
+        if f is None:
+            return lambda g: DerivativeFunction(g, entry, wrt=wrt, backend=backend)
+        if isinstance(f, (str, int, tuple, list)) and not callable(f):
+            raise TypeError(f"pass the model first, or use keywords: @sb.{entry}(wrt=...)")
+        return DerivativeFunction(f, entry, wrt=wrt, backend=backend)
+    make.__name__ = make.__qualname__ = entry
+    make.__doc__ = doc
+    return make
+
+
+jvp = _entry("jvp", """jvp(f, wrt=None, backend="numpy"): a callable `(*args, tangents=...)` returning
+(value, directional derivative) in one forward pass; one tangent per wrt parameter (a tuple for a tuple wrt).""")
+vjp = _entry("vjp", """vjp(f, wrt=None, backend="numpy"): a callable `(*args, cotangent=...)` returning
+(value, gradients) of f's (possibly array) result contracted with the cotangent.""")
+jacobian = _entry("jacobian", """jacobian(f, wrt=None, backend="numpy"): a callable returning the Jacobian, shape
+f's result shape + the parameter's shape (a tuple for a tuple wrt); forward or reverse mode by the smaller side,
+the basis carried as a leading batch axis through one program.""")
+hessian = _entry("hessian", """hessian(f, wrt=None, backend="numpy"): a callable returning the Hessian of f's scalar
+result, shape parameter shape + parameter shape (nested tuples of blocks for a tuple wrt).""")
+hvp = _entry("hvp", """hvp(f, wrt=None, backend="numpy"): a callable `(*args, v=...)` returning the Hessian-vector
+product by forward over reverse mode, without forming the Hessian.""")

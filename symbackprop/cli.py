@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, backends
-from .api import value_and_grad
+from .api import DerivativeFunction, value_and_grad
 from .errors import CompileError
 from .explain import explain
 from .graph import to_dot
@@ -242,6 +242,9 @@ def gradient_function(args, backend=None):
         parse_budget(budget)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--memory-budget: {e}") from None
+    mode = getattr(args, "mode", None) or "value_and_grad"
+    if mode != "value_and_grad":
+        return derivative_function(args, fn, wrt, mode, values, keywords, has_aux, budget, backend)
     try:
         gradfn = value_and_grad(fn, wrt=wrt, backend=backends.DEFAULT, has_aux=has_aux, memory_budget=budget)
     except (TypeError, ValueError) as e:
@@ -261,6 +264,27 @@ def gradient_function(args, backend=None):
             raise Failure(f"the {backend.upper()} backend could not compile `{fn.__name__}`: "
                           f"{type(e).__name__}: {e}") from None
     return gradfn, (values, keywords)
+
+
+#: what --mode picks: the gradient (default) or a derivative entry point
+MODES = ("value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp")
+
+
+def derivative_function(args, fn, wrt, mode, values, keywords, has_aux, budget, backend):
+    """The sb.jvp / vjp / jacobian / hessian / hvp function of the model (--mode), specialised for the --arg types."""
+    if has_aux or budget is not None or getattr(args, "memory", False):
+        raise UsageError(f"--mode {mode} takes none of --has-aux, --memory-budget, --memory")
+    try:
+        fn_ = DerivativeFunction(fn, mode, wrt=wrt, backend=backend or backends.DEFAULT)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--wrt: {e}") from None
+    try:
+        fn_.specialise(*values, **keywords)
+    except CompileError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"the --arg types do not fit `{fn.__name__}`: {e}") from None
+    return fn_, (values, keywords)
 
 
 # ---- show: highlighted source ------------------------------------------------------
@@ -406,6 +430,9 @@ def cmd_export(args):
 
 def cmd_explain(args):
     gradfn, (values, keywords) = gradient_function(args)
+    if isinstance(gradfn, DerivativeFunction):
+        sys.stdout.write(gradfn.explain(*values, **keywords))
+        return EXIT_OK
     sys.stdout.write(explain(gradfn, *values, **keywords))
     return EXIT_OK
 
@@ -459,6 +486,7 @@ DOC_TOPICS = {
     "memory": "the memory report and checkpointing under memory_budget=",
     "export": "exported modules: one specialisation each, the argument checks, the last-batch recipes",
     "distributed": "sb.distributed: data-parallel gradients and training on Dask, what the compiler proves",
+    "higher_order": "forward mode and higher order: sb.jvp, vjp, jacobian, hessian, hvp, grad of grad",
 }
 
 
@@ -537,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-o", "--output", metavar="OUT",
                            help="OUT.dot (DOT text) or OUT.svg/.png/.pdf (needs Graphviz); default: DOT on stdout")
         if name != "graph":
+            p.add_argument("--mode", choices=MODES, default="value_and_grad",
+                           help="what to compile: the gradient (default), or sb.jvp, vjp, jacobian, hessian or "
+                                "hvp (the direction is an argument of the generated function: t_<x>, d_<out>)")
             p.add_argument("--memory-budget", metavar="SIZE",
                            help="keep at most SIZE bytes of residuals (e.g. 64MB, 1.5GiB) and recompute the rest")
         if name == "show":

@@ -26,6 +26,7 @@ import sympy
 from sympy.core.parameters import distribute
 from sympy.printing.precedence import PRECEDENCE
 
+from .backends import get as get_backend
 from .backends.numpy import rules as numpy_rules
 from .backends.numpy.printer import NumpyPrinter
 from .backends.numpy.writer import writing
@@ -724,3 +725,42 @@ def explain(gradfn, *args, **kwargs) -> str:
         report = str(gradfn.specialiser.memory(compiled)).splitlines()
         text += "\nmemory: " + report[0] + "\n" + "\n".join("  " + line for line in report[1:]) + "\n"
     return text
+
+
+# ---- forward mode and higher order ---------------------------------------------------------------
+
+ENTRY_WORDS = {
+    "jvp": "forward mode: each tangent t_v is the local derivative applied to the tangents of its inputs",
+    "vjp": "reverse mode seeded with the cotangent argument (d_<result>) instead of d_loss = 1",
+    "jacobian": "the basis of the smaller side carried as a leading axis of the tangents",
+    "hvp": "forward over reverse: the tangents of the forward and backward passes; t_d_x is H @ t_x",
+    "hessian": "forward over reverse along each parameter's basis, carried as a leading axis",
+}
+
+
+def explain_entry(fn, compiled, args, kwargs) -> str:
+    """explain for sb.jvp / vjp / jacobian / hessian / hvp: the backprop table where reverse mode is part
+    of it (the model's gradient with the same wrt), then the statements of the generated NumPy code that
+    compute tangents (t_...) and the outputs, each with its model line."""
+    lines = [f"{compiled.entry} of {compiled.fn.__name__} wrt "
+             f"{', '.join(compiled.specs[i].name for i in compiled.wrt)}: {ENTRY_WORDS[compiled.entry]}"]
+    if compiled.mode:
+        lines[0] += f" ({compiled.mode} mode)"
+    if compiled.entry in ("hvp", "hessian"):
+        specs = compiled.specs[:len(fn.params)]
+        program = stages.build(compiled.fn, specs, compiled.backend, "gradient", wrt=compiled.wrt,
+                               single=compiled.single)
+        with distribute(False), writing(NumpyPrinter, program.graph.params) as writer:
+            table = _Builder(program, program.graph, program.forward_nodes, program.wrt_values, program.grads,
+                             writer).build()
+        lines += ["", "the gradient, by reverse mode:", render(table).rstrip("\n")]
+    source = compiled.source if compiled.backend.language == "python" else stages_numpy_source(fn, compiled)
+    body = [l for l in source.splitlines() if l.startswith("    ") and not l.strip().startswith(('"""', "#", "with "))]
+    lines += ["", "generated:"] + body
+    return "\n".join(lines) + "\n"
+
+
+def stages_numpy_source(fn, compiled):
+    """The NumPy source of the same specialisation (explain reads NumPy statements whatever the backend)."""
+    specs = compiled.specs[:len(fn.params)]
+    return fn.specialiser.compile(specs, kind=compiled.entry, backend=get_backend("numpy")).source

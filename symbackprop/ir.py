@@ -19,7 +19,7 @@ from .errors import NO_LOC, CompileError, Loc
 class Value:
     """An array flowing through the graph (shape, dtype, producing node)."""
 
-    __slots__ = ("shape", "dtype", "node", "name", "zero_sum_axes", "grad_of", "weak", "__weakref__")
+    __slots__ = ("shape", "dtype", "node", "name", "zero_sum_axes", "grad_of", "tangent_of", "weak", "__weakref__")
     __array_priority__ = 1000  # so numpy scalars defer to our operators
 
     def __init__(self, shape, dtype, node=None, name=None):
@@ -31,6 +31,8 @@ class Value:
         self.zero_sum_axes = frozenset()
         # the forward value this one is the gradient of (for naming it d_<name>)
         self.grad_of = None
+        # the value this one is the forward-mode tangent of (for naming it t_<name>)
+        self.tangent_of = None
         # a Python float (or computed from Python floats only): like NumPy, it does not widen float32 arrays
         self.weak = False
 

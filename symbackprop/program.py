@@ -78,6 +78,10 @@ class Program:
     specs: tuple
     backend: object                          # a backends.base.Backend
     kind: str = "value_and_grad"             # "forward" | "gradient" | "value_and_grad" | "train_step"
+    #                                          or a derivative entry point: "jvp" | "vjp" | "jacobian" | "hessian"
+    #                                          | "hvp", built by the backend as a forward returning its outputs
+    entry: str = ""                          # that entry point ("" for the gradient kinds)
+    mode: str = ""                           # a Jacobian's: "forward" or "reverse" (the smaller side)
     wrt: tuple = ()
     single: bool = True
     graph: Graph | None = None

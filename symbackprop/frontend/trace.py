@@ -75,6 +75,18 @@ class _CustomHelper:
         self.custom = custom
 
 
+class _Derivative:
+    """A call of an sb.grad / value_and_grad / jvp / hvp function inside a model: its model inlined, then
+    differentiated there (the pipeline's `derivatives` hook), so the result is one program."""
+
+    def __init__(self, compiled, entry):
+        self.compiled, self.entry = compiled, entry
+
+
+#: the entry points a model may call, and the keyword of each one's direction
+CALLABLE_DERIVATIVES = {"grad": None, "value_and_grad": None, "jvp": "tangents", "hvp": "v"}
+
+
 class _Return(Exception):
     def __init__(self, value):
         self.value = value
@@ -142,7 +154,11 @@ def _describe(x):
 class Tracer:
     """Evaluates a model's body on IR values; one instance per compilation."""
 
-    def __init__(self):
+    def __init__(self, derivatives=None):
+        #: derivatives(entry, body, values, names, wrt, directions) -> (value, derivatives): pipeline/stages.py
+        #: traces `body` on parameters of its own, differentiates it there and inlines the result (reverse
+        #: and forward mode are transforms, above the frontend)
+        self.derivatives = derivatives
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
         self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
@@ -499,8 +515,15 @@ class Tracer:
                 isinstance(x, (int, float)) for x in obj)):
             return obj
         if getattr(obj, "__symbackprop__", False):
-            raise CompileError(f"`{name}` is a compiled gradient function; call the original model instead",
-                               frame.src.loc(node))
+            entry = getattr(obj, "derivative_entry", None)
+            if entry in CALLABLE_DERIVATIVES and not getattr(obj, "has_aux", False) \
+                    and getattr(obj, "memory_budget", None) is None:
+                return _Derivative(obj, entry)
+            what = f"an sb.{entry} function with has_aux or memory_budget" if entry in CALLABLE_DERIVATIVES \
+                else f"a compiled {entry or 'train step'} function"
+            raise CompileError(f"`{name}` is {what}, which a model cannot call", frame.src.loc(node),
+                               "Call an sb.grad, sb.value_and_grad, sb.jvp or sb.hvp function (without has_aux "
+                               "or memory_budget), or the original model.")
         if isinstance(obj, CustomVJP):
             return _CustomHelper(obj)
         if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
@@ -786,9 +809,66 @@ class Tracer:
             return self.call_closure(fn, args, kwargs, loc)
         if isinstance(fn, _CustomHelper):
             return self.call_custom(fn.custom, args, kwargs, loc)
+        if isinstance(fn, _Derivative):
+            return self.call_derivative(fn, args, kwargs, loc)
         if isinstance(fn, _Callable):
             return self.call_builtin(frame, node, fn, args, kwargs)
         raise CompileError(f"{_describe(fn)} is not callable", loc)
+
+    def call_derivative(self, d, args, kwargs, loc):
+        """sb.grad(f)(...) inside a model: f inlined here, then differentiated by the pipeline's hook."""
+        compiled, entry = d.compiled, d.entry
+        fn, name = compiled.fn, compiled.fn.__name__
+        keyword = CALLABLE_DERIVATIVES[entry]
+        directions = None
+        if keyword is not None:
+            if keyword not in kwargs:
+                raise CompileError(f"the sb.{entry} function of `{name}` is called without `{keyword}=`", loc,
+                                   f"Pass the direction: {name}_{entry}(..., {keyword}=...).")
+            directions = kwargs.pop(keyword)
+            directions = [directions] if compiled.single else list(directions)
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"call of the sb.{entry} function of `{name}`: {e}", loc) from None
+        bound.apply_defaults()
+        values = list(bound.arguments.values())
+        names = list(bound.arguments)
+        wrt = []
+        for i in compiled.wrt:
+            v = values[i]
+            if not isinstance(v, Value) or v.dtype.kind != "f":
+                v = ops.as_value(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            if not isinstance(v, Value) or v.dtype.kind != "f":
+                raise CompileError(f"sb.{entry} of `{name}` differentiates `{names[i]}`, which is "
+                                   f"{_describe(v)} here; pass a float array or number", loc)
+            values[i] = v
+            wrt.append(v)
+        if directions is not None:
+            if len(directions) != len(wrt):
+                raise CompileError(f"`{keyword}=` of the sb.{entry} function of `{name}` needs {len(wrt)} "
+                                   "arrays, one per parameter it differentiates", loc)
+            directions = [ops.as_value(t, like=w) for t, w in zip(directions, wrt)]
+            for t, w in zip(directions, wrt):
+                if t.shape != w.shape:
+                    raise CompileError(f"`{keyword}=` of the sb.{entry} function of `{name}` has shape "
+                                       f"{t.shape} for a parameter of shape {w.shape}", loc)
+        def body(inputs):
+            self.return_loc = None
+            out = self.call(fn, inputs, {}, loc)
+            if not isinstance(out, Value) or out.dtype.kind != "f" or (out.shape != () and entry != "jvp"):
+                raise CompileError(f"the model `{name}` of an sb.{entry} call returns {_describe(out)}; it "
+                                   "must return one float scalar here", self.return_loc or loc)
+            return out
+
+        out, result = self.derivatives(entry, body, values, names, list(compiled.wrt), directions)
+        if entry == "value_and_grad":
+            return out, result[0] if compiled.single else tuple(result)
+        if entry == "grad":
+            return result[0] if compiled.single else tuple(result)
+        if entry == "jvp":
+            return out, result
+        return result[0] if compiled.single else tuple(result)
 
     def call_builtin(self, frame, node, fn, args, kwargs):
         loc = frame.src.loc(node)

@@ -186,11 +186,16 @@ class Specialiser:
         if backend is None:
             kinds = [s for name in backends.NAMES for s in backends.get(name).exports]
             raise ValueError(f"cannot export to {path!r}: use a {', '.join(kinds[:-1])} or {kinds[-1]} file name")
+        specs = program.specs
+        if program.entry:  # a derivative entry point's program: the model's specs, the stages rebuild the rest
+            specs = specs[:len(self.params)]
         if backend is not program.backend or program.kind == "train_step":
             # the exporting backend's code from the same stages (a train step is always built afresh:
             # lowering one for export changes its outputs)
-            program = stages.build(self.fn, program.specs, backend, program.kind, wrt=self.wrt,
+            program = stages.build(self.fn, specs, backend, program.entry or program.kind, wrt=self.wrt,
                                    single=self.single, **self.fields)
+        if program.entry:
+            return backend.export(program, path, None)
         forward = stages.build(self.fn, program.specs, backend, "forward", has_aux=program.has_aux) \
             if ".py" in backend.exports else None
         return backend.export(program, path, forward)

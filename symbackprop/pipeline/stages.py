@@ -11,6 +11,14 @@ mode) is adding a stage here and to the lists that want it:
     LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> finalize (the forward alone)
     TRAIN_STEP      GRADIENT -> without stop_gradient -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
                     -> finalize -> checkpoint under the memory budget -> check in-place order
+    JVP             FORWARD -> forward mode (tangent inputs t_<x>) -> OUTPUTS
+    VJP             FORWARD -> reverse mode seeded by a cotangent input -> OUTPUTS
+    JACOBIAN        FORWARD -> forward mode over a basis (or reverse mode, then forward mode over the
+                    cotangent's basis, when the result is the smaller side) -> OUTPUTS
+    HVP             GRADIENT -> forward mode over the forward and backward passes together -> OUTPUTS
+    HESSIAN         GRADIENT -> forward mode over a basis of each parameter -> OUTPUTS
+    where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
+    and the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
 from __future__ import annotations
 
@@ -20,16 +28,18 @@ import numbers
 import numpy as np
 
 from ..errors import CompileError, Loc
+from ..frontend.signature import Spec
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
-from ..ir import Graph, Value, building, append
+from ..ir import Graph, Value, append, at, building
 from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..primitives import ops
-from ..primitives.elementwise import Kernel, arg
+from ..primitives.elementwise import Kernel, arg, constant
 from ..transforms import recompute, update
+from ..transforms.forward import forward
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
 
@@ -64,7 +74,7 @@ def trace_model(program: Program):
                 v.weak = s.kind == "float"
                 graph.params.append(v)
                 args.append(v)
-        result = Tracer().call_model(program.fn, args)
+        result = Tracer(derivatives=derivatives).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:
             if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -85,7 +95,9 @@ def trace_model(program: Program):
             raise CompileError(f"the model returns {what}{' as the loss' if program.has_aux else ''}; "
                                f"{what_loss} one scalar", loc, hint)
         if isinstance(result, Value):
-            if result.shape != ():
+            if program.entry in ARRAY_VALUED and result.dtype.kind == "f":
+                pass  # jvp, vjp and jacobian differentiate functions returning an array
+            elif result.shape != ():
                 raise CompileError(f"the model returns an array of shape {result.shape}; it must return one "
                                    "scalar (the loss)", loc, "Reduce it: return np.sum(x) or np.mean(x).")
             if result.dtype.kind not in "f":
@@ -95,9 +107,67 @@ def trace_model(program: Program):
         else:
             result = ops.fill(float(result), (), np.float64)
         if result.name is None:
-            result.name = "loss"
+            result.name = "out" if program.entry in ARRAY_VALUED else "loss"
         graph.result = result
     program.graph = graph
+
+
+def derivatives(entry, body, values, names, wrt, directions):
+    """The derivative an sb.grad / value_and_grad / jvp / hvp call inside a model asks for. The called
+    model is traced on parameters of its own, through the stages its own entry point runs (patterns, dead
+    code, each statement's fusion, then reverse or forward mode), and the finished graph is inlined where
+    the call is: forward graph of the model around it, differentiated again by its own entry point.
+    Returns (the called model's value, the derivatives)."""
+    sub = Graph()
+    with building(sub):
+        inputs = []
+        for v, name in zip(values, names):
+            if isinstance(v, Value):
+                p = Value(v.shape, v.dtype, None, name)
+                p.weak = v.weak
+                sub.params.append(p)
+                inputs.append(p)
+            else:
+                inputs.append(v)
+        out = body(inputs)
+        if out.node is None:
+            out = _copy(out)
+        sub.result = out
+        recognise_softmax_family(sub)
+        eliminate_dead_code(sub, [sub.result])
+        fuse_elementwise(sub, keep=[sub.result])
+        out = sub.result
+        params = [inputs[i] for i in wrt]
+        seeds = {}
+        if directions is not None:
+            for p, d in zip(params, directions):
+                t = Value(d.shape, d.dtype, None, "t_" + p.name)
+                sub.params.append(t)
+                seeds[p] = t
+        if entry == "jvp":
+            t = forward(sub, seeds).get(out)
+            results = [t if t is not None else _zero(out)]
+        else:
+            results = reverse(sub, params)
+            if entry == "hvp":
+                tangents = forward(sub, seeds)
+                results = [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in results]
+    outer = {p: v for p, v in zip(sub.params, [x for x in values if isinstance(x, Value)] + list(directions or []))}
+    for node in sub.nodes:  # inlined into the model being traced (the current graph)
+        with at(node.loc):
+            made = append(node.prim, [outer[v] for v in node.inputs], node.attrs)
+        made = made if isinstance(made, tuple) else (made,)
+        for v, m in zip(node.outputs, made):
+            outer[v] = m
+            if m.name is None and v.name is not None:
+                m.name = v.name
+    for v, m in list(outer.items()):
+        if v.grad_of is not None and m.grad_of is None and m.name is None and v.grad_of in outer:
+            m.grad_of = outer[v.grad_of]
+        if v.tangent_of is not None and m.tangent_of is None and m.name is None and v.tangent_of in outer:
+            m.tangent_of = outer[v.tangent_of]
+    mapped = [outer[r] if r in outer else r for r in results]
+    return outer[out], (mapped[0] if entry == "jvp" else mapped)
 
 
 def _described(x) -> str:
@@ -183,8 +253,23 @@ def fuse_for_backend(program: Program):
 
 def finalize(program: Program):
     finalize_kernels(program.graph)
+    _forward_closed(program)
     program.scalar = all(s.kind in ("float", "static") for s in program.specs) and all(
         v.shape == () for n in program.graph.nodes for v in n.outputs)
+
+
+def _forward_closed(program):
+    """Every node a forward node reads from is forward too. A model calling an sb.grad function has a
+    backward pass inside its forward one, and passes after reverse mode (narrowing, fusion) may make new
+    nodes there: the generated forward section must compute them before it reads them."""
+    forward_nodes = program.forward_nodes
+    if not forward_nodes:
+        return
+    needed = set()
+    for node in reversed(program.graph.nodes):
+        if node in forward_nodes or node in needed:
+            needed.update(v.node for v in node.inputs if v.node is not None)
+    program.forward_nodes = forward_nodes | (needed & set(program.graph.nodes))
 
 
 def checkpoint(program: Program):
@@ -220,6 +305,145 @@ def check_update_order(program: Program):
     update.check_no_stale_reads(program.graph, program.updates, program.update_nodes)
 
 
+# ---- forward mode and higher order (sb.jvp, vjp, jacobian, hessian, hvp) ----------------------------
+
+#: the entry points whose function may return an array
+ARRAY_VALUED = ("jvp", "vjp", "jacobian")
+
+
+def _set_wrt(program):
+    graph = program.graph
+    params = {p.name: p for p in graph.params}
+    program.wrt_values = [params[program.specs[i].name] for i in program.wrt]
+    program.forward_nodes = set(graph.nodes)
+
+
+def extra_input(program, base, like):
+    """A new argument of the generated function (a tangent, a cotangent) shaped like the value `like`,
+    named `base` (or base_2, ... when the model has that name)."""
+    taken = {s.name for s in program.specs}
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    kind = "float" if like.weak and like.shape == () else "array"
+    program.specs = program.specs + (Spec(name, kind, like.shape, like.dtype),)
+    v = Value(like.shape, like.dtype, None, name)
+    v.weak = kind == "float"
+    program.graph.params.append(v)
+    return v
+
+
+def _zero(v, batch=()):
+    return ops.fill(0.0, tuple(batch) + v.shape, v.dtype)
+
+
+def _outputs(program, values):
+    """The entry point's arrays become what the generated code returns (the aux of a forward); the
+    value returned beside them is the model's loss when it has one, else 0."""
+    graph = program.graph
+    graph.aux = []
+    src = Source(program.fn)
+    program.aux_tree = _flatten_aux(tuple(values), graph.aux, _return_loc(src), "out")
+    program.has_aux = True
+    program.grads = []
+    if graph.result.shape != () or graph.result.dtype.kind != "f":
+        graph.result = ops.fill(0.0, (), np.float64)
+
+
+def basis(v):
+    """The standard basis of `v`'s entries as a constant: (n,) + v.shape, direction k the k-th entry."""
+    n = v.size
+    dtype = "" if v.dtype == np.float64 else f", dtype=np.{v.dtype}"
+    text = f"np.eye({n}{dtype})" + (f".reshape({(n,) + v.shape})" if v.shape != (n,) else "")
+    return constant(np.eye(n, dtype=v.dtype).reshape((n,) + v.shape), text)
+
+
+def _block(t, out, param, batch_first):
+    """A Jacobian block (out.shape + param.shape) from the tangent `t` of `out`: batch axis over the
+    parameter's entries (forward mode: moved to the back) or over the result's (reverse mode)."""
+    if t is None:
+        return _zero(out, param.shape)
+    if not batch_first:
+        if out.ndim:
+            t = ops.transpose(t, tuple(range(1, t.ndim)) + (0,))
+    return ops.reshape(t, out.shape + param.shape)
+
+
+def jvp_mode(program):
+    """Forward mode: one tangent input t_<x> per wrt parameter; the value and its tangent."""
+    _set_wrt(program)
+    graph = program.graph
+    with building(graph):
+        seeds = {p: extra_input(program, "t_" + p.name, p) for p in program.wrt_values}
+        tangents = forward(graph, seeds)
+        out = graph.result
+        t = tangents.get(out)
+        _outputs(program, [out, t if t is not None else _zero(out)])
+
+
+def vjp_mode(program):
+    """Reverse mode seeded by a cotangent input d_<out>: the value and one gradient per wrt parameter."""
+    _set_wrt(program)
+    graph = program.graph
+    out = graph.result
+    with building(graph):
+        seed = extra_input(program, "d_" + out.name, out)
+        grads = reverse(graph, program.wrt_values, seed=seed)
+        _outputs(program, [out, *grads])
+
+
+def jacobian_mode(program):
+    """The Jacobian of each wrt parameter, its basis as a leading batch axis through one program: forward
+    mode when the parameters have fewer entries than the result, else reverse mode (the cotangent's basis
+    carried through the backward pass, which is linear in it, by forward mode)."""
+    _set_wrt(program)
+    graph = program.graph
+    out = graph.result
+    params = program.wrt_values
+    program.mode = "forward" if sum(p.size for p in params) <= out.size else "reverse"
+    with building(graph):
+        nodes = list(graph.nodes)
+        if program.mode == "forward":
+            blocks = []
+            for p in params:
+                t = forward(graph, {p: basis(p)}, (p.size,), nodes).get(out)
+                blocks.append(_block(t, out, p, batch_first=False))
+        else:
+            u = Value(out.shape, out.dtype, None, "d_" + out.name)
+            grads = reverse(graph, params, seed=u)
+            tangents = forward(graph, {u: basis(u)}, (out.size,))
+            blocks = [_block(tangents.get(g), out, p, batch_first=True) for g, p in zip(grads, params)]
+        _outputs(program, blocks)
+
+
+def hvp_mode(program):
+    """Forward over reverse: the tangent of the gradient along t_<x>, through the forward and backward
+    passes together (the Hessian is never formed)."""
+    graph = program.graph
+    with building(graph):
+        seeds = {p: extra_input(program, "t_" + p.name, p) for p in program.wrt_values}
+        tangents = forward(graph, seeds)
+        _outputs(program, [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in program.grads])
+
+
+def hessian_mode(program):
+    """The Hessian's blocks H[i][j] = d grad_i / d x_j: forward over reverse along each parameter's basis,
+    carried as a leading batch axis (row-major blocks in the outputs)."""
+    graph = program.graph
+    grads, params = program.grads, program.wrt_values
+    with building(graph):
+        nodes = list(graph.nodes)
+        columns = [forward(graph, {p: basis(p)}, (p.size,), nodes) for p in params]
+        blocks = [_block(columns[j].get(g), g, p, batch_first=False)
+                  for g in grads for j, p in enumerate(params)]
+        _outputs(program, blocks)
+
+
+def as_forward(program):
+    """The backend builds the finished program as a forward returning its outputs."""
+    program.kind = "forward"
+
+
 FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
 GRADIENT = FORWARD + (reverse_mode,)
 VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
@@ -228,8 +452,20 @@ LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forwa
 TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
                          drop_dead, finalize, checkpoint, check_update_order)
 
+OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize, as_forward)
+JVP = FORWARD + (jvp_mode,) + OUTPUTS
+VJP = FORWARD + (vjp_mode,) + OUTPUTS
+JACOBIAN = FORWARD + (jacobian_mode,) + OUTPUTS
+HVP = GRADIENT + (hvp_mode,) + OUTPUTS
+HESSIAN = GRADIENT + (hessian_mode,) + OUTPUTS
+
 #: the stages of each kind of Program
-STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP}
+STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP,
+          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN}
+
+
+#: the derivative entry points' kinds
+ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian")
 
 
 def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:
@@ -238,6 +474,8 @@ def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:
     A train step accumulating gradients over k calls is two Programs, built together: the updating one
     (returned) and, as its `accumulating`, the one the other k - 1 calls run.
     """
+    if kind in ENTRIES:
+        fields = {**fields, "entry": kind}
     program = run(Program(fn, tuple(specs), backend, kind, **fields), STAGES[kind])
     if kind == "train_step" and program.accumulate > 1 and program.phase == "update":
         program.accumulating = run(Program(fn, tuple(specs), backend, kind, **{**fields, "phase": "accumulate"}),

@@ -27,6 +27,27 @@ class SoftmaxFamily(Primitive):
             p.name = "p"
         return p
 
+    def adjoint(self, node, gs, wants):
+        """The family's rule for the output's gradient, plus what reaches e = exp(z) and s = sum(e): a
+        backward pass that read p = e / s, differentiated again (grad of grad, hvp), sends gradients there."""
+        parts = [self.output_adjoint(node, gs[0])] if gs[0] is not None else []
+        g_e = gs[1]
+        if gs[2] is not None:
+            g_e = gs[2] if g_e is None else ops.add(g_e, gs[2])
+        if g_e is not None:
+            parts.append(ops.mul(g_e, node.outputs[1]))
+        return [ops.add_tangents(parts)]
+
+    def tangent(self, node, ts, batch):
+        """The tangents of (out, e, s): t_e = e * t_z, t_s = sum(t_e); the output's by its family's rule
+        from the mean of t_z under the softmax, sum(p * t_z)."""
+        t, axes = ts[0], ops.shifted(node.attrs["axes"], batch)
+        e, s = node.outputs[1], node.outputs[2]
+        t_e = ops.mul(e, t)
+        t_s = ops.sum(t_e, axes, keepdims=True)
+        mean = ops.div(t_s, s)  # sum(p * t_z), kept along the axes
+        return [self.output_tangent(node, t, mean, axes, batch), t_e, t_s]
+
 
 @primitive("logsumexp")
 class LogSumExp(SoftmaxFamily):
@@ -38,11 +59,14 @@ class LogSumExp(SoftmaxFamily):
         lse = _keep_shape(z.shape, axes) if keep else tuple(d for i, d in enumerate(z.shape) if i not in axes)
         return [(lse, z.dtype), (z.shape, z.dtype), (_keep_shape(z.shape, axes), z.dtype)]
 
-    def adjoint(self, node, gs, wants):
+    def output_adjoint(self, node, g):
         z = node.inputs[0]
-        g = gs[0] if node.attrs["keepdims"] else ops.expand_to_keepdims(gs[0], node.attrs["axes"], z.ndim)
+        g = g if node.attrs["keepdims"] else ops.expand_to_keepdims(g, node.attrs["axes"], z.ndim)
         p = self.softmax(node)
-        return [ops.mul(g, p)]
+        return ops.mul(g, p)
+
+    def output_tangent(self, node, t, mean, axes, batch):
+        return mean if node.attrs["keepdims"] else ops.reshape(mean, batch + node.out.shape)
 
     def describe(self, node):
         return "logsumexp"
@@ -56,13 +80,15 @@ class LogSoftmax(SoftmaxFamily):
         z = node.inputs[0]
         return [(z.shape, z.dtype), (z.shape, z.dtype), (_keep_shape(z.shape, node.attrs["axes"]), z.dtype)]
 
-    def adjoint(self, node, gs, wants):
+    def output_adjoint(self, node, g):
         # d log_softmax: g - p * sum(g)   (sums to zero along the axes)
-        g = gs[0]
         total = ops.sum(g, node.attrs["axes"], keepdims=True)
         d = ops.sub(g, ops.mul(self.softmax(node), total))
         d.zero_sum_axes = frozenset(node.attrs["axes"])
-        return [d]
+        return d
+
+    def output_tangent(self, node, t, mean, axes, batch):
+        return ops.sub(t, mean)
 
     def describe(self, node):
         return "log_softmax"
@@ -78,13 +104,16 @@ class Softmax(SoftmaxFamily):
         z = node.inputs[0]
         return [(z.shape, z.dtype), (z.shape, z.dtype), (_keep_shape(z.shape, node.attrs["axes"]), z.dtype)]
 
-    def adjoint(self, node, gs, wants):
+    def output_adjoint(self, node, g):
         # d softmax: p * (g - sum(g * p))   (sums to zero along the axes)
-        p, g = node.outputs[0], gs[0]
+        p = node.outputs[0]
         total = ops.sum(ops.mul(g, p), node.attrs["axes"], keepdims=True)
         d = ops.elementwise(lambda p_, g_, t: p_ * (g_ - t), p, g, total, what="softmax gradient")
         d.zero_sum_axes = frozenset(node.attrs["axes"])
-        return [d]
+        return d
+
+    def output_tangent(self, node, t, mean, axes, batch):
+        return ops.mul(node.outputs[0], ops.sub(t, mean))
 
     def describe(self, node):
         return "softmax"

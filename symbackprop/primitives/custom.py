@@ -27,6 +27,10 @@ class CustomVJPCall(Primitive):
         grads = node.attrs["adjoint"](node, gs[0], wants[:-1])
         return list(grads) + [None]  # the helper's own body is not differentiated
 
+    def tangent(self, node, ts, batch):
+        # forward mode differentiates the helper's own body (its value is the last input)
+        return [ts[-1]]
+
     def describe(self, node):
         return "custom_vjp"
 

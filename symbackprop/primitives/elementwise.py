@@ -117,6 +117,9 @@ class Kernel(Primitive):
     def adjoint(self, node, gs, wants):
         return kernel_adjoint.kernel_adjoint(node, gs, wants)
 
+    def tangent(self, node, ts, batch):
+        return kernel_adjoint.kernel_tangent(node, ts, batch)
+
     def describe(self, node):
         outs = expand(node.attrs["program"], node.attrs["outs"])
         return ", ".join(sympy.sstr(o) for o in outs)

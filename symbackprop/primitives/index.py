@@ -112,6 +112,10 @@ class Index(Primitive):
         x = node.inputs[0]
         return [scatter_add(x.shape, gs[0].dtype, [(node.attrs["index"], gs[0])])]
 
+    def tangent(self, node, ts, batch):
+        key = (slice(None),) * len(batch) + node.attrs["index"]
+        return [append(Index, [ts[0]], {"index": key, "shape": batch + node.attrs["shape"]})]
+
     def describe(self, node):
         return f"[{index_text(node.attrs['index'])}]"
 
@@ -124,7 +128,12 @@ class ScatterAdd(Primitive):
         return [(node.attrs["shape"], node.attrs["dtype"])]
 
     def adjoint(self, node, gs, wants):
-        return [ops.index(gs[0], key) for key in node.attrs["indexes"]]
+        return [index_at(gs[0], key, v.shape) for key, v in zip(node.attrs["indexes"], node.inputs)]
+
+    def tangent(self, node, ts, batch):
+        lead = (slice(None),) * len(batch)
+        parts = [(lead + key, t) for key, t in zip(node.attrs["indexes"], ts) if t is not None]
+        return [scatter_add(batch + node.attrs["shape"], node.attrs["dtype"], parts)]
 
     def disjoint_rows(self, node):
         """Whether every part writes its own leading index (Ws[i]): parts can be computed in place."""
@@ -158,8 +167,18 @@ class SetIndex(Primitive):
         x, v = node.inputs
         g, key = gs[0], node.attrs["index"]
         d_x = set_index(g, key, 0.0) if wants[0] else None
-        d_v = ops.sum_to(ops.index(g, key), v.shape) if wants[1] else None
+        d_v = ops.sum_to(index_at(g, key, node.attrs["region"]), v.shape) if wants[1] else None
         return [d_x, d_v]
+
+    def tangent(self, node, ts, batch):
+        # the new version's tangent: x's with the written entries replaced by v's
+        x, v = node.inputs
+        tx, tv = ts
+        region = node.attrs["region"]
+        tx = tx if tx is not None else ops.zero_tangent(x, batch)
+        tv = ops.lift(tv, batch, len(region)) if tv is not None else ops.fill(0.0, (), tx.dtype)
+        key = (slice(None),) * len(batch) + node.attrs["index"]
+        return [append(SetIndex, [tx, tv], {"index": key, "region": batch + region})]
 
     def describe(self, node):
         return f"[{index_text(node.attrs['index'])}] ="
@@ -188,6 +207,14 @@ def set_index(x, idx, v, name="x"):
         raise CompileError("assigning a boolean array into a float array is not supported", current_loc(),
                            "Assign np.where(mask, 1.0, 0.0).")
     return append(SetIndex, [x, v], {"index": key, "region": tuple(shape)})
+
+
+def index_at(x, key, shape):
+    """x[key] for a key normalised already (a reversed slice to the front has stop -1, which
+    normalize_index would read as the last entry): the adjoints of scatter-add and assignment."""
+    if key == tuple(slice(None) for _ in x.shape) and x.shape == tuple(shape):
+        return x
+    return append(Index, [x], {"index": tuple(key), "shape": tuple(shape)})
 
 
 def scatter_add(shape, dtype, parts):

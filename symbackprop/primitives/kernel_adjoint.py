@@ -20,7 +20,7 @@ from sympy.core.parameters import distribute
 from sympy.ntheory.multinomial import multinomial_coefficients_iterator
 
 from . import ops
-from .elementwise import arg, expand, kernel, kernel_dtype, operand_dtypes, temps
+from .elementwise import arg, expand, is_bool_expr, kernel, kernel_dtype, operand_dtypes, temps
 from . import scalar
 from .scalar import recognise
 from ..ir import Value
@@ -280,4 +280,75 @@ def kernel_adjoint(node, gs, wants):
             result.append(None)
         else:
             result.append(ops.sum_to(grads[idx], node.inputs[i].shape))
+    return result
+
+
+# ---- forward mode: the tangent of a kernel --------------------------------------------------
+
+def tangent_symbol(i):
+    return sympy.Symbol(f"u{i}", real=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def derive_tangent(outs, program, has_t) -> tuple:
+    """Per output, sum_i dB_k/da_i * u_i over the inputs with a tangent, in terms of the outputs
+    (B_k -> y_k, so tanh gives (1 - y0**2)*u0); None for an output whose tangent is zero."""
+    try:
+        with distribute(False):
+            return _derive_tangent(outs, program, has_t)
+    except RecursionError:
+        return _derive_tangent(outs, program, has_t)
+
+
+_EPS = sympy.Symbol("eps", real=True)
+
+
+def _derive_tangent(outs, program, has_t) -> tuple:
+    # the directional derivative d/deps B(a + eps*u) at eps = 0: the tangents stay inside np.where's
+    # branches (where(c, A, B)' = where(c, A', B')), so an untaken branch's nan or inf does not leak
+    bodies = [recognise(b) for b in expand(program, outs)]
+    moved = {arg(i): arg(i) + _EPS * tangent_symbol(i) for i, h in enumerate(has_t) if h}
+    # in terms of the outputs (tanh' = 1 - h**2), matched before eps = 0 lets SymPy fold sqrt(a)/a
+    to_output = {b.xreplace(moved): out_symbol(k) for k, b in enumerate(bodies) if not b.is_Symbol}
+    differentiator, memo = _Differentiator(), {}
+    result = []
+    for b in bodies:
+        if is_bool_expr(b):
+            result.append(None)
+            continue
+        d = differentiator.diff(b.xreplace(moved), _EPS, memo).xreplace(to_output)
+        d = d.xreplace({_EPS: sympy.S.Zero})
+        result.append(None if d.is_zero else d)
+    return tuple(result)
+
+
+def kernel_tangent(node, ts, batch):
+    """The tangent of each output of an elementwise kernel: one kernel reading the inputs, the outputs
+    and the input tangents (each lifted so that it broadcasts behind the batch axes)."""
+    shape = node.attrs["shape"]
+    has_t = tuple(t is not None for t in ts)
+    derivs = derive_tangent(node.attrs["outs"], node.attrs["program"], has_t)
+    env = {}
+    for i, v in enumerate(node.inputs):
+        env[arg(i)] = v
+        if ts[i] is not None:
+            env[tangent_symbol(i)] = ops.lift(ts[i], batch, len(shape))
+    for k, v in enumerate(node.outputs):
+        env[out_symbol(k)] = v
+    wanted = [k for k, d in enumerate(derivs)
+              if d is not None and node.outputs[k].dtype.kind == "f" and not is_bool_expr(d)]
+    if not wanted:
+        return [None] * len(node.outputs)
+    reads = set().union(*(derivs[k].free_symbols for k in wanted))
+    bound = [s for s in sorted(reads, key=lambda s: s.name) if s in env]
+    rename = {s: arg(j) for j, s in enumerate(bound)}
+    result = [None] * len(node.outputs)
+    groups: dict = {}  # one kernel per dtype (the outputs' own): its outputs share subexpressions
+    for k in wanted:
+        groups.setdefault(node.outputs[k].dtype, []).append(k)
+    for dtype, ks in groups.items():
+        made = kernel([env[s] for s in bound], tuple(derivs[k].xreplace(rename) for k in ks),
+                      tuple(batch) + tuple(shape), dtype=dtype)
+        for k, t in zip(ks, made):
+            result[k] = t
     return result

@@ -58,6 +58,32 @@ class MatMul(Primitive):
             db = ops.reshape(ops.sum_to(ops.swap_last(a2) @ g2, b2.shape), b.shape)
         return [da, db]
 
+    def tangent(self, node, ts, batch):
+        # t(A @ B) = tA @ B + A @ tB, each direction of the batch a matrix product of its own
+        a, b = node.inputs
+        ta, tb = ts
+        out = batch + node.out.shape
+        parts = []
+        if ta is not None:
+            if not batch or a.ndim >= 2:
+                parts.append(ops.lift(ta, batch, b.ndim) @ b if batch else ta @ b)
+            elif b.ndim <= 2:  # a vector: each direction's row times B
+                parts.append(ta @ b)
+            else:
+                row = ops.reshape(ta, batch + (1,) * (b.ndim - 2) + (1, a.shape[0]))
+                parts.append(ops.reshape(row @ b, out))
+        if tb is not None:
+            if not batch:
+                parts.append(a @ tb)
+            elif b.ndim >= 2:
+                parts.append(a @ ops.lift(tb, batch, a.ndim) if a.ndim >= 2 else a @ tb)
+            elif a.ndim <= 2:  # B a vector: each direction's vector times A.T
+                parts.append(tb @ a.T if a.ndim == 2 else tb @ a)
+            else:
+                col = ops.reshape(tb, batch + (1,) * (a.ndim - 2) + (b.shape[0], 1))
+                parts.append(ops.reshape(a @ col, out))
+        return [ops.add_tangents(parts)]
+
     def describe(self, node):
         return "matmul"
 
@@ -79,6 +105,19 @@ class Outer(Primitive):
         flat_a, flat_b = ops.reshape(a, (a.size,)), ops.reshape(b, (b.size,))
         return [ops.reshape(g @ flat_b, a.shape) if wants[0] else None,
                 ops.reshape(flat_a @ g, b.shape) if wants[1] else None]
+
+    def tangent(self, node, ts, batch):
+        a, b = node.inputs
+        ta, tb = ts
+        if not batch:
+            return [ops.add_tangents([ops.outer(ta, b) if ta is not None else None,
+                                      ops.outer(a, tb) if tb is not None else None])]
+        parts = []
+        if ta is not None:
+            parts.append(ops.reshape(ta, batch + (a.size, 1)) * ops.reshape(b, (b.size,)))
+        if tb is not None:
+            parts.append(ops.reshape(a, (a.size, 1)) * ops.reshape(tb, batch + (1, b.size)))
+        return [ops.add_tangents(parts)]
 
     def describe(self, node):
         return "outer product"

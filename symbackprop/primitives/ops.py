@@ -429,3 +429,36 @@ def stop_gradient(x):
     out = append(StopGradient, [x])
     out.weak = x.weak
     return out
+
+
+# ---- forward mode: tangents carrying a leading batch of directions -------------------------
+
+def lift(t, batch, ndim):
+    """Tangent `t` (shape batch + its value's shape) with 1s inserted behind the batch axes up to
+    `ndim` axes of its own: it then broadcasts against values of `ndim` axes as its value does."""
+    nb = len(batch)
+    own = t.ndim - nb
+    if own >= ndim:
+        return t
+    return reshape(t, t.shape[:nb] + (1,) * (ndim - own) + t.shape[nb:])
+
+
+def zero_tangent(v, batch):
+    """The zero tangent of `v` (an explicit array, where a rule needs one)."""
+    return fill(0.0, tuple(batch) + v.shape, v.dtype if v.dtype.kind == "f" else np.float64)
+
+
+def shifted(axes, batch):
+    """Axes of a value as axes of its tangent (behind the batch axes)."""
+    return tuple(a + len(batch) for a in axes)
+
+
+def add_tangents(parts):
+    """The sum of the tangents that are not None (None when all are)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    total = parts[0]
+    for p in parts[1:]:
+        total = add(total, p)
+    return total

@@ -49,6 +49,9 @@ class Sum(Reduction):
         x = node.inputs[0]
         return [ops.broadcast_to(self.keep(node, gs[0]), x.shape)]
 
+    def tangent(self, node, ts, batch):
+        return [ops.sum(ts[0], ops.shifted(node.attrs["axes"], batch), keepdims=node.attrs["keepdims"])]
+
 
 class Extremum(Reduction):
     explain_note = "ties share the gradient"
@@ -63,6 +66,15 @@ class Extremum(Reduction):
         # g/count with an integer count would be float64: the gradient keeps g's dtype (float32 stays float32)
         h, g_, c = arg(0), arg(1), arg(2)
         return list(kernel([hit, g, count], (scalar.where(h, g_ / c, 0),), x.shape, dtype=g.dtype))
+
+    def tangent(self, node, ts, batch):
+        # the mean of the tangents at the extreme entries (ties share, as in the adjoint)
+        x, t = node.inputs[0], ts[0]
+        hit = ops.compare("eq", x, self.keep(node, node.out))
+        count = ops.sum(hit, node.attrs["axes"], keepdims=True)
+        h, c = arg(0), arg(1)
+        (share,) = kernel([hit, count], (scalar.where(h, 1 / c, 0),), x.shape, dtype=t.dtype)
+        return [ops.sum(ops.mul(share, t), ops.shifted(node.attrs["axes"], batch), keepdims=node.attrs["keepdims"])]
 
 
 @primitive("max")

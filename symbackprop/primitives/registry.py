@@ -7,6 +7,10 @@ Contract every primitive follows (a class, instantiated once, registered by name
         gs[k] is the incoming gradient of output k (None when it is zero);
         wants[i] says whether input i needs a gradient. Rules build IR with the
         ops in primitives.ops, so they read like the math (`g @ b.T`).
+    tangent(node, ts, batch)     -> [Value | None, ...]     one per output (forward mode)
+        ts[i] is the tangent of input i (None when it is zero), of shape batch + the input's
+        shape: `batch` is () for one direction, (n,) for n directions carried as a leading
+        axis (a Jacobian's basis). Rules build IR with ops, as adjoints do.
     describe(node)               -> str                     for explain tables and graphs
     flops(node)                  -> int                     the op-cost model: arithmetic of one application
     view                         (class attribute)          True when the result is a view: no bytes, no flops
@@ -20,7 +24,7 @@ the decorated name the instance, so a backend finds the rule of `node.prim` unde
 compiler always rewrites it into other primitives before code is generated.
 
 A primitive with no adjoint leaves `adjoint` undefined; reverse mode then raises
-CompileError naming it.
+CompileError naming it (and forward mode, for `tangent`).
 """
 from __future__ import annotations
 
@@ -49,6 +53,9 @@ class Primitive:
 
     def adjoint(self, node, gs, wants):
         raise CompileError(f"`{self.name}` has no derivative rule", node.loc)
+
+    def tangent(self, node, ts, batch):
+        raise CompileError(f"`{self.name}` has no forward-mode (tangent) rule", node.loc)
 
     def describe(self, node) -> str:
         """A short human name for explain tables and graphs."""

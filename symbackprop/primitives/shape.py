@@ -19,6 +19,9 @@ class Reshape(Primitive):
     def adjoint(self, node, gs, wants):
         return [ops.reshape(gs[0], node.inputs[0].shape)]
 
+    def tangent(self, node, ts, batch):
+        return [ops.reshape(ts[0], batch + node.attrs["shape"])]
+
     def describe(self, node):
         return f"reshape to {node.attrs['shape']}"
 
@@ -38,6 +41,10 @@ class Transpose(Primitive):
             inverse[p] = i
         return [ops.transpose(gs[0], inverse)]
 
+    def tangent(self, node, ts, batch):
+        nb = len(batch)
+        return [ops.transpose(ts[0], tuple(range(nb)) + tuple(p + nb for p in node.attrs["perm"]))]
+
     def describe(self, node):
         return "transpose"
 
@@ -54,6 +61,10 @@ class BroadcastTo(Primitive):
     def adjoint(self, node, gs, wants):
         return [ops.sum_to(gs[0], node.inputs[0].shape)]
 
+    def tangent(self, node, ts, batch):
+        shape = node.attrs["shape"]
+        return [ops.broadcast_to(ops.lift(ts[0], batch, len(shape)), batch + shape)]
+
     def describe(self, node):
         return f"broadcast to {node.attrs['shape']}"
 
@@ -67,6 +78,16 @@ class SumTo(Primitive):
 
     def adjoint(self, node, gs, wants):
         return [ops.broadcast_to(gs[0], node.inputs[0].shape)]
+
+    def tangent(self, node, ts, batch):
+        x, shape = node.inputs[0], node.attrs["shape"]
+        if not batch:
+            t = ops.sum_to(ts[0], shape)
+        else:  # the summed axes behind the batch axes, kept as 1s, then dropped
+            kept = batch + (1,) * (x.ndim - len(shape)) + shape
+            t = ops.sum_to(ts[0], kept)
+            t = None if t is None else ops.reshape(t, batch + shape)
+        return [t if t is not None else ops.zero_tangent(node.out, batch)]
 
     def describe(self, node):
         return f"sum to {node.attrs['shape']}"
@@ -97,6 +118,10 @@ class Concatenate(Primitive):
             start = stop
         return out
 
+    def tangent(self, node, ts, batch):
+        parts = [t if t is not None else ops.zero_tangent(v, batch) for v, t in zip(node.inputs, ts)]
+        return [ops.concatenate(parts, node.attrs["axis"] + len(batch))]
+
     def describe(self, node):
         return f"concatenate along axis {node.attrs['axis']}"
 
@@ -116,6 +141,9 @@ class StopGradient(Primitive):
     def adjoint(self, node, gs, wants):
         return [None]
 
+    def tangent(self, node, ts, batch):
+        return [None]
+
     def describe(self, node):
         return "stop_gradient"
 
@@ -130,6 +158,9 @@ class Copy(Primitive):
 
     def adjoint(self, node, gs, wants):
         return [gs[0]]
+
+    def tangent(self, node, ts, batch):
+        return [ts[0]]
 
     def describe(self, node):
         return "copy"

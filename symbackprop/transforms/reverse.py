@@ -85,15 +85,20 @@ def _total(contributions, like, forward_nodes=()):
     return total
 
 
-def reverse(graph, wrt):
-    """Extend `graph` with the backward pass; return the gradient Value of each `wrt` param."""
+def reverse(graph, wrt, seed=None, nodes=None, result=None):
+    """Extend `graph` with the backward pass; return the gradient Value of each `wrt` param.
+
+    `seed` is the result's incoming gradient (a cotangent of its shape: sb.vjp); d_loss = 1 by default.
+    `nodes` and `result` (default: the whole graph and its result) differentiate a part of the graph:
+    an sb.grad function called inside a model, while the model is traced."""
     live = depends_on(graph, wrt)
-    forward = list(graph.nodes)
+    forward = list(graph.nodes if nodes is None else nodes)
+    result = graph.result if result is None else result
     forward_nodes = set(forward)
     adjoints: dict = {}
     with building(graph):
-        if graph.result in live:
-            adjoints[graph.result] = [ops.fill(1.0, (), graph.result.dtype)]
+        if result in live:
+            adjoints[result] = [seed if seed is not None else ops.fill(1.0, (), result.dtype)]
         for node in reversed(forward):
             if not any(v in adjoints for v in node.outputs):
                 continue

@@ -1,13 +1,13 @@
-# expect: line=13 error="`inner_grad` is a compiled gradient function; call the original model instead"
+# expect: line=13 error="`inner_grad` is an sb.grad function with has_aux or memory_budget, which a model cannot call"
 import numpy as np
 
 import symbackprop as sb
 
 
 def inner(x):
-    return np.sum(x * x)
+    return np.sum(x * x), x
 
 
-inner_grad = sb.grad(inner)
+inner_grad = sb.grad(inner, has_aux=True)
 def model(x):
-    return np.sum(inner_grad(x))
+    return np.sum(inner_grad(x)[0])

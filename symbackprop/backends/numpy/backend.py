@@ -35,6 +35,10 @@ class NumpyBackend(Backend):
         return artifact
 
     def _build_forward(self, program):
+        if program.entry:  # sb.jvp, vjp, jacobian, hessian, hvp: NumPy code (no `math` fast path)
+            source = module.entry_module(program)
+            run = load(source, f"<symbackprop {program.entry} {program.fn.__name__}>")["forward"]
+            return Artifact(source, _taking_all_arguments(run, program), run)
         fn, specs, graph = program.fn, program.specs, program.graph
         text, uses_math = module.forward_text(program)
         functions = [text]
@@ -74,6 +78,8 @@ class NumpyBackend(Backend):
     def export(self, program, path, forward=None):
         if program.kind == "train_step":
             text = module.step_module(program, forward)
+        elif program.entry:
+            text = module.export_entry(program)
         else:
             text = module.export_python(program, forward)
         with open(path, "w", encoding="utf-8") as f:

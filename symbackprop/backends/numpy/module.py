@@ -129,6 +129,61 @@ def export_python(compiled, forward) -> str:
             + "\n\n".join(w.rstrip("\n") + "\n" for w in wrappers))
 
 
+def export_entry(compiled) -> str:
+    """A derivative entry point's standalone module (sb.jvp, vjp, jacobian, hessian, hvp): the generated
+    function, private, and a public one named after the entry point, with the model's parameters and
+    the direction's, checking each argument and returning what the compiled callable returns."""
+    graph = compiled.graph
+    text, uses_math = module_forward_text(compiled, "_outputs")
+    source = render("numpy_module.py.j2", title=f"{ENTRY_TITLES[compiled.entry]} of `{compiled.fn.__name__}`.",
+                    origin=f"{compiled.fn.__module__}.{compiled.fn.__qualname__}",
+                    notes=[f"Specialised for {', '.join(s.describe() for s in compiled.specs)}.", EXPORT_NOTE],
+                    uses_math=uses_math, functions=[text])
+    head, sep, rest = source.partition("\nimport numpy as np\n")
+    specs = compiled.specs
+    names = [s.name for s in specs if s.dynamic]
+    n_outs = len(graph.aux)
+    outs = [f"o{k}" for k in range(n_outs)]
+    single = compiled.single
+    if compiled.entry == "jvp":
+        ret = "o0, o1"
+    elif compiled.entry == "vjp":
+        rest_ = outs[1:]
+        ret = f"o0, {rest_[0] if single else '(' + ', '.join(rest_) + (',)' if len(rest_) == 1 else ')')}"
+    elif compiled.entry == "hessian" and not single:
+        k = len(compiled.wrt)
+        ret = "(" + ", ".join("(" + ", ".join(outs[i * k:(i + 1) * k]) + ")" for i in range(k)) + ")"
+    else:
+        ret = outs[0] if single else "(" + ", ".join(outs) + (",)" if len(outs) == 1 else ")")
+    body = [f"_, ({', '.join(outs)}{',' if n_outs == 1 else ''}) = _outputs({', '.join(names)})", f"return {ret}"]
+    wrapper = render("export_function.py.j2", name=compiled.entry, signature=", ".join(s.name for s in specs),
+                     checks=check_lines(specs),
+                     doc=f"{compiled.fn.__name__}: {ENTRY_TITLES[compiled.entry].lower()} (each argument checked).",
+                     body=body)
+    return head + sep + "\n\n" + checks_text(specs) + rest.rstrip("\n") + "\n\n\n" + wrapper.rstrip("\n") + "\n"
+
+
+ENTRY_TITLES = {"jvp": "Value and directional derivative (forward mode)", "vjp": "Value and vector-Jacobian product",
+                "jacobian": "Jacobian", "hessian": "Hessian", "hvp": "Hessian-vector product (forward over reverse)"}
+
+
+def entry_module(compiled) -> str:
+    """The generated module of a derivative entry point: `forward(...)` returning (0 or the loss, outputs)."""
+    text, uses_math = module_forward_text(compiled, "forward")
+    return render("numpy_module.py.j2", title=f"{ENTRY_TITLES[compiled.entry]} of `{compiled.fn.__name__}`.",
+                  origin=f"{compiled.fn.__module__}.{compiled.fn.__qualname__}",
+                  notes=[f"Specialised for {', '.join(s.describe() for s in compiled.specs)}."],
+                  uses_math=uses_math, functions=[text])
+
+
+def module_forward_text(compiled, name):
+    graph = compiled.graph
+    text, m = write_function(name, graph.params, compiled.specs, graph.nodes, set(graph.nodes), graph.result,
+                             None, None, f"{compiled.fn.__name__}: {ENTRY_TITLES[compiled.entry].lower()}.",
+                             **aux_options(compiled))
+    return text.rstrip("\n"), m
+
+
 # ---- the argument checks of an exported module -----------------------------------------------
 
 def _literal(value):

@@ -77,6 +77,8 @@ class Writer:
                 base = v.name
             elif v.grad_of is not None:
                 base = "d_" + self.name(v.grad_of)
+            elif v.tangent_of is not None:
+                base = "t_" + self.name(v.tangent_of)
             else:
                 base = "t"
             self.names[v] = self.fresh(base)
