@@ -67,8 +67,17 @@ def add(a, b):
     """Two shard results summed: one node of the tree reduction."""
     return a[0] + b[0], tuple(x + y for x, y in zip(a[1], b[1])), a[2]
 '''
-_worker = {"__name__": "symbackprop_worker"}
-exec(compile(_WORKER_SOURCE, "<symbackprop_worker>", "exec"), _worker)
+WORKER_FILE = "<symbackprop worker>"
+
+
+def _worker_namespace() -> dict:
+    """The worker functions, defined in a namespace of their own: cloudpickle then sends them by value."""
+    namespace = {"__name__": "symbackprop_worker"}
+    exec(compile(_WORKER_SOURCE, WORKER_FILE, "exec"), namespace)
+    return namespace
+
+
+_worker = _worker_namespace()
 
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler given by address
 
