@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from .blas import find_cblas
 
-ROUTINES = ("gesv", "getrf", "potrf")
+ROUTINES = ("gesv", "getrf", "potrf", "syevd")
 _ROW_MAJOR = 101
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _PTR = ir.PointerType()
@@ -34,7 +34,7 @@ def symbol(routine):
 
 @functools.cache
 def find_lapacke() -> Lapacke | None:
-    """LAPACKE's gesv/getrf/potrf (row-major C interface) in NumPy's BLAS library, checked on a 2x2 solve."""
+    """LAPACKE's gesv/getrf/potrf/syevd (row-major C interface) in NumPy's BLAS library, checked on a 2x2 solve."""
     cblas = find_cblas()
     numpy_dir = os.path.dirname(np.__file__)
     candidates = ([cblas.library] if cblas is not None and cblas.library != "process" else []) + [
@@ -85,7 +85,8 @@ def _declare(module, routine, dtype):
     n = integer_type()
     arguments = {"gesv": [_I32, n, n, _PTR, n, _PTR, _PTR, n],
                  "getrf": [_I32, n, n, _PTR, n, _PTR],
-                 "potrf": [_I32, _I8, n, _PTR, n]}[routine]
+                 "potrf": [_I32, _I8, n, _PTR, n],
+                 "syevd": [_I32, _I8, _I8, n, _PTR, n, _PTR]}[routine]
     return ir.Function(module, ir.FunctionType(n, arguments), name)
 
 

@@ -598,13 +598,13 @@ def lower_scatter_add_at(L, node):
 def _no_lapack(L, node, why):
     raise CompileError(f"np.linalg.{node.prim.name} is not on the LLVM backend {why}", node.loc,
                        "Use backend='numpy' (and export to .py rather than .ll/.so) for models with "
-                       + ("np.linalg.eigh or pinv." if node.prim in (Eigh, Pinv) else
-                          "np.linalg.solve, inv, det, slogdet or cholesky."))
+                       + ("np.linalg.pinv." if node.prim is Pinv else
+                          "np.linalg.solve, inv, det, slogdet, cholesky or eigh."))
 
 
-@lowers(Eigh, Pinv)
+@lowers(Pinv)
 def lower_linalg_missing(L, node):
-    """eigh and pinv would call LAPACK's syevd and gesdd: not done yet."""
+    """pinv would call LAPACK's gesdd: not done yet."""
     _no_lapack(L, node, "yet")
 
 
@@ -710,6 +710,24 @@ def lower_determinant(L, node):
         L.b.store(L.b.load(acc, typ=ty), L.buffer(node.outputs[1]))
     else:
         L.b.store(L.b.fmul(L.b.load(sign, typ=ty), L.b.load(acc, typ=ty)), L.buffer(node.outputs[0]))
+
+
+@lowers(Eigh)
+def lower_eigh(L, node):
+    """syevd('V', 'L') on a copy of a: the eigenvalues ascending into w, the eigenvectors (columns) over the
+    copy; LAPACKE hands LAPACK the same column-major matrix NumPy's eigh does, so the signs are NumPy's."""
+    dtype = _lapack_ready(L, node)
+    a = node.inputs[0]
+    w, v = node.outputs
+    n = a.shape[0]
+    L.define(w)
+    L.define(v)
+    L.memcpy(L.buffer(v), L.buffer(a), n * n * a.dtype.itemsize)
+    char = ir.IntType(8)
+    info = lapack.call(L.b, "syevd", dtype, ir.Constant(char, ord("V")), ir.Constant(char, ord("L")), n,
+                       L.buffer(v), n, L.buffer(w))
+    _nan_if_failed(L, info, w)
+    _nan_if_failed(L, info, v)
 
 
 @lowers(Cholesky)
