@@ -12,7 +12,7 @@ from ...errors import CompileError
 from ...program import aux_names, aux_rebuild
 from ...rendering import render
 from ..base import Artifact, Backend, load
-from . import blas, jit
+from . import blas, jit, lapack
 from . import call as bridge
 from .adapter import adapter_ir
 from .lower import Lowering
@@ -44,7 +44,7 @@ def header_comment(compiled):
 def attach(compiled) -> Artifact:
     """The JIT-compiled value_and_grad (or forward: a Program with no gradients) of a Program."""
     ir_text = lower(compiled, with_blas=True)
-    symbols = blas.cblas_symbols()
+    symbols = {**blas.cblas_symbols(), **lapack.lapack_symbols()}
     try:
         module = jit.compile_module(ir_text, symbols)
     except (ValueError, RuntimeError) as error:
@@ -309,7 +309,7 @@ def attach_train_step(compiled):
     NumPy step function's arguments and returns the loss."""
     ir_text = lower_step(compiled, with_blas=True)
     try:
-        module = jit.compile_module(ir_text, blas.cblas_symbols())
+        module = jit.compile_module(ir_text, {**blas.cblas_symbols(), **lapack.lapack_symbols()})
     except (ValueError, RuntimeError) as error:
         raise CompileError(f"LLVM could not compile the generated train step: {error}") from None
     artifacts = []

@@ -29,6 +29,7 @@ from ...primitives.reduce import Max, Min, Sum
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from . import blas_calls, vecmath
 from .expr import ExprLowering, intrinsic
+from . import lapack
 from .loops import (I8, I64, Operand, broadcast_strides, contiguous_strides, convert, float_type, llvm_type, load,
                     loop_nest, store)
 from .rowpass import find_row_passes, lower_row_pass
@@ -598,13 +599,160 @@ def lower_scatter_add_at(L, node):
     loop_nest(L.b, g.shape, [x_op, *idx_ops, src], body)
 
 
-@lowers(Solve, Inv, Det, Slogdet, Cholesky, Eigh, Pinv)
-def lower_linalg(L, node):
-    """numpy.linalg's decompositions are not on the LLVM backend yet (they would call the LAPACK NumPy ships,
-    as the matrix products call its BLAS): a CompileError naming the function and the way out."""
-    raise CompileError(f"np.linalg.{node.prim.name} is not on the LLVM backend yet", node.loc,
+def _no_lapack(L, node, why):
+    raise CompileError(f"np.linalg.{node.prim.name} is not on the LLVM backend {why}", node.loc,
                        "Use backend='numpy' (and export to .py rather than .ll/.so) for models with "
-                       "np.linalg.solve, inv, det, slogdet, cholesky, eigh or pinv.")
+                       + ("np.linalg.pinv." if node.prim is Pinv else
+                          "np.linalg.solve, inv, det, slogdet, cholesky or eigh."))
+
+
+@lowers(Pinv)
+def lower_linalg_missing(L, node):
+    """pinv would call LAPACK's gesdd: not done yet."""
+    _no_lapack(L, node, "yet")
+
+
+class _Scratch:
+    """malloc'ed work arrays of one LAPACK call, freed after it."""
+
+    def __init__(self, L):
+        self.L, self.pointers = L, []
+
+    def new(self, nbytes):
+        ptr = self.L.b.call(self.L._libc("malloc", PTR, [I64]), [ir.Constant(I64, max(nbytes, 8))])
+        self.pointers.append(ptr)
+        return ptr
+
+    def free(self):
+        for ptr in self.pointers:
+            self.L.b.call(self.L._libc("free", ir.VoidType(), [PTR]), [ptr])
+
+
+def _lapack_ready(L, node):
+    if not L.blas or lapack.find_lapacke() is None:
+        _no_lapack(L, node, "in exported .ll/.so code (it would need LAPACK; a .so links only libc and libm)"
+                   if not L.blas else "here: NumPy's bundled LAPACK was not found")
+    dtypes = {v.dtype for v in node.inputs + node.outputs if v.dtype.kind == "f"}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise CompileError(f"np.linalg.{node.prim.name} of mixed dtypes {sorted(map(str, dtypes))} on the LLVM "
+                           "backend", node.loc, "Give the arguments one dtype (float64 or float32).")
+    return next(iter(dtypes)).name
+
+
+def _nan_if_failed(L, info, out):
+    """LAPACK's info != 0 (a singular matrix, one not positive definite): the result is NaN, where NumPy
+    raises LinAlgError."""
+    with L.b.if_then(L.b.icmp_signed("!=", info, ir.Constant(info.type, 0))):
+        L.fill(out, float("nan"))
+
+
+@lowers(Solve, Inv)
+def lower_solve(L, node):
+    """gesv on copies: A's LU factors overwrite a scratch copy, the solution overwrites b's (or the identity's)."""
+    dtype = _lapack_ready(L, node)
+    a, out = node.inputs[0], node.outputs[0]
+    n, size = a.shape[0], a.dtype.itemsize
+    L.define(out)
+    scratch = _Scratch(L)
+    A = scratch.new(n * n * size)
+    L.memcpy(A, L.buffer(a), n * n * size)
+    if node.prim is Solve:
+        b = node.inputs[1]
+        nrhs = 1 if b.ndim == 1 else b.shape[1]
+        L.memcpy(L.buffer(out), L.buffer(b), b.size * size)
+    else:
+        nrhs = n
+        L.fill(out, 0.0)
+        diagonal = Operand(L.buffer(out), llvm_type(out.dtype), (n + 1,))
+        one = ir.Constant(llvm_type(out.dtype), 1.0)
+        loop_nest(L.b, (n,), [diagonal], lambda b, o: store(b, one, diagonal, o[0]))
+    ipiv = scratch.new(n * 8)
+    info = lapack.call(L.b, "gesv", dtype, n, nrhs, A, n, ipiv, L.buffer(out), nrhs)
+    scratch.free()
+    _nan_if_failed(L, info, out)
+
+
+@lowers(Det, Slogdet)
+def lower_determinant(L, node):
+    """getrf on a copy, then the product of U's diagonal, its sign flipped by each row exchange."""
+    dtype = _lapack_ready(L, node)
+    a = node.inputs[0]
+    n, size, ty = a.shape[0], a.dtype.itemsize, llvm_type(a.dtype)
+    for v in node.outputs:
+        L.define(v)
+    scratch = _Scratch(L)
+    A = scratch.new(n * n * size)
+    L.memcpy(A, L.buffer(a), n * n * size)
+    ipiv = scratch.new(n * 8)
+    lapack.call(L.b, "getrf", dtype, n, n, A, n, ipiv)   # info > 0: an exact zero on U's diagonal, det 0
+    itype = lapack.integer_type()
+    sign, acc = L.allocas.alloca(ty), L.allocas.alloca(ty)
+    L.b.store(ir.Constant(ty, 1.0), sign)
+    L.b.store(ir.Constant(ty, 0.0 if node.prim is Slogdet else 1.0), acc)
+    diagonal, pivots = Operand(A, ty, (n + 1,)), Operand(ipiv, itype, (1,))
+    fabs = L.module.declare_intrinsic("llvm.fabs", [ty])
+    log = L.module.declare_intrinsic("llvm.log", [ty])
+
+    def step(b, o):
+        u = load(b, diagonal, o[0])
+        swapped = b.icmp_signed("!=", load(b, pivots, o[1]), b.trunc(b.add(o[1], ir.Constant(I64, 1)), itype)
+                                if itype.width < 64 else b.add(o[1], ir.Constant(I64, 1)))
+        s = b.load(sign, typ=ty)
+        s = b.select(swapped, b.fneg(s), s)
+        if node.prim is Slogdet:
+            s = b.select(b.fcmp_ordered("<", u, ir.Constant(ty, 0.0)), b.fneg(s), s)
+            s = b.select(b.fcmp_ordered("==", u, ir.Constant(ty, 0.0)), ir.Constant(ty, 0.0), s)
+            b.store(b.fadd(b.load(acc, typ=ty), b.call(log, [b.call(fabs, [u])])), acc)
+        else:
+            b.store(b.fmul(b.load(acc, typ=ty), u), acc)
+        b.store(s, sign)
+
+    loop_nest(L.b, (n,), [diagonal, pivots], step)
+    scratch.free()
+    if node.prim is Slogdet:
+        L.b.store(L.b.load(sign, typ=ty), L.buffer(node.outputs[0]))
+        L.b.store(L.b.load(acc, typ=ty), L.buffer(node.outputs[1]))
+    else:
+        L.b.store(L.b.fmul(L.b.load(sign, typ=ty), L.b.load(acc, typ=ty)), L.buffer(node.outputs[0]))
+
+
+@lowers(Eigh)
+def lower_eigh(L, node):
+    """syevd('V', 'L') on a copy of a: the eigenvalues ascending into w, the eigenvectors (columns) over the
+    copy; LAPACKE hands LAPACK the same column-major matrix NumPy's eigh does, so the signs are NumPy's."""
+    dtype = _lapack_ready(L, node)
+    a = node.inputs[0]
+    w, v = node.outputs
+    n = a.shape[0]
+    L.define(w)
+    L.define(v)
+    L.memcpy(L.buffer(v), L.buffer(a), n * n * a.dtype.itemsize)
+    char = ir.IntType(8)
+    info = lapack.call(L.b, "syevd", dtype, ir.Constant(char, ord("V")), ir.Constant(char, ord("L")), n,
+                       L.buffer(v), n, L.buffer(w))
+    _nan_if_failed(L, info, w)
+    _nan_if_failed(L, info, v)
+
+
+@lowers(Cholesky)
+def lower_cholesky(L, node):
+    """potrf('L') on a copy of a, then the strict upper triangle set to 0 (NumPy's L)."""
+    dtype = _lapack_ready(L, node)
+    a, out = node.inputs[0], node.outputs[0]
+    n, ty = a.shape[0], llvm_type(a.dtype)
+    L.define(out)
+    L.memcpy(L.buffer(out), L.buffer(a), n * n * a.dtype.itemsize)
+    info = lapack.call(L.b, "potrf", dtype, ir.Constant(ir.IntType(8), ord("L")), n, L.buffer(out), n)
+    entries, rows, cols = Operand(L.buffer(out), ty, (n, 1)), Operand(L.buffer(out), ty, (1, 0)), \
+        Operand(L.buffer(out), ty, (0, 1))
+    zero = ir.Constant(ty, 0.0)
+
+    def upper(b, o):
+        with b.if_then(b.icmp_signed(">", o[2], o[1])):
+            store(b, zero, entries, o[0])
+
+    loop_nest(L.b, (n, n), [entries, rows, cols], upper)
+    _nan_if_failed(L, info, out)
 
 
 @lowers(Argsort)
