@@ -116,3 +116,23 @@ def test_a_fill_value_of_the_wrong_shape_is_a_shape_error_naming_the_line(model,
     with pytest.raises(ValueError, match=message) as info:
         sb.value_and_grad(model)(*args)
     assert f"{__file__}:{model.__code__.co_firstlineno + 1}" in str(info.value)
+
+
+def filled_empty(x, W):
+    """np.empty, every element written before it is read: NumPy's numbers."""
+    h = np.empty((3, 4))
+    for i in range(3):
+        h[i] = np.tanh(W[i] * x)
+    g = np.empty_like(x)
+    g[:] = x * x
+    return np.sum(h * h) + np.sum(g)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_empty_filled_element_by_element(backend, dtype):
+    x, W = r(4).astype(dtype), r(3, 4).astype(dtype)
+    value, grads = sb.value_and_grad(filled_empty, wrt=(0, 1), backend=backend)(x, W)
+    assert np.asarray(value).dtype == np.asarray(filled_empty(x, W)).dtype
+    np.testing.assert_allclose(value, filled_empty(x, W), rtol=1e-12 if dtype == np.float64 else 1e-5)
+    if dtype == np.float64:
+        assert_gradients_match(filled_empty, grads, [x, W], (0, 1))

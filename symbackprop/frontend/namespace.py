@@ -228,6 +228,8 @@ NUMPY.update(
     transpose=_transpose, reshape=_reshape, concatenate=_concatenate, stack=_stack,
     expand_dims=_expand_dims, zeros_like=_zeros_like, ones_like=_ones_like,
     zeros=_filled(0.0, "np.zeros"), ones=_filled(1.0, "np.ones"), full=_full, array=_array,
+    # np.empty's elements are undefined until assigned; here they read as 0 (docs/language.md)
+    empty=_filled(0.0, "np.empty"), empty_like=_zeros_like,
 )
 NUMPY.update(compositions.NUMPY)
 NUMPY.update(take=gather.take, take_along_axis=gather.take_along_axis, sort=gather.sort, argsort=gather.argsort)

@@ -39,8 +39,6 @@ NUMPY = {
     "hstack": "Write np.concatenate([a, b], axis=1) (2-d arrays; 1-d ones: np.concatenate([a, b])).",
     "column_stack": "Write np.stack([a, b], axis=1).",
     # making arrays
-    "empty": ("np.empty's elements are undefined until assigned, and a model cannot assign into an array yet: "
-              "write np.zeros(shape)."),
     "asarray": "Arrays need no conversion; collect several with np.stack([a, b]), pass constant ones as parameters.",
     # names that are not NumPy's but are often tried
     "sigmoid": "Write 1 / (1 + np.exp(-x)) (recognised as the sigmoid: its derivative is s*(1 - s)).",
