@@ -754,7 +754,7 @@ def explain_entry(fn, compiled, args, kwargs) -> str:
             table = _Builder(program, program.graph, program.forward_nodes, program.wrt_values, program.grads,
                              writer).build()
         lines += ["", "the gradient, by reverse mode:", render(table).rstrip("\n")]
-    source = compiled.source if compiled.backend.name == "numpy" else stages_numpy_source(fn, compiled)
+    source = compiled.source if compiled.backend.language == "python" else stages_numpy_source(fn, compiled)
     body = [l for l in source.splitlines() if l.startswith("    ") and not l.strip().startswith(('"""', "#", "with "))]
     lines += ["", "generated:"] + body
     return "\n".join(lines) + "\n"
