@@ -306,3 +306,14 @@ def test_call_contract_and_cache(backend):
 
 def lambda_free_array_result(x):
     return np.tanh(x)
+
+
+def test_entry_points_pickle_and_compile_again():
+    import pickle
+    W, x = rng_(3, 4), rng_(4, seed=1)
+    h = sb.hvp(layer_loss, wrt="x")
+    want = h(W, x, v=np.ones(4))
+    copy = pickle.loads(pickle.dumps(h))
+    assert copy.compilations == 0
+    np.testing.assert_array_equal(copy(W, x, v=np.ones(4)), want)
+    assert repr(copy) == repr(h)
