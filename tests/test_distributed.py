@@ -9,9 +9,11 @@ import pytest
 import symbackprop as sb
 from models_distributed import cross_entropy
 
-da = pytest.importorskip("dask.array", reason="the `distributed` extra")  # CI installs it: .[test,distributed]
-distributed = pytest.importorskip("distributed")
-load_digits = pytest.importorskip("sklearn.datasets").load_digits
+# the test command installs the `distributed` and `examples` extras (Dask; scikit-learn's bundled digits):
+# a missing one is an error here, never a skip
+import dask.array as da  # noqa: E402
+import distributed  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
 
 PARAMS = ("W1", "b1", "W2", "b2")
 CHUNKS = (100, 300, 97, 250, 200, 350, 150, 350)  # 8 uneven chunks of the 1797 digits
