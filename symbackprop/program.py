@@ -47,6 +47,8 @@ def aux_rebuild(tree, leaves):
 
 def aux_names(program) -> list:
     """A C identifier for each array of aux, in graph.aux order (the first path it appears at)."""
+    if program.entry:  # jvp, hvp, ...: the outputs named by what they are
+        return _entry_output_names(program)
     names: dict = {}
     for k, name in aux_paths(program.aux_tree):
         if k not in names:
@@ -56,6 +58,19 @@ def aux_names(program) -> list:
                 unique, n = f"{name}_{n}", n + 1
             names[k] = unique
     return [names[k] for k in range(len(program.graph.aux))]
+
+
+def _entry_output_names(program) -> list:
+    """C names of a derivative entry point's outputs: out and tangent (jvp), out and d_<x> (vjp),
+    hvp_<x>, jacobian_<x>, hessian_<x>_<y>; <entry>_<k> where the layout is another."""
+    wrt = [program.specs[i].name for i in program.wrt]
+    count = len(program.graph.aux)
+    names = {"jvp": ["out", "tangent"], "vjp": ["out"] + [f"d_{x}" for x in wrt],
+             "hvp": [f"hvp_{x}" for x in wrt], "jacobian": [f"jacobian_{x}" for x in wrt],
+             "hessian": [f"hessian_{x}_{y}" for x in wrt for y in wrt]}.get(program.entry, [])
+    if len(names) != count or len(set(names)) != count:
+        names = [f"{program.entry}_{k}" for k in range(count)]
+    return names
 
 
 def aux_paths(tree, prefix="aux") -> list:

@@ -317,3 +317,22 @@ def test_entry_points_pickle_and_compile_again():
     assert copy.compilations == 0
     np.testing.assert_array_equal(copy(W, x, v=np.ones(4)), want)
     assert repr(copy) == repr(h)
+
+
+def test_so_export_of_hvp_is_named_for_it_and_gives_the_callables_numbers(tmp_path):
+    """The C function and header say what the entry point computes; called through ctypes it returns
+    the same H @ v as the compiled callable."""
+    import ctypes
+    W, x, v = rng_(3, 4), rng_(4, seed=1), rng_(3, 4, seed=2)
+    fn = sb.hvp(layer_loss, wrt="W", backend="llvm")
+    want = fn(W, x, v=v)
+    path = fn.export(tmp_path / "layer.so")
+    header = (tmp_path / "layer.h").read_text()
+    assert "int layer_loss_hvp(" in header and "hvp of `layer_loss`" in header and "double* hvp_W" in header
+    assert "aux_0" not in header and "value_and_grad" not in header
+    lib = ctypes.CDLL(str(path))
+    value, out = np.zeros(()), np.zeros((3, 4))
+    ptr = lambda a: np.ascontiguousarray(a).ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    args = [np.ascontiguousarray(a) for a in (W, x, v)]
+    assert lib.layer_loss_hvp(*map(ptr, args), ptr(value), out.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_allclose(out, want[1] if isinstance(want, tuple) else want, rtol=1e-12)

@@ -19,7 +19,13 @@ from .lower import Lowering
 
 
 def symbol_name(compiled):
-    return f"{compiled.fn.__name__}_value_and_grad"
+    return f"{compiled.fn.__name__}_{compiled.entry or 'value_and_grad'}"
+
+
+def _what(compiled):
+    """What the function computes, for its comments: the entry point's, or value and gradient."""
+    return f"{compiled.entry} of `{compiled.fn.__name__}`" if compiled.entry else \
+        f"value and gradient of `{compiled.fn.__name__}`"
 
 
 def lower(compiled, with_blas):
@@ -29,10 +35,10 @@ def lower(compiled, with_blas):
 
 def header_comment(compiled):
     """What each parameter and output is, and the operations with their source lines."""
-    lines = [f"; symbackprop: value and gradient of `{compiled.fn.__name__}`",
+    lines = [f"; symbackprop: {_what(compiled)}",
              f"; int {symbol_name(compiled)}(" + ", ".join(
                  [s.describe() for s in compiled.specs if s.dynamic] + ["value"]
-                 + [f"d_{compiled.specs[i].name}" for i in compiled.wrt]
+                 + [f"d_{compiled.specs[i].name}" for i, _ in zip(compiled.wrt, compiled.grads)]
                  + (aux_names(compiled) if compiled.has_aux else [])) + ")"]
     for node in compiled.graph.nodes:
         where = node.loc.short() if node.loc and node.loc.line else ""
@@ -180,7 +186,7 @@ def c_header(compiled):
         s = compiled.specs[i]
         entries.append((f"d_{s.name}", g.dtype, s.shape, False, f"gradient of {s.name}"))
     entries += _aux_entries(compiled)
-    return _header(symbol_name(compiled), f"value and gradient of `{compiled.fn.__name__}`", entries,
+    return _header(symbol_name(compiled), _what(compiled), entries,
                    [s.describe() for s in compiled.specs if s.kind == "static"])
 
 
@@ -188,8 +194,8 @@ def _aux_entries(compiled):
     """The header's entries of the aux arrays (has_aux=True): named by their path in the tree."""
     if not compiled.has_aux:
         return []
-    return [(name, v.dtype, v.shape, False, "aux, not differentiated")
-            for name, v in zip(aux_names(compiled), compiled.graph.aux)]
+    what = f"output of {compiled.entry}" if compiled.entry else "aux, not differentiated"
+    return [(name, v.dtype, v.shape, False, what) for name, v in zip(aux_names(compiled), compiled.graph.aux)]
 
 
 def _link(ir_text, path):
