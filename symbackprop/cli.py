@@ -481,6 +481,7 @@ DOC_TOPICS = {
     "llvm": "the LLVM backend",
     "memory": "the memory report and checkpointing under memory_budget=",
     "export": "exported modules: one specialisation each, the argument checks, the last-batch recipes",
+    "trees": "parameter trees: tuples, lists and dicts of arrays as parameters, their gradients and exports",
 }
 
 
