@@ -239,3 +239,17 @@ def test_a_differentiated_tuple_of_floats_is_a_tree_a_list_of_numbers_still_an_a
     assert_tree_gradient(f, (0.7, 1.5), (x,), g)
     with pytest.raises(TypeError, match="np.asarray"):
         sb.grad(f)([0.7, 1.5], x)
+
+
+def test_check_grad_checks_each_leaf_of_a_tree(backend):
+    rng = np.random.default_rng(10)
+    params, x, y = layers(rng), rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    report = sb.check_grad(mlp, params, x, y, backend=backend)
+    assert report and [c.name for c in report.parameters] == [f"params_layers_{i}_{j}" for i in range(3) for j in (0, 1)]
+
+
+def test_a_tree_used_as_an_array_is_a_compile_error_at_the_line():
+    def f(W, x):
+        return np.sum(x @ W)
+    with pytest.raises(sb.CompileError, match=r"test_trees.py:\d+: `@` cannot take a dict"):
+        sb.grad(f)({"W": np.ones((2, 2))}, np.ones((3, 2)))
