@@ -68,6 +68,7 @@ class GradFunction:
         """Any call: find or compile the specialisation for these arguments, then run it."""
         s = self.specialiser
         args = s.arguments(args, kwargs)
+        s, args = s.flat(args)  # parameter trees: their leaves, and the specialiser of their structure
         key = s.key(args)
         known = key in s.cache
         entry = s.lookup(key, args)
@@ -75,6 +76,8 @@ class GradFunction:
             install_fast_path(self, s, key, entry, suffix="" if self.with_value or self.has_aux else "[1]",
                               finish=None if self.with_value or not self.has_aux else gradient_and_aux)
         result = entry.call(*args)
+        if s.trees is not None:
+            result = (result[0], s.gradient_tree(result[1]))
         if self.with_value:
             return result
         return gradient_and_aux(result) if self.has_aux else result[1]
@@ -82,7 +85,7 @@ class GradFunction:
     def specialise(self, *args, **kwargs) -> Program:
         """Compile (or fetch) the specialisation for these arguments without running it."""
         s = self.specialiser
-        args = s.arguments(args, kwargs)
+        s, args = s.flat(s.arguments(args, kwargs))
         return s.lookup(s.key(args), args)
 
     # ---- inspection and export ------------------------------------------------
@@ -103,7 +106,8 @@ class GradFunction:
 
     def forward(self, *args, **kwargs):
         """The loss alone, from compiled forward code on this function's backend (no gradient work)."""
-        return self.specialiser.forward(self.specialiser.arguments(args, kwargs))
+        s, args = self.specialiser.flat(self.specialiser.arguments(args, kwargs))
+        return s.forward(args)
 
     def memory(self, *args, **kwargs):
         """The memory report for `args` (default: the last specialisation): residuals kept and their bytes,

@@ -40,6 +40,7 @@ from .backends.numpy.printer import NumpyPrinter
 from .backends.numpy.writer import writing
 from .errors import Loc
 from .explain import math_text, operation_text
+from .frontend.signature import flatten, rebuild, slots
 from .ir import Graph, Value, append, at, building
 from .pipeline import stages
 from .pipeline.specialiser import Specialiser, resolve_wrt
@@ -242,11 +243,26 @@ def check_grad(f, *args, wrt=None, backend=None, rtol=None, atol=None, max_entri
     rng = np.random.default_rng(seed)
     loss = (lambda *a: f(*a)[0]) if has_aux else f
     checks = []
+    sub, leaves = gradient.specialiser.flat(args)
+    if sub.trees is not None:  # parameter trees: each differentiated leaf checked as a parameter of its own
+        trees = sub.trees
+        model = loss
+        loss = lambda *ls: model(*[ls[t] if isinstance(t, int) else rebuild(t, ls) for t in trees])  # noqa: E731
+        args, flat_grads, flat_indices = list(leaves), [], []
+        for index, g in zip(indices, grads):
+            t = trees[index]
+            positions = [t] if isinstance(t, int) else [q.index for q in slots(t)]
+            flat_grads += [g] if isinstance(t, int) else [leaf for _, leaf in flatten("g", g, True)[1]
+                                                          if leaf is not None]
+            flat_indices += positions
+        indices, grads, names = flat_indices, flat_grads, sub.params
+    else:
+        names = gradient.params
     for index, g in zip(indices, grads):
-        checks.append(_check_parameter(loss, args, index, gradient.params[index], np.asarray(g), rng, rtol, atol,
+        checks.append(_check_parameter(loss, args, index, names[index], np.asarray(g), rng, rtol, atol,
                                        max_entries))
     report = GradCheck(f.__name__, checks, gradient.backend)
-    if not report and localise and not has_aux:
+    if not report and localise and not has_aux and sub.trees is None:  # (not yet localised for trees)
         report.localisation = localise_disagreement(f, args, indices, single, seed)
     return report
 

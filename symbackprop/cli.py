@@ -166,9 +166,32 @@ def json_value(name, path):
             array = None
         if array is not None and array.dtype.kind in "biuf" and array.size and array.ndim:
             return array
-    raise UsageError(f"--arg {name}={path}: the file holds a {type(value).__name__} that is not a rectangular "
-                     "list of numbers; a JSON file gives a number, a string, true/false, null or an array "
-                     "(nested lists of numbers)")
+    if isinstance(value, (dict, list)):
+        return json_tree(name, path, value, name)
+    raise UsageError(f"--arg {name}={path}: the file holds a {type(value).__name__}; a JSON file gives a number, "
+                     "a string, true/false, null, an array (nested lists of numbers) or a tree of them")
+
+
+def json_tree(name, path, value, where):
+    """A parameter tree from JSON: objects are dicts, lists of numbers arrays, other lists lists; a string
+    that spells an argument type (`"float64[784,128]"`, `"float"`) is an example value of that type, any other
+    string, number, true/false or null itself."""
+    if isinstance(value, dict):
+        return {k: json_tree(name, path, v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list):
+        try:
+            array = np.array(value)
+        except ValueError:
+            array = None
+        if array is not None and array.dtype.kind in "biuf" and array.size and array.ndim:
+            return array
+        if not value:
+            raise UsageError(f"--arg {name}={path}: {where} is an empty list; give its arrays")
+        return [json_tree(name, path, v, f"{where}[{k}]") for k, v in enumerate(value)]
+    if isinstance(value, str) and (re.fullmatch(r"[A-Za-z_]\w*\s*\[.*\]", value) or value == "float"
+                                   or _looks_like_dtype(value)):
+        return example_value(f"{name}: {where}", value)
+    return value
 
 
 def _plain(v):
@@ -487,6 +510,7 @@ DOC_TOPICS = {
     "export": "exported modules: one specialisation each, the argument checks, the last-batch recipes",
     "distributed": "sb.distributed: data-parallel gradients and training on Dask, what the compiler proves",
     "higher_order": "forward mode and higher order: sb.jvp, vjp, jacobian, hessian, hvp, grad of grad",
+    "trees": "parameter trees: tuples, lists and dicts of arrays as parameters, their gradients and exports",
 }
 
 

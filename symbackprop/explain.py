@@ -287,7 +287,7 @@ def backprop_table(gradfn, *args, **kwargs) -> Table:
     else:
         compiled = gradfn._last
     program = stages.build(compiled.fn, compiled.specs, compiled.backend, "gradient", wrt=compiled.wrt,
-                           single=compiled.single, has_aux=compiled.has_aux)
+                           single=compiled.single, has_aux=compiled.has_aux, trees=compiled.trees)
     graph, forward_nodes, wrt_values, grads = program.graph, program.forward_nodes, program.wrt_values, program.grads
     with distribute(False), writing(NumpyPrinter, graph.params) as writer:
         return _Builder(compiled, graph, forward_nodes, wrt_values, grads, writer).build()

@@ -99,6 +99,10 @@ class Program:
     mode: str = ""                           # a Jacobian's: "forward" or "reverse" (the smaller side)
     wrt: tuple = ()
     single: bool = True
+    # parameter trees: per model parameter, its index in specs or its tree of Slots into specs (None: no trees)
+    trees: tuple | None = None
+    tree_wrt: tuple = ()                     # with trees: the model parameters differentiated (wrt as given)
+    tree_single: bool = True                 # with trees: one gradient (not a tuple) for the model's wrt
     graph: Graph | None = None
     forward_nodes: set = field(default_factory=set)   # the nodes before reverse mode ran
     wrt_values: list = field(default_factory=list)

@@ -92,34 +92,35 @@ class TrainStep:
 
     # ---- calling ---------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        args = self.specialiser.arguments(args, kwargs)
-        self._check_updatable(args)
-        entry = self._entry(args)
+        s, args = self.specialiser.flat(self.specialiser.arguments(args, kwargs))  # trees: their leaves
+        self._check_updatable(args, s)
+        entry = self._entry(args, s)
         accumulated = self.state.get(ACCUMULATED, 0)
         if entry.accumulating is not None and accumulated < self._accumulate - 1:
             part = entry.accumulating
-            loss = part.call(*[args[i] for i in part.dynamic], *self._state_arrays(part, args))
+            loss = part.call(*[args[i] for i in part.dynamic], *self._state_arrays(part, args, s))
             self.state[ACCUMULATED] = accumulated + 1
             return loss
         hyper = self._hyperparameters(entry)  # before the call: a schedule that raises changes nothing
-        loss = entry.call(*[args[i] for i in entry.dynamic], *self._state_arrays(entry, args), *hyper)
+        loss = entry.call(*[args[i] for i in entry.dynamic], *self._state_arrays(entry, args, s), *hyper)
         self.steps += 1
         if entry.accumulating is not None:
             self.state[ACCUMULATED] = 0
         return loss
 
-    def _entry(self, args) -> Program:
-        """The specialisation for `args` and the optimizer's current structure, compiled on a miss."""
-        s = self.specialiser
+    def _entry(self, args, s=None) -> Program:
+        """The specialisation for `args` (flattened by specialiser `s`) and the optimizer's current structure,
+        compiled on a miss."""
+        s = s or self.specialiser
         prefix = (self.optimizer.structure(), self.clip_norm is not None, self._accumulate)
         return s.lookup(s.key(args, prefix=prefix), args)
 
-    def _check_updatable(self, args):
-        ids = tuple(id(args[i]) for i in self.wrt)
+    def _check_updatable(self, args, s):
+        ids = tuple(id(args[i]) for i in s.wrt)
         if ids == self._checked_ids:
             return
-        for i in self.wrt:
-            name, x = self.params[i], args[i]
+        for i in s.wrt:
+            name, x = s.params[i], args[i]
             if isinstance(x, np.ndarray):
                 if not x.flags.writeable:
                     raise ValueError(f"train_step cannot update `{name}` in place: the array is read-only; "
@@ -129,7 +130,7 @@ class TrainStep:
                                 f"changed in place: pass a 0-d array (np.array({x!r})) or a 1-element array "
                                 f"(np.array([{x!r}])) and read it back with {name}.item()")
             # anything else gets spec_of's TypeError when the signature is built
-        arrays = [(self.params[i], args[i]) for i in self.wrt if isinstance(args[i], np.ndarray)]
+        arrays = [(s.params[i], args[i]) for i in s.wrt if isinstance(args[i], np.ndarray)]
         for k, (a, x) in enumerate(arrays):
             for b, y in arrays[k + 1:]:
                 if np.may_share_memory(x, y) and np.shares_memory(x, y):
@@ -137,11 +138,11 @@ class TrainStep:
                                      "so each must be an array of its own")
         self._checked_ids = ids
 
-    def _state_arrays(self, entry, args):
+    def _state_arrays(self, entry, args, s):
         """The state inputs of `entry`, made as zeros on first use (float32 for float32 parameters)."""
         arrays = []
         for name, param in entry.state:
-            p = args[self.params.index(param)]
+            p = args[s.params.index(param)]
             arrays.append(self._state_array(name, p.shape, p.dtype))
         if entry.step_name:
             arrays.append(self._state_array(entry.step_name, (), entry.hyper_dtype))
@@ -178,7 +179,8 @@ class TrainStep:
     # ---- inspection and export -------------------------------------------------
     def specialise(self, *args, **kwargs) -> Program:
         """Compile (or fetch) the step for these arguments without running it."""
-        return self._entry(self.specialiser.arguments(args, kwargs))
+        s, args = self.specialiser.flat(self.specialiser.arguments(args, kwargs))
+        return self._entry(args, s)
 
     def memory(self, *args, **kwargs):
         """The memory report of the step for `args` (default: the last specialisation)."""

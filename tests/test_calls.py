@@ -34,7 +34,7 @@ def _args(rng):
     (lambda f, a: f(np.full((4, 3), "x"), a[1], a[2]), r"`a`.*dtype"),
     (lambda f, a: f(a[0], np.array([[None] * 2] * 4), a[2]), r"`b`.*object"),
     (lambda f, a: f(a[0].astype(np.complex128), a[1], a[2]), r"`a`.*complex"),
-    (lambda f, a: f(a[0], a[1], {"W": a[2]}), r"`W`.*dict"),
+    (lambda f, a: f(a[0], a[1], {"W": object()}), r"`W` holds a object at `W_W`"),  # a tree (docs/trees.md)
     (lambda f, a: f(a[0], a[1], [[1.0, 2.0], [3.0]]), r"`W`.*ragged"),
     (lambda f, a: f(a[0], a[1], a[2].tolist()), r"`W`.*list"),
     (lambda f, a: f(a[0].astype(np.int32), a[1], a[2]), r"`a`.*int32"),

@@ -93,8 +93,8 @@ def work(tmp_path_factory):
             r = w * x
             return np.sum(r * r), {"largest": np.max(r)}
         '''))
-    (d / "tree.json").write_text('{"W": [1.0, 2.0]}')
-    (d / "ragged.json").write_text("[[1.0, 2.0], [3.0]]")
+    (d / "tree.json").write_text('{"W": []}')
+    (d / "text.json").write_text('{"W": "flaot64[3]"}')
     (d / "bad.json").write_text("[1.0, 2.0")
     return d
 
@@ -471,8 +471,8 @@ ERRORS = [
     (["explain", "{m}:mse", "--arg", "w=float46[5]", *MSE[2:]], 2, "unknown dtype `float46`"),
     (["explain", "{m}:mse", "--arg", "w=flaot64", *MSE[2:]], 2, "unknown dtype `flaot64`"),
     (["explain", "{m}:mse", "--arg", "w={dir}/missing.json", *MSE[2:]], 2, "missing.json: no such file"),
-    (["explain", "{m}:mse", "--arg", "w={dir}/tree.json", *MSE[2:]], 2, "the file holds a dict"),
-    (["explain", "{m}:mse", "--arg", "w={dir}/ragged.json", *MSE[2:]], 2, "not a rectangular list of numbers"),
+    (["explain", "{m}:mse", "--arg", "w={dir}/tree.json", *MSE[2:]], 2, "w['W'] is an empty list"),
+    (["explain", "{m}:mse", "--arg", "w={dir}/text.json", *MSE[2:]], 2, "unknown dtype `flaot64`"),
     (["explain", "{m}:mse", "--arg", "w={dir}/bad.json", *MSE[2:]], 2, "cannot read it as JSON"),
     (["explain", "{m}:mse", *MSE, "--arg", "zz=3"], 2, "`mse` has no parameter `zz`"),
     (["explain", "{m}:mse", *MSE, "--arg", "w=float64[5]"], 2, "--arg w is given twice"),
@@ -556,6 +556,24 @@ def test_arg_from_a_json_file(tmp_path, content, check):
     path.write_text(content)
     name, value = cli.parse_arg(f"p={path}")
     assert name == "p" and check(value)
+
+
+def test_a_json_tree_argument(tmp_path, capsys):
+    """--arg params=tree.json: objects are dicts, lists of numbers arrays, type strings example arrays."""
+    (tmp_path / "tree_model.py").write_text(
+        "import numpy as np\n\n\ndef mlp(params, x):\n    h = x\n    for W, b in params['layers']:\n"
+        "        h = np.tanh(h @ W + b)\n    return np.sum(h) * params['scale']\n")
+    (tmp_path / "tree.json").write_text(
+        '{"layers": [["float64[3,5]", [0.1, 0.2, 0.3, 0.4, 0.5]], ["float64[5,2]", "float64[2]"]], "scale": 0.5}')
+    name, value = cli.parse_arg(f"params={tmp_path}/tree.json")
+    assert value["layers"][0][0].shape == (3, 5) and value["layers"][0][1].dtype == np.float64
+    assert value["layers"][1][1].shape == (2,) and value["scale"] == 0.5
+    argv = ["export", f"{tmp_path}/tree_model.py:mlp", "--arg", f"params={tmp_path}/tree.json",
+            "--arg", "x=float64[4,3]", "-o", str(tmp_path / "tm.so")]
+    assert cli.main(argv) == 0
+    header = (tmp_path / "tm.h").read_text()
+    assert "const double* params_layers_1_1," in header and "const double* params_scale," in header
+    assert "double* d_params_scale" in header
 
 
 def test_string_and_json_arguments_reach_the_model(work, capsys):

@@ -8,6 +8,7 @@ finds it again without building specs (the cache of every entry point).
 from __future__ import annotations
 
 import numbers
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ def spec_of(name, x, differentiated: bool) -> Spec:
     if isinstance(x, complex):
         raise TypeError(f"argument `{name}` is complex; models are real-valued")
     raise TypeError(f"argument `{name}` has type {type(x).__name__}; models take NumPy arrays, floats, "
-                    "and ints/bools/strings/tuples that steer control flow")
+                    "trees of them (tuples, lists and dicts), and ints/bools/strings/tuples that steer control flow")
 
 
 FLOAT_KEY = ("float",)
@@ -104,3 +105,108 @@ def arg_key(x):
         except TypeError:
             return ("unhashable", id(x))
     return ("other", t, id(x))
+
+
+# ---- parameter trees --------------------------------------------------------------------
+#
+# A parameter may be a tree: nested tuples, lists and dicts of arrays and floats (and of ints, bools,
+# strings and None, which steer control flow). The compiler sees its leaves as parameters of their own,
+# in the order `flatten` visits them (tuples and lists by position, dicts in their insertion order), named
+# by their paths (`params_layers_0_0` for params["layers"][0][0]); the model sees the tree rebuilt from
+# them. The tree's structure and its static leaves are part of the signature.
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where the k-th leaf of the flattened arguments sits in a parameter's tree."""
+    index: int
+
+
+_STATIC_LEAF = (bool, np.bool_, str, type(None))
+
+
+def is_tree(x, differentiated: bool) -> bool:
+    """Whether argument `x` is a parameter tree: a dict, a tuple/list holding an array or a dict anywhere,
+    or a differentiated tuple of numbers. A tuple of plain numbers or strings not differentiated stays one
+    static value that steers control flow, and a list of numbers alone is refused (np.asarray it)."""
+    if isinstance(x, dict):
+        return True
+    if not isinstance(x, (tuple, list)):
+        return False
+    if any(isinstance(t, (np.ndarray, np.generic, dict)) or is_tree(t, False) for t in x):
+        return True
+    # a differentiated tuple of numbers is a tree of floats; a list of numbers is still refused by spec_of
+    # (it reads as an array: pass np.asarray)
+    return differentiated and isinstance(x, tuple)
+
+
+def _path_part(k) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", str(k))
+
+
+def flatten(name, x, differentiated: bool):
+    """(tree with a Slot per dynamic leaf, [(path name, leaf)]) of argument `x` of parameter `name`.
+
+    Dynamic leaves are arrays and floats (and ints in a differentiated tree); bools, strings, None and
+    (undifferentiated) ints stay in the tree as the static values they are."""
+    leaves: list = []
+
+    def visit(t, path):
+        if isinstance(t, dict):
+            for k in t:
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise TypeError(f"argument `{name}` has the dict key {k!r}; tree keys are strings or ints")
+            return {k: visit(v, f"{path}_{_path_part(k)}") for k, v in t.items()}
+        if isinstance(t, (tuple, list)):
+            items = [visit(v, f"{path}_{k}") for k, v in enumerate(t)]
+            return tuple(items) if isinstance(t, tuple) else items
+        if isinstance(t, _STATIC_LEAF) or (isinstance(t, numbers.Integral) and not differentiated
+                                            and not isinstance(t, np.generic)):
+            return t
+        if isinstance(t, (np.ndarray, np.generic, numbers.Real)):
+            leaves.append((path, t))
+            return Slot(len(leaves) - 1)
+        raise TypeError(f"argument `{name}` holds a {type(t).__name__} at `{path}`; a parameter tree holds "
+                        "NumPy arrays and floats (and ints, bools and strings that steer control flow) in "
+                        "tuples, lists and dicts")
+
+    return visit(x, name), leaves
+
+
+def tree_key(tree):
+    """A hashable key of a flattened tree's structure and static leaves (the leaves' own keys go beside it)."""
+    if isinstance(tree, dict):
+        return ("dict",) + tuple((k, tree_key(v)) for k, v in tree.items())
+    if isinstance(tree, (tuple, list)):
+        return (type(tree).__name__,) + tuple(tree_key(v) for v in tree)
+    if isinstance(tree, Slot):
+        return tree
+    return _static_key(tree)
+
+
+def rebuild(tree, leaves):
+    """The tree with `leaves[k]` for each Slot(k); static leaves as they are."""
+    if isinstance(tree, Slot):
+        return leaves[tree.index]
+    if isinstance(tree, dict):
+        return {k: rebuild(v, leaves) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(rebuild(v, leaves) for v in tree)
+    return tree
+
+
+def slots(tree) -> list:
+    """The Slots of a tree in flattening order."""
+    if isinstance(tree, Slot):
+        return [tree]
+    items = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (tuple, list)) else ()
+    return [s for t in items for s in slots(t)]
+
+
+def without_gradient(tree):
+    """A gradient tree's static leaves: None (nothing to differentiate there)."""
+    if isinstance(tree, dict):
+        return {k: without_gradient(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(without_gradient(v) for v in tree)
+    return tree if isinstance(tree, Slot) else None

@@ -397,6 +397,8 @@ class Tracer:
         it = self.expr(frame, node)
         if isinstance(it, (range, list, tuple)):
             return it
+        if isinstance(it, dict):  # a parameter tree's dict, or a dict the model made: its keys, as Python loops
+            return list(it)
         if isinstance(it, Value):
             if it.ndim == 0:
                 raise CompileError("cannot loop over a 0-d array", frame.src.loc(node))
@@ -610,6 +612,10 @@ class Tracer:
             raise CompileError(f"the list method `.{attr}` is not supported", frame.src.loc(node),
                                f"Lists support {', '.join('.' + m for m in _LIST_METHODS)}, indexing, len() "
                                "and loops.")
+        if isinstance(base, dict) and attr in ("items", "keys", "values"):
+            return _Callable(f".{attr}", lambda: list(getattr(base, attr)()))
+        if isinstance(base, dict) and attr == "get":
+            return _Callable(".get", base.get)
         if isinstance(base, (int, float)) and attr in ("real", "imag"):
             return getattr(base, attr)
         raise CompileError(f"`{frame.src.segment(node)}` is not supported ({_describe(base)} has no "
@@ -973,7 +979,7 @@ def _list_argument(fn, args, kwargs, loc):
 def _seq(x):
     if isinstance(x, Value):
         return [ops.index(x, i) for i in range(x.shape[0])]
-    if isinstance(x, (list, tuple, range)):
+    if isinstance(x, (list, tuple, range, dict)):
         return list(x)
     raise CompileError(f"expected a tuple, list or range, got {_describe(x)}", None)
 

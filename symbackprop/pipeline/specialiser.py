@@ -20,7 +20,8 @@ import numpy as np
 from .. import backends
 from ..backends.base import load
 from ..frontend.checks import check_parameters
-from ..frontend.signature import FLOAT_KEY, arg_key, spec_of
+from ..frontend.signature import FLOAT_KEY, arg_key, flatten, is_tree, rebuild, slots, spec_of, tree_key, \
+    without_gradient
 from ..rendering import render
 from ..runtime import tune_allocator
 from ..transforms import recompute
@@ -92,6 +93,85 @@ class Specialiser:
         self.lock = threading.Lock()
         self.last = None
         self.compilations = 0
+        #: parameter trees: per original parameter, None (one argument) or its tree of Slots into the
+        #: flattened arguments; set on the specialiser of one tree structure (see `flat`)
+        self.trees = None
+        self.outer = None
+        #: the specialiser of each tree structure seen, by structure
+        self.structures: dict = {}
+
+    # ---- parameter trees ---------------------------------------------------------
+    def flat(self, args):
+        """(specialiser, arguments) for a call: `self` and `args` when no argument is a tree; else the
+        specialiser of this tree structure (its parameters the trees' leaves, named by path) and the leaves."""
+        if not any(type(a) in (tuple, list, dict) for a in args):
+            return self, args
+        layout, flat, names, key = [], [], [], []
+        for i, (name, a) in enumerate(zip(self.params, args)):
+            if is_tree(a, i in self.differentiated):
+                tree, leaves = flatten(name, a, i in self.differentiated)
+                base = len(flat)
+                tree = rebuild(tree, [type(q)(base + q.index) for q in slots(tree)]) if base else tree
+                layout.append(tree)
+                key.append(tree_key(tree))
+                flat.extend(v for _, v in leaves)
+                names.extend(n for n, _ in leaves)
+            else:
+                layout.append(None)
+                key.append(None)
+                flat.append(a)
+                names.append(name)
+        if all(t is None for t in layout):
+            return self, args
+        key = tuple(key)
+        sub = self.structures.get(key)
+        if sub is None:
+            sub = self.structures[key] = self._for_layout(layout, names)
+        return sub, tuple(flat)
+
+    def _for_layout(self, layout, names):
+        """The specialiser of one tree structure: the same model, its leaves as parameters."""
+        sub = object.__new__(Specialiser)
+        sub.__dict__.update(self.__dict__)
+        taken = set()
+        unique = []
+        for n in names:  # a leaf path may spell another parameter's name: keep names apart
+            u, k = n, 1
+            while u in taken:
+                u, k = f"{n}_{k}", k + 1
+            taken.add(u)
+            unique.append(u)
+        positions, k = [], 0   # each original parameter's flat index (plain) or its tree
+        for tree in layout:
+            positions.append(tree if tree is not None else k)
+            k += len(slots(tree)) if tree is not None else 1
+        wrt = []
+        for i in self.wrt:
+            p = positions[i]
+            wrt.extend(s.index for s in slots(p)) if not isinstance(p, int) else wrt.append(p)
+        if not wrt:
+            raise ValueError(f"`{self.params[self.wrt[0]]}` has no arrays or floats to differentiate")
+        sub.params, sub.plain = unique, True
+        sub.wrt, sub.single, sub.differentiated = tuple(wrt), False, frozenset(wrt)
+        sub.trees, sub.outer = tuple(positions), self
+        sub.cache, sub.forwards, sub.structures = OrderedDict(), OrderedDict(), {}
+        sub.lock = threading.Lock()
+        return sub
+
+    def gradient_tree(self, grads):
+        """The gradients of a tree specialiser's leaves (in its wrt order) as the outer wrt asks: a tree of
+        the parameter's structure (None at static leaves) for a tree parameter."""
+        outer, out, k = self.outer, [], 0
+        for i in outer.wrt:
+            p = self.trees[i]
+            if isinstance(p, int):
+                out.append(grads[k])
+                k += 1
+            else:
+                n = len(slots(p))
+                out.append(rebuild(without_gradient(p), {q.index: grads[k + j] for j, q in enumerate(slots(p))}))
+                k += n
+        return out[0] if outer.single else tuple(out)
 
     # ---- arguments -------------------------------------------------------------
     def arguments(self, args, kwargs):
@@ -123,6 +203,8 @@ class Specialiser:
         else:
             self._touch(self.cache, key)
         self.last = entry
+        if self.outer is not None:  # a tree structure's specialisation is the model's last one too
+            self.outer.last = entry
         return entry
 
     def specs(self, args, differentiated=None):
@@ -136,11 +218,15 @@ class Specialiser:
         if any(s.kind == "array" and s.shape for s in specs):
             tune_allocator()
         with no_gc():
+            trees = {} if self.trees is None else {"trees": self.trees, "tree_wrt": self.outer.wrt,
+                                                   "tree_single": self.outer.single}
             program = stages.build(self.fn, specs, backend, kind or self.kind, wrt=self.wrt,
-                                   single=self.single, **self.fields)
+                                   single=self.single, **trees, **self.fields)
             program.artifact = backend.build(program)
         if kind is None:
             self.compilations += 1
+            if self.outer is not None:
+                self.outer.compilations += 1
         return program
 
     def forward(self, args):
@@ -192,11 +278,17 @@ class Specialiser:
         if backend is not program.backend or program.kind == "train_step":
             # the exporting backend's code from the same stages (a train step is always built afresh:
             # lowering one for export changes its outputs)
-            program = stages.build(self.fn, specs, backend, program.entry or program.kind, wrt=self.wrt,
-                                   single=self.single, **self.fields)
+            if program.entry:
+                program = stages.build(self.fn, specs, backend, program.entry, wrt=self.wrt, single=self.single,
+                                       **self.fields)
+            else:
+                program = stages.build(self.fn, program.specs, backend, program.kind, wrt=program.wrt,
+                                       single=program.single, trees=program.trees, tree_wrt=program.tree_wrt,
+                                       tree_single=program.tree_single, **self.fields)
         if program.entry:
             return backend.export(program, path, None)
-        forward = stages.build(self.fn, program.specs, backend, "forward", has_aux=program.has_aux) \
+        forward = stages.build(self.fn, program.specs, backend, "forward", has_aux=program.has_aux,
+                               trees=program.trees) \
             if ".py" in backend.exports else None
         return backend.export(program, path, forward)
 
@@ -209,6 +301,8 @@ def install_fast_path(owner, specialiser, key, entry, suffix="", finish=None):
     The result is `entry`'s with `suffix` applied (`[1]`: the gradient alone), or `finish(result)`.
     Any other call goes to `owner._general`. Nothing is installed when an argument has no cheap check.
     """
+    if specialiser.trees is not None:
+        return  # tree arguments are flattened by the general path (Specialiser.flat)
     namespace = {"_run": entry.call, "_ndarray": np.ndarray, "_finish": finish}
     guards, dynamic = [], []
     for p, k, spec in zip(specialiser.params, key, entry.specs):

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
+from ..frontend.signature import rebuild
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
 from ..ir import Graph, Value, append, at, building
@@ -74,6 +75,8 @@ def trace_model(program: Program):
                 v.weak = s.kind == "float"
                 graph.params.append(v)
                 args.append(v)
+        if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
+            args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
         result = Tracer(derivatives=derivatives).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:

@@ -125,6 +125,11 @@ def export_python(compiled, forward) -> str:
                        doc=f"{compiled.fn.__name__}: the loss and its gradient with respect to {wrt} (each "
                            "argument checked).",
                        body=[f"return _value_and_grad({call})"])]
+    if compiled.trees is not None:
+        wrappers = [w.replace("\ndef forward(", "\ndef forward_leaves(", 1).replace(
+            "\ndef value_and_grad(", "\ndef value_and_grad_leaves(", 1).replace(
+            "def forward(", "def forward_leaves(", 1).replace("def value_and_grad(", "def value_and_grad_leaves(", 1)
+            for w in wrappers] + tree_functions(compiled)
     return (head + sep + "\n\n" + checks_text(specs) + rest.rstrip("\n") + "\n\n\n"
             + "\n\n".join(w.rstrip("\n") + "\n" for w in wrappers))
 
@@ -182,6 +187,63 @@ def module_forward_text(compiled, name):
                              None, None, f"{compiled.fn.__name__}: {ENTRY_TITLES[compiled.entry].lower()}.",
                              **aux_options(compiled))
     return text.rstrip("\n"), m
+
+
+def tree_functions(compiled) -> list:
+    """forward(...) and value_and_grad(...) taking the model's parameter trees: each tree's leaves (in
+    flattening order) go to the *_leaves functions, and the gradients come back as trees."""
+    names = list(inspect.signature(compiled.fn).parameters)
+    leaves = {}
+    for name, t in zip(names, compiled.trees):
+        if isinstance(t, int):
+            leaves[t] = name
+        else:
+            leaves.update(dict(tree_paths(t, name)))
+    call = ", ".join(leaves[i] for i, s in enumerate(compiled.specs) if s.dynamic)
+    position = {i: k for k, i in enumerate(compiled.wrt)}
+    grads = []
+    for i in compiled.tree_wrt:
+        t = compiled.trees[i]
+        grads.append(f"g[{position[t]}]" if isinstance(t, int) else
+                     tree_source(without_statics(t), lambda k: f"g[{position[k]}]"))
+    tree = grads[0] if compiled.tree_single else "(" + ", ".join(grads) + ("," if len(grads) == 1 else "") + ")"
+    signature = ", ".join(names)
+    return [f"def forward({signature}):\n"
+            f"    \"\"\"{compiled.fn.__name__} on its parameter trees: the loss.\"\"\"\n"
+            f"    return forward_leaves({call})\n",
+            f"def value_and_grad({signature}):\n"
+            f"    \"\"\"{compiled.fn.__name__} on its parameter trees: the loss and the gradient, trees as the "
+            "parameters (None at leaves that steer control flow).\"\"\"\n"
+            f"    value, g = value_and_grad_leaves({call})\n"
+            f"    return value, {tree}\n"]
+
+
+def tree_paths(tree, prefix) -> list:
+    """(Slot index, Python expression) of each leaf of a parameter tree: `params["layers"][0][1]`."""
+    if hasattr(tree, "index") and not isinstance(tree, (tuple, list, dict)):
+        return [(tree.index, prefix)]
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (tuple, list)) else ()
+    return [p for k, v in items for p in tree_paths(v, f"{prefix}[{source_literal(k)}]")]
+
+
+def tree_source(tree, leaf) -> str:
+    """A parameter tree as Python source: `leaf(k)` for the leaf at Slot k, None at a static leaf."""
+    if isinstance(tree, tuple):
+        items = [tree_source(t, leaf) for t in tree]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(tree, list):
+        return "[" + ", ".join(tree_source(t, leaf) for t in tree) + "]"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{source_literal(k)}: {tree_source(v, leaf)}" for k, v in tree.items()) + "}"
+    return leaf(tree.index) if hasattr(tree, "index") else "None"
+
+
+def without_statics(tree):
+    if isinstance(tree, dict):
+        return {k: without_statics(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(without_statics(v) for v in tree)
+    return tree if hasattr(tree, "index") else None
 
 
 # ---- the argument checks of an exported module -----------------------------------------------
