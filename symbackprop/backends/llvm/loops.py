@@ -5,6 +5,14 @@ loop dimension; a stride of 0 repeats an element (broadcasting) or accumulates
 into it (reductions). Adjacent dimensions that every operand walks contiguously
 are merged, so the innermost loop is as long as possible and the vectoriser sees
 unit or zero strides.
+
+Sums are blocked (`loop_nest(..., sums=, allocas=)`): where the innermost loop
+adds into an accumulator that stays put (stride 0), it runs in blocks of
+`SUM_BLOCK` elements, each summed into a fresh 0-d slot (an alloca LLVM keeps
+in a register, its vector lanes partial sums), and the block sums are added
+`SUM_FANIN` at a time, level by level, before the total reaches the
+accumulator: the rounding error grows like log n, as NumPy's pairwise sum,
+instead of n / lanes.
 """
 from __future__ import annotations
 
@@ -58,16 +66,35 @@ def coalesce(shape, operands):
     return merged
 
 
-def loop_nest(builder, shape, operands, body):
-    """Run `body(builder, offsets)` for every index of `shape`; offsets[i] is operand i's element offset (i64)."""
+#: elements per innermost block of a blocked sum, and block sums added together per level
+#: (4e6 float32: error 3.3e-8 relative as NumPy's 3.4e-8, against 1.6e-7 unblocked)
+SUM_BLOCK = 256
+SUM_FANIN = 16
+
+
+def loop_nest(builder, shape, operands, body, sums=(), allocas=None):
+    """Run `body(builder, offsets)` for every index of `shape`; offsets[i] is operand i's element offset (i64).
+
+    `sums` are the indices of float operands the body adds into (load, fadd, store at its offset);
+    with `allocas` (a builder in the function's entry block) their innermost loop is blocked as the
+    module says.
+    """
     dims = coalesce(shape, operands)
     base = [ir.Constant(I64, op.offset) for op in operands]
     if not dims:
         body(builder, base)
         return
+    if allocas is not None and dims[-1][0] > SUM_BLOCK:
+        blocked = [i for i in sums if dims[-1][1][i] == 0
+                   and isinstance(operands[i].etype, (ir.FloatType, ir.DoubleType))]
+    else:
+        blocked = []
 
     def level(d, offsets):
         n, strides = dims[d]
+        if d + 1 == len(dims) and blocked:
+            _blocked_sum(builder, n, strides, offsets, operands, blocked, allocas, body)
+            return
         function = builder.function
         head = builder.block
         loop = function.append_basic_block(f"loop{d}")
@@ -88,6 +115,75 @@ def loop_nest(builder, shape, operands, body):
         builder.position_at_end(done)
 
     level(0, base)
+
+
+def _counted_loop(builder, lo, hi, step, name, body):
+    """for (i = lo; i < hi; i += step) body(i), lo < hi known; lo and hi i64 values, step a number."""
+    function = builder.function
+    head = builder.block
+    loop = function.append_basic_block(name)
+    done = function.append_basic_block(name + "_done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    index = builder.phi(I64, name=name + "_i")
+    index.add_incoming(lo, head)
+    body(index)
+    following = builder.add(index, ir.Constant(I64, step))
+    index.add_incoming(following, builder.block)
+    builder.cbranch(builder.icmp_signed("<", following, hi), loop, done)
+    builder.position_at_end(done)
+
+
+def _min(builder, a, b):
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+
+def _blocked_sum(builder, n, strides, offsets, operands, blocked, allocas, body):
+    """The innermost loop (n, strides) with the `blocked` operands' sums taken in levels of slots
+    (allocas in the entry block, which LLVM keeps in registers)."""
+    sizes = [SUM_BLOCK]
+    while sizes[-1] < n:
+        sizes.append(sizes[-1] * SUM_FANIN)
+    # slots[l][k]: level l's partial sum for blocked operand k (level len(sizes) - 1 is the accumulator itself)
+    slots = [[allocas.alloca(operands[i].etype) for i in blocked] for _ in sizes[:-1]]
+    saved = [(operands[i].pointer, operands[i].offset) for i in blocked]
+    zero = [ir.Constant(operands[i].etype, 0.0) for i in blocked]
+
+    def add_into(targets, values):
+        for t, v in zip(targets, values):
+            builder.store(builder.fadd(builder.load(t, typ=v.type), v, flags=("reassoc",)), t)
+
+    def run(l, lo, hi):
+        """Elements lo .. hi (i64) at level l: level 0 is the body, level l > 0 runs level l - 1 in pieces."""
+        if l == 0:
+            def elements(i):
+                inner = [builder.add(o, builder.mul(i, ir.Constant(I64, s))) if s else o
+                         for o, s in zip(offsets, strides)]
+                for k, i_op in enumerate(blocked):
+                    inner[i_op] = ir.Constant(I64, 0)
+                body(builder, inner)
+            for k, i_op in enumerate(blocked):
+                operands[i_op].pointer = slots[0][k]
+            _counted_loop(builder, lo, hi, 1, "sum0", elements)
+            for k, i_op in enumerate(blocked):
+                operands[i_op].pointer = saved[k][0]
+            return
+        step = sizes[l - 1]
+
+        def piece(start):
+            for k in range(len(blocked)):
+                builder.store(zero[k], slots[l - 1][k])
+            run(l - 1, start, _min(builder, builder.add(start, ir.Constant(I64, step)), hi))
+            values = [builder.load(slots[l - 1][k], typ=operands[i_op].etype) for k, i_op in enumerate(blocked)]
+            if l == len(sizes) - 1:  # the accumulator, at the element the outer loops give
+                targets = [builder.gep(saved[k][0], [offsets[i_op]], inbounds=True,
+                                       source_etype=operands[i_op].etype) for k, i_op in enumerate(blocked)]
+            else:
+                targets = slots[l]
+            add_into(targets, values)
+        _counted_loop(builder, lo, hi, step, f"sum{l}", piece)
+
+    run(len(sizes) - 1, ir.Constant(I64, 0), ir.Constant(I64, n))
 
 
 def element(builder, operand, offset):

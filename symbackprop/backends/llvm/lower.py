@@ -234,15 +234,17 @@ class Lowering:
             fn.attributes.add("noinline")
             for a in fn.args:  # outputs are fresh buffers; inputs are only read
                 a.add_attribute("noalias")
-            saved = self.b, self.buffers, self.outlining
-            self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+            saved = self.b, self.allocas, self.buffers, self.outlining
+            self.allocas = ir.IRBuilder(fn.append_basic_block("entry"))  # its own slots (blocked sums)
+            self.b = ir.IRBuilder(fn.append_basic_block("body"))
             self.buffers = dict(zip(values, fn.args))
             self.outlining = True
             try:
                 rule(self, node)
                 self.b.ret_void()
+                self.allocas.branch(fn.basic_blocks[1])
             finally:
-                self.b, self.buffers, self.outlining = saved
+                self.b, self.allocas, self.buffers, self.outlining = saved
             self.outlined[key] = fn
         self.b.call(fn, [self.buffer(v) for v in values])
 
@@ -334,7 +336,9 @@ def lower_kernel(L, node):
             else:
                 accumulate(b, value, o)
 
-    loop_nest(L.b, shape, ins + [op for op, _ in outs], body)
+    sums = [len(ins) + k for k, v in enumerate(node.outputs)
+            if v in L.fused_reductions and reduction_plan(L.fused_reductions[v])[0] == "sum"]
+    loop_nest(L.b, shape, ins + [op for op, _ in outs], body, sums=sums, allocas=L.allocas)
 
 
 @lowers(Fill)
@@ -403,7 +407,8 @@ def _reduce_into(L, x, out, axes, kind):
     """out (keepdims layout) = reduce(x) over axes; out's buffer already defined."""
     dst, accumulate = _accumulator(L, x.shape, out, axes, kind)
     src = L.operand(x)
-    loop_nest(L.b, x.shape, [src, dst], lambda b, offs: accumulate(b, load(b, src, offs[0]), offs[1]))
+    loop_nest(L.b, x.shape, [src, dst], lambda b, offs: accumulate(b, load(b, src, offs[0]), offs[1]),
+              sums=[1] if kind == "sum" else [], allocas=L.allocas)
 
 
 @lowers(Sum, Max, Min)
