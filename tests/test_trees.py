@@ -253,3 +253,24 @@ def test_a_tree_used_as_an_array_is_a_compile_error_at_the_line():
         return np.sum(x @ W)
     with pytest.raises(sb.CompileError, match=r"test_trees.py:\d+: `@` cannot take a dict"):
         sb.grad(f)({"W": np.ones((2, 2))}, np.ones((3, 2)))
+
+
+def test_threads_share_one_compilation_of_a_tree_structure():
+    import threading
+    rng = np.random.default_rng(11)
+    params, x, y = layers(rng), rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    g = sb.grad(mlp)
+    barrier, results = threading.Barrier(6), [None] * 6
+
+    def work(i):
+        barrier.wait()
+        results[i] = g(params, x, y)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert g.compilations == 1
+    for r in results[1:]:
+        for a, b in zip(leaves_of(r), leaves_of(results[0])):
+            np.testing.assert_array_equal(a, b)

@@ -126,7 +126,10 @@ class Specialiser:
         key = tuple(key)
         sub = self.structures.get(key)
         if sub is None:
-            sub = self.structures[key] = self._for_layout(layout, names)
+            with self.lock:  # threads calling with a new structure share one specialiser of it
+                sub = self.structures.get(key)
+                if sub is None:
+                    sub = self.structures[key] = self._for_layout(layout, names)
         return sub, tuple(flat)
 
     def _for_layout(self, layout, names):
