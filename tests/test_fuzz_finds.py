@@ -66,3 +66,49 @@ def test_a_reduction_of_a_row_pass_value_is_computed(backend, model, n):
         value, grads = sb.value_and_grad(model, wrt=wrt, backend=backend)(*args)
         np.testing.assert_allclose(value, model(*args), rtol=1e-12)
         assert_gradients_match(model, grads, args, wrt)
+
+
+# (c) Value numbering made two arrays NumPy keeps apart one Value (`x - x` and np.zeros_like(x) are the same
+#     constant; two `x * 2` or two `x.copy()` are one node), and the alias check refused to assign into one
+#     of them as "shared" (python -m tests.fuzz --program-seed 301003551 --backend numpy, and two more).
+
+def zeros_twice(x):
+    v = x - x
+    y = np.zeros_like(x)
+    y[1] = np.tanh(x[1]) * 2.0
+    y[0] += x[1] * x[0]
+    return np.sum(y * y) + np.sum(v + x)
+
+
+def same_product_twice(x):
+    a = x * 2
+    b = x * 2
+    a[0] = 1.0
+    return np.sum(a * b)
+
+
+def two_copies(x):
+    a = x.copy()
+    b = x.copy()
+    a[0] = np.sin(x[1])
+    return np.sum(a * b)
+
+
+@pytest.mark.parametrize("model", [zeros_twice, same_product_twice, two_copies])
+def test_equal_arrays_made_apart_are_not_shared(backend, model):
+    x = np.random.default_rng(3).uniform(-1, 1, 3)
+    value, grad = sb.value_and_grad(model, backend=backend)(x)
+    np.testing.assert_allclose(value, model(x.copy()), rtol=1e-13)
+    assert_gradients_match(model, [grad], [x], (0,))
+
+
+def real_alias(x):
+    a = x * 2
+    b = a
+    a[0] = 1.0
+    return np.sum(a * b)
+
+
+def test_a_real_alias_is_still_refused():
+    with pytest.raises(sb.CompileError, match="`a` is shared: `b` holds it too"):
+        sb.value_and_grad(real_alias)(np.ones(3))

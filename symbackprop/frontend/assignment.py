@@ -11,6 +11,8 @@ tuple or view may hold it. Anything else is a CompileError that says to copy
 """
 from __future__ import annotations
 
+import ast
+
 from ..errors import CompileError
 from ..ir import Value
 from ..primitives.index import Index
@@ -32,6 +34,25 @@ def _is_view(node):
     if node.prim is Index:   # an integer in every axis gives a scalar copy, not a view
         return not all(isinstance(k, int) for k in node.attrs["index"])
     return node.prim in _VIEWS
+
+
+_ASSIGNED_INTO: dict = {}
+
+
+def assigned_into(src) -> frozenset:
+    """The names of `src`'s function (nested defs included) that appear as `y` in `y[...] = ` or `y[...] += `."""
+    cached = _ASSIGNED_INTO.get(id(src.node))
+    if cached is not None and cached[1] is src.node:
+        return cached[0]
+    names = set()
+    for node in ast.walk(src.node):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in targets:
+            names.update(sub.value.id for sub in ast.walk(t)
+                         if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name))
+    _ASSIGNED_INTO[id(src.node)] = (frozenset(names), src.node)  # the node kept alive: its id stays its own
+    return frozenset(names)
 
 
 def check_unshared(name, value, scope, frames, loc):

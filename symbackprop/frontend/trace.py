@@ -27,7 +27,7 @@ from ..primitives import gather, ops
 from ..primitives.custom import CustomVJPCall
 from . import compositions, namespace, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
-from .assignment import check_unshared
+from .assignment import assigned_into, check_unshared, view_base
 from .closures import Closure, signature
 from .custom import CustomVJP
 from .source import Source
@@ -334,8 +334,22 @@ class Tracer:
 
     def stmt_Assign(self, frame, s):
         value = self.expr(frame, s.value)
+        if len(s.targets) == 1:
+            value = self._own_array(frame, s.targets[0], s.value, value)
         for target in s.targets:
             self.assign(frame, target, value)
+
+    @staticmethod
+    def _own_array(frame, target, expr, value):
+        """`y = <expression>` makes a new array in NumPy, even where value numbering finds the same Value
+        (`x - x` and np.zeros_like(x) are one constant; two `x * 2` are one node): for a name the model
+        assigns into, bind a copy of its own, so that the alias check (frontend/assignment.py) sees only
+        real sharing. `y = x` (a name), views and arguments stay what they are."""
+        if (isinstance(target, ast.Name) and not isinstance(expr, ast.Name) and isinstance(value, Value)
+                and value.node is not None and view_base(value) is value
+                and target.id in assigned_into(frame.src)):
+            return ops.copy(value)
+        return value
 
     def stmt_AnnAssign(self, frame, s):
         if s.value is None:

@@ -5,6 +5,8 @@ primitive; none of them computes numbers.
 """
 from __future__ import annotations
 
+import itertools
+
 import numbers as _numbers
 
 import numpy as np
@@ -412,11 +414,15 @@ def zeros_like(x):
     return fill(0.0, x.shape, x.dtype)
 
 
+_copies = itertools.count()
+
+
 def copy(x):
     """np.copy(x) in a model: a Value of its own, so that assigning into it shares nothing (frontend/assignment);
-    the IR is functional, so passes/dce drops it after reverse mode and no backend copies anything."""
+    the IR is functional, so passes/dce drops it after reverse mode and no backend copies anything. Each
+    copy is its own node (two copies of x are two arrays in NumPy, not one)."""
     x = as_value(x)
-    out = append(Copy, [x], {"traced": True})
+    out = append(Copy, [x], {"traced": True, "copy": next(_copies)})
     out.weak = x.weak
     return out
 
