@@ -17,7 +17,8 @@ mode) is adding a stage here and to the lists that want it:
                     cotangent's basis, when the result is the smaller side) -> OUTPUTS
     HVP             GRADIENT -> forward mode over the forward and backward passes together -> OUTPUTS
     HESSIAN         GRADIENT -> forward mode over a basis of each parameter -> OUTPUTS
-    where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
+    where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
+    -> share subexpressions across kernels -> finalize,
     and the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
+from ..passes.share import everything, share_across_kernels, transcendental
 from ..primitives import ops
 from ..primitives.elementwise import Kernel, arg, constant
 from ..transforms import recompute, update
@@ -442,6 +444,14 @@ def hessian_mode(program):
         _outputs(program, blocks)
 
 
+def share_subexpressions(program):
+    """What several kernels of a derivative program compute (forward, backward and tangent kernels alike)
+    is computed once and read by the others: every repeated operation on NumPy, what holds a
+    transcendental on a backend fusing loops (passes/share.py)."""
+    share_across_kernels(program.graph, keep=results(program) + program.graph.params,
+                         worth=transcendental if program.backend.fuses_across_statements else everything)
+
+
 def as_forward(program):
     """The backend builds the finished program as a forward returning its outputs."""
     program.kind = "forward"
@@ -455,7 +465,8 @@ LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forwa
 TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
                          drop_dead, finalize, checkpoint, check_update_order)
 
-OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize, as_forward)
+OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, share_subexpressions, finalize,
+           as_forward)
 JVP = FORWARD + (jvp_mode,) + OUTPUTS
 VJP = FORWARD + (vjp_mode,) + OUTPUTS
 JACOBIAN = FORWARD + (jacobian_mode,) + OUTPUTS

@@ -444,7 +444,7 @@ def lift(t, batch, ndim):
     `ndim` axes of its own: it then broadcasts against values of `ndim` axes as its value does."""
     nb = len(batch)
     own = t.ndim - nb
-    if own >= ndim:
+    if own >= ndim or nb == 0:  # without batch axes, broadcasting inserts the 1s in front itself
         return t
     return reshape(t, t.shape[:nb] + (1,) * (ndim - own) + t.shape[nb:])
 
