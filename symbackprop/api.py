@@ -177,8 +177,17 @@ class DerivativeFunction:
 
     __symbackprop__ = True
 
-    def __init__(self, fn, entry, wrt=None, backend="numpy"):
-        self.specialiser = Specialiser(fn, entry, backend, wrt)
+    def __init__(self, fn, entry, wrt=None, backend="numpy", has_aux=False, memory_budget=None):
+        if not isinstance(has_aux, bool):
+            raise TypeError(f"has_aux is True or False, got {has_aux!r}")
+        self.memory_budget = _budget_for(entry, memory_budget)
+        self.has_aux = has_aux
+        fields = {}
+        if has_aux:
+            fields["has_aux"] = True
+        if self.memory_budget is not None:
+            fields["memory_budget"] = self.memory_budget
+        self.specialiser = Specialiser(fn, entry, backend, wrt, fields=fields or None)
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.entry = self.derivative_entry = entry
@@ -253,6 +262,18 @@ class DerivativeFunction:
         return out
 
     def _shaped(self, program, outs):
+        """What the callable returns: with has_aux=True, ((value, aux), derivative) where the entry point
+        returns the value beside its derivative (jvp, vjp), else (derivative, aux), as grad and
+        value_and_grad do."""
+        if not program.model_aux:
+            return self._derivative(outs)
+        outs, aux = outs
+        result = self._derivative(outs)
+        if self.entry in ("jvp", "vjp"):
+            return (result[0], aux), result[1]
+        return result, aux
+
+    def _derivative(self, outs):
         one = self.single
         if self.entry == "jvp":
             return outs[0], outs[1]
@@ -282,6 +303,15 @@ class DerivativeFunction:
             raise RuntimeError("nothing to export yet: pass example arguments, or call the function first")
         return self.specialiser.export(path, compiled)
 
+    def memory(self, *args, **kwargs):
+        """The memory report for `args` (the model's; default: the last specialisation): the forward values
+        the derivative passes read (residuals) and their bytes, what is recomputed under memory_budget, the
+        peak of live bytes."""
+        compiled = self.specialise(*args, **kwargs) if (args or kwargs) else self._last
+        if compiled is None:
+            raise RuntimeError("no specialisation yet: pass example arguments, or call the function first")
+        return self.specialiser.memory(compiled)
+
     def explain(self, *args, **kwargs) -> str:
         """What the entry point computes for `args` (default: the last specialisation): for the ones built on
         reverse mode the model's backprop table, then each tangent statement forward mode emitted."""
@@ -292,19 +322,32 @@ class DerivativeFunction:
 
     def __reduce__(self):
         wrt = self.wrt[0] if self.single else self.wrt
-        return DerivativeFunction, (model_reference(self.fn), self.entry, wrt, self.backend)
+        return DerivativeFunction, (model_reference(self.fn), self.entry, wrt, self.backend, self.has_aux,
+                                    self.memory_budget)
 
     def __repr__(self):
-        return f"<symbackprop {self.entry} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"
+        kind = self.entry + (" (has_aux)" if self.has_aux else "")
+        return f"<symbackprop {kind} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} ({self.backend})>"
+
+
+def _budget_for(entry, memory_budget):
+    """The budget in bytes; forward mode alone (jvp) keeps no values for a later pass, so none applies."""
+    if entry == "jvp" and memory_budget is not None:
+        raise TypeError("sb.jvp takes no memory_budget: forward mode computes each tangent beside its value "
+                        "and keeps nothing for a later pass; memory_budget= applies to sb.vjp, sb.jacobian, "
+                        "sb.hessian and sb.hvp")
+    return parse_budget(memory_budget)
 
 
 def _entry(entry, doc):
-    def make(f=None, wrt=None, backend="numpy"):
+    def make(f=None, wrt=None, backend="numpy", has_aux=False, memory_budget=None):
+        options = {"wrt": wrt, "backend": backend, "has_aux": has_aux, "memory_budget": memory_budget}
         if f is None:
-            return lambda g: DerivativeFunction(g, entry, wrt=wrt, backend=backend)
+            _budget_for(entry, memory_budget)  # a bad budget raises at the decorator, not at the first call
+            return lambda g: DerivativeFunction(g, entry, **options)
         if isinstance(f, (str, int, tuple, list)) and not callable(f):
             raise TypeError(f"pass the model first, or use keywords: @sb.{entry}(wrt=...)")
-        return DerivativeFunction(f, entry, wrt=wrt, backend=backend)
+        return DerivativeFunction(f, entry, **options)
     make.__name__ = make.__qualname__ = entry
     make.__doc__ = doc
     return make
@@ -321,3 +364,12 @@ hessian = _entry("hessian", """hessian(f, wrt=None, backend="numpy"): a callable
 result, shape parameter shape + parameter shape (nested tuples of blocks for a tuple wrt).""")
 hvp = _entry("hvp", """hvp(f, wrt=None, backend="numpy"): a callable `(*args, v=...)` returning the Hessian-vector
 product by forward over reverse mode, without forming the Hessian.""")
+
+_OPTIONS = """
+has_aux=True: f returns (result, aux), aux a tree of arrays and numbers computed by the same forward pass and
+never differentiated; the callable returns ((value, aux), derivative) for jvp and vjp, (derivative, aux) for
+jacobian, hessian and hvp. memory_budget (bytes, or "64MB", "1.5GiB"; not for jvp, which keeps no residuals):
+the forward values the backward pass reads beyond it are recomputed there, the numbers the same."""
+for _f in (jvp, vjp, jacobian, hessian, hvp):
+    _f.__doc__ = _f.__doc__.replace('backend="numpy")', 'backend="numpy", has_aux=False, memory_budget=None)', 1) \
+        + _OPTIONS

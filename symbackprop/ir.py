@@ -141,6 +141,8 @@ class Graph:
         # filled by fusion (passes/fuse.py): kernel -> the locations of every node fused into it, its own
         # first (a helper's line inlined into its caller's), for tools that name a kernel's lines
         self.fused: dict = {}
+        # filled by forward mode (transforms/forward.py): tangent node -> the node whose tangent rule built it
+        self.tangent_origin: dict = {}
 
     @property
     def nodes(self) -> list[Node]:

@@ -64,12 +64,19 @@ def _entry_output_names(program) -> list:
     """C names of a derivative entry point's outputs: out and tangent (jvp), out and d_<x> (vjp),
     hvp_<x>, jacobian_<x>, hessian_<x>_<y>; <entry>_<k> where the layout is another."""
     wrt = [program.specs[i].name for i in program.wrt]
-    count = len(program.graph.aux)
+    count = program.entry_outputs
     names = {"jvp": ["out", "tangent"], "vjp": ["out"] + [f"d_{x}" for x in wrt],
              "hvp": [f"hvp_{x}" for x in wrt], "jacobian": [f"jacobian_{x}" for x in wrt],
              "hessian": [f"hessian_{x}_{y}" for x in wrt for y in wrt]}.get(program.entry, [])
     if len(names) != count or len(set(names)) != count:
         names = [f"{program.entry}_{k}" for k in range(count)]
+    if program.model_aux:  # the model's own aux after them, by its paths
+        found = dict(aux_paths(program.aux_tree[1]))
+        for k in range(count, len(program.graph.aux)):
+            name, n = found[k], 1
+            while name in names:
+                name, n = f"{found[k]}_{n}", n + 1
+            names.append(name)
     return names
 
 
@@ -112,6 +119,10 @@ class Program:
     # has_aux=True: the model returns (loss, aux); its arrays are graph.aux, the rest of the tree is here
     has_aux: bool = False
     aux_tree: object = None                  # the aux tree, each array replaced by its Leaf
+    # a derivative entry point's outputs are graph.aux[:entry_outputs]; with the model's own aux
+    # (has_aux=True on sb.jvp, ...: model_aux) the tree is (outputs, the model's aux tree)
+    entry_outputs: int = 0
+    model_aux: bool = False
     # memory (transforms/recompute.py)
     memory_budget: int | None = None         # bytes of residuals the backward pass may keep alive
     recompute: object = None                 # the recompute.Schedule applied under the budget, if any

@@ -343,16 +343,34 @@ def _zero(v, batch=()):
 
 
 def _outputs(program, values):
-    """The entry point's arrays become what the generated code returns (the aux of a forward); the
-    value returned beside them is the model's loss when it has one, else 0."""
+    """The entry point's arrays become what the generated code returns (the aux of a forward), followed
+    by the model's own aux arrays under has_aux=True; the value returned beside them is the model's
+    loss when it has one, else 0."""
     graph = program.graph
+    model_aux, model_tree = list(graph.aux), program.aux_tree
     graph.aux = []
     src = Source(program.fn)
     program.aux_tree = _flatten_aux(tuple(values), graph.aux, _return_loc(src), "out")
+    program.entry_outputs = len(graph.aux)
+    if program.has_aux:  # the model's aux: never differentiated, computed by the same forward pass
+        program.model_aux = True
+        graph.aux.extend(model_aux)
+        program.aux_tree = (program.aux_tree, _shifted(model_tree, program.entry_outputs))
     program.has_aux = True
     program.grads = []
     if graph.result.shape != () or graph.result.dtype.kind != "f":
         graph.result = ops.fill(0.0, (), np.float64)
+
+
+def _shifted(tree, by):
+    """An aux tree whose Leaf k is now Leaf k + by."""
+    if isinstance(tree, Leaf):
+        return Leaf(tree.index + by)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_shifted(t, by) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _shifted(v, by) for k, v in tree.items()}
+    return tree
 
 
 def basis(v):
@@ -384,6 +402,7 @@ def jvp_mode(program):
         out = graph.result
         t = tangents.get(out)
         _outputs(program, [out, t if t is not None else _zero(out)])
+    _with_forward_tangents(program)
 
 
 def vjp_mode(program):
@@ -395,6 +414,7 @@ def vjp_mode(program):
         seed = extra_input(program, "d_" + out.name, out)
         grads = reverse(graph, program.wrt_values, seed=seed)
         _outputs(program, [out, *grads])
+    _with_forward_tangents(program)
 
 
 def jacobian_mode(program):
@@ -419,6 +439,7 @@ def jacobian_mode(program):
             tangents = forward(graph, {u: basis(u)}, (out.size,))
             blocks = [_block(tangents.get(g), out, p, batch_first=True) for g, p in zip(grads, params)]
         _outputs(program, blocks)
+    _with_forward_tangents(program)
 
 
 def hvp_mode(program):
@@ -429,6 +450,7 @@ def hvp_mode(program):
         seeds = {p: extra_input(program, "t_" + p.name, p) for p in program.wrt_values}
         tangents = forward(graph, seeds)
         _outputs(program, [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in program.grads])
+    _with_forward_tangents(program)
 
 
 def hessian_mode(program):
@@ -442,6 +464,7 @@ def hessian_mode(program):
         blocks = [_block(columns[j].get(g), g, p, batch_first=False)
                   for g in grads for j, p in enumerate(params)]
         _outputs(program, blocks)
+    _with_forward_tangents(program)
 
 
 def share_subexpressions(program):
@@ -450,6 +473,20 @@ def share_subexpressions(program):
     transcendental on a backend fusing loops (passes/share.py)."""
     share_across_kernels(program.graph, keep=results(program) + program.graph.params,
                          worth=transcendental if program.backend.fuses_across_statements else everything)
+
+
+def _with_forward_tangents(program):
+    """The tangents of forward values belong to the forward pass: what the backward pass reads of them is
+    a residual, as the forward values it reads are (memory_budget may recompute them). The graph is put
+    in that order, the forward pass and its tangents before the backward pass and its, so that a later
+    pass sharing work between kernels (share_subexpressions) never makes a forward kernel read a
+    backward one's value."""
+    graph = program.graph
+    origin = graph.tangent_origin
+    program.forward_nodes = program.forward_nodes | {n for n, o in origin.items() if o in program.forward_nodes}
+    _forward_closed(program)  # a basis constant the forward tangents read is forward too
+    forward_part = [n for n in graph.nodes if n in program.forward_nodes]
+    graph.nodes = forward_part + [n for n in graph.nodes if n not in program.forward_nodes]
 
 
 def as_forward(program):
@@ -466,7 +503,7 @@ TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, f
                          drop_dead, finalize, checkpoint, check_update_order)
 
 OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, share_subexpressions, finalize,
-           as_forward)
+           checkpoint, as_forward)
 JVP = FORWARD + (jvp_mode,) + OUTPUTS
 VJP = FORWARD + (vjp_mode,) + OUTPUTS
 JACOBIAN = FORWARD + (jacobian_mode,) + OUTPUTS

@@ -10,6 +10,10 @@ Hessian-vector products.
 
 A tangent carries `batch` leading axes of its own: () for one direction, (n,)
 for n directions at once (a Jacobian's or Hessian's basis), through one program.
+
+graph.tangent_origin records, for each node a tangent rule built, the node whose tangent it is: the
+pipeline counts the tangents of forward values as part of the forward pass (a forward-over-reverse
+program is the forward pass with its tangents, then the backward pass with its).
 """
 from __future__ import annotations
 
@@ -29,8 +33,11 @@ def forward(graph, seeds, batch=(), nodes=None):
             ts = [tangents.get(v) for v in node.inputs]
             if all(t is None for t in ts):
                 continue
+            count = len(graph.nodes)
             with at(node.loc):
                 outs = node.prim.tangent(node, ts, batch)
+            for made in graph.nodes[count:]:
+                graph.tangent_origin.setdefault(made, graph.tangent_origin.get(node, node))
             if len(outs) != len(node.outputs):
                 raise CompileError(f"internal: tangent of {node.prim.name} gave {len(outs)} tangents for "
                                    f"{len(node.outputs)} outputs", node.loc)

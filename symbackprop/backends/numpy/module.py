@@ -147,7 +147,7 @@ def export_entry(compiled) -> str:
     head, sep, rest = source.partition("\nimport numpy as np\n")
     specs = compiled.specs
     names = [s.name for s in specs if s.dynamic]
-    n_outs = len(graph.aux)
+    n_outs = compiled.entry_outputs if compiled.model_aux else len(graph.aux)
     outs = [f"o{k}" for k in range(n_outs)]
     single = compiled.single
     if compiled.entry == "jvp":
@@ -160,7 +160,12 @@ def export_entry(compiled) -> str:
         ret = "(" + ", ".join("(" + ", ".join(outs[i * k:(i + 1) * k]) + ")" for i in range(k)) + ")"
     else:
         ret = outs[0] if single else "(" + ", ".join(outs) + (",)" if len(outs) == 1 else ")")
-    body = [f"_, ({', '.join(outs)}{',' if n_outs == 1 else ''}) = _outputs({', '.join(names)})", f"return {ret}"]
+    unpacked = f"({', '.join(outs)}{',' if n_outs == 1 else ''})"
+    if compiled.model_aux:  # has_aux=True: the model's aux after the entry point's arrays, as the callable
+        unpacked = f"({unpacked}, aux)"
+        ret = f"({ret.split(', ', 1)[0]}, aux), {ret.split(', ', 1)[1]}" if compiled.entry in ("jvp", "vjp") \
+            else f"{ret}, aux"
+    body = [f"_, {unpacked} = _outputs({', '.join(names)})", f"return {ret}"]
     wrapper = render("export_function.py.j2", name=compiled.entry, signature=", ".join(s.name for s in specs),
                      checks=check_lines(specs),
                      doc=f"{compiled.fn.__name__}: {ENTRY_TITLES[compiled.entry].lower()} (each argument checked).",
