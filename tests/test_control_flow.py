@@ -150,6 +150,90 @@ def batched_newton(W, b, x, y):
     return np.mean((u - y) ** 2)
 
 
+def fib_swap(x):
+    a, b = x, x * 0.5
+    k = 0
+    while np.sum(b) < 50.0:
+        a, b = b, a + b
+        k += 1
+    return np.sum(a * b)
+
+def nested_while(x, w):
+    s = np.sum(x * w)
+    total = 0.0
+    while s < 20.0:
+        t = s
+        while t < s * 3.0:
+            t = t * 1.3 + 0.1
+        total = total + t
+        s = s + 1.7
+    return total + s
+
+def continue_while(x):
+    s = 0.0
+    i = 0.0
+    while i < 6:
+        i = i + 1
+        if np.sum(x) * i > 3.0:
+            continue
+        s = s + np.sum(np.sin(x * i))
+    return s
+
+def break_depth0(x):
+    h = x
+    while True:
+        h = h * 1.2 + 0.1
+        if np.max(h) > 3.0:
+            break
+        h = np.sin(h) + h
+    return np.sum(h * h)
+
+def static_for_in_while(W, x):
+    h = x
+    while np.sum(h * h) < 9.0:
+        for i in range(2):
+            h = np.tanh(W @ h) + h
+    return np.sum(h)
+
+def param_carried(x, w):
+    while np.sum(x) < 5.0:
+        x = x * w + 0.3
+    return np.sum(x * x)
+
+def zero_trips(x):
+    y = x * 2.0
+    while np.sum(y) > 1e6:
+        y = y * 0.5
+    return np.sum(y * y)
+
+def if_in_if(x):
+    s = np.sum(x)
+    y = s
+    if s > 0:
+        if np.max(x) > 1.0:
+            y = y * np.exp(s)
+        else:
+            y = y + 1.0
+    else:
+        y = np.cos(y)
+    return y * s
+
+def reads_before_and_updates(x, w):
+    z = x * w
+    base = z
+    while np.sum(z) < 8.0:
+        z = z + base * 0.5
+    return np.sum(z * base)
+
+def matrix_loop(W, x):
+    h = x
+    n = 0
+    while np.linalg.norm(h) < 10.0 and n < 30:
+        h = W @ h + 0.5
+        n += 1
+    return np.sum(h)
+
+
 # ---- gradients against central differences -------------------------------------------------
 
 RNG = np.random.default_rng(14)
@@ -179,6 +263,18 @@ CASES = [
     (while_inside_for, (RNG.normal(size=(3, 3)) * 0.5, np.array([0.8, -0.6, 0.5])), (0, 1)),
     (batched_newton, (RNG.normal(size=(3, 2)), RNG.normal(size=2), RNG.normal(size=(4, 3)),
                       RNG.normal(size=(4, 2))), (0, 1, 2)),
+    (fib_swap, (np.array([0.3, 0.7]),), (0,)),
+    (nested_while, (np.array([0.3, 0.7]), np.array([1.0, 0.5])), (0, 1)),
+    (continue_while, (np.array([0.2, 0.25]),), (0,)),
+    (break_depth0, (np.array([0.2, 0.5]),), (0,)),
+    (static_for_in_while, (RNG.normal(size=(2, 2)) * 0.5, np.array([0.3, 0.4])), (0, 1)),
+    (param_carried, (np.array([0.3, 0.7]), np.array([1.3, 1.2])), (0, 1)),
+    (zero_trips, (np.array([0.3, 0.7]),), (0,)),
+    (if_in_if, (np.array([0.3, 0.7]),), (0,)),
+    (if_in_if, (np.array([0.3, 1.7]),), (0,)),
+    (if_in_if, (np.array([-0.3, -1.7]),), (0,)),
+    (reads_before_and_updates, (np.array([0.3, 0.7]), np.array([1.3, 1.2])), (0, 1)),
+    (matrix_loop, (np.array([[1.1, 0.2], [0.1, 0.9]]), np.array([0.3, 0.4])), (0, 1)),
 ]
 
 
@@ -237,6 +333,12 @@ def test_tape_holds_only_what_the_adjoint_reads():
     assert len(re.findall(r"\.append\(", src)) == 1
     value, dc = f(np.array([1.0, 2.0]), 1.5)
     assert_gradients_match(scaled, (dc,), (np.array([1.0, 2.0]), 1.5), (1,))
+
+
+def test_swapped_carried_values_are_assigned_at_once():
+    src = sb.value_and_grad(fib_swap).specialise(np.array([0.3, 0.7])).source
+    assert re.search(r"^\s+a, b = b, b_1$", src, re.M)       # the forward: Python's parallel assignment
+    assert re.search(r"^\s+d_a, d_b = d_b, d_b_1$", src, re.M)  # and its adjoint
 
 
 def test_generated_code_is_deterministic():

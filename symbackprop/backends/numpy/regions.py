@@ -91,11 +91,18 @@ def _assign_all(pairs):
     return [f"{', '.join(t for t, _ in pairs)} = {', '.join(s for _, s in pairs)}"]
 
 
-def _reusable(writer, node, v, text, claimed) -> bool:
-    """Whether a region's output may take the name of `v`, its input: nothing reads `v` after the region."""
+def _base(text):
+    return re.sub(r"_\d+$", "", text)
+
+
+def _reusable(writer, node, out, v, text, claimed) -> bool:
+    """Whether a region's output may take the name of `v`, its input: the same variable (or the gradient
+    of the same), and nothing reads `v` after the region."""
     scope = writer.scopes[-1] if writer.scopes else None
-    return (scope is not None and text.isidentifier() and text not in claimed
-            and sum(1 for x in node.inputs if x is v) == 1 and not scope.read_after(v, node))
+    own = out.name or (f"d_{writer.name(out.grad_of)}" if out.grad_of is not None else None)
+    return (scope is not None and own is not None and text.isidentifier() and _base(text) == _base(own)
+            and text not in claimed and sum(1 for x in node.inputs if x is v) == 1
+            and not scope.read_after(v, node))
 
 
 def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
@@ -165,7 +172,7 @@ def _names(writer, node, outputs, candidates):
     for out, options in zip(outputs, candidates):
         name = writer.names.get(out)  # the name of the enclosing body's result it is computed into
         for v, text in options if name is None else ():
-            if _reusable(writer, node, v, text, claimed):
+            if _reusable(writer, node, out, v, text, claimed):
                 name = text
                 break
         if name is None:
