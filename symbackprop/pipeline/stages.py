@@ -27,18 +27,19 @@ import numbers
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
 from ..frontend.signature import rebuild
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
-from ..ir import Graph, Value, append, at, building
+from ..ir import Graph, Value, append, at, building, rule
 from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..primitives import ops
-from ..primitives.elementwise import Kernel, arg, constant
+from ..primitives.elementwise import Kernel, arg, constant, kernel
 from ..transforms import recompute, update
 from ..transforms.forward import forward
 from ..transforms.reverse import reverse
@@ -74,7 +75,7 @@ def trace_model(program: Program):
                 v = Value(s.shape, s.dtype, None, s.name)
                 v.weak = s.kind == "float"
                 graph.params.append(v)
-                args.append(v)
+                args.append(_widened(v) if dtypes.is_half(v.dtype) else v)
         if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
             args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
         result = Tracer(derivatives=derivatives).call_model(program.fn, args)
@@ -109,10 +110,42 @@ def trace_model(program: Program):
                 result = _copy(result)
         else:
             result = ops.fill(float(result), (), np.float64)
+        half = _half_dtype(program.specs)
+        if half is not None:  # a model of 16-bit floats computed in float32 returns its results in 16 bits
+            result = _narrowed(result, half)
+            graph.aux[:] = [_narrowed(v, half) for v in graph.aux]
         if result.name is None:
             result.name = "out" if program.entry in ARRAY_VALUED else "loss"
         graph.result = result
     program.graph = graph
+
+
+def _widened(v):
+    """A float16/bfloat16 parameter as the model computes with it: in float32 (symbackprop/dtypes.py)."""
+    with rule(f"{v.name}: {v.dtype} computed in float32"):
+        (w,) = kernel([v], (arg(0),), v.shape, dtype=dtypes.COMPUTE)
+    w.name = f"{v.name}_32"
+    return w
+
+
+def _half_dtype(specs):
+    """The 16-bit float a model's results are given in: NumPy's result type of its float arrays, when
+    that is float16 or bfloat16 (None otherwise)."""
+    floats = [s.dtype for s in specs if s.kind == "array" and dtypes.is_float(s.dtype)]
+    if not floats:
+        return None
+    dtype = np.result_type(*floats)
+    return dtype if dtypes.is_half(dtype) else None
+
+
+def _narrowed(v, half):
+    """A float32 value computed from 16-bit inputs, given back in their dtype (others as they are)."""
+    if not isinstance(v, Value) or v.dtype != dtypes.COMPUTE:
+        return v
+    with rule(f"the result in {half}"):
+        (out,) = kernel([v], (arg(0),), v.shape, dtype=half)
+    out.name = v.name
+    return out
 
 
 def derivatives(entry, body, values, names, wrt, directions):

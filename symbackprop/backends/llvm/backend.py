@@ -379,9 +379,9 @@ class LLVMBackend(Backend):
 
     def check(self, specs):
         for s in specs:
-            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float32", "float64"):
-                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float32 "
-                                "and float64 arrays (use backend='numpy', or convert it)")
+            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float16", "float32", "float64"):
+                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float16, "
+                                "bfloat16, float32 and float64 arrays (use backend='numpy', or convert it)")
 
     def build(self, program) -> Artifact:
         if program.kind == "train_step":

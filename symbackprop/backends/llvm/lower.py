@@ -30,8 +30,8 @@ from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, 
 from . import blas_calls, vecmath
 from .expr import ExprLowering, intrinsic
 from . import lapack
-from .loops import (I8, I64, Operand, broadcast_strides, contiguous_strides, convert, float_type, llvm_type, load,
-                    loop_nest, store)
+from .loops import (I8, I64, Operand, broadcast_strides, compute_type, contiguous_strides, convert, float_type,
+                    half_of, llvm_type, load, loop_nest, store)
 from .rowpass import find_row_passes, lower_row_pass
 
 import os
@@ -132,7 +132,8 @@ class Lowering:
         return self.buffers[v]
 
     def operand(self, v, strides=None, offset=0):
-        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset)
+        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset,
+                       half_of(v.dtype))
 
     def define(self, v):
         """A fresh buffer for value `v`."""
@@ -171,7 +172,7 @@ class Lowering:
         self.b.call(fn, [dst, src, ir.Constant(I64, nbytes)])
 
     def fill(self, v, value):
-        ty = llvm_type(v.dtype)
+        ty = compute_type(v.dtype)
         op = self.operand(v)
         const = ir.Constant(ty, value if isinstance(ty, (ir.DoubleType, ir.FloatType)) else int(value))
         loop_nest(self.b, v.shape, [op], lambda b, offs: store(b, const, op, offs[0]))

@@ -5,6 +5,7 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from ...dtypes import text as dtype_text
 from ...primitives import scalar
 import numpy as np
 
@@ -307,7 +308,7 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     widened = widened_inputs(node) if printer_cls is not MathPrinter else {}
     for i, dtype in widened.items():
         a = args[i]
-        names[sympy.Symbol(f"a{i}", real=True)] = f"{a if a.isidentifier() else f'({a})'}.astype(np.{dtype})"
+        names[sympy.Symbol(f"a{i}", real=True)] = f"{a if a.isidentifier() else f'({a})'}.astype({dtype_text(dtype)})"
     program, outs = node.attrs["program"], node.attrs["outs"]
     # an output that is just a temp gives the temp its name; outputs are named in order of computation
     temp_out = {}
@@ -373,9 +374,9 @@ def _numpy_result(text, expr, inputs, value: Value, widened=None):
     used = [inputs[int(s.name[1:])].shape for s in expr.free_symbols if s.name.startswith("a")]
     shape = tuple(np.broadcast_shapes(*used)) if used else ()
     if shape != value.shape:
-        return f"np.full({value.shape!r}, {text}, dtype=np.{value.dtype})"
+        return f"np.full({value.shape!r}, {text}, dtype={dtype_text(value.dtype)})"
     if natural is None:
-        return f"np.{value.dtype}({text})" if value.shape == () else text
+        return f"{dtype_text(value.dtype)}({text})" if value.shape == () else text
     if natural != value.dtype:
-        return f"({text}).astype(np.{value.dtype})"
+        return f"{text if text.isidentifier() else f'({text})'}.astype({dtype_text(value.dtype)})"
     return text
