@@ -33,6 +33,7 @@ import numpy as np
 
 import sympy
 
+from .dtypes import is_float
 from . import backends
 from .api import GradFunction
 from .backends.numpy.module import values_function
@@ -300,9 +301,9 @@ def _check_parameter(f, args, index, name, compiled, rng, rtol, atol, max_entrie
 # ---- localisation: each operation's adjoint alone -------------------------------------------------
 
 def _float64(a):
-    if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+    if isinstance(a, np.ndarray) and is_float(a.dtype):
         return a.astype(np.float64)
-    if isinstance(a, np.generic) and a.dtype.kind == "f":
+    if isinstance(a, np.generic) and is_float(a.dtype):
         return np.float64(a)
     return a
 

@@ -109,6 +109,21 @@ def test_generated_numpy_code_widens_and_narrows(dtype):
     assert ("import ml_dtypes" in f.source) == (dtype != np.float16)
 
 
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_jvp_and_vjp_in_16_bits(backend, dtype):
+    args = [a.astype(dtype) for a in _stat_args(np.random.default_rng(4))]
+    wide = [a.astype(np.float64) for a in args]
+    t = np.linspace(-1, 1, 5).astype(dtype)
+    value, tangent = sb.jvp(statistics, wrt="w", backend=backend)(*args, tangents=t)
+    ref_value, ref_tangent = sb.jvp(statistics, wrt="w")(*wide, tangents=t.astype(np.float64))
+    assert type(value) is dtype.type and type(tangent) is dtype.type
+    assert _relative(tangent, ref_tangent) < dtypes.tolerance(dtype)
+    value, (gx, gw) = sb.vjp(statistics, wrt=("x", "w"), backend=backend)(*args, cotangent=dtype.type(2))
+    _, (rx, rw) = sb.vjp(statistics, wrt=("x", "w"))(*wide, cotangent=2.0)
+    assert gx.dtype == gw.dtype == dtype
+    assert _relative(gx, rx) < 2 * dtypes.tolerance(dtype) and _relative(gw, rw) < 2 * dtypes.tolerance(dtype)
+
+
 def test_bfloat16_export_imports_ml_dtypes(tmp_path):
     args = [a.astype(ml_dtypes.bfloat16) for a in _stat_args(np.random.default_rng(1))]
     f = sb.value_and_grad(statistics, wrt=(0, 1))

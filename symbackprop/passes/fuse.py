@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sympy
 
+from ..dtypes import is_float
 from ..primitives.elementwise import Kernel, arg, expand, kernel_dtype, operand_dtypes, temps
 from ..primitives.shape import BroadcastTo
 
@@ -67,7 +68,7 @@ def _keep_declared_dtype(node):
     if node.attrs.get("dtype") is not None:
         return
     declared = {v.dtype for v in node.outputs}
-    if len(declared) != 1 or next(iter(declared)).kind != "f":
+    if len(declared) != 1 or not is_float(next(iter(declared))):
         return
     (dtype,) = declared
     dtypes = operand_dtypes(node.inputs)

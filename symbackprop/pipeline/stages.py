@@ -99,12 +99,12 @@ def trace_model(program: Program):
             raise CompileError(f"the model returns {what}{' as the loss' if program.has_aux else ''}; "
                                f"{what_loss} one scalar", loc, hint)
         if isinstance(result, Value):
-            if program.entry in ARRAY_VALUED and result.dtype.kind == "f":
+            if program.entry in ARRAY_VALUED and dtypes.is_float(result.dtype):
                 pass  # jvp, vjp and jacobian differentiate functions returning an array
             elif result.shape != ():
                 raise CompileError(f"the model returns an array of shape {result.shape}; it must return one "
                                    "scalar (the loss)", loc, "Reduce it: return np.sum(x) or np.mean(x).")
-            if result.dtype.kind not in "f":
+            if not dtypes.is_float(result.dtype):
                 raise CompileError(f"the model returns a {result.dtype} value; the loss must be a float", loc)
             if result.node is None:  # returning a parameter: make it a node of its own
                 result = _copy(result)
@@ -379,10 +379,14 @@ def _outputs(program, values):
     graph = program.graph
     graph.aux = []
     src = Source(program.fn)
+    half = _half_dtype(program.specs)
+    if half is not None:  # derivatives of a 16-bit model, computed in float32, given in its dtype
+        with building(graph):
+            values = [_narrowed(v, half) for v in values]
     program.aux_tree = _flatten_aux(tuple(values), graph.aux, _return_loc(src), "out")
     program.has_aux = True
     program.grads = []
-    if graph.result.shape != () or graph.result.dtype.kind != "f":
+    if graph.result.shape != () or not dtypes.is_float(graph.result.dtype):
         graph.result = ops.fill(0.0, (), np.float64)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import is_float
 from ..errors import CompileError
 from ..ir import at, building, current_loc
 from ..primitives import ops
@@ -106,7 +107,7 @@ def reverse(graph, wrt, seed=None, nodes=None, result=None):
                 gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
             if all(g is None for g in gs):
                 continue
-            wants = [v in live and (v.dtype.kind == "f" or v in wrt) for v in node.inputs]
+            wants = [v in live and (is_float(v.dtype) or v in wrt) for v in node.inputs]
             if not any(wants):
                 continue
             with at(node.loc):
@@ -133,6 +134,6 @@ def reverse(graph, wrt, seed=None, nodes=None, result=None):
             with at(parts[-1].node.loc if parts and parts[-1].node is not None else current_loc()):
                 g = _total(parts, p, forward_nodes)
             if g is None:
-                g = ops.fill(0.0, p.shape, p.dtype if p.dtype.kind == "f" else np.float64)
+                g = ops.fill(0.0, p.shape, p.dtype if is_float(p.dtype) else np.float64)
             grads.append(g)
     return grads
