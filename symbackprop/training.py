@@ -123,6 +123,10 @@ class TrainStep:
         for i in s.wrt:
             name, x = s.params[i], args[i]
             if isinstance(x, np.ndarray):
+                if dtypes.is_half(x.dtype):
+                    raise TypeError(f"train_step does not update {x.dtype} parameters (`{name}`): 16-bit optimizer "
+                                    f"state underflows; keep float32 master weights and pass compute_dtype="
+                                    f"{x.dtype.name!r} to run the forward and backward passes in {x.dtype}")
                 if not x.flags.writeable:
                     raise ValueError(f"train_step cannot update `{name}` in place: the array is read-only; "
                                      f"pass a writeable copy ({name}.copy())")

@@ -155,6 +155,9 @@ def test_bad_options_and_parameters():
     step = sb.train_step(mlp, sb.optim.SGD(lr=0.1), wrt="W1", compute_dtype="float16")
     with pytest.raises(TypeError, match="float32 master parameters; `W1` is a float16 array"):
         step(params[0].astype(np.float16), *params[1:], x, y)
+    plain = sb.train_step(mlp, sb.optim.Adam(lr=0.1), wrt="W1")
+    with pytest.raises(TypeError, match="float16 parameters .* compute_dtype='float16'"):
+        plain(params[0].astype(np.float16), *params[1:], x, y)
     with pytest.raises(ValueError, match="has_aux"):
         sb.train_step(mlp, sb.optim.SGD(lr=0.1), compute_dtype="bfloat16", has_aux=True)
 
