@@ -71,7 +71,7 @@ def main(epochs=40, batch=64, hidden=64, seed=0, dtype="float32", backend="numpy
     accuracy = np.mean(predicted == l_test)
     train_accuracy = np.mean(np.argmax(logits(W1, b1, W2, b2, x_train), axis=1) == l_train)
     print(f"{dtype} compute ({backend}): train accuracy {train_accuracy:.4f}, test accuracy {accuracy:.4f} "
-          f"({np.sum(predicted == l_test)}/{len(l_test)}), {len(losses)} steps, "
+          f"({np.sum(predicted == l_test)}/{len(l_test)}), last epoch's loss {epoch_losses[-1]:.5f}, {len(losses)} steps, "
           f"{step.compilations} compilation{'s' if step.compilations != 1 else ''}, float32 state: "
           f"{sorted({str(v.dtype) for v in step.state.values()})}")
     if dtype == "float16":

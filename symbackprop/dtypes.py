@@ -1,8 +1,9 @@
 """16-bit floats: float16 (NumPy's) and bfloat16 (ml_dtypes', an optional dependency).
 
-A model's float16/bfloat16 arrays are read in 16 bits and computed in float32
-(the trace widens each such parameter as it enters, pipeline/stages.py), and its
-results and gradients are written back in 16 bits. bfloat16 is NumPy dtype kind
+A model's float16/bfloat16 arrays are stored in 16 bits and computed in float32
+(the trace widens each such parameter as it enters, pipeline/stages.py; each
+statement's result is stored in 16 bits and widened where it is read,
+passes/storage.py), and its results and gradients are given in 16 bits. bfloat16 is NumPy dtype kind
 "V" (ml_dtypes registers it), so "is this a float" is asked here, never as
 `dtype.kind == "f"` alone. ml_dtypes is imported only where a bfloat16 is made
 from a name (`compute_dtype="bfloat16"`, generated code), with an ImportError

@@ -1,4 +1,4 @@
-"""float16 and bfloat16 models (issue 18 item 2): read in 16 bits, computed in float32, results and gradients
+"""float16 and bfloat16 models (issue 18 item 2): stored in 16 bits, computed in float32, results and gradients
 in the parameters' dtype, on both backends.
 
 Finite differences in 16 bits would measure the rounding, not the gradient: each 16-bit result is compared
@@ -104,7 +104,9 @@ def test_generated_numpy_code_widens_and_narrows(dtype):
     f = sb.value_and_grad(mlp, wrt=(0, 1, 2))
     f(*[a.astype(dtype) for a in _mlp_args(np.random.default_rng(0))])
     name = "ml_dtypes.bfloat16" if dtype != np.float16 else "np.float16"
-    assert "W1_32 = W1.astype(np.float32)" in f.source
+    assert "W1_32 = W1.astype(np.float32)" in f.source  # a product's operand: a float32 copy
+    assert f"h = np.tanh(t2.astype(np.float32) + b1_32).astype({name})" in f.source  # computed in 32, stored in 16
+    assert "d_t2 = d_h_32*(1 - h.astype(np.float32)**2)" in f.source  # the 16-bit residual, read as float32
     assert f".astype({name})" in f.source
     assert ("import ml_dtypes" in f.source) == (dtype != np.float16)
 
@@ -124,6 +126,15 @@ def test_jvp_and_vjp_in_16_bits(backend, dtype):
     assert _relative(gx, rx) < 2 * dtypes.tolerance(dtype) and _relative(gw, rw) < 2 * dtypes.tolerance(dtype)
 
 
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_residuals_are_kept_in_16_bits(dtype):
+    args = _mlp_args(np.random.default_rng(0))
+    wide = sb.value_and_grad(mlp, wrt=(0, 1, 2)).memory(*[a.astype(np.float32) for a in args])
+    half = sb.value_and_grad(mlp, wrt=(0, 1, 2)).memory(*[a.astype(dtype) for a in args])
+    assert "h         test_half.py:21          2048" in str(wide)  # 32 x 16 float32
+    assert "h         test_half.py:21          1024" in str(half)  # the same in 16 bits
+
+
 def test_bfloat16_export_imports_ml_dtypes(tmp_path):
     args = [a.astype(ml_dtypes.bfloat16) for a in _stat_args(np.random.default_rng(1))]
     f = sb.value_and_grad(statistics, wrt=(0, 1))
@@ -135,6 +146,12 @@ def test_bfloat16_export_imports_ml_dtypes(tmp_path):
     loss, grads = namespace["value_and_grad"](*args)
     ref = f(*args)
     assert loss == ref[0] and all(np.array_equal(a, b) for a, b in zip(grads, ref[1]))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_check_grad_of_a_16_bit_model(backend, dtype):
+    args = [a.astype(dtype) for a in _mlp_args(np.random.default_rng(6))]
+    assert sb.check_grad(mlp, *args, wrt=("W1", "W2"), backend=backend)
 
 
 def test_missing_ml_dtypes_names_the_extra(monkeypatch):

@@ -23,7 +23,10 @@ def named(v) -> bool:
 def _fusible(producer, consumer, users, keep, across_names):
     if producer is None or producer.prim is not Kernel or producer is consumer:
         return False
-    if not across_names and any(named(v) for v in producer.outputs):
+    if producer.attrs.get("stored"):  # a 16-bit array kept as such (passes/storage.py)
+        return False
+    # a 16-bit array's float32 read is named after it (W1_32) but is no statement of the model's
+    if not across_names and any(named(v) for v in producer.outputs) and "widen" not in producer.attrs:
         return False
     if any(v in keep for v in producer.outputs):
         return False

@@ -38,6 +38,7 @@ from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
+from ..passes.storage import rewiden_residuals, store_in_16_bits
 from ..primitives import control, ops
 from ..primitives.elementwise import Kernel, arg, constant, kernel
 from ..transforms import recompute, update
@@ -124,6 +125,7 @@ def _widened(v):
     """A float16/bfloat16 parameter as the model computes with it: in float32 (symbackprop/dtypes.py)."""
     with rule(f"{v.name}: {v.dtype} computed in float32"):
         (w,) = kernel([v], (arg(0),), v.shape, dtype=dtypes.COMPUTE)
+    w.node.attrs["widen"] = -1  # (passes/storage.py reads each use afresh)
     w.name = f"{v.name}_32"
     return w
 
@@ -251,6 +253,14 @@ def recognise_patterns(program: Program):
         recognise_softmax_family(body)
 
 
+def store_16_bit(program: Program):
+    """A 16-bit model's arrays stored in 16 bits, computed in float32 (passes/storage.py)."""
+    half = _half_dtype(program.specs)
+    if half is not None:  # each statement's result stored; its reads fused into the statements reading it
+        store_in_16_bits(program.graph, half)
+        fuse_statements(program)
+
+
 def drop_dead_forward(program: Program):
     eliminate_dead_code(program.graph, [program.graph.result] + program.graph.aux)
     for body, keep in bodies(program):
@@ -274,6 +284,7 @@ def reverse_mode(program: Program):
     program.forward_nodes = set(graph.nodes)
     with building(graph):
         program.grads = reverse(graph, program.wrt_values)
+    rewiden_residuals(graph, program.forward_nodes)
 
 
 # ---- after reverse mode ------------------------------------------------------------------
@@ -458,6 +469,8 @@ def vjp_mode(program):
     with building(graph):
         seed = extra_input(program, "d_" + out.name, out)
         grads = reverse(graph, program.wrt_values, seed=seed)
+    rewiden_residuals(graph, program.forward_nodes)
+    with building(graph):
         _outputs(program, [out, *grads])
 
 
@@ -513,11 +526,12 @@ def as_forward(program):
     program.kind = "forward"
 
 
-FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
+FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements, store_16_bit)
 GRADIENT = FORWARD + (reverse_mode,)
 VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
                              checkpoint)
-LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, finalize)
+LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, store_16_bit,
+        finalize)
 TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
                          drop_dead, finalize, checkpoint, check_update_order)
 

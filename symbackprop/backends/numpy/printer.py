@@ -5,6 +5,7 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from ...dtypes import COMPUTE, is_half
 from ...dtypes import text as dtype_text
 from ...primitives import scalar
 import numpy as np
@@ -354,6 +355,9 @@ def widened_inputs(node) -> dict:
     """{input index: dtype} for float inputs to widen before computing: a NumPy scalar in the body
     (x32*np.float64(2)) gave the kernel a wider dtype than its arrays. NumPy computes in the wider
     type from where they meet; this computes the whole body in it, as the LLVM backend does."""
+    halves = {i: COMPUTE for i, v in enumerate(node.inputs) if not v.weak and is_half(v.dtype)}
+    if halves:  # float16/bfloat16 arrays are computed in float32 (symbackprop/dtypes.py)
+        return halves
     want = node.attrs.get("dtype")
     if want is None or want.kind != "f":
         return {}
@@ -363,6 +367,22 @@ def widened_inputs(node) -> dict:
         return {}
     return {i: want for i, v in enumerate(node.inputs)
             if not v.weak and v.dtype.kind == "f" and v.dtype.itemsize < want.itemsize}
+
+
+def _primary(text) -> bool:
+    """Whether `text` needs no brackets before `.astype`: a name, or one call (np.tanh(a + b))."""
+    if text.isidentifier():
+        return True
+    head, paren, _ = text.partition("(")
+    if not paren or not all(part.isidentifier() for part in head.split(".")) or not text.endswith(")"):
+        return False
+    depth = 0
+    for k, c in enumerate(text[len(head):], len(head)):
+        depth += c == "("
+        depth -= c == ")"
+        if depth == 0 and k < len(text) - 1:
+            return False  # np.exp(a)*np.exp(b): the first call closes before the end
+    return True
 
 
 def _numpy_result(text, expr, inputs, value: Value, widened=None):
@@ -378,5 +398,6 @@ def _numpy_result(text, expr, inputs, value: Value, widened=None):
     if natural is None:
         return f"{dtype_text(value.dtype)}({text})" if value.shape == () else text
     if natural != value.dtype:
-        return f"{text if text.isidentifier() else f'({text})'}.astype({dtype_text(value.dtype)})"
+        bare = _primary(text) if is_half(value.dtype) else text.isidentifier()  # (other models' code as it was)
+        return f"{text if bare else f'({text})'}.astype({dtype_text(value.dtype)})"
     return text
