@@ -4,11 +4,13 @@ A stage is a function `stage(program)` that reads and rewrites the Program's
 graph (and the fields it declares). Adding a transform (checkpointing, forward
 mode) is adding a stage here and to the lists that want it:
 
-    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain
+    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain -> 16-bit storage
+                    (float16/bfloat16 models only; reverse mode then re-widens the 16-bit residuals it reads)
     GRADIENT        FORWARD -> reverse mode                         (what explain reads)
     VALUE_AND_GRAD  GRADIENT -> without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
                     -> finalize -> checkpoint under the memory budget
-    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> finalize (the forward alone)
+    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> 16-bit storage -> finalize
+                    (the forward alone)
     TRAIN_STEP      GRADIENT -> without stop_gradient -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
                     -> finalize -> checkpoint under the memory budget -> check in-place order
     JVP             FORWARD -> forward mode (tangent inputs t_<x>) -> OUTPUTS
