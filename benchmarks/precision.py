@@ -15,7 +15,7 @@ import numpy as np
 
 import symbackprop as sb
 
-from .workloads import workload
+from .workloads import get as workload
 
 RESULT = Path(__file__).parent / "results" / "precision.txt"
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),

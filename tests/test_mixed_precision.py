@@ -169,3 +169,20 @@ def test_digits_in_bfloat16_and_float16_within_a_point_of_float32():
     reference = digits_mlp.main(plot=False)
     assert abs(digits_mlp.main(dtype="bfloat16", plot=False) - reference) <= 0.01
     assert abs(digits_mlp.main(dtype="float16", overflow_at=100, plot=False) - reference) <= 0.01
+
+
+def widening(W, x):
+    return np.sum(np.tanh(x @ W) * np.sqrt(2.0))  # np.sqrt(2.0): a float64 scalar, so the loss is float64
+
+
+def test_float32_parameters_with_a_float64_update(backend):
+    """The update of a float32 parameter computed in float64 is written back as float32 (the LLVM step wrote the
+    float64 values over the float32 array in place: twice its bytes, a corrupted heap, found by benchmarks W6)."""
+    rng = np.random.default_rng(8)
+    W, x = rng.standard_normal((300, 40)).astype(np.float32), rng.standard_normal((20, 300)).astype(np.float32)
+    g = sb.grad(widening)(W.astype(np.float64), x.astype(np.float64))
+    step = sb.train_step(widening, sb.optim.SGD(lr=1e-3), wrt="W", backend=backend)
+    expected = (W.astype(np.float64) - 1e-3 * g).astype(np.float32)
+    step(W, x)
+    assert W.dtype == np.float32
+    np.testing.assert_allclose(W, expected, rtol=1e-5, atol=1e-6)
