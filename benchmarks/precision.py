@@ -4,8 +4,9 @@ For each workload and backend: sb.value_and_grad on the inputs in float32, bfloa
 sb.train_step (SGD) in float32 against compute_dtype="bfloat16" / "float16" on float32 master parameters (W6 has
 float64 scalars, np.sqrt(2/pi) and np.sqrt(d), so parts of it are float64 in every row, as in NumPy). Errors are
 relative to float64 (NumPy backend) on the workload's float64 inputs (a 16-bit row's includes rounding the
-inputs): the loss's, and the gradients' as one vector (norm of the difference over the norm). Times are seconds per call, best of alternating rounds
-(the machine is shared: the ratios, measured side by side, are the numbers to read).
+inputs): the loss's, and the gradients' as one vector (norm of the difference over the norm). Times are seconds
+per call, best of alternating rounds (the machine is shared: the ratios, measured side by side, are the numbers
+to read).
 Run: `python -m benchmarks.precision`; writes benchmarks/results/precision.txt.
 """
 import timeit
