@@ -83,7 +83,7 @@ def run_workload(name, lines):
 
 
 def main():
-    lines = ["float32 vs bfloat16 / float16 compute; errors relative to float64 on the same inputs; seconds per "
+    lines = ["float32 vs bfloat16 / float16 compute; errors relative to float64 on the float64 inputs; seconds per "
              "call, best of 15 interleaved rounds (machine shared with other sessions: read the ratios)"]
     for name in ("W4", "W6"):
         run_workload(name, lines)
