@@ -10,6 +10,7 @@ import functools
 
 import numpy as np
 
+from . import dtypes
 from .backends import NAMES as BACKENDS  # noqa: F401  (the backends' names, for users and the CLI)
 from .explain import explain, explain_entry
 from .pipeline.pickling import model_reference
@@ -244,7 +245,7 @@ class DerivativeFunction:
                 out.append(float(d))
                 continue
             a = np.asarray(d)
-            if a.dtype.kind not in "biuf":
+            if not dtypes.is_numeric(a.dtype):
                 raise TypeError(f"{self.fn.__name__}(): `{keyword}=` for {whose} must be numeric, got {a.dtype}")
             if a.shape != spec.shape:
                 raise ValueError(f"{self.fn.__name__}(): `{keyword}=` for {whose} has shape {a.shape}; "

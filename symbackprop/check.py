@@ -33,6 +33,7 @@ import numpy as np
 
 import sympy
 
+from .dtypes import is_bfloat16, is_float
 from . import backends
 from .api import GradFunction
 from .backends.numpy.module import values_function
@@ -55,6 +56,8 @@ STEP = 6e-6
 #: tolerances by the parameter's dtype: a float32 gradient is computed in float32
 TOLERANCES = {np.dtype(np.float64): (1e-5, 1e-7), np.dtype(np.float32): (2e-3, 1e-4),
               np.dtype(np.float16): (3e-2, 3e-2)}
+#: bfloat16 (NumPy kind "V", so not a key above): 8 bits of precision, its eps 7.8e-3
+BFLOAT16_TOLERANCE = (1e-1, 1e-1)
 #: a local check agrees within LOCAL_RTOL of the sum of |terms| of <adjoint(u), e> (and of the central
 #: difference), plus LOCAL_ATOL of the sum of |terms| of <u, f(x)> (the rounding a central difference of
 #: it carries is about 1e-11 of that): a wrong rule is off by a fraction of the first, not 1e-6 of it
@@ -269,7 +272,8 @@ def check_grad(f, *args, wrt=None, backend=None, rtol=None, atol=None, max_entri
 
 def _check_parameter(f, args, index, name, compiled, rng, rtol, atol, max_entries):
     x = args[index]
-    default_rtol, default_atol = TOLERANCES.get(compiled.dtype, TOLERANCES[np.dtype(np.float64)])
+    default_rtol, default_atol = BFLOAT16_TOLERANCE if is_bfloat16(compiled.dtype) else \
+        TOLERANCES.get(compiled.dtype, TOLERANCES[np.dtype(np.float64)])
     base = np.array(x, dtype=np.float64)
     flat = base.reshape(-1)
     probe = np.arange(flat.size)
@@ -300,9 +304,9 @@ def _check_parameter(f, args, index, name, compiled, rng, rtol, atol, max_entrie
 # ---- localisation: each operation's adjoint alone -------------------------------------------------
 
 def _float64(a):
-    if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+    if isinstance(a, np.ndarray) and is_float(a.dtype):
         return a.astype(np.float64)
-    if isinstance(a, np.generic) and a.dtype.kind == "f":
+    if isinstance(a, np.generic) and is_float(a.dtype):
         return np.float64(a)
     return a
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import dtypes
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -46,13 +48,13 @@ def spec_of(name, x, differentiated: bool) -> Spec:
     """What argument `x` of parameter `name` is for the compiler; TypeError if unusable."""
     if isinstance(x, np.ndarray) or isinstance(x, np.generic):
         dtype = x.dtype
-        if dtype.kind not in "biuf":
+        if not dtypes.is_numeric(dtype):
             raise TypeError(f"argument `{name}` has dtype {dtype}; models take numeric arrays "
                             "(float, int or bool)")
         if not dtype.isnative:  # generated code names dtypes as np.float64 and reads native memory
             raise TypeError(f"argument `{name}` has the non-native byte order {dtype.str}; pass "
                             f"{name}.astype({name}.dtype.newbyteorder('='))")
-        if differentiated and dtype.kind != "f":
+        if differentiated and not dtypes.is_float(dtype):
             raise TypeError(f"cannot differentiate with respect to `{name}` of dtype {dtype}; "
                             "pass a float array (x.astype(np.float64))")
         return Spec(name, "array", tuple(np.shape(x)), dtype)

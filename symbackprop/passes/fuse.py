@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sympy
 
+from ..dtypes import is_float
 from ..primitives.elementwise import Kernel, arg, expand, kernel_dtype, operand_dtypes, temps
 from ..primitives.shape import BroadcastTo
 
@@ -36,7 +37,10 @@ def _fusible(producer, consumer, users, keep, across_names, sizes):
         return False
     if len(set(producer.inputs) | set(consumer.inputs)) - 1 > MAX_INPUTS:
         return False
-    if not across_names and any(named(v) for v in producer.outputs):
+    if producer.attrs.get("stored"):  # a 16-bit array kept as such (passes/storage.py)
+        return False
+    # a 16-bit array's float32 read is named after it (W1_32) but is no statement of the model's
+    if not across_names and any(named(v) for v in producer.outputs) and "widen" not in producer.attrs:
         return False
     if any(v in keep for v in producer.outputs):
         return False
@@ -81,7 +85,7 @@ def _keep_declared_dtype(node):
     if node.attrs.get("dtype") is not None:
         return
     declared = {v.dtype for v in node.outputs}
-    if len(declared) != 1 or next(iter(declared)).kind != "f":
+    if len(declared) != 1 or not is_float(next(iter(declared))):
         return
     (dtype,) = declared
     dtypes = operand_dtypes(node.inputs)

@@ -4,11 +4,13 @@ A stage is a function `stage(program)` that reads and rewrites the Program's
 graph (and the fields it declares). Adding a transform (checkpointing, forward
 mode) is adding a stage here and to the lists that want it:
 
-    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain
+    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain -> 16-bit storage
+                    (float16/bfloat16 models only; reverse mode then re-widens the 16-bit residuals it reads)
     GRADIENT        FORWARD -> reverse mode                         (what explain reads)
     VALUE_AND_GRAD  GRADIENT -> without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
                     -> finalize -> checkpoint under the memory budget
-    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> finalize (the forward alone)
+    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> 16-bit storage -> finalize
+                    (the forward alone)
     TRAIN_STEP      GRADIENT -> without stop_gradient -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
                     -> finalize -> checkpoint under the memory budget -> check in-place order
     JVP             FORWARD -> forward mode (tangent inputs t_<x>) -> OUTPUTS
@@ -27,18 +29,20 @@ import numbers
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
 from ..frontend.signature import rebuild
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
-from ..ir import Graph, Value, append, at, building, has_regions
+from ..ir import Graph, Value, append, at, building, has_regions, rule
 from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
+from ..passes.storage import rewiden_residuals, store_in_16_bits
 from ..primitives import control, ops
-from ..primitives.elementwise import Kernel, arg, constant
+from ..primitives.elementwise import Kernel, arg, constant, kernel
 from ..transforms import recompute, update
 from ..transforms.forward import forward
 from ..transforms.reverse import reverse
@@ -74,7 +78,7 @@ def trace_model(program: Program):
                 v = Value(s.shape, s.dtype, None, s.name)
                 v.weak = s.kind == "float"
                 graph.params.append(v)
-                args.append(v)
+                args.append(_widened(v) if dtypes.is_half(v.dtype) else v)
         if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
             args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
         result = Tracer(derivatives=derivatives).call_model(program.fn, args)
@@ -98,21 +102,54 @@ def trace_model(program: Program):
             raise CompileError(f"the model returns {what}{' as the loss' if program.has_aux else ''}; "
                                f"{what_loss} one scalar", loc, hint)
         if isinstance(result, Value):
-            if program.entry in ARRAY_VALUED and result.dtype.kind == "f":
+            if program.entry in ARRAY_VALUED and dtypes.is_float(result.dtype):
                 pass  # jvp, vjp and jacobian differentiate functions returning an array
             elif result.shape != ():
                 raise CompileError(f"the model returns an array of shape {result.shape}; it must return one "
                                    "scalar (the loss)", loc, "Reduce it: return np.sum(x) or np.mean(x).")
-            if result.dtype.kind not in "f":
+            if not dtypes.is_float(result.dtype):
                 raise CompileError(f"the model returns a {result.dtype} value; the loss must be a float", loc)
             if result.node is None:  # returning a parameter: make it a node of its own
                 result = _copy(result)
         else:
             result = ops.fill(float(result), (), np.float64)
+        half = _half_dtype(program.specs)
+        if half is not None:  # a model of 16-bit floats computed in float32 returns its results in 16 bits
+            result = _narrowed(result, half)
+            graph.aux[:] = [_narrowed(v, half) for v in graph.aux]
         if result.name is None:
             result.name = "out" if program.entry in ARRAY_VALUED else "loss"
         graph.result = result
     program.graph = graph
+
+
+def _widened(v):
+    """A float16/bfloat16 parameter as the model computes with it: in float32 (symbackprop/dtypes.py)."""
+    with rule(f"{v.name}: {v.dtype} computed in float32"):
+        (w,) = kernel([v], (arg(0),), v.shape, dtype=dtypes.COMPUTE)
+    w.node.attrs["widen"] = -1  # (passes/storage.py reads each use afresh)
+    w.name = f"{v.name}_32"
+    return w
+
+
+def _half_dtype(specs):
+    """The 16-bit float a model's results are given in: NumPy's result type of its float arrays, when
+    that is float16 or bfloat16 (None otherwise)."""
+    floats = [s.dtype for s in specs if s.kind == "array" and dtypes.is_float(s.dtype)]
+    if not floats:
+        return None
+    dtype = np.result_type(*floats)
+    return dtype if dtypes.is_half(dtype) else None
+
+
+def _narrowed(v, half):
+    """A float32 value computed from 16-bit inputs, given back in their dtype (others as they are)."""
+    if not isinstance(v, Value) or v.dtype != dtypes.COMPUTE:
+        return v
+    with rule(f"the result in {half}"):
+        (out,) = kernel([v], (arg(0),), v.shape, dtype=half)
+    out.name = v.name
+    return out
 
 
 def derivatives(entry, body, values, names, wrt, directions):
@@ -218,6 +255,14 @@ def recognise_patterns(program: Program):
         recognise_softmax_family(body)
 
 
+def store_16_bit(program: Program):
+    """A 16-bit model's arrays stored in 16 bits, computed in float32 (passes/storage.py)."""
+    half = _half_dtype(program.specs)
+    if half is not None:  # each statement's result stored; its reads fused into the statements reading it
+        store_in_16_bits(program.graph, half)
+        fuse_statements(program)
+
+
 def drop_dead_forward(program: Program):
     eliminate_dead_code(program.graph, [program.graph.result] + program.graph.aux)
     for body, keep in bodies(program):
@@ -241,6 +286,7 @@ def reverse_mode(program: Program):
     program.forward_nodes = set(graph.nodes)
     with building(graph):
         program.grads = reverse(graph, program.wrt_values)
+    rewiden_residuals(graph, program.forward_nodes)
 
 
 # ---- after reverse mode ------------------------------------------------------------------
@@ -375,10 +421,14 @@ def _outputs(program, values):
     graph = program.graph
     graph.aux = []
     src = Source(program.fn)
+    half = _half_dtype(program.specs)
+    if half is not None:  # derivatives of a 16-bit model, computed in float32, given in its dtype
+        with building(graph):
+            values = [_narrowed(v, half) for v in values]
     program.aux_tree = _flatten_aux(tuple(values), graph.aux, _return_loc(src), "out")
     program.has_aux = True
     program.grads = []
-    if graph.result.shape != () or graph.result.dtype.kind != "f":
+    if graph.result.shape != () or not dtypes.is_float(graph.result.dtype):
         graph.result = ops.fill(0.0, (), np.float64)
 
 
@@ -421,6 +471,8 @@ def vjp_mode(program):
     with building(graph):
         seed = extra_input(program, "d_" + out.name, out)
         grads = reverse(graph, program.wrt_values, seed=seed)
+    rewiden_residuals(graph, program.forward_nodes)
+    with building(graph):
         _outputs(program, [out, *grads])
 
 
@@ -476,11 +528,12 @@ def as_forward(program):
     program.kind = "forward"
 
 
-FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
+FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements, store_16_bit)
 GRADIENT = FORWARD + (reverse_mode,)
 VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
                              checkpoint)
-LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, finalize)
+LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, store_16_bit,
+        finalize)
 TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
                          drop_dead, finalize, checkpoint, check_update_order)
 

@@ -19,6 +19,7 @@ from sympy.core.function import ArgumentIndexError
 from sympy.core.parameters import distribute
 from sympy.ntheory.multinomial import multinomial_coefficients_iterator
 
+from ..dtypes import is_float
 from . import ops
 from .elementwise import arg, expand, is_bool_expr, kernel, kernel_dtype, operand_dtypes, temps
 from . import scalar
@@ -336,7 +337,7 @@ def kernel_tangent(node, ts, batch):
     for k, v in enumerate(node.outputs):
         env[out_symbol(k)] = v
     wanted = [k for k, d in enumerate(derivs)
-              if d is not None and node.outputs[k].dtype.kind == "f" and not is_bool_expr(d)]
+              if d is not None and is_float(node.outputs[k].dtype) and not is_bool_expr(d)]
     if not wanted:
         return [None] * len(node.outputs)
     reads = set().union(*(derivs[k].free_symbols for k in wanted))

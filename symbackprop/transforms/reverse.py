@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import is_float
 from ..errors import CompileError
 from ..ir import at, building, current_graph, current_loc
 from ..primitives import control, ops
@@ -98,7 +99,7 @@ def reverse(graph, wrt, seed=None, nodes=None, result=None):
         grads = []
         for p, g in zip(wrt, found):
             if g is None:
-                g = ops.fill(0.0, p.shape, p.dtype if p.dtype.kind == "f" else np.float64)
+                g = ops.fill(0.0, p.shape, p.dtype if is_float(p.dtype) else np.float64)
             grads.append(g)
     return grads
 
@@ -125,7 +126,7 @@ def backprop(graph, seeds, wrt, sources, nodes=None):
             gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
         if all(g is None for g in gs):
             continue
-        wants = [v in live and (v.dtype.kind == "f" or v in wrt) for v in node.inputs]
+        wants = [v in live and (is_float(v.dtype) or v in wrt) for v in node.inputs]
         if not any(wants):
             continue
         with at(node.loc):

@@ -8,6 +8,7 @@ import tempfile
 
 import numpy as np
 
+from ...dtypes import is_float
 from ...errors import CompileError
 from ...ir import bodies
 from ...program import aux_names, aux_rebuild
@@ -76,7 +77,7 @@ def make_fast_caller(compiled, address, jit_module):
                                     for i in dynamic) or any(v.dtype.name not in readable for v in aux):
         return None
     # float gradients and float 0-d aux arrays come back through one float64 buffer
-    scalar_out = [g.shape == () for g in compiled.grads] + [v.shape == () and v.dtype.kind == "f" for v in aux]
+    scalar_out = [g.shape == () for g in compiled.grads] + [v.shape == () and is_float(v.dtype) for v in aux]
     text, name = adapter_ir(compiled, symbol_name(compiled), scalar_out)
     adapter = jit.compile_module(text, {symbol_name(compiled): address})
     params = [bridge.Scalar("float64") if specs[i].kind == "float" else
@@ -136,7 +137,7 @@ def _scalar_of(v, name):
 def _finish_aux(v, out):
     if v.shape:
         return out
-    if v.dtype.kind == "f":
+    if is_float(v.dtype):
         return float(out) if v.dtype == np.float64 else v.dtype.type(out)
     return bool(out) if v.dtype.kind == "b" else int(out)
 
@@ -387,9 +388,9 @@ class LLVMBackend(Backend):
 
     def check(self, specs):
         for s in specs:
-            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float32", "float64"):
-                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float32 "
-                                "and float64 arrays (use backend='numpy', or convert it)")
+            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float16", "float32", "float64"):
+                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float16, "
+                                "bfloat16, float32 and float64 arrays (use backend='numpy', or convert it)")
 
     def build(self, program) -> Artifact:
         _no_regions(program)

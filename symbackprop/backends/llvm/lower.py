@@ -31,8 +31,8 @@ from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, 
 from . import blas_calls, vecmath
 from .expr import ExprLowering, intrinsic
 from . import lapack
-from .loops import (I8, I64, Operand, broadcast_strides, contiguous_strides, convert, float_type, llvm_type, load,
-                    loop_nest, store)
+from .loops import (I8, I64, Operand, broadcast_strides, compute_type, contiguous_strides, convert, float_type,
+                    half_of, llvm_type, load, loop_nest, store)
 from .rowpass import find_row_passes, lower_row_pass
 
 import os
@@ -94,8 +94,13 @@ class Lowering:
                     and v.node.prim is not Reshape:  # a reshape is its input's buffer
                 self.direct[v] = a
         self.copy_back = []
+        #: updates whose new value has another dtype than their target (a float64 scalar in a float32 model's
+        #: loss makes the update float64): converted element by element into the target, never written in place
+        self.convert_back = []
         for target, new in updates:
-            if new.node is not None and new.node in self.update_nodes and new.node.prim is Kernel \
+            if new.dtype != target.dtype:
+                self.convert_back.append((new, self.buffers[target], target.dtype))
+            elif new.node is not None and new.node in self.update_nodes and new.node.prim is Kernel \
                     and len(new.node.outputs) == 1 and new not in self.direct:
                 self.direct[new] = self.buffers[target]
             else:
@@ -104,7 +109,7 @@ class Lowering:
         for i, node in enumerate(self.order):
             for v in node.inputs:
                 self.last_use[v] = i
-        for new, _ in self.copy_back:
+        for new, *_ in self.copy_back + self.convert_back:
             self.last_use[new] = len(self.order)
         self.virtual_transposes = _virtual_transposes(graph)
         self.fused_reductions = {v: r for v, r in _fused_reductions(graph, {v for v, _ in self.out_args}).items()
@@ -133,7 +138,8 @@ class Lowering:
         return self.buffers[v]
 
     def operand(self, v, strides=None, offset=0):
-        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset)
+        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset,
+                       half_of(v.dtype))
 
     def define(self, v):
         """A fresh buffer for value `v`."""
@@ -172,7 +178,7 @@ class Lowering:
         self.b.call(fn, [dst, src, ir.Constant(I64, nbytes)])
 
     def fill(self, v, value):
-        ty = llvm_type(v.dtype)
+        ty = compute_type(v.dtype)
         op = self.operand(v)
         const = ir.Constant(ty, value if isinstance(ty, (ir.DoubleType, ir.FloatType)) else int(value))
         loop_nest(self.b, v.shape, [op], lambda b, offs: store(b, const, op, offs[0]))
@@ -202,6 +208,12 @@ class Lowering:
             src = self.buffer(v)
             if self.buffers.get(v) is not a:
                 self.memcpy(a, src, max(v.size, 1) * v.dtype.itemsize)
+        for v, a, dtype in self.convert_back:
+            src = Operand(self.buffer(v), llvm_type(v.dtype), (1,), 0, half_of(v.dtype))
+            dst = Operand(a, llvm_type(dtype), (1,), 0, half_of(dtype))
+            ty = compute_type(dtype)
+            loop_nest(self.b, (max(v.size, 1),), [src, dst],
+                      lambda b, o: store(b, _cast(b, load(b, src, o[0]), ty), dst, o[1]))
         for v, ptr in self.owned:
             self.release(v, ptr)
         self.owned = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import textwrap
 
+from ...dtypes import text as dtype_text
 from ...rendering import render, source_literal
 from ...transforms.update import unique_name
 from ..base import load
@@ -391,7 +392,7 @@ def step_module(compiled, forward=None) -> str:
         init_checks=[line for line in checks if any(line.startswith(f'_array("{w}"') for w in wrt)],
         checks=checks + state_checks + hyper_checks,
         call=compiled.core + "(" + _wrap([s.name for s in specs if s.dynamic] + state_reads
-                                         + [f"np.{dtype}({name})" for name, _ in compiled.hyper],
+                                         + [f"{dtype_text(dtype)}({name})" for name, _ in compiled.hyper],
                                          f"    return {compiled.core}(") + ")").rstrip("\n"))
     functions.append(step_function_text(compiled))
     if partner is not None:

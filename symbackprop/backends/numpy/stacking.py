@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
+from ...dtypes import text as dtype_text
 from ...primitives.elementwise import Kernel, arg, expand, operand_dtypes
 from ...primitives.index import ScatterAdd
 from ...primitives.linalg import MatMul
@@ -275,7 +276,7 @@ def _allocate(writer, stack):
         factor, runs = stack.init
         printer = kernel_printer(stack.values[0].node, {arg(p): run_text(writer, r) for p, r in runs.items()})
         return [f"{name} = {printer.doprint(factor)}"]
-    lines = [f"{name} = np.empty({stack.shape!r}, dtype=np.{stack.dtype})"]
+    lines = [f"{name} = np.empty({stack.shape!r}, dtype={dtype_text(stack.dtype)})"]
     lines += [f"{name}[{i}] = {writer.name(v)}" for i, v in enumerate(stack.values) if v.node is None]
     return lines
 
@@ -320,7 +321,7 @@ def batch_lines(writer, node):
         # stack's second-to-last axis, which is the layers' batch axis only when each layer is a matrix:
         # for vectors (a loop's w[j] * x[j:j + n]) it is the layer axis itself (a core-dimension mismatch,
         # or when the lengths agree a silently wrong sum), and for 3-d layers it is their middle axis.
-        ones = f"np.ones({run[0].shape[0]}{'' if run[0].dtype == np.float64 else f', dtype=np.{run[0].dtype}'})"
+        ones = f"np.ones({run[0].shape[0]}{'' if run[0].dtype == np.float64 else f', dtype={dtype_text(run[0].dtype)}'})"
         return [f"{name} = {ones} @ {run_text(writer, run)}"]
     ndim = run[0].ndim + 1
     return [f"{name} = {reduction_call('sum', run_text(writer, run), tuple(range(1, 1 + batch.lead)), ndim, False)}"]

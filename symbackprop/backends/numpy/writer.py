@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from ...dtypes import text as dtype_text
 from ...ir import bodies
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.gather import AddAt
@@ -152,7 +153,7 @@ def write_statements(writer, nodes, inlinable=frozenset()):
 
 def _ones(node) -> str:
     n, dtype = node.inputs[0].shape[0], node.inputs[0].dtype
-    return f"np.ones({n}{'' if dtype == np.float64 else f', dtype=np.{dtype}'})"
+    return f"np.ones({n}{'' if dtype == np.float64 else f', dtype={dtype_text(dtype)}'})"
 
 
 def _ones_sum(node, x):
@@ -282,10 +283,10 @@ def returned(writer, v, spec, others):
     if spec.kind == "float":
         return text if writer.printer_cls is MathPrinter else f"float({text})"
     if spec.shape == ():
-        return f"float({text})" if spec.dtype.name == "float64" else f"np.{spec.dtype}({text})"
+        return f"float({text})" if spec.dtype.name == "float64" else f"{dtype_text(spec.dtype)}({text})"
     node = v.node
     if v.dtype != spec.dtype:
-        return f"{text}.astype(np.{spec.dtype})"
+        return f"{text}.astype({dtype_text(spec.dtype)})"
     if node is None or node.prim in _VIEWS or others.count(v) > 1:
         return f"np.array({text})"  # never hand out a view of an input or of another result
     return text
@@ -299,7 +300,7 @@ def returned_aux(writer, v, others):
     if v.shape == ():
         kind = v.dtype.kind
         return {"b": "bool", "i": "int", "u": "int"}.get(kind, "float" if v.dtype.name == "float64" else
-                                                         f"np.{v.dtype}") + f"({text})"
+                                                         f"{dtype_text(v.dtype)}") + f"({text})"
     node = v.node
     if node is None or node.prim in _VIEWS or others.count(v) > 1:
         return f"np.array({text})"  # never hand out a view of an input or of another result
@@ -434,7 +435,7 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
         value_text = writer.arg(value)
         if not scalar and value.node is not None and value.node.prim is Fill and value.shape == () \
                 and value.dtype.name != "float64":
-            value_text = f"np.{value.dtype}({value_text})"  # a loss that cancels (v - v) keeps the model's dtype
+            value_text = f"{dtype_text(value.dtype)}({value_text})"  # a loss that cancels (v - v) keeps the model's dtype
         if aux_text is not None:
             others = [value] + aux + list(grads or [])
             value_text = f"{value_text}, {aux_text([returned_aux(writer, v, others) for v in aux])}"
