@@ -274,3 +274,28 @@ def test_measured_peak_under_a_quarter_budget():
     # the report's own accounting predicts it (the gradient's bytes are in its peak)
     assert abs(report.peak_bytes - Ws.nbytes - peak) <= 2 * activation
     assert bitwise_equal(got, expected)
+
+
+# ---- without a budget: one activation per layer (issue 17) ----------------------------------------
+
+def test_without_a_budget_the_numpy_code_keeps_one_activation_per_layer():
+    # 128 x 128 float64 activations (128 KiB) are large values: each is freed at its last use and the
+    # layers are not stacked (a stack of their gradients, 1 - h**2 for every layer, would be a second copy)
+    layers = 24
+    Ws, x = deep_inputs(layers=layers, width=128, batch=128)
+    activation = x.nbytes
+    f = sb.value_and_grad(deep_tanh)
+    peak, _ = _peak_extra(f, Ws, x)
+    report = f.memory(Ws, x)
+    assert report.residual_bytes == layers * activation
+    assert peak <= 1.1 * layers * activation + 4 * activation, peak / activation
+    assert abs(report.peak_bytes - Ws.nbytes - peak) <= 2 * activation, (report.peak_bytes, peak)
+    source = f.source
+    assert "del h_" in source and "d_ts" not in source and "np.empty((25," not in source
+    assert f.source == sb.value_and_grad(deep_tanh).specialise(Ws, x).artifact.source  # deterministic
+
+
+def test_small_layers_are_still_stacked_and_not_deleted():
+    Ws, x = deep_inputs(layers=4, width=8, batch=8)
+    source = sb.value_and_grad(deep_tanh).specialise(Ws, x).artifact.source
+    assert "d_Ws = np.matmul(hs[:4].transpose(0, 2, 1), d_ts)" in source and "del " not in source
