@@ -299,3 +299,23 @@ def test_small_layers_are_still_stacked_and_not_deleted():
     Ws, x = deep_inputs(layers=4, width=8, batch=8)
     source = sb.value_and_grad(deep_tanh).specialise(Ws, x).artifact.source
     assert "d_Ws = np.matmul(hs[:4].transpose(0, 2, 1), d_ts)" in source and "del " not in source
+
+
+@pytest.mark.parametrize("fraction, extra", [(1 / 4, 1.0), (1 / 8, 1.6)])
+def test_binomial_checkpointing_on_a_64_layer_loop(fraction, extra):
+    # sqrt(n) checkpoints cannot reach an eighth (8 of 64 activations): held once, a segment and its
+    # checkpoints take 16; recomputed per use it costs 4 extra forward passes. Binomial checkpointing
+    # (Griewank's revolve) holds a few values of each sweep, and costs about 1.5.
+    Ws, x = deep_inputs(layers=64, width=32, batch=32)
+    activation = x.nbytes
+    plain = sb.value_and_grad(deep_tanh)
+    expected = plain(Ws, x)
+    budget = int(plain.memory(Ws, x).residual_bytes * fraction)
+    f = sb.value_and_grad(deep_tanh, memory_budget=budget)
+    peak, got = _peak_extra(f, Ws, x)
+    report = f.memory(Ws, x)
+    assert bitwise_equal(got, expected)
+    assert report.residual_peak <= budget
+    assert report.extra_flops <= extra * report.forward_flops, report.extra_flops / report.forward_flops
+    assert peak <= 1.1 * budget + 4 * activation, (peak / activation, budget / activation)
+    assert abs(report.peak_bytes - Ws.nbytes - peak) <= 2 * activation

@@ -325,6 +325,12 @@ def _spaced(residuals, sizes, k) -> set:
     return kept
 
 
+def _binomial_kept(residuals, slots, last) -> set:
+    """What the forward pass keeps for binomial checkpointing: its sweep's held values (and the last)."""
+    kept = {residuals[k - 1] for k in binomial_offsets(len(residuals), slots)}
+    return kept | {residuals[-1]} if last else kept
+
+
 def plan(forward, backward, budget: int, loc=None) -> Schedule | None:
     """The schedule with the fewest recomputed flops whose residual peak fits `budget` (None: all fit).
 
@@ -340,16 +346,19 @@ def plan(forward, backward, budget: int, loc=None) -> Schedule | None:
     tried: dict = {}
 
     def attempt(kept, hold, drop_cheap=True):
-        key = (frozenset(kept - cheap if drop_cheap else kept), hold)
+        key = (frozenset(kept - cheap if drop_cheap else kept), type(hold).__name__, hold)  # True == 1
         if key not in tried:
             tried[key] = _schedule(forward, backward, key[0], hold)
         return tried[key]
 
     n = len(residuals)
     grid = sorted({min(n, max(2, round(1.5 ** e))) for e in range(0, 40) if 1.5 ** e < 2 * n})
+    slots = sorted({max(1, round(1.5 ** e)) for e in range(0, 40) if 1.5 ** e < n})
     # the same schedules whatever the budget: the smallest budget named in the error is one of them
     fixed = [attempt(everything, True), attempt(set(), False)] + [
         attempt(_spaced(residuals, sizes, k), hold, drop_cheap) for hold in (True, False) for k in grid
+        for drop_cheap in (True, False)] + [
+        attempt(_binomial_kept(residuals, s, last), s, drop_cheap) for s in slots for last in (False, True)
         for drop_cheap in (True, False)]
     fits = [s for s in fixed if s.residual_peak <= budget]
     for hold in (True, False):
