@@ -32,12 +32,12 @@ from ..frontend.signature import Spec
 from ..frontend.signature import rebuild
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
-from ..ir import Graph, Value, append, at, building
+from ..ir import Graph, Value, append, at, building, has_regions
 from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
-from ..primitives import ops
+from ..primitives import control, ops
 from ..primitives.elementwise import Kernel, arg, constant
 from ..transforms import recompute, update
 from ..transforms.forward import forward
@@ -206,17 +206,29 @@ def _return_loc(src) -> Loc:
     return src.loc(rets[-1] if rets else src.node)
 
 
+def bodies(program: Program):
+    """(body, values it keeps) of each value-dependent region, outermost first: every pass of the
+    program's graph runs on them too, each body on its own (a region is one node to its graph)."""
+    return control.bodies_kept(program.graph)
+
+
 def recognise_patterns(program: Program):
     recognise_softmax_family(program.graph)
+    for body, _ in bodies(program):
+        recognise_softmax_family(body)
 
 
 def drop_dead_forward(program: Program):
     eliminate_dead_code(program.graph, [program.graph.result] + program.graph.aux)
+    for body, keep in bodies(program):
+        eliminate_dead_code(body, keep)
 
 
 def fuse_statements(program: Program):
     """Each statement's elementwise chain becomes one kernel (names the user gave stay statements)."""
     fuse_elementwise(program.graph, keep=[program.graph.result] + program.graph.aux)
+    for body, keep in bodies(program):
+        fuse_elementwise(body, keep=keep)
 
 
 # ---- reverse mode -----------------------------------------------------------------------
@@ -236,14 +248,20 @@ def reverse_mode(program: Program):
 def without_stop_gradients(program: Program):
     """After reverse mode (or in a forward alone) sb.stop_gradient means nothing more: read its input."""
     drop_stop_gradients(program.graph, results(program))
+    for body, keep in bodies(program):
+        drop_stop_gradients(body, keep)
 
 
 def drop_dead(program: Program):
     eliminate_dead_code(program.graph, results(program))
+    for body, keep in bodies(program):
+        eliminate_dead_code(body, keep)
 
 
 def narrow(program: Program):
     narrow_kernel_outputs(program.graph, keep=results(program))
+    for body, keep in bodies(program):
+        narrow_kernel_outputs(body, keep=keep)
 
 
 def fuse_for_backend(program: Program):
@@ -252,13 +270,19 @@ def fuse_for_backend(program: Program):
     keep = results(program)
     fuse_elementwise(program.graph, keep=keep + program.graph.params,
                      across_names=program.backend.fuses_across_statements)
+    for body, kept in bodies(program):
+        fuse_elementwise(body, keep=kept + body.params, across_names=program.backend.fuses_across_statements)
 
 
 def finalize(program: Program):
     finalize_kernels(program.graph)
     _forward_closed(program)
+    graphs = [program.graph]
+    for body, _ in bodies(program):
+        finalize_kernels(body)
+        graphs.append(body)
     program.scalar = all(s.kind in ("float", "static") for s in program.specs) and all(
-        v.shape == () for n in program.graph.nodes for v in n.outputs)
+        v.shape == () for g in graphs for n in g.nodes for v in n.outputs)
 
 
 def _forward_closed(program):
@@ -283,6 +307,9 @@ def checkpoint(program: Program):
     if program.memory_budget is None:
         return
     src = Source(program.fn)
+    if has_regions(program.graph):
+        raise CompileError("memory_budget= is not yet supported with an `if` or `while` on array values",
+                           src.loc(src.node), "Leave memory_budget out for this model.")
     program.recompute = recompute.apply(program.graph, program.forward_nodes, program.memory_budget,
                                         src.loc(src.node))
 
@@ -297,6 +324,8 @@ def optimizer_updates(program: Program):
 def fuse_keeping_gradients(program: Program):
     # gradients stay statements of their own (no earlier value is fused past an in-place write)
     fuse_elementwise(program.graph, keep=results(program) + program.graph.params + program.grads)
+    for body, keep in bodies(program):
+        fuse_elementwise(body, keep=keep)
 
 
 def inline_update_scalars(program: Program):

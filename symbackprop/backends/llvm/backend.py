@@ -9,13 +9,14 @@ import tempfile
 import numpy as np
 
 from ...errors import CompileError
+from ...ir import bodies
 from ...program import aux_names, aux_rebuild
 from ...rendering import render
 from ..base import Artifact, Backend, load
 from . import blas, jit, lapack
 from . import call as bridge
 from .adapter import adapter_ir
-from .lower import Lowering
+from .lower import Lowering, region_error
 
 
 def symbol_name(compiled):
@@ -371,6 +372,13 @@ def _step_entries(program):
 
 # ---- the backend ---------------------------------------------------------------------------
 
+def _no_regions(program):
+    """A CompileError for an `if` or `while` on array values, which this backend does not compile yet."""
+    region = next((n for n in program.graph.nodes if bodies(n)), None)
+    if region is not None:
+        raise region_error(region)
+
+
 class LLVMBackend(Backend):
     name = "llvm"
     fuses_across_statements = True
@@ -384,11 +392,13 @@ class LLVMBackend(Backend):
                                 "and float64 arrays (use backend='numpy', or convert it)")
 
     def build(self, program) -> Artifact:
+        _no_regions(program)
         if program.kind == "train_step":
             return attach_train_step(program)
         return attach(program)
 
     def export(self, program, path, forward=None):
+        _no_regions(program)
         if program.kind == "train_step":
             return export_step(program, path)
         return export(program, path)

@@ -21,6 +21,7 @@ from llvmlite import ir
 from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
+from ...primitives.control import If, Replay, While
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
@@ -1040,3 +1041,14 @@ def lower_softmax(L, node):
     p, e, s = node.outputs
     L.define(p)
     _elementwise(L, z.shape, [e, s], p, lambda b, ee, ss: b.fdiv(ee, ss))
+
+
+def region_error(node):
+    """The CompileError for value-dependent control flow, which this backend does not lower yet."""
+    return CompileError(f"`{node.prim.describe(node)}` on an array value is not yet on the LLVM backend; "
+                        "use backend='numpy'", node.loc, "Compile this model with backend='numpy'.")
+
+
+@lowers(If, While, Replay)
+def _region(L, node):
+    raise region_error(node)

@@ -16,6 +16,7 @@ tables are keyed by `type(prim)`; `rule(MatMul)` registers under that class.
 from __future__ import annotations
 
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
+from ...primitives.control import If, Replay, While
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
@@ -24,6 +25,7 @@ from ...primitives.reduce import Max, Min, Sum, axis_text
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from .context import current_writer
 from .printer import float_literal, kernel_lines
+from .regions import write_region
 
 RULES: dict = {}
 INTO: dict = {}
@@ -274,6 +276,14 @@ def _matmul_into(node, args, target):
 @rule(Outer)
 def _outer(node, args, out):
     return f"np.outer({args[0]}, {args[1]})"
+
+
+# ---- value-dependent control flow ----------------------------------------------------------
+
+@rule(If, While, Replay)
+def _region(node, args, out):
+    """A compound statement (regions.py); the writer calls it before naming the outputs, as here."""
+    return write_region(node, args)
 
 
 # ---- softmax family ---------------------------------------------------------------------------

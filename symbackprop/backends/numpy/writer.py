@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from ...ir import bodies
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.gather import AddAt
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
@@ -19,12 +20,12 @@ from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
 from ...passes import liveness
 from ...rendering import render
 from . import rules
-from .context import current
+from .context import COMMENT_COLUMN, current, with_comment as _with_comment  # noqa: F401 (COMMENT_COLUMN: the layout's)
 from .inplace import in_place_lines, writes_in_place
 from .printer import MathPrinter, NumpyPrinter, float_literal, kernel_may_warn
+from .regions import Scope, write_region
 from .stacking import Plan, batch_lines, plan_stacks, slot_lines, slotted
 
-COMMENT_COLUMN = 44
 _VIEWS = (Reshape, Transpose, Index, BroadcastTo)
 _RESERVED = set(keyword.kwlist) | {"np", "math", "float", "abs", "max", "min", "int", "len", "range", "sum"}
 
@@ -58,6 +59,17 @@ class Writer:
         # under a memory budget: sums over a layer's batch written as the product with ones that the
         # stacked (unbudgeted) code computes for all layers at once, so that both add in one order
         self.ones_sums: set = set()
+        # value-dependent regions (regions.py): the node lists being written, outermost first, and how
+        # many loops deep the statements being written are
+        self.scopes: list = []
+        self.loops = 0
+
+    def statements(self, nodes, inlinable=frozenset()):
+        """Source lines for `nodes` (a region's body), in order."""
+        return write_statements(self, nodes, inlinable)
+
+    def inlinable_views(self, nodes, results):
+        return _inlinable_views(nodes, results)
 
     def fresh(self, base):
         base = base if base.isidentifier() else "t"
@@ -95,19 +107,15 @@ class Writer:
         return self.name(v)
 
 
-def _with_comment(line, loc):
-    if not loc or not loc.line:
-        return line
-    pad = max(COMMENT_COLUMN - len(line), 2)
-    return f"{line}{' ' * pad}# {loc.short()}"
-
-
 def write_statements(writer, nodes, inlinable=frozenset()):
     """Source lines for `nodes`, in order."""
     lines = []
     for node in nodes:
         if node.prim is Fill and node.outputs[0].shape == ():
             continue  # scalar constants are written inline
+        if bodies(node):  # an `if` or `while` on values: a compound statement
+            lines.extend(write_region(node, [writer.arg(v) for v in node.inputs]))
+            continue
         if node in writer.stacking.batch:
             lines.extend(_with_comment(t, node.loc) for t in batch_lines(writer, node))
             continue
@@ -255,6 +263,10 @@ def write_updates(writer, nodes, updates, inlinable):
     return lines
 
 
+def has_regions_in(nodes) -> bool:
+    return any(bodies(n) for n in nodes)
+
+
 def _inlinable_views(nodes, results):
     uses: dict = {}
     for n in nodes:
@@ -386,6 +398,10 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
                 writer.names[new] = target.name
         aux = list(aux)
         inlinable = _inlinable_views(nodes, [value] + aux + list(grads or []))
+        if has_regions_in(nodes):  # a region reads its inputs by name, at every iteration
+            inlinable -= {v for n in nodes if bodies(n) for v in n.inputs}
+            writer.scopes.append(Scope(nodes, [value] + aux + list(grads or []) + list(params)
+                                       + [t for t, _ in updates] + [new for _, new in updates]))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         results = [value] + list(grads or []) + [new for _, new in updates]
