@@ -130,6 +130,30 @@ class Lowering:
         # reads the values the pass stores, by its own rule
         self.fused_reductions = {v: r for v, r in self.fused_reductions.items() if v.node not in self.row_pass_nodes}
         self.reductions_done = set(self.fused_reductions.values())
+        self.parts = self._parts_in_place()
+
+    def _parts_in_place(self):
+        """Products written straight into their row of a gradient assembled from parts (d_Ws[i] of a loop
+        over layers): part -> (the scatter-add, its element offset). Else each part is a buffer of its own
+        until the scatter-add at the end copies it in: the whole gradient twice."""
+        uses: dict = {}
+        for n in self.order:
+            for v in n.inputs:
+                uses[v] = uses.get(v, 0) + 1
+        parts = {}
+        for s in self.order:
+            out = s.outputs[0]
+            if s.prim is not ScatterAdd or out not in self.direct or s in self.update_nodes \
+                    or not s.prim.disjoint_rows(s):
+                continue
+            row = int(np.prod(out.shape[1:], dtype=np.int64))
+            for key, g in zip(s.attrs["indexes"], s.inputs):
+                p = g.node
+                if (p is not None and p.prim is MatMul and p not in self.row_pass_nodes and uses.get(g) == 1
+                        and g not in self.output_values and g not in self.direct and g.dtype == out.dtype
+                        and g.shape == out.shape[1:] and g.size > 16 and g not in parts):
+                    parts[g] = (s, key[0] * row)
+        return parts
 
     # ---- buffers ----------------------------------------------------------------
     def buffer(self, v):
@@ -149,6 +173,11 @@ class Lowering:
             self.buffers[v] = self.direct[v]
             return self.buffers[v]
         ty = llvm_type(v.dtype)
+        if v in self.parts:  # its row of the gradient it is a part of, in the caller's memory
+            s, offset = self.parts[v]
+            self.buffers[v] = self.allocas.gep(self.direct[s.outputs[0]], [ir.Constant(I64, offset)],
+                                               source_etype=ty)
+            return self.buffers[v]
         if v.shape == () or v.size <= 16:
             ptr = self.allocas.alloca(ty, size=max(v.size, 1))
         else:
@@ -199,7 +228,8 @@ class Lowering:
                 pass  # read by the products as a transpose flag, or computed by its producer's loop
             elif node in self.update_nodes:
                 rule(self, node)  # reads and writes its target: not a function of distinct (noalias) buffers
-            elif type(node.prim) in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
+            elif type(node.prim) in OUTLINED and max((v.size for v in node.outputs), default=1) > 1 \
+                    and not any(self.parts.get(g, (None,))[0] is node for g in node.inputs):  # not shareable
                 self.outline(rule, node)
             else:
                 rule(self, node)
@@ -525,8 +555,20 @@ def lower_scatter_add(L, node):
     out = node.outputs[0]
     L.define(out)
     ty = llvm_type(out.dtype)
-    L.fill(out, 0.0)
+    in_place = [g for g in node.inputs if L.parts.get(g, (None,))[0] is node]
+    if not in_place:
+        L.fill(out, 0.0)
+    else:  # the rows no part wrote in place start at zero
+        written = {L.parts[g][1] for g in in_place}
+        row = int(np.prod(out.shape[1:], dtype=np.int64))
+        zero = ir.Constant(ty, 0.0)
+        for i in range(out.shape[0]):
+            if i * row not in written:
+                dst = Operand(L.buffer(out), ty, contiguous_strides(out.shape[1:]), i * row)
+                loop_nest(L.b, out.shape[1:], [dst], lambda b, o, dst=dst: store(b, zero, dst, o[0]))
     for key, g in zip(node.attrs["indexes"], node.inputs):
+        if g in in_place:
+            continue
         offset, strides = _index_geometry(out.shape, key)
         dst = Operand(L.buffer(out), ty, strides, offset)
         src = L.operand(g)

@@ -18,6 +18,7 @@ from ...primitives.elementwise import Fill, Kernel
 from ...primitives.gather import AddAt
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
+from ...passes import liveness
 from ...rendering import render
 from . import rules
 from .context import COMMENT_COLUMN, current, with_comment as _with_comment  # noqa: F401 (COMMENT_COLUMN: the layout's)
@@ -308,36 +309,17 @@ def returned_aux(writer, v, others):
 _ASSIGNED = re.compile(r"^([A-Za-z_]\w*(?:, [A-Za-z_]\w*)*) = ")
 
 
-def _last_uses(nodes, inlinable):
-    """Each value's last reader (its index in `nodes`); a view written inline extends its input's life."""
-    last = {}
-    for i, n in enumerate(nodes):
-        stack = list(n.inputs)
-        while stack:
-            v = stack.pop()
-            last[v] = i
-            if v in inlinable and v.node is not None:
-                stack.extend(v.node.inputs)
-    return last
-
-
-def _root(v):
-    while v.node is not None and v.node.prim.view:
-        v = v.node.inputs[0]
-    return v
-
-
 class _Freeing:
-    """Writes `del` after the statement where a value (or a kernel's temporary) is read for the last time:
-    the memory the generated code holds is then what the memory report counts."""
+    """Writes `del` after the statement where a value (or a kernel's temporary) is read for the last time
+    (passes/liveness.py): the memory the generated code holds is then what the memory report counts.
 
-    def __init__(self, writer, nodes, inlinable, keep, schedule):
-        self.writer, self.inlinable, self.keep = writer, inlinable, set(keep)
+    Without a budget only large values are freed (`min_bytes`); under one, every value."""
+
+    def __init__(self, writer, nodes, inlinable, keep, schedule, min_bytes=0):
+        self.writer, self.inlinable, self.min_bytes = writer, inlinable, min_bytes
         self.index = {n: i for i, n in enumerate(nodes)}
-        self.last = _last_uses(nodes, inlinable)
-        self.dying: dict = {}
-        for v, i in self.last.items():
-            self.dying.setdefault(i, []).append(v)
+        aliases = [(n.inputs[0], n.outputs[0]) for n in writer.set_in_place]  # one array, two versions
+        self.dying = liveness.dying(nodes, inlinable, keep, _alias_groups(aliases), min_bytes)
         self.bound: set = set()
         self.headers = {b.nodes[0]: b for b in schedule.blocks} if schedule is not None else {}
 
@@ -362,13 +344,13 @@ class _Freeing:
                 if m:
                     bound.extend(m.group(1).split(", "))
             self.bound.update(bound)
-            values = set(writer.names.values())
-            dead = [t for t in dict.fromkeys(bound) if t not in named and t not in values]  # a kernel's temporaries
-            i = self.index[node]
-            unread = [o for o in node.outputs if o not in self.last]
-            for v in self.dying.get(i, []) + unread:
-                if v in self.keep or v.node is None or v in writer.inline or v.shape == () or _root(v).node is None:
-                    continue  # an input, a view of one (it holds no memory of its own) or a number
+            dead = []
+            if node.prim is Kernel and max(liveness.nbytes(o) for o in node.outputs) >= self.min_bytes:
+                values = set(writer.names.values())
+                dead = [t for t in dict.fromkeys(bound) if t not in named and t not in values]  # its temporaries
+            for v in self.dying.get(self.index[node], []):
+                if v in writer.inline:
+                    continue
                 text = writer.names.get(v)
                 if text is not None and text in self.bound and text not in dead:
                     dead.append(text)
@@ -376,6 +358,18 @@ class _Freeing:
             if dead:
                 lines.append("del " + ", ".join(dead))
         return lines
+
+
+def _alias_groups(pairs):
+    """Chains of versions sharing one array: (x, y) and (y, z) make one group."""
+    group: dict = {}
+    for a, b in pairs:
+        g = group.get(a) or group.get(b) or []
+        for v in (a, b):
+            if v not in g:
+                g.append(v)
+            group[v] = g
+    return list({id(g): g for g in group.values()}.values())
 
 
 def _batched_sums(printer_cls, params, forward_list, backward_list, results, schedule):
@@ -423,12 +417,14 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
             if schedule is None:  # under a budget values are deleted by name: each version keeps its own
                 plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes],
                                   results)
-        if schedule is None or scalar:
+        if scalar:
             forward = write_statements(writer, forward_list, inlinable)
             backward = write_statements(writer, backward_list, inlinable)
         else:
             keep = results + [t for t, _ in updates] + list(params)
-            freeing = _Freeing(writer, nodes, inlinable, keep, schedule)  # the updates read gradients last
+            # the updates read gradients last; without a budget only large values are freed
+            freeing = _Freeing(writer, nodes, inlinable, keep, schedule,
+                               min_bytes=liveness.LARGE_BYTES if schedule is None else 0)
             forward = freeing.statements(forward_list)
             backward = freeing.statements(backward_list)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
