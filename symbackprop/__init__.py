@@ -1,6 +1,6 @@
 """symbackprop: symbolic reverse-mode differentiation of Python+NumPy models into readable code."""
 from . import distributed, optim  # distributed imports Dask only when used
-from .api import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
+from .api import grad, hessian, hvp, jacobian, jvp, per_example_grad, value_and_grad, vjp, vmap
 from .check import check_grad
 from .errors import CompileError
 from .frontend.custom import custom_vjp
@@ -8,5 +8,6 @@ from .primitives.ops import stop_gradient
 from .training import train_step
 
 __all__ = ["grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "check_grad", "CompileError", "custom_vjp",
+           "vmap", "per_example_grad",
            "distributed", "optim", "stop_gradient", "train_step"]
 __version__ = "0.1.0"

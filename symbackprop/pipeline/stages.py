@@ -17,6 +17,9 @@ mode) is adding a stage here and to the lists that want it:
                     cotangent's basis, when the result is the smaller side) -> OUTPUTS
     HVP             GRADIENT -> forward mode over the forward and backward passes together -> OUTPUTS
     HESSIAN         GRADIENT -> forward mode over a basis of each parameter -> OUTPUTS
+    VMAP            trace one example -> patterns -> dead code -> fuse -> batching (transforms/batching.py)
+                    -> OUTPUTS
+    PER_EXAMPLE_GRAD  trace one example -> patterns -> dead code -> fuse -> reverse mode -> batching -> OUTPUTS
     where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
     and the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
@@ -29,7 +32,7 @@ import numpy as np
 
 from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
-from ..frontend.signature import rebuild
+from ..frontend.signature import rebuild, slots
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
 from ..ir import Graph, Value, append, at, building, has_regions
@@ -39,7 +42,7 @@ from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..primitives import control, ops
 from ..primitives.elementwise import Kernel, arg, constant
-from ..transforms import recompute, update
+from ..transforms import batching, recompute, update
 from ..transforms.forward import forward
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
@@ -340,7 +343,7 @@ def check_update_order(program: Program):
 # ---- forward mode and higher order (sb.jvp, vjp, jacobian, hessian, hvp) ----------------------------
 
 #: the entry points whose function may return an array
-ARRAY_VALUED = ("jvp", "vjp", "jacobian")
+ARRAY_VALUED = ("jvp", "vjp", "jacobian", "vmap")
 
 
 def _set_wrt(program):
@@ -471,12 +474,111 @@ def hessian_mode(program):
         _outputs(program, blocks)
 
 
+# ---- batching (sb.vmap, sb.per_example_grad) ---------------------------------------------------------
+
+def trace_per_example(program):
+    """The model traced on one example's shapes: each mapped argument without its batch axis (sb.vmap),
+    or with it of size 1 (per_example_grad, so that a model written for a batch sees a batch of one)."""
+    axes = batch_axes(program)
+    sizes = {}
+    for s, axis in zip(program.specs, axes):
+        if axis is not None:
+            sizes.setdefault(s.shape[axis], []).append(s.name)
+    if not sizes:
+        raise ValueError(f"{program.fn.__name__}(): no argument has an axis to map over (in_axes="
+                         f"{program.in_axes!r}); pass at least one array with a batch axis")
+    if len(sizes) > 1:
+        listed = "; ".join(f"{', '.join(f'`{name}`' for name in names)}: {n}" for n, names in sizes.items())
+        raise ValueError(f"{program.fn.__name__}(): the mapped arguments have different batch sizes ({listed})")
+    (program.batch_size,) = sizes
+    full = program.specs
+    program.specs = tuple(s if axis is None else Spec(s.name, s.kind, _example_shape(s.shape, axis, program),
+                                                      s.dtype) for s, axis in zip(full, axes))
+    program.batch_axes = axes
+    try:
+        trace_model(program)
+    finally:
+        program.specs = full
+
+
+def _example_shape(shape, axis, program):
+    if program.keep_batch_axis:
+        return shape[:axis] + (1,) + shape[axis + 1:]
+    return shape[:axis] + shape[axis + 1:]
+
+
+def batch_axes(program) -> tuple:
+    """Per spec, the axis mapped over or None. per_example_grad maps every array argument that is not
+    differentiated (the data) along its batch axis; sb.vmap's in_axes is an int for every array with
+    axes, or one entry (an int or None) per parameter of the model."""
+    specs, option = program.specs, program.in_axes
+    if program.keep_batch_axis:
+        wanted = [s.kind == "array" and s.shape != () and i not in program.wrt for i, s in enumerate(specs)]
+        per_spec = [option if w else None for w in wanted]
+    elif isinstance(option, (int, np.integer)) and not isinstance(option, bool):
+        per_spec = [option if s.kind == "array" and s.shape != () else None for s in specs]
+    else:
+        per_param = list(option)
+        if program.trees is None:
+            per_spec = per_param
+        else:  # each leaf of a tree parameter is mapped as its parameter says
+            per_spec = [None] * len(specs)
+            for axis, t in zip(per_param, program.trees):
+                for k in ([t] if isinstance(t, int) else [q.index for q in slots(t)]):
+                    per_spec[k] = axis
+    out = []
+    for s, axis in zip(specs, per_spec):
+        if axis is None:
+            out.append(None)
+            continue
+        if s.kind != "array" or not -len(s.shape) <= axis < len(s.shape):
+            what = f"an array of shape {s.shape}" if s.kind == "array" else "a number" if s.kind == "float" \
+                else f"the value {s.value!r}"
+            raise ValueError(f"{program.fn.__name__}(): in_axes maps `{s.name}` over axis {axis}, but it is {what}")
+        out.append(int(axis) % len(s.shape))
+    return tuple(out)
+
+
+def batch_mode(program):
+    """The per-example graph rebuilt for the whole batch (transforms/batching.py): the generated function
+    takes the batched arguments and returns the results with a leading batch axis."""
+    old, n = program.graph, program.batch_size
+    graph = Graph()
+    with building(graph):
+        inputs, batched = {}, {}
+        dynamic = [i for i, s in enumerate(program.specs) if s.kind != "static"]
+        for i, p in zip(dynamic, old.params):
+            s = program.specs[i]
+            v = Value(s.shape, s.dtype, None, s.name)
+            v.weak = s.kind == "float"
+            graph.params.append(v)
+            axis = program.batch_axes[i]
+            if axis is not None:
+                if axis:
+                    v = ops.transpose(v, (axis,) + tuple(d for d in range(v.ndim) if d != axis))
+                v = ops.reshape(v, (n,) + p.shape)
+                batched[p] = True
+            inputs[p] = v
+        values, flags = batching.batch(old, inputs, batched, n)
+        if program.kind == "vmap":
+            wanted = [old.result]
+        else:
+            wanted = ([old.result] if program.batch_value else []) + list(program.grads)
+        outs = [ops.batched(values[v], flags[v], n) for v in wanted]
+        graph.result = values[old.result]
+        program.graph = graph
+        program.forward_nodes = set()
+        program.wrt_values = []
+        _outputs(program, outs)
+
+
 def as_forward(program):
     """The backend builds the finished program as a forward returning its outputs."""
     program.kind = "forward"
 
 
 FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
+PER_EXAMPLE = (trace_per_example,) + FORWARD[1:]
 GRADIENT = FORWARD + (reverse_mode,)
 VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
                              checkpoint)
@@ -490,14 +592,17 @@ VJP = FORWARD + (vjp_mode,) + OUTPUTS
 JACOBIAN = FORWARD + (jacobian_mode,) + OUTPUTS
 HVP = GRADIENT + (hvp_mode,) + OUTPUTS
 HESSIAN = GRADIENT + (hessian_mode,) + OUTPUTS
+VMAP = PER_EXAMPLE + (without_stop_gradients, drop_dead, batch_mode) + OUTPUTS
+PER_EXAMPLE_GRAD = PER_EXAMPLE + (reverse_mode, without_stop_gradients, drop_dead, batch_mode) + OUTPUTS
 
 #: the stages of each kind of Program
 STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP,
-          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN}
+          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN,
+          "vmap": VMAP, "per_example_grad": PER_EXAMPLE_GRAD}
 
 
 #: the derivative entry points' kinds
-ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian")
+ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian", "vmap", "per_example_grad")
 
 
 def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:
