@@ -45,7 +45,7 @@ from .ir import Graph, Value, append, at, building
 from .pipeline import stages
 from .pipeline.specialiser import Specialiser, resolve_wrt
 from .primitives.elementwise import Fill, Kernel, arg, expand, number
-from .primitives.custom import CustomVJPCall
+from .primitives.custom import CUSTOM_CALLS
 from .primitives.shape import StopGradient
 from .program import Program
 
@@ -324,7 +324,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
     outputs = [v for n in forward for v in n.outputs]
     # computed by no backend: a stop_gradient's value is its input, a custom_vjp call's the helper's value
     stopped = [n for n in forward if n.prim is StopGradient]
-    custom = [n for n in forward if n.prim is CustomVJPCall]
+    custom = [n for n in forward if n.prim in CUSTOM_CALLS]
     aliases = [(n.out, n.inputs[0]) for n in stopped] + [(n.out, n.inputs[-1]) for n in custom]
     _, run = values_function(graph.params, [n for n in forward if n not in stopped and n not in custom], outputs,
                              f"the forward values of {fn.__name__}", aliases=aliases)
@@ -340,7 +340,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
                 writer.name(v)
         for node in reversed(forward):
             step = graph.adjoints.get(node)
-            if step is None or node.prim is StopGradient or node.prim is CustomVJPCall:
+            if step is None or node.prim is StopGradient or node.prim in CUSTOM_CALLS:
                 continue  # no gradient reaches it, none is meant to pass, or the rule is the user's (not localised)
             attrs, n_out = as_traced[node]
             localisation.operations += 1

@@ -26,12 +26,12 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Graph, Value, append, at, building
 from ..primitives import gather, ops
-from ..primitives.custom import CustomVJPCall
+from ..primitives.custom import CustomJVPCall, CustomVJPCall
 from . import compositions, namespace, regions, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .assignment import assigned_into, check_unshared, view_base
 from .closures import Closure, signature
-from .custom import CustomVJP
+from .custom import CustomJVP, CustomVJP
 from .regions import FLAG_NAMES, FLAGS, IFEXP, MISSING, Escape, Loop, Undefined, condition, is_number
 from .source import Source
 
@@ -159,11 +159,14 @@ def _describe(x):
 class Tracer:
     """Evaluates a model's body on IR values; one instance per compilation."""
 
-    def __init__(self, derivatives=None):
+    def __init__(self, derivatives=None, transpose=None):
         #: derivatives(entry, body, values, names, wrt, directions) -> (value, derivatives): pipeline/stages.py
         #: traces `body` on parameters of its own, differentiates it there and inlines the result (reverse
         #: and forward mode are transforms, above the frontend)
         self.derivatives = derivatives
+        #: transpose(body, primals, tangent_likes, g) -> one cotangent per tangent: an sb.custom_jvp rule's
+        #: transpose (reverse mode over the rule traced on tangents of its own; pipeline/stages.py)
+        self.transpose = transpose
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
         self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
@@ -249,10 +252,13 @@ class Tracer:
     def call_custom(self, custom, args, kwargs, loc):
         """The helper's body for its value, then a custom_vjp node whose adjoint traces the rule."""
         fn, rule = custom.fn, custom.rule
+        jvp = isinstance(custom, CustomJVP)
         if rule is None:
-            params = ", ".join(list(inspect.signature(fn).parameters) + ["out", "g"])
-            raise CompileError(f"`{fn.__name__}` is an sb.custom_vjp helper with no rule", loc,
-                               f"Give it one: @{fn.__name__}.defvjp above def {fn.__name__}_vjp({params}).")
+            names = list(inspect.signature(fn).parameters)
+            params = ", ".join(names + ["out"] + ([f"t_{p}" for p in names] if jvp else ["g"]))
+            kind = "jvp" if jvp else "vjp"
+            raise CompileError(f"`{fn.__name__}` is an sb.custom_{kind} helper with no rule", loc,
+                               f"Give it one: @{fn.__name__}.def{kind} above def {fn.__name__}_{kind}({params}).")
         out = self.call(fn, args, kwargs, loc)
         bound = inspect.signature(fn).bind(*args, **kwargs)  # self.call bound them already: no error here
         bound.apply_defaults()
@@ -260,15 +266,21 @@ class Tracer:
         if not isinstance(out, Value):
             if isinstance(out, (numbers.Number, np.number)) and not any(isinstance(x, Value) for x in inputs):
                 return out  # computed from numbers alone: nothing to differentiate
-            raise CompileError(f"the sb.custom_vjp helper `{fn.__name__}` returns {_describe(out)}; it must "
+            raise CompileError(f"the sb.custom_{'jvp' if jvp else 'vjp'} helper `{fn.__name__}` returns "
+                               f"{_describe(out)}; it must "
                                "return one array (the value its rule differentiates)", self.return_loc or loc)
         slots = tuple(isinstance(x, Value) for x in inputs)
         if not any(slots):
             return out
         rule_src = Source(rule)
-        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node),
-                 "adjoint": functools.partial(self._custom_adjoint, custom, inputs, slots, loc)}
-        result = append(CustomVJPCall, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
+        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node)}
+        if jvp:
+            attrs["tangent"] = functools.partial(self._custom_tangent, custom, inputs, slots, loc)
+            attrs["adjoint"] = functools.partial(self._custom_transpose, custom, inputs, slots, loc)
+        else:
+            attrs["adjoint"] = functools.partial(self._custom_adjoint, custom, inputs, slots, loc)
+        prim = CustomJVPCall if jvp else CustomVJPCall
+        result = append(prim, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
         result.weak = out.weak
         return result
 
@@ -307,6 +319,56 @@ class Tracer:
                                    f"e.g. np.sum(..., axis=0)).")
             grads.append(r if want else None)
         return grads
+
+    def _custom_tangent(self, custom, inputs, slots, loc, node, ts, batch):
+        """The sb.custom_jvp rule's body traced with the node's current inputs, its value and one tangent per
+        input (a zero array where none arrives, 0.0 for a number): the value's tangent, shape batch + its own."""
+        arrays, tangents = iter(node.inputs[:-1]), iter(ts)
+        args, targs = [], []
+        for x, slot in zip(inputs, slots):
+            if slot:
+                v, t = next(arrays), next(tangents)
+                args.append(v)
+                targs.append(t if t is not None else ops.zero_tangent(v, batch))
+            else:
+                args.append(x)
+                targs.append(0.0)
+        out = node.inputs[-1]
+        return self._rule_tangent(custom, args, out, targs, tuple(batch) + out.shape, loc)
+
+    def _rule_tangent(self, custom, args, out, tangents, shape, loc):
+        fn, rule = custom.fn, custom.rule
+        self.return_loc = None
+        t = self.call(rule, list(args) + [out] + list(tangents), {}, loc)
+        where = self.return_loc or Source(rule).loc(Source(rule).node)
+        if isinstance(t, (numbers.Number, np.number)) and not isinstance(t, (bool, np.bool_)):
+            t = ops.fill(float(t), shape, out.dtype)
+        if not isinstance(t, Value):
+            raise CompileError(f"the rule `{rule.__name__}` of `{fn.__name__}` returns {_describe(t)}; it must return "
+                               "the tangent of the helper's value (one array)", where)
+        if t.shape != shape:
+            raise CompileError(f"the rule `{rule.__name__}` returns a tangent of shape {t.shape} for the value of "
+                               f"`{fn.__name__}`, of shape {shape}", where,
+                               "Return an array shaped like the helper's value (the tangents may carry leading "
+                               "axes of directions: write the rule elementwise or with axis=-1).")
+        return t
+
+    def _custom_transpose(self, custom, inputs, slots, loc, node, g, wants):
+        """Reverse mode through an sb.custom_jvp helper: the rule's transpose at g (the rule is linear in the
+        tangents), by reverse mode over the rule traced on tangents of its own."""
+        arrays = iter(node.inputs[:-1])
+        args = [next(arrays) if slot else x for x, slot in zip(inputs, slots)]
+        out = node.inputs[-1]
+        like = [a for a, slot in zip(args, slots) if slot]
+
+        def body(primals, tangents):
+            ts, k = [], iter(tangents)
+            for slot in slots:
+                ts.append(next(k) if slot else 0.0)
+            return self._rule_tangent(custom, primals[:-1], primals[-1], ts, out.shape, loc)
+
+        grads = self.transpose(body, args + [out], like, g)
+        return [d if want else None for d, want in zip(grads, wants)]
 
     # ---- statements --------------------------------------------------------
     def block(self, frame, body):
@@ -851,7 +913,7 @@ class Tracer:
             raise CompileError(f"`{name}` is {what}, which a model cannot call", frame.src.loc(node),
                                "Call an sb.grad, sb.value_and_grad, sb.jvp or sb.hvp function (without has_aux "
                                "or memory_budget), or the original model.")
-        if isinstance(obj, CustomVJP):
+        if isinstance(obj, (CustomVJP, CustomJVP)):
             return _CustomHelper(obj)
         if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
             return _Callable("sb.stop_gradient", ops.stop_gradient)

@@ -41,7 +41,7 @@ from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..primitives import control, ops
-from ..primitives.elementwise import Kernel, arg, constant
+from ..primitives.elementwise import Kernel, arg, constant, kernel
 from ..transforms import batching, recompute, update
 from ..transforms.forward import forward
 from ..transforms.reverse import reverse
@@ -80,7 +80,7 @@ def trace_model(program: Program):
                 args.append(v)
         if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
             args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
-        result = Tracer(derivatives=derivatives).call_model(program.fn, args)
+        result = Tracer(derivatives=derivatives, transpose=transpose).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:
             if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -174,6 +174,51 @@ def derivatives(entry, body, values, names, wrt, directions):
             m.tangent_of = outer[v.tangent_of]
     mapped = [outer[r] if r in outer else r for r in results]
     return outer[out], (mapped[0] if entry == "jvp" else mapped)
+
+
+def transpose(body, primals, like, g):
+    """The transpose of a linear map at `g`: an sb.custom_jvp rule in reverse mode. `body(primals, tangents)`
+    traces the rule on parameters of its own (the primals, and one tangent shaped like each of `like`);
+    reverse mode over it, seeded with g, gives one cotangent per tangent, and the graph is inlined where
+    the call is (the tangents read as zeros there: the cotangents of a linear map do not depend on them)."""
+    sub = Graph()
+    with building(sub):
+        params, outer = [], {}
+        for v in primals:
+            if isinstance(v, Value):
+                p = Value(v.shape, v.dtype, None, v.name)
+                p.weak = v.weak
+                sub.params.append(p)
+                outer[p] = v
+                params.append(p)
+            else:
+                params.append(v)
+        tangents = []
+        for v in like:
+            t = Value(v.shape, v.dtype if v.dtype.kind == "f" else np.float64, None, f"t_{v.name or 'x'}")
+            sub.params.append(t)
+            tangents.append(t)
+        out = body(params, tangents)
+        if out.node is None:
+            out = _copy(out)
+        u = Value(out.shape, out.dtype, None, "g")
+        sub.params.append(u)
+        sub.result = out
+        grads = reverse(sub, tangents, seed=u)
+    for t in tangents:
+        outer[t] = ops.fill(0.0, t.shape, t.dtype)
+    outer[u] = g
+    for node in sub.nodes:
+        ins = [outer[v] for v in node.inputs]
+        with at(node.loc):
+            if node.prim is Kernel:  # built again, so that the zero tangents and a number g fold into the bodies
+                a = node.attrs
+                made = kernel(ins, a["outs"], a["shape"], a["program"], a["names"], a.get("dtype"))
+            else:
+                made = ops.as_list(append(node.prim, ins, node.attrs))
+        for v, m in zip(node.outputs, made):
+            outer[v] = m
+    return [outer[d] for d in grads]
 
 
 def _described(x) -> str:
