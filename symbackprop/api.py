@@ -339,6 +339,7 @@ class BatchedFunction:
             "batch_value": with_value})
         functools.update_wrapper(self, fn)
         self.fn, self.kind, self.what = fn, kind, what
+        self.batched_kind = kind  # what a model calling it gets (frontend/trace.py): vmap functions only
         self.in_axes, self.keep_batch_axis, self.with_value = in_axes, keep_batch_axis, with_value
         self.backend = self.specialiser.backend.name
         self.params = self.specialiser.params

@@ -203,3 +203,49 @@ def test_call_errors():
         sb.per_example_grad(models.unary_all)(np.ones((2, 2)))
     with pytest.raises(TypeError, match="sb.vmap takes a model"):
         sb.vmap(sb.jvp(per_example_loss))
+
+
+batched_loss = sb.vmap(per_example_loss, in_axes=(None, None, 0, 0))
+
+
+def mean_of_batched(w, b, X, Y):
+    return np.mean(batched_loss(w, b, X, Y))
+
+
+def mean_written_for_the_batch(w, b, X, Y):
+    return np.mean((np.tanh(X @ w + b) - Y) ** 2)
+
+
+def batched_only(w, b, X, Y):
+    return batched_loss(w, b, X, Y) * 1.0
+
+
+def test_a_model_calling_a_vmap_function_is_differentiated_through_it(backend):
+    rng = np.random.default_rng(4)
+    w, b, X, Y = rng.normal(size=4), 0.3, rng.normal(size=(7, 4)), rng.normal(size=7)
+    value, (dw, db) = sb.value_and_grad(mean_of_batched, wrt=(0, 1), backend=backend)(w, b, X, Y)
+    ref_value, (rw, rb) = sb.value_and_grad(mean_written_for_the_batch, wrt=(0, 1))(w, b, X, Y)
+    np.testing.assert_allclose(value, ref_value, **TIGHT)
+    np.testing.assert_allclose(dw, rw, **TIGHT)
+    np.testing.assert_allclose(db, rb, **TIGHT)
+    # the same program as the model written for the batch: one product forward, one backward
+    f = sb.grad(mean_of_batched, wrt=(0, 1))
+    f(w, b, X, Y)
+    assert f.source.count("np.dot(") == 2
+    jac = sb.jacobian(batched_only, wrt=0, backend=backend)(w, b, X, Y)
+    h = 1e-6
+    fd = np.stack([(batched_only(w + h * e, b, X, Y) - batched_only(w - h * e, b, X, Y)) / (2 * h)
+                   for e in np.eye(4)], axis=1)
+    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-8)
+
+
+per_example = sb.per_example_grad(_mlp, wrt=WRT)
+
+
+def calls_per_example(W1, b1, W2, b2, X, y):
+    return np.sum(per_example(W1, b1, W2, b2, X, y)[0])
+
+
+def test_a_model_cannot_call_a_per_example_grad_function():
+    with pytest.raises(sb.CompileError, match="`per_example` is a per-example gradient function"):
+        sb.grad(calls_per_example)(*_mlp_args())

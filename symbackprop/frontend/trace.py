@@ -86,6 +86,14 @@ class _Derivative:
         self.compiled, self.entry = compiled, entry
 
 
+class _Batched:
+    """A call of an sb.vmap function of a model inside a model: the model traced on one example, then
+    batched there (the pipeline's `vectorize` hook), so that what calls it can differentiate it."""
+
+    def __init__(self, batched):
+        self.batched = batched
+
+
 #: the entry points a model may call, and the keyword of each one's direction
 CALLABLE_DERIVATIVES = {"grad": None, "value_and_grad": None, "jvp": "tangents", "hvp": "v"}
 
@@ -159,7 +167,7 @@ def _describe(x):
 class Tracer:
     """Evaluates a model's body on IR values; one instance per compilation."""
 
-    def __init__(self, derivatives=None, transpose=None):
+    def __init__(self, derivatives=None, transpose=None, vectorize=None):
         #: derivatives(entry, body, values, names, wrt, directions) -> (value, derivatives): pipeline/stages.py
         #: traces `body` on parameters of its own, differentiates it there and inlines the result (reverse
         #: and forward mode are transforms, above the frontend)
@@ -167,6 +175,8 @@ class Tracer:
         #: transpose(body, primals, tangent_likes, g) -> one cotangent per tangent: an sb.custom_jvp rule's
         #: transpose (reverse mode over the rule traced on tangents of its own; pipeline/stages.py)
         self.transpose = transpose
+        #: vectorize(body, values, axes, names) -> the batched result: an sb.vmap function called in a model
+        self.vectorize = vectorize
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
         self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
@@ -903,6 +913,13 @@ class Tracer:
         if isinstance(obj, (bool, int, float, np.number)) or (isinstance(obj, tuple) and all(
                 isinstance(x, (int, float)) for x in obj)):
             return obj
+        if getattr(obj, "batched_kind", None) == "vmap":
+            return _Batched(obj)
+        if getattr(obj, "batched_kind", None) is not None:
+            raise CompileError(f"`{name}` is a per-example gradient function (sb.per_example_grad, or sb.vmap of "
+                               "sb.grad), which a model cannot call", frame.src.loc(node),
+                               "Call an sb.vmap function of a model, or an sb.grad function, or compute the "
+                               "per-example gradients outside the model.")
         if getattr(obj, "__symbackprop__", False):
             entry = getattr(obj, "derivative_entry", None)
             if entry in CALLABLE_DERIVATIVES and not getattr(obj, "has_aux", False) \
@@ -1228,9 +1245,48 @@ class Tracer:
             return self.call_custom(fn.custom, args, kwargs, loc)
         if isinstance(fn, _Derivative):
             return self.call_derivative(fn, args, kwargs, loc)
+        if isinstance(fn, _Batched):
+            return self.call_batched(fn.batched, args, kwargs, loc)
         if isinstance(fn, _Callable):
             return self.call_builtin(frame, node, fn, args, kwargs)
         raise CompileError(f"{_describe(fn)} is not callable", loc)
+
+    def call_batched(self, batched, args, kwargs, loc):
+        """sb.vmap(f)(...) inside a model: f traced on one example's shapes, then batched at the call."""
+        fn = batched.fn
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"the sb.vmap function of `{fn.__name__}`: {e}", loc) from None
+        bound.apply_defaults()
+        names, values = list(bound.arguments), list(bound.arguments.values())
+        option = batched.in_axes
+        if isinstance(option, int):
+            axes = [option if isinstance(v, Value) and v.ndim else None for v in values]
+        else:
+            axes = list(option)
+        sizes = set()
+        for i, (name, v, axis) in enumerate(zip(names, values, axes)):
+            if axis is None:
+                continue
+            if not isinstance(v, Value) or not -v.ndim <= axis < v.ndim:
+                raise CompileError(f"the sb.vmap function of `{fn.__name__}` maps `{name}` over axis {axis}, but "
+                                   f"it is {_describe(v)} here", loc)
+            axes[i] = axis % v.ndim
+            sizes.add(v.shape[axes[i]])
+        if len(sizes) != 1:
+            what = "no argument with an axis to map over" if not sizes else f"batch sizes {sorted(sizes)}"
+            raise CompileError(f"the sb.vmap function of `{fn.__name__}` is called with {what}", loc)
+
+        def body(inputs):
+            self.return_loc = None
+            out = self.call(fn, inputs, {}, loc)
+            if not isinstance(out, Value) or out.dtype.kind != "f":
+                raise CompileError(f"the model `{fn.__name__}` of an sb.vmap call returns {_describe(out)}; it "
+                                   "must return a float array or number here", self.return_loc or loc)
+            return out
+
+        return self.vectorize(body, values, axes, names)
 
     def call_derivative(self, d, args, kwargs, loc):
         """sb.grad(f)(...) inside a model: f inlined here, then differentiated by the pipeline's hook."""

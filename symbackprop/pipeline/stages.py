@@ -80,7 +80,7 @@ def trace_model(program: Program):
                 args.append(v)
         if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
             args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
-        result = Tracer(derivatives=derivatives, transpose=transpose).call_model(program.fn, args)
+        result = Tracer(derivatives=derivatives, transpose=transpose, vectorize=vectorize).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:
             if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -219,6 +219,38 @@ def transpose(body, primals, like, g):
         for v, m in zip(node.outputs, made):
             outer[v] = m
     return [outer[d] for d in grads]
+
+
+def vectorize(body, values, axes, names):
+    """An sb.vmap function called inside a model: its model traced on one example's shapes (the mapped
+    arguments without their axis) in a graph of its own, then batched into the model being traced
+    (transforms/batching.py), the batch axis first; the model around it differentiates the result."""
+    n = next(v.shape[a] for v, a in zip(values, axes) if a is not None)
+    sub = Graph()
+    with building(sub):
+        inputs = []
+        for v, axis, name in zip(values, axes, names):
+            if isinstance(v, Value):
+                shape = v.shape if axis is None else v.shape[:axis] + v.shape[axis + 1:]
+                p = Value(shape, v.dtype, None, name)
+                p.weak = v.weak
+                sub.params.append(p)
+                inputs.append(p)
+            else:
+                inputs.append(v)
+        out = body(inputs)
+        if out.node is None:
+            out = _copy(out)
+        sub.result = out
+    outer, batched = {}, {}
+    for p, v, axis in zip(inputs, values, axes):
+        if isinstance(v, Value):
+            if axis:
+                v = ops.transpose(v, (axis,) + tuple(d for d in range(v.ndim) if d != axis))
+            outer[p] = v
+            batched[p] = axis is not None
+    got, flags = batching.batch(sub, outer, batched, n)
+    return ops.batched(got[out], flags[out], n)
 
 
 def _described(x) -> str:
