@@ -249,3 +249,14 @@ def calls_per_example(W1, b1, W2, b2, X, y):
 def test_a_model_cannot_call_a_per_example_grad_function():
     with pytest.raises(sb.CompileError, match="`per_example` is a per-example gradient function"):
         sb.grad(calls_per_example)(*_mlp_args())
+
+
+def test_float32_stays_float32_and_batched_functions_pickle():
+    import pickle
+    args = [a.astype(np.float32) for a in _mlp_args()]
+    grads = sb.per_example_grad(_mlp, wrt=WRT)(*args)
+    assert all(g.dtype == np.float32 for g in grads)
+    again = pickle.loads(pickle.dumps(per_example))
+    for g, r in zip(again(*_mlp_args()), per_example(*_mlp_args())):
+        np.testing.assert_array_equal(g, r)
+    assert pickle.loads(pickle.dumps(batched_loss)).in_axes == (None, None, 0, 0)
