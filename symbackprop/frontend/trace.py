@@ -519,7 +519,7 @@ class Tracer:
     def stmt_AnnAssign(self, frame, s):
         if s.value is None:
             return
-        self.assign(frame, s.target, self.expr(frame, s.value))
+        self.assign(frame, s.target, self._own_array(frame, s.target, s.value, self.expr(frame, s.value)))
 
     def stmt_AugAssign(self, frame, s):
         if not isinstance(s.target, (ast.Name, ast.Subscript)):

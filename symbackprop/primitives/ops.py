@@ -292,7 +292,16 @@ def reshape(x, shape):
 
 
 def expand_to_keepdims(g, axes, ndim):
-    """Reinsert the reduced axes (as size 1) into a reduction's result."""
+    """Reinsert the reduced axes (as size 1) into a reduction's result.
+
+    Leading axes are left out: NumPy's broadcasting puts them back (`x*d_s`, not
+    `x*np.reshape(d_s, (1,))`)."""
+    axes = sorted(axes)
+    lead = 0
+    while lead < len(axes) and axes[lead] == lead:
+        lead += 1
+    if lead == len(axes):
+        return g
     shape = list(g.shape)
     for a in sorted(axes):
         shape.insert(a, 1)
