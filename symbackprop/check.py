@@ -46,7 +46,7 @@ from .ir import Graph, Value, append, at, building
 from .pipeline import stages
 from .pipeline.specialiser import Specialiser, resolve_wrt
 from .primitives.elementwise import Fill, Kernel, arg, expand, number
-from .primitives.custom import CustomVJPCall
+from .primitives.custom import CUSTOM_CALLS
 from .primitives.shape import StopGradient
 from .program import Program
 
@@ -251,22 +251,28 @@ def check_grad(f, *args, wrt=None, backend=None, rtol=None, atol=None, max_entri
         trees = sub.trees
         model = loss
         loss = lambda *ls: model(*[ls[t] if isinstance(t, int) else rebuild(t, ls) for t in trees])  # noqa: E731
-        args, flat_grads, flat_indices = list(leaves), [], []
+        tree_args, args, flat_grads, flat_indices = args, list(leaves), [], []
+        names = list(sub.params)
         for index, g in zip(indices, grads):
             t = trees[index]
             positions = [t] if isinstance(t, int) else [q.index for q in slots(t)]
             flat_grads += [g] if isinstance(t, int) else [leaf for _, leaf in flatten("g", g, True)[1]
                                                           if leaf is not None]
             flat_indices += positions
-        indices, grads, names = flat_indices, flat_grads, sub.params
+            if not isinstance(t, int):  # the leaves named as Python indexes them: params['layers'][0][1]
+                spelled = [p for p, _ in flatten(gradient.params[index], tree_args[index], True, spelled=True)[1]]
+                for k, p in zip(positions, spelled):
+                    names[k] = p
+        indices, grads = flat_indices, flat_grads
     else:
         names = gradient.params
     for index, g in zip(indices, grads):
         checks.append(_check_parameter(loss, args, index, names[index], np.asarray(g), rng, rtol, atol,
                                        max_entries))
     report = GradCheck(f.__name__, checks, gradient.backend)
-    if not report and localise and not has_aux and sub.trees is None:  # (not yet localised for trees)
-        report.localisation = localise_disagreement(f, args, indices, single, seed)
+    if not report and localise and not has_aux:
+        report.localisation = localise_disagreement(f, args, indices, single, seed,
+                                                    trees=sub if sub.trees is not None else None)
     return report
 
 
@@ -311,16 +317,23 @@ def _float64(a):
     return a
 
 
-def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
+def localise_disagreement(fn, args, wrt, single=False, seed=0, trees=None) -> Localisation:
     """Check each forward operation's adjoint alone, from the loss backwards (see the module docstring).
+    With parameter trees, `args` are the leaves and `trees` the specialiser of their structure.
 
     Runs on the NumPy backend in float64 whatever backend the gradient was compiled for: the adjoint
     rules are the backends' common input, and NumPy runs one operation at a time.
     """
     backend = backends.get("numpy")
     args = [_float64(a) for a in args]
-    specs = Specialiser(fn, "gradient", backend.name, tuple(wrt)).specs(args)
-    program = stages.run(Program(fn, specs, backend, "gradient", wrt=tuple(wrt), single=single), stages.FORWARD)
+    if trees is None:
+        specs = Specialiser(fn, "gradient", backend.name, tuple(wrt)).specs(args)
+        layout = {}
+    else:  # the model sees its trees rebuilt from the leaves, which are the graph's parameters
+        specs = trees.specs(args)
+        layout = {"trees": trees.trees, "tree_wrt": trees.outer.wrt, "tree_single": trees.outer.single}
+    program = stages.run(Program(fn, specs, backend, "gradient", wrt=tuple(wrt), single=single, **layout),
+                         stages.FORWARD)
     graph = program.graph
     forward = list(graph.nodes)
     # the forward nodes as reverse mode meets them: its kernel adjoints add residual outputs to them
@@ -328,7 +341,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
     outputs = [v for n in forward for v in n.outputs]
     # computed by no backend: a stop_gradient's value is its input, a custom_vjp call's the helper's value
     stopped = [n for n in forward if n.prim is StopGradient]
-    custom = [n for n in forward if n.prim is CustomVJPCall]
+    custom = [n for n in forward if n.prim in CUSTOM_CALLS]
     aliases = [(n.out, n.inputs[0]) for n in stopped] + [(n.out, n.inputs[-1]) for n in custom]
     _, run = values_function(graph.params, [n for n in forward if n not in stopped and n not in custom], outputs,
                              f"the forward values of {fn.__name__}", aliases=aliases)
@@ -344,7 +357,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
                 writer.name(v)
         for node in reversed(forward):
             step = graph.adjoints.get(node)
-            if step is None or node.prim is StopGradient or node.prim is CustomVJPCall:
+            if step is None or node.prim is StopGradient or node.prim in CUSTOM_CALLS:
                 continue  # no gradient reaches it, none is meant to pass, or the rule is the user's (not localised)
             attrs, n_out = as_traced[node]
             localisation.operations += 1

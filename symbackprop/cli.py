@@ -512,6 +512,7 @@ DOC_TOPICS = {
     "distributed": "sb.distributed: data-parallel gradients and training on Dask, what the compiler proves",
     "higher_order": "forward mode and higher order: sb.jvp, vjp, jacobian, hessian, hvp, grad of grad",
     "trees": "parameter trees: tuples, lists and dicts of arrays as parameters, their gradients and exports",
+    "batching": "sb.vmap and sb.per_example_grad: a model or its gradient over a batch, as one program",
 }
 
 

@@ -245,7 +245,8 @@ def test_check_grad_checks_each_leaf_of_a_tree(backend):
     rng = np.random.default_rng(10)
     params, x, y = layers(rng), rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
     report = sb.check_grad(mlp, params, x, y, backend=backend)
-    assert report and [c.name for c in report.parameters] == [f"params_layers_{i}_{j}" for i in range(3) for j in (0, 1)]
+    assert report and [c.name for c in report.parameters] == [f"params['layers'][{i}][{j}]" for i in range(3)
+                                                                   for j in (0, 1)]
 
 
 def test_a_tree_used_as_an_array_is_a_compile_error_at_the_line():

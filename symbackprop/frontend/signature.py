@@ -146,8 +146,9 @@ def _path_part(k) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", str(k))
 
 
-def flatten(name, x, differentiated: bool):
-    """(tree with a Slot per dynamic leaf, [(path name, leaf)]) of argument `x` of parameter `name`.
+def flatten(name, x, differentiated: bool, spelled=False):
+    """(tree with a Slot per dynamic leaf, [(path name, leaf)]) of argument `x` of parameter `name`; the path
+    names are identifiers (params_layers_0_0), or with `spelled` as Python indexes them (params['layers'][0][0]).
 
     Dynamic leaves are arrays and floats (and ints in a differentiated tree); bools, strings, None and
     (undifferentiated) ints stay in the tree as the static values they are."""
@@ -158,9 +159,9 @@ def flatten(name, x, differentiated: bool):
             for k in t:
                 if not isinstance(k, (str, int)) or isinstance(k, bool):
                     raise TypeError(f"argument `{name}` has the dict key {k!r}; tree keys are strings or ints")
-            return {k: visit(v, f"{path}_{_path_part(k)}") for k, v in t.items()}
+            return {k: visit(v, f"{path}[{k!r}]" if spelled else f"{path}_{_path_part(k)}") for k, v in t.items()}
         if isinstance(t, (tuple, list)):
-            items = [visit(v, f"{path}_{k}") for k, v in enumerate(t)]
+            items = [visit(v, f"{path}[{k}]" if spelled else f"{path}_{k}") for k, v in enumerate(t)]
             return tuple(items) if isinstance(t, tuple) else items
         if isinstance(t, _STATIC_LEAF) or (isinstance(t, numbers.Integral) and not differentiated
                                             and not isinstance(t, np.generic)):

@@ -26,12 +26,12 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..ir import Graph, Value, append, at, building
 from ..primitives import gather, ops
-from ..primitives.custom import CustomVJPCall
+from ..primitives.custom import CustomJVPCall, CustomVJPCall
 from . import compositions, namespace, regions, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .assignment import assigned_into, check_unshared, view_base
 from .closures import Closure, signature
-from .custom import CustomVJP
+from .custom import CustomJVP, CustomVJP
 from .regions import FLAG_NAMES, FLAGS, IFEXP, MISSING, Escape, Loop, Undefined, condition, is_number
 from .source import Source
 
@@ -84,6 +84,14 @@ class _Derivative:
 
     def __init__(self, compiled, entry):
         self.compiled, self.entry = compiled, entry
+
+
+class _Batched:
+    """A call of an sb.vmap function of a model inside a model: the model traced on one example, then
+    batched there (the pipeline's `vectorize` hook), so that what calls it can differentiate it."""
+
+    def __init__(self, batched):
+        self.batched = batched
 
 
 #: the entry points a model may call, and the keyword of each one's direction
@@ -159,11 +167,16 @@ def _describe(x):
 class Tracer:
     """Evaluates a model's body on IR values; one instance per compilation."""
 
-    def __init__(self, derivatives=None):
+    def __init__(self, derivatives=None, transpose=None, vectorize=None):
         #: derivatives(entry, body, values, names, wrt, directions) -> (value, derivatives): pipeline/stages.py
         #: traces `body` on parameters of its own, differentiates it there and inlines the result (reverse
         #: and forward mode are transforms, above the frontend)
         self.derivatives = derivatives
+        #: transpose(body, primals, tangent_likes, g) -> one cotangent per tangent: an sb.custom_jvp rule's
+        #: transpose (reverse mode over the rule traced on tangents of its own; pipeline/stages.py)
+        self.transpose = transpose
+        #: vectorize(body, values, axes, names) -> the batched result: an sb.vmap function called in a model
+        self.vectorize = vectorize
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
         self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
@@ -249,10 +262,13 @@ class Tracer:
     def call_custom(self, custom, args, kwargs, loc):
         """The helper's body for its value, then a custom_vjp node whose adjoint traces the rule."""
         fn, rule = custom.fn, custom.rule
+        jvp = isinstance(custom, CustomJVP)
         if rule is None:
-            params = ", ".join(list(inspect.signature(fn).parameters) + ["out", "g"])
-            raise CompileError(f"`{fn.__name__}` is an sb.custom_vjp helper with no rule", loc,
-                               f"Give it one: @{fn.__name__}.defvjp above def {fn.__name__}_vjp({params}).")
+            names = list(inspect.signature(fn).parameters)
+            params = ", ".join(names + ["out"] + ([f"t_{p}" for p in names] if jvp else ["g"]))
+            kind = "jvp" if jvp else "vjp"
+            raise CompileError(f"`{fn.__name__}` is an sb.custom_{kind} helper with no rule", loc,
+                               f"Give it one: @{fn.__name__}.def{kind} above def {fn.__name__}_{kind}({params}).")
         out = self.call(fn, args, kwargs, loc)
         bound = inspect.signature(fn).bind(*args, **kwargs)  # self.call bound them already: no error here
         bound.apply_defaults()
@@ -260,15 +276,21 @@ class Tracer:
         if not isinstance(out, Value):
             if isinstance(out, (numbers.Number, np.number)) and not any(isinstance(x, Value) for x in inputs):
                 return out  # computed from numbers alone: nothing to differentiate
-            raise CompileError(f"the sb.custom_vjp helper `{fn.__name__}` returns {_describe(out)}; it must "
+            raise CompileError(f"the sb.custom_{'jvp' if jvp else 'vjp'} helper `{fn.__name__}` returns "
+                               f"{_describe(out)}; it must "
                                "return one array (the value its rule differentiates)", self.return_loc or loc)
         slots = tuple(isinstance(x, Value) for x in inputs)
         if not any(slots):
             return out
         rule_src = Source(rule)
-        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node),
-                 "adjoint": functools.partial(self._custom_adjoint, custom, inputs, slots, loc)}
-        result = append(CustomVJPCall, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
+        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node)}
+        if jvp:
+            attrs["tangent"] = functools.partial(self._custom_tangent, custom, inputs, slots, loc)
+            attrs["adjoint"] = functools.partial(self._custom_transpose, custom, inputs, slots, loc)
+        else:
+            attrs["adjoint"] = functools.partial(self._custom_adjoint, custom, inputs, slots, loc)
+        prim = CustomJVPCall if jvp else CustomVJPCall
+        result = append(prim, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
         result.weak = out.weak
         return result
 
@@ -307,6 +329,56 @@ class Tracer:
                                    f"e.g. np.sum(..., axis=0)).")
             grads.append(r if want else None)
         return grads
+
+    def _custom_tangent(self, custom, inputs, slots, loc, node, ts, batch):
+        """The sb.custom_jvp rule's body traced with the node's current inputs, its value and one tangent per
+        input (a zero array where none arrives, 0.0 for a number): the value's tangent, shape batch + its own."""
+        arrays, tangents = iter(node.inputs[:-1]), iter(ts)
+        args, targs = [], []
+        for x, slot in zip(inputs, slots):
+            if slot:
+                v, t = next(arrays), next(tangents)
+                args.append(v)
+                targs.append(t if t is not None else ops.zero_tangent(v, batch))
+            else:
+                args.append(x)
+                targs.append(0.0)
+        out = node.inputs[-1]
+        return self._rule_tangent(custom, args, out, targs, tuple(batch) + out.shape, loc)
+
+    def _rule_tangent(self, custom, args, out, tangents, shape, loc):
+        fn, rule = custom.fn, custom.rule
+        self.return_loc = None
+        t = self.call(rule, list(args) + [out] + list(tangents), {}, loc)
+        where = self.return_loc or Source(rule).loc(Source(rule).node)
+        if isinstance(t, (numbers.Number, np.number)) and not isinstance(t, (bool, np.bool_)):
+            t = ops.fill(float(t), shape, out.dtype)
+        if not isinstance(t, Value):
+            raise CompileError(f"the rule `{rule.__name__}` of `{fn.__name__}` returns {_describe(t)}; it must return "
+                               "the tangent of the helper's value (one array)", where)
+        if t.shape != shape:
+            raise CompileError(f"the rule `{rule.__name__}` returns a tangent of shape {t.shape} for the value of "
+                               f"`{fn.__name__}`, of shape {shape}", where,
+                               "Return an array shaped like the helper's value (the tangents may carry leading "
+                               "axes of directions: write the rule elementwise or with axis=-1).")
+        return t
+
+    def _custom_transpose(self, custom, inputs, slots, loc, node, g, wants):
+        """Reverse mode through an sb.custom_jvp helper: the rule's transpose at g (the rule is linear in the
+        tangents), by reverse mode over the rule traced on tangents of its own."""
+        arrays = iter(node.inputs[:-1])
+        args = [next(arrays) if slot else x for x, slot in zip(inputs, slots)]
+        out = node.inputs[-1]
+        like = [a for a, slot in zip(args, slots) if slot]
+
+        def body(primals, tangents):
+            ts, k = [], iter(tangents)
+            for slot in slots:
+                ts.append(next(k) if slot else 0.0)
+            return self._rule_tangent(custom, primals[:-1], primals[-1], ts, out.shape, loc)
+
+        grads = self.transpose(body, args + [out], like, g)
+        return [d if want else None for d, want in zip(grads, wants)]
 
     # ---- statements --------------------------------------------------------
     def block(self, frame, body):
@@ -841,6 +913,13 @@ class Tracer:
         if isinstance(obj, (bool, int, float, np.number)) or (isinstance(obj, tuple) and all(
                 isinstance(x, (int, float)) for x in obj)):
             return obj
+        if getattr(obj, "batched_kind", None) == "vmap":
+            return _Batched(obj)
+        if getattr(obj, "batched_kind", None) is not None:
+            raise CompileError(f"`{name}` is a per-example gradient function (sb.per_example_grad, or sb.vmap of "
+                               "sb.grad), which a model cannot call", frame.src.loc(node),
+                               "Call an sb.vmap function of a model, or an sb.grad function, or compute the "
+                               "per-example gradients outside the model.")
         if getattr(obj, "__symbackprop__", False):
             entry = getattr(obj, "derivative_entry", None)
             if entry in CALLABLE_DERIVATIVES and not getattr(obj, "has_aux", False) \
@@ -851,7 +930,7 @@ class Tracer:
             raise CompileError(f"`{name}` is {what}, which a model cannot call", frame.src.loc(node),
                                "Call an sb.grad, sb.value_and_grad, sb.jvp or sb.hvp function (without has_aux "
                                "or memory_budget), or the original model.")
-        if isinstance(obj, CustomVJP):
+        if isinstance(obj, (CustomVJP, CustomJVP)):
             return _CustomHelper(obj)
         if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
             return _Callable("sb.stop_gradient", ops.stop_gradient)
@@ -1166,9 +1245,48 @@ class Tracer:
             return self.call_custom(fn.custom, args, kwargs, loc)
         if isinstance(fn, _Derivative):
             return self.call_derivative(fn, args, kwargs, loc)
+        if isinstance(fn, _Batched):
+            return self.call_batched(fn.batched, args, kwargs, loc)
         if isinstance(fn, _Callable):
             return self.call_builtin(frame, node, fn, args, kwargs)
         raise CompileError(f"{_describe(fn)} is not callable", loc)
+
+    def call_batched(self, batched, args, kwargs, loc):
+        """sb.vmap(f)(...) inside a model: f traced on one example's shapes, then batched at the call."""
+        fn = batched.fn
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"the sb.vmap function of `{fn.__name__}`: {e}", loc) from None
+        bound.apply_defaults()
+        names, values = list(bound.arguments), list(bound.arguments.values())
+        option = batched.in_axes
+        if isinstance(option, int):
+            axes = [option if isinstance(v, Value) and v.ndim else None for v in values]
+        else:
+            axes = list(option)
+        sizes = set()
+        for i, (name, v, axis) in enumerate(zip(names, values, axes)):
+            if axis is None:
+                continue
+            if not isinstance(v, Value) or not -v.ndim <= axis < v.ndim:
+                raise CompileError(f"the sb.vmap function of `{fn.__name__}` maps `{name}` over axis {axis}, but "
+                                   f"it is {_describe(v)} here", loc)
+            axes[i] = axis % v.ndim
+            sizes.add(v.shape[axes[i]])
+        if len(sizes) != 1:
+            what = "no argument with an axis to map over" if not sizes else f"batch sizes {sorted(sizes)}"
+            raise CompileError(f"the sb.vmap function of `{fn.__name__}` is called with {what}", loc)
+
+        def body(inputs):
+            self.return_loc = None
+            out = self.call(fn, inputs, {}, loc)
+            if not isinstance(out, Value) or out.dtype.kind != "f":
+                raise CompileError(f"the model `{fn.__name__}` of an sb.vmap call returns {_describe(out)}; it "
+                                   "must return a float array or number here", self.return_loc or loc)
+            return out
+
+        return self.vectorize(body, values, axes, names)
 
     def call_derivative(self, d, args, kwargs, loc):
         """sb.grad(f)(...) inside a model: f inlined here, then differentiated by the pipeline's hook."""

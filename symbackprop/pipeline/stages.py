@@ -19,6 +19,9 @@ mode) is adding a stage here and to the lists that want it:
                     cotangent's basis, when the result is the smaller side) -> OUTPUTS
     HVP             GRADIENT -> forward mode over the forward and backward passes together -> OUTPUTS
     HESSIAN         GRADIENT -> forward mode over a basis of each parameter -> OUTPUTS
+    VMAP            trace one example -> patterns -> dead code -> fuse -> batching (transforms/batching.py)
+                    -> OUTPUTS
+    PER_EXAMPLE_GRAD  trace one example -> patterns -> dead code -> fuse -> reverse mode -> batching -> OUTPUTS
     where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
     and the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
@@ -32,7 +35,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
-from ..frontend.signature import rebuild
+from ..frontend.signature import rebuild, slots
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
 from ..ir import Graph, Value, append, at, building, has_regions, rule
@@ -43,7 +46,7 @@ from ..passes.patterns import recognise_softmax_family
 from ..passes.storage import rewiden_residuals, store_in_16_bits
 from ..primitives import control, ops
 from ..primitives.elementwise import Kernel, arg, constant, kernel
-from ..transforms import recompute, update
+from ..transforms import batching, recompute, update
 from ..transforms.forward import forward
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
@@ -81,7 +84,7 @@ def trace_model(program: Program):
                 args.append(_widened(v) if dtypes.is_half(v.dtype) else v)
         if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
             args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
-        result = Tracer(derivatives=derivatives).call_model(program.fn, args)
+        result = Tracer(derivatives=derivatives, transpose=transpose, vectorize=vectorize).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:
             if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -208,6 +211,83 @@ def derivatives(entry, body, values, names, wrt, directions):
             m.tangent_of = outer[v.tangent_of]
     mapped = [outer[r] if r in outer else r for r in results]
     return outer[out], (mapped[0] if entry == "jvp" else mapped)
+
+
+def transpose(body, primals, like, g):
+    """The transpose of a linear map at `g`: an sb.custom_jvp rule in reverse mode. `body(primals, tangents)`
+    traces the rule on parameters of its own (the primals, and one tangent shaped like each of `like`);
+    reverse mode over it, seeded with g, gives one cotangent per tangent, and the graph is inlined where
+    the call is (the tangents read as zeros there: the cotangents of a linear map do not depend on them)."""
+    sub = Graph()
+    with building(sub):
+        params, outer = [], {}
+        for v in primals:
+            if isinstance(v, Value):
+                p = Value(v.shape, v.dtype, None, v.name)
+                p.weak = v.weak
+                sub.params.append(p)
+                outer[p] = v
+                params.append(p)
+            else:
+                params.append(v)
+        tangents = []
+        for v in like:
+            t = Value(v.shape, v.dtype if v.dtype.kind == "f" else np.float64, None, f"t_{v.name or 'x'}")
+            sub.params.append(t)
+            tangents.append(t)
+        out = body(params, tangents)
+        if out.node is None:
+            out = _copy(out)
+        u = Value(out.shape, out.dtype, None, "g")
+        sub.params.append(u)
+        sub.result = out
+        grads = reverse(sub, tangents, seed=u)
+    for t in tangents:
+        outer[t] = ops.fill(0.0, t.shape, t.dtype)
+    outer[u] = g
+    for node in sub.nodes:
+        ins = [outer[v] for v in node.inputs]
+        with at(node.loc):
+            if node.prim is Kernel:  # built again, so that the zero tangents and a number g fold into the bodies
+                a = node.attrs
+                made = kernel(ins, a["outs"], a["shape"], a["program"], a["names"], a.get("dtype"))
+            else:
+                made = ops.as_list(append(node.prim, ins, node.attrs))
+        for v, m in zip(node.outputs, made):
+            outer[v] = m
+    return [outer[d] for d in grads]
+
+
+def vectorize(body, values, axes, names):
+    """An sb.vmap function called inside a model: its model traced on one example's shapes (the mapped
+    arguments without their axis) in a graph of its own, then batched into the model being traced
+    (transforms/batching.py), the batch axis first; the model around it differentiates the result."""
+    n = next(v.shape[a] for v, a in zip(values, axes) if a is not None)
+    sub = Graph()
+    with building(sub):
+        inputs = []
+        for v, axis, name in zip(values, axes, names):
+            if isinstance(v, Value):
+                shape = v.shape if axis is None else v.shape[:axis] + v.shape[axis + 1:]
+                p = Value(shape, v.dtype, None, name)
+                p.weak = v.weak
+                sub.params.append(p)
+                inputs.append(p)
+            else:
+                inputs.append(v)
+        out = body(inputs)
+        if out.node is None:
+            out = _copy(out)
+        sub.result = out
+    outer, batched = {}, {}
+    for p, v, axis in zip(inputs, values, axes):
+        if isinstance(v, Value):
+            if axis:
+                v = ops.transpose(v, (axis,) + tuple(d for d in range(v.ndim) if d != axis))
+            outer[p] = v
+            batched[p] = axis is not None
+    got, flags = batching.batch(sub, outer, batched, n)
+    return ops.batched(got[out], flags[out], n)
 
 
 def _described(x) -> str:
@@ -386,7 +466,7 @@ def check_update_order(program: Program):
 # ---- forward mode and higher order (sb.jvp, vjp, jacobian, hessian, hvp) ----------------------------
 
 #: the entry points whose function may return an array
-ARRAY_VALUED = ("jvp", "vjp", "jacobian")
+ARRAY_VALUED = ("jvp", "vjp", "jacobian", "vmap")
 
 
 def _set_wrt(program):
@@ -523,12 +603,111 @@ def hessian_mode(program):
         _outputs(program, blocks)
 
 
+# ---- batching (sb.vmap, sb.per_example_grad) ---------------------------------------------------------
+
+def trace_per_example(program):
+    """The model traced on one example's shapes: each mapped argument without its batch axis (sb.vmap),
+    or with it of size 1 (per_example_grad, so that a model written for a batch sees a batch of one)."""
+    axes = batch_axes(program)
+    sizes = {}
+    for s, axis in zip(program.specs, axes):
+        if axis is not None:
+            sizes.setdefault(s.shape[axis], []).append(s.name)
+    if not sizes:
+        raise ValueError(f"{program.fn.__name__}(): no argument has an axis to map over (in_axes="
+                         f"{program.in_axes!r}); pass at least one array with a batch axis")
+    if len(sizes) > 1:
+        listed = "; ".join(f"{', '.join(f'`{name}`' for name in names)}: {n}" for n, names in sizes.items())
+        raise ValueError(f"{program.fn.__name__}(): the mapped arguments have different batch sizes ({listed})")
+    (program.batch_size,) = sizes
+    full = program.specs
+    program.specs = tuple(s if axis is None else Spec(s.name, s.kind, _example_shape(s.shape, axis, program),
+                                                      s.dtype) for s, axis in zip(full, axes))
+    program.batch_axes = axes
+    try:
+        trace_model(program)
+    finally:
+        program.specs = full
+
+
+def _example_shape(shape, axis, program):
+    if program.keep_batch_axis:
+        return shape[:axis] + (1,) + shape[axis + 1:]
+    return shape[:axis] + shape[axis + 1:]
+
+
+def batch_axes(program) -> tuple:
+    """Per spec, the axis mapped over or None. per_example_grad maps every array argument that is not
+    differentiated (the data) along its batch axis; sb.vmap's in_axes is an int for every array with
+    axes, or one entry (an int or None) per parameter of the model."""
+    specs, option = program.specs, program.in_axes
+    if program.keep_batch_axis:
+        wanted = [s.kind == "array" and s.shape != () and i not in program.wrt for i, s in enumerate(specs)]
+        per_spec = [option if w else None for w in wanted]
+    elif isinstance(option, (int, np.integer)) and not isinstance(option, bool):
+        per_spec = [option if s.kind == "array" and s.shape != () else None for s in specs]
+    else:
+        per_param = list(option)
+        if program.trees is None:
+            per_spec = per_param
+        else:  # each leaf of a tree parameter is mapped as its parameter says
+            per_spec = [None] * len(specs)
+            for axis, t in zip(per_param, program.trees):
+                for k in ([t] if isinstance(t, int) else [q.index for q in slots(t)]):
+                    per_spec[k] = axis
+    out = []
+    for s, axis in zip(specs, per_spec):
+        if axis is None:
+            out.append(None)
+            continue
+        if s.kind != "array" or not -len(s.shape) <= axis < len(s.shape):
+            what = f"an array of shape {s.shape}" if s.kind == "array" else "a number" if s.kind == "float" \
+                else f"the value {s.value!r}"
+            raise ValueError(f"{program.fn.__name__}(): in_axes maps `{s.name}` over axis {axis}, but it is {what}")
+        out.append(int(axis) % len(s.shape))
+    return tuple(out)
+
+
+def batch_mode(program):
+    """The per-example graph rebuilt for the whole batch (transforms/batching.py): the generated function
+    takes the batched arguments and returns the results with a leading batch axis."""
+    old, n = program.graph, program.batch_size
+    graph = Graph()
+    with building(graph):
+        inputs, batched = {}, {}
+        dynamic = [i for i, s in enumerate(program.specs) if s.kind != "static"]
+        for i, p in zip(dynamic, old.params):
+            s = program.specs[i]
+            v = Value(s.shape, s.dtype, None, s.name)
+            v.weak = s.kind == "float"
+            graph.params.append(v)
+            axis = program.batch_axes[i]
+            if axis is not None:
+                if axis:
+                    v = ops.transpose(v, (axis,) + tuple(d for d in range(v.ndim) if d != axis))
+                v = ops.reshape(v, (n,) + p.shape)
+                batched[p] = True
+            inputs[p] = v
+        values, flags = batching.batch(old, inputs, batched, n)
+        if program.kind == "vmap":
+            wanted = [old.result]
+        else:
+            wanted = ([old.result] if program.batch_value else []) + list(program.grads)
+        outs = [ops.batched(values[v], flags[v], n) for v in wanted]
+        graph.result = values[old.result]
+        program.graph = graph
+        program.forward_nodes = set()
+        program.wrt_values = []
+        _outputs(program, outs)
+
+
 def as_forward(program):
     """The backend builds the finished program as a forward returning its outputs."""
     program.kind = "forward"
 
 
 FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements, store_16_bit)
+PER_EXAMPLE = (trace_per_example,) + FORWARD[1:]
 GRADIENT = FORWARD + (reverse_mode,)
 VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
                              checkpoint)
@@ -543,14 +722,17 @@ VJP = FORWARD + (vjp_mode,) + OUTPUTS
 JACOBIAN = FORWARD + (jacobian_mode,) + OUTPUTS
 HVP = GRADIENT + (hvp_mode,) + OUTPUTS
 HESSIAN = GRADIENT + (hessian_mode,) + OUTPUTS
+VMAP = PER_EXAMPLE + (without_stop_gradients, drop_dead, batch_mode) + OUTPUTS
+PER_EXAMPLE_GRAD = PER_EXAMPLE + (reverse_mode, without_stop_gradients, drop_dead, batch_mode) + OUTPUTS
 
 #: the stages of each kind of Program
 STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP,
-          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN}
+          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN,
+          "vmap": VMAP, "per_example_grad": PER_EXAMPLE_GRAD}
 
 
 #: the derivative entry points' kinds
-ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian")
+ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian", "vmap", "per_example_grad")
 
 
 def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:

@@ -477,3 +477,15 @@ def add_tangents(parts):
     for p in parts[1:]:
         total = add(total, p)
     return total
+
+
+# ---- batching (sb.vmap): values carrying a leading batch axis of size n -------------------------
+
+def batched(v, is_batched, n):
+    """`v` with the leading batch axis: itself when it has one, else broadcast along it (a view)."""
+    return v if is_batched else broadcast_to(v, (n,) + v.shape)
+
+
+def as_list(made):
+    """`append`'s result (one Value or a tuple) as a list of outputs."""
+    return list(made) if isinstance(made, tuple) else [made]

@@ -170,7 +170,9 @@ def export_entry(compiled) -> str:
 
 
 ENTRY_TITLES = {"jvp": "Value and directional derivative (forward mode)", "vjp": "Value and vector-Jacobian product",
-                "jacobian": "Jacobian", "hessian": "Hessian", "hvp": "Hessian-vector product (forward over reverse)"}
+                "jacobian": "Jacobian", "hessian": "Hessian", "hvp": "Hessian-vector product (forward over reverse)",
+                "vmap": "The model mapped over a batch (sb.vmap)",
+                "per_example_grad": "Per-example gradients, a leading batch axis"}
 
 
 def entry_module(compiled) -> str:
