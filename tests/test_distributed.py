@@ -2,6 +2,7 @@
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -183,6 +184,73 @@ def test_a_float_leaf_cannot_be_updated_in_place_and_data_are_not_trees(client, 
     f = sb.distributed.value_and_grad(two_inputs, wrt="w", client=client, data=("xs", "y"))
     with pytest.raises(ValueError, match="data argument `xs` is a tree"):
         f(np.zeros(64), (x, x), y[:, 0])
+
+
+# Installed on the workers by the fault test (as source: the workers cannot import this file): each shard
+# module, already exported, replaced in the worker's sys.modules by one whose entry points write a file
+# `started-<pid>` and wait for the file `release` before they compute. A worker started afterwards (the
+# nanny's replacement of a killed one) imports the real module and runs at once.
+HOLD_SHARDS = """
+import os, sys, time, types
+for name, source in shipped:
+    real = types.ModuleType(name)
+    exec(compile(source, name + ".py", "exec"), real.__dict__)
+    held = types.ModuleType(name)
+    def entry(fn):
+        def run(*args):
+            open(os.path.join(folder, "started-%d" % os.getpid()), "w").close()
+            deadline = time.monotonic() + 120
+            while not os.path.exists(os.path.join(folder, "release")) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return fn(*args)
+        return run
+    held.value_and_grad = entry(real.value_and_grad)
+    sys.modules[name] = held
+"""
+
+
+def wait_for(predicate, what, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_worker_killed_during_a_step_loses_nothing(client, digits, tmp_path):
+    x, y = digits
+    params = init(4)
+    xd, yd = as_dask(x, y)
+    f = sb.distributed.value_and_grad(cross_entropy, wrt=PARAMS, client=client)
+    f(*params, xd, yd)  # set up: the data persisted, the modules shipped
+    chunks = [c for chunk in f._shards["chunks"] for c in chunk]
+    shipped = [future.result() for future, _ in f._shards["modules"].values()]
+    client.run(exec, HOLD_SHARDS, {"shipped": shipped, "folder": str(tmp_path)})
+    pids = client.run(os.getpid)  # worker address -> process id
+    held = {key: set(where) for key, where in client.who_has(chunks).items()}
+
+    with ThreadPoolExecutor(1) as pool:
+        step = pool.submit(f, *params, xd, yd)
+        wait_for(lambda: any(p.name.startswith("started-") for p in tmp_path.iterdir()), "a shard task to start")
+        pid = int(next(p.name for p in tmp_path.iterdir() if p.name.startswith("started-"))[len("started-"):])
+        lost = next(address for address, p in pids.items() if p == pid)
+        os.kill(pid, signal.SIGKILL)  # the worker dies running one of this step's shard tasks
+        assert not step.done()
+        wait_for(lambda: lost not in client.scheduler_info()["workers"], "the scheduler to see the worker lost")
+        (tmp_path / "release").touch()
+        value, grads = step.result(timeout=300)
+
+    expected_value, expected = sb.value_and_grad(cross_entropy, wrt=PARAMS)(*params, x, y)
+    assert abs(value - expected_value) < 1e-12
+    for g, e in zip(grads, expected):
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-12)
+    # the chunks the lost worker held were recomputed from their graph, on the workers still alive
+    on_lost = [key for key, where in held.items() if lost in where]
+    assert on_lost, "the killed worker held none of the data"
+    now = client.who_has(chunks)
+    for key in on_lost:
+        assert now[key] and lost not in now[key]
+    assert all(future.status == "finished" for future in chunks)
+    client.wait_for_workers(2, timeout=120)  # the nanny's new worker, for the tests after this one
 
 
 def test_row_mixing_model_is_rejected_before_anything_runs(client, digits):
