@@ -58,13 +58,23 @@ def shard(shipped, entry, others, positions, weight, *chunks):
     return value, grads, single
 
 
+def group(entry, others, positions, shards):
+    """The sum of the results of `shards`, (shipped module, weight, chunks) each: the shards of the chunks one
+    worker holds, in one task, summed in their order."""
+    total = None
+    for shipped, weight, chunks in shards:
+        part = shard(shipped, entry, others, positions, weight, *chunks)
+        total = part if total is None else add(total, part)
+    return total
+
+
 def keep(obj):
     """obj itself: what the client sends (parameters, a module's source) held as a task's result."""
     return obj
 
 
 def add(a, b):
-    """Two shard results summed: one node of the tree reduction."""
+    """Two results summed: one node of the tree reduction (never in place: a gradient may be a data chunk)."""
     return a[0] + b[0], tuple(x + y for x, y in zip(a[1], b[1])), a[2]
 '''
 WORKER_FILE = "<symbackprop worker>"
@@ -231,7 +241,32 @@ class DistributedValueAndGrad:
         # the exported module of a tree specialisation takes the tree's leaves in `value_and_grad_leaves`
         entry = "value_and_grad" if specialiser.trees is None else "value_and_grad_leaves"
         self._shards = dict(key=key, positions=positions, chunks=chunks, shapes=shapes, modules=modules,
-                            weights=weights, entry=entry)
+                            weights=weights, entry=entry, placed=None, groups=None)
+
+    def _group(self, sh, workers):
+        """The shards grouped by the worker holding their chunks: one task per worker per step, summing its
+        shards there (few tasks however many chunks). Done again when the workers change (one lost, one
+        added); a chunk being recomputed goes to the smallest group, and any group runs wherever Dask puts it
+        (a chunk elsewhere is fetched): placement is only for speed, never for the numbers' correctness."""
+        _, distributed = _dask()
+        chunks = sh["chunks"]
+        distributed.wait([c for chunk in chunks for c in chunk])
+        who = self.client.who_has([c for chunk in chunks for c in chunk])
+        by_worker = {}
+        for i, chunk in enumerate(chunks):
+            held = {}
+            for c, a, shape in zip(chunk, self._persisted, sh["shapes"][i]):
+                for w in who.get(c.key, ()):  # the worker holding most of the shard's bytes
+                    held[w] = held.get(w, 0) + int(np.prod(shape)) * a.dtype.itemsize
+            by_worker.setdefault(max(held, key=held.get) if held else None, []).append(i)
+        homeless = by_worker.pop(None, [])
+        groups = sorted(by_worker.values())
+        for i in homeless:
+            if not groups:
+                groups.append([])
+            min(groups, key=len).append(i)
+        sh["groups"] = [sorted(g) for g in groups if g]
+        sh["placed"] = workers
 
     def _export(self, shard_args):
         program = self.local.specialise(*shard_args)
@@ -259,19 +294,23 @@ class DistributedValueAndGrad:
             self._setup(args, specialiser, flat, data, positions, key)
             sh = self._shards
         client = self.client
+        workers = set(client.scheduler_info()["workers"])
+        if sh["placed"] != workers:
+            self._group(sh, workers)
         shipped = _ship(client, others)
-        parts = [client.submit(_worker["shard"], sh["modules"][shape][0], sh["entry"], shipped, sh["positions"],
-                               w, *chunk, pure=False)
-                 for shape, chunk, w in zip(sh["shapes"], sh["chunks"], sh["weights"])]
+        parts = [client.submit(_worker["group"], sh["entry"], shipped, sh["positions"],
+                               [(sh["modules"][sh["shapes"][i]][0], sh["weights"][i], sh["chunks"][i]) for i in g],
+                               pure=False)
+                 for g in sh["groups"]]
         while len(parts) > 1:  # the tree reduction, on the workers
             parts = [client.submit(_worker["add"], a, b, pure=False) for a, b in zip(parts[::2], parts[1::2])] \
                 + parts[len(parts) // 2 * 2:]
         value, grads, _ = parts[0].result()
-        workers = len(client.scheduler_info()["workers"])
         grad_bytes = sum(np.asarray(g).nbytes for g in grads)
         self.bytes_per_step = {
-            "parameters": sum(np.asarray(a).nbytes for a in others if hasattr(a, "nbytes")) * workers,
-            "gradients": grad_bytes * len(sh["shapes"]),  # at most: each shard result moved once
+            # to each worker running a group; a gradient crosses once per group at most (the last to the client)
+            "parameters": sum(np.asarray(a).nbytes for a in others if hasattr(a, "nbytes")) * len(sh["groups"]),
+            "gradients": grad_bytes * len(sh["groups"]),
         }
         return specialiser, flat, value, grads
 
