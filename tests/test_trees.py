@@ -229,6 +229,25 @@ def test_export_py_takes_the_tree_and_so_header_names_leaves(tmp_path):
     np.testing.assert_allclose(grads[0], gp["layers"][0][0], rtol=1e-12, atol=1e-14)
 
 
+def test_export_py_of_a_tree_with_a_string_leaf_gives_none_there(tmp_path):
+    # a str has an `.index` method: the export once took the string for a leaf's slot
+    rng = np.random.default_rng(4)
+    p = {"pair": (rng.normal(size=(3, 4)), rng.normal(size=4)), "c": 0.5, "act": "tanh", "scale": 1.5,
+         "extra": {"u": rng.normal(size=3), "vw": rng.normal(size=(2, 2))}}
+    x = rng.normal(size=(5, 3))
+    g = sb.value_and_grad(mixed)
+    value, grad = g(p, x)
+    path = g.export(tmp_path / "mixed_tree.py")
+    spec = importlib.util.spec_from_file_location("mixed_tree", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    v2, g2 = module.value_and_grad(p, x)
+    assert v2 == value and g2["act"] is None and set(g2) == set(grad)
+    for a, b in zip(leaves_of(g2["pair"]) + [g2["c"], g2["extra"]["vw"]],
+                    leaves_of(grad["pair"]) + [grad["c"], grad["extra"]["vw"]]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_differentiated_tuple_of_floats_is_a_tree_a_list_of_numbers_still_an_array_error(backend):
     def f(ab, x):
         a, b = ab

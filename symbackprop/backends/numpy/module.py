@@ -9,6 +9,7 @@ import inspect
 import textwrap
 
 from ...dtypes import text as dtype_text
+from ...frontend.signature import Slot
 from ...rendering import render, source_literal
 from ...transforms.update import unique_name
 from ..base import load
@@ -223,7 +224,7 @@ def tree_functions(compiled) -> list:
 
 def tree_paths(tree, prefix) -> list:
     """(Slot index, Python expression) of each leaf of a parameter tree: `params["layers"][0][1]`."""
-    if hasattr(tree, "index") and not isinstance(tree, (tuple, list, dict)):
+    if isinstance(tree, Slot):
         return [(tree.index, prefix)]
     items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (tuple, list)) else ()
     return [p for k, v in items for p in tree_paths(v, f"{prefix}[{source_literal(k)}]")]
@@ -238,7 +239,7 @@ def tree_source(tree, leaf) -> str:
         return "[" + ", ".join(tree_source(t, leaf) for t in tree) + "]"
     if isinstance(tree, dict):
         return "{" + ", ".join(f"{source_literal(k)}: {tree_source(v, leaf)}" for k, v in tree.items()) + "}"
-    return leaf(tree.index) if hasattr(tree, "index") else "None"
+    return leaf(tree.index) if isinstance(tree, Slot) else "None"
 
 
 def without_statics(tree):
@@ -246,7 +247,7 @@ def without_statics(tree):
         return {k: without_statics(v) for k, v in tree.items()}
     if isinstance(tree, (tuple, list)):
         return type(tree)(without_statics(v) for v in tree)
-    return tree if hasattr(tree, "index") else None
+    return tree if isinstance(tree, Slot) else None
 
 
 # ---- the argument checks of an exported module -----------------------------------------------
