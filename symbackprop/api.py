@@ -7,9 +7,11 @@ its model (by reference) and options, and compiles again on its first call.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import numpy as np
 
+from . import dtypes
 from .backends import NAMES as BACKENDS  # noqa: F401  (the backends' names, for users and the CLI)
 from .explain import explain, explain_entry
 from .pipeline.pickling import model_reference
@@ -253,7 +255,7 @@ class DerivativeFunction:
                 out.append(float(d))
                 continue
             a = np.asarray(d)
-            if a.dtype.kind not in "biuf":
+            if not dtypes.is_numeric(a.dtype):
                 raise TypeError(f"{self.fn.__name__}(): `{keyword}=` for {whose} must be numeric, got {a.dtype}")
             if a.shape != spec.shape:
                 raise ValueError(f"{self.fn.__name__}(): `{keyword}=` for {whose} has shape {a.shape}; "
@@ -373,3 +375,121 @@ the forward values the backward pass reads beyond it are recomputed there, the n
 for _f in (jvp, vjp, jacobian, hessian, hvp):
     _f.__doc__ = _f.__doc__.replace('backend="numpy")', 'backend="numpy", has_aux=False, memory_budget=None)', 1) \
         + _OPTIONS
+
+# ---- batching: sb.vmap and sb.per_example_grad -------------------------------------------------------
+
+class BatchedFunction:
+    """A model (or its gradient) mapped over a batch axis of its arguments as one generated program
+    (transforms/batching.py): sb.vmap and sb.per_example_grad."""
+
+    __symbackprop__ = True
+
+    def __init__(self, fn, kind, wrt=None, backend="numpy", in_axes=0, keep_batch_axis=False, with_value=False,
+                 what="sb.vmap"):
+        self.specialiser = Specialiser(fn, kind, backend, wrt, fields={
+            "in_axes": _checked_axes(in_axes, fn, what, keep_batch_axis), "keep_batch_axis": keep_batch_axis,
+            "batch_value": with_value})
+        functools.update_wrapper(self, fn)
+        self.fn, self.kind, self.what = fn, kind, what
+        self.batched_kind = kind  # what a model calling it gets (frontend/trace.py): vmap functions only
+        self.in_axes, self.keep_batch_axis, self.with_value = in_axes, keep_batch_axis, with_value
+        self.backend = self.specialiser.backend.name
+        self.params = self.specialiser.params
+        self.wrt, self.single = self.specialiser.wrt, self.specialiser.single
+
+    @property
+    def compilations(self) -> int:
+        return self.specialiser.compilations
+
+    @property
+    def _last(self) -> Program | None:
+        return self.specialiser.last
+
+    def __call__(self, *args, **kwargs):
+        s = self.specialiser
+        s, args = s.flat(s.arguments(args, kwargs))
+        program = s.lookup(s.key(args), args)
+        _, outs = program.call(*args)
+        # a result that does not depend on the batch is broadcast along it: hand out an array of its own
+        outs = [np.array(o) if isinstance(o, np.ndarray) and not o.flags.writeable else o for o in outs]
+        if self.kind == "vmap":
+            return outs[0]
+        value, grads = (outs[0], outs[1:]) if self.with_value else (None, outs)
+        if s.trees is not None:
+            grads = s.gradient_tree(grads)
+        else:
+            grads = grads[0] if self.single else tuple(grads)
+        return (value, grads) if self.with_value else grads
+
+    def specialise(self, *args, **kwargs) -> Program:
+        """Compile (or fetch) the specialisation for these (batched) arguments without running it."""
+        s = self.specialiser
+        s, args = s.flat(s.arguments(args, kwargs))
+        return s.lookup(s.key(args), args)
+
+    @property
+    def source(self) -> str:
+        """The generated code of the last specialisation (NumPy source, or LLVM IR for backend="llvm")."""
+        if self._last is None:
+            raise RuntimeError(f"{self.fn.__name__} has not been called yet: call it (or .specialise(...)) "
+                               "with example arguments first")
+        return self._last.source
+
+    def __reduce__(self):
+        wrt = self.wrt[0] if self.single else self.wrt
+        return BatchedFunction, (model_reference(self.fn), self.kind, wrt, self.backend, self.in_axes,
+                                 self.keep_batch_axis, self.with_value, self.what)
+
+    def __repr__(self):
+        if self.kind == "vmap":
+            return f"<symbackprop vmap of {self.fn.__name__} in_axes={self.in_axes!r} ({self.backend})>"
+        return (f"<symbackprop {self.what[3:]} of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} "
+                f"({self.backend})>")
+
+
+def _checked_axes(in_axes, fn, what, per_example):
+    """in_axes as given, checked: an int, or a tuple/list with an int or None per parameter of fn."""
+    def is_axis(a):
+        return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
+    if is_axis(in_axes):
+        return int(in_axes)
+    name = "batch_axis" if per_example else "in_axes"
+    if per_example or not isinstance(in_axes, (tuple, list)):
+        raise TypeError(f"{what}: {name} is an int{'' if per_example else ', or a tuple of ints and None, one per parameter'}, "
+                        f"got {in_axes!r}")
+    count = len(inspect.signature(fn).parameters)
+    if len(in_axes) != count or not all(a is None or is_axis(a) for a in in_axes):
+        raise ValueError(f"{what}: in_axes needs one entry (an int, or None for an argument shared by every "
+                         f"example) per parameter of {fn.__name__} ({count}), got {in_axes!r}")
+    return tuple(None if a is None else int(a) for a in in_axes)
+
+
+def vmap(f=None, in_axes=0, backend=None):
+    """vmap(f, in_axes=0, backend="numpy"): f mapped over an axis of its arguments, as one generated program.
+
+    in_axes: an int (every array argument is mapped along that axis) or one int or None per parameter (None:
+    shared by every example). f may be a model (returning a number or an array per example) or an sb.grad /
+    sb.value_and_grad function (per-example gradients). The results get a leading batch axis."""
+    if f is None:
+        return lambda g: vmap(g, in_axes=in_axes, backend=backend)
+    if isinstance(f, GradFunction):
+        if f.has_aux or f.memory_budget is not None:
+            raise TypeError("sb.vmap of an sb.grad function with has_aux=True or a memory_budget is not supported")
+        wrt = f.wrt[0] if f.single else f.wrt
+        return BatchedFunction(f.fn, "per_example_grad", wrt, backend or f.backend, in_axes,
+                               with_value=f.with_value)
+    if getattr(f, "__symbackprop__", False):
+        raise TypeError(f"sb.vmap takes a model, or an sb.grad or sb.value_and_grad function; got {f!r}")
+    return BatchedFunction(f, "vmap", None, backend or "numpy", in_axes)
+
+
+def per_example_grad(f=None, wrt=None, batch_axis=0, backend="numpy"):
+    """per_example_grad(f, wrt=None, batch_axis=0, backend="numpy"): the gradient of each example's loss, with a
+    leading batch axis, in one generated program. Every array argument not in wrt is the data, split along
+    batch_axis; example i's gradient is sb.grad(f, wrt) at the data's slice i:i+1 (a batch of one)."""
+    if f is None:
+        return lambda g: per_example_grad(g, wrt=wrt, batch_axis=batch_axis, backend=backend)
+    if getattr(f, "__symbackprop__", False):
+        raise TypeError(f"sb.per_example_grad takes a model (the loss of a batch); got {f!r}")
+    return BatchedFunction(f, "per_example_grad", wrt, backend, batch_axis, keep_batch_axis=True,
+                           what="sb.per_example_grad")

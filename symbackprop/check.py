@@ -33,6 +33,7 @@ import numpy as np
 
 import sympy
 
+from .dtypes import is_bfloat16, is_float
 from . import backends
 from .api import GradFunction
 from .backends.numpy.module import values_function
@@ -45,7 +46,7 @@ from .ir import Graph, Value, append, at, building
 from .pipeline import stages
 from .pipeline.specialiser import Specialiser, resolve_wrt
 from .primitives.elementwise import Fill, Kernel, arg, expand, number
-from .primitives.custom import CustomVJPCall
+from .primitives.custom import CUSTOM_CALLS
 from .primitives.shape import StopGradient
 from .program import Program
 
@@ -55,6 +56,8 @@ STEP = 6e-6
 #: tolerances by the parameter's dtype: a float32 gradient is computed in float32
 TOLERANCES = {np.dtype(np.float64): (1e-5, 1e-7), np.dtype(np.float32): (2e-3, 1e-4),
               np.dtype(np.float16): (3e-2, 3e-2)}
+#: bfloat16 (NumPy kind "V", so not a key above): 8 bits of precision, its eps 7.8e-3
+BFLOAT16_TOLERANCE = (1e-1, 1e-1)
 #: a local check agrees within LOCAL_RTOL of the sum of |terms| of <adjoint(u), e> (and of the central
 #: difference), plus LOCAL_ATOL of the sum of |terms| of <u, f(x)> (the rounding a central difference of
 #: it carries is about 1e-11 of that): a wrong rule is off by a fraction of the first, not 1e-6 of it
@@ -248,28 +251,35 @@ def check_grad(f, *args, wrt=None, backend=None, rtol=None, atol=None, max_entri
         trees = sub.trees
         model = loss
         loss = lambda *ls: model(*[ls[t] if isinstance(t, int) else rebuild(t, ls) for t in trees])  # noqa: E731
-        args, flat_grads, flat_indices = list(leaves), [], []
+        tree_args, args, flat_grads, flat_indices = args, list(leaves), [], []
+        names = list(sub.params)
         for index, g in zip(indices, grads):
             t = trees[index]
             positions = [t] if isinstance(t, int) else [q.index for q in slots(t)]
             flat_grads += [g] if isinstance(t, int) else [leaf for _, leaf in flatten("g", g, True)[1]
                                                           if leaf is not None]
             flat_indices += positions
-        indices, grads, names = flat_indices, flat_grads, sub.params
+            if not isinstance(t, int):  # the leaves named as Python indexes them: params['layers'][0][1]
+                spelled = [p for p, _ in flatten(gradient.params[index], tree_args[index], True, spelled=True)[1]]
+                for k, p in zip(positions, spelled):
+                    names[k] = p
+        indices, grads = flat_indices, flat_grads
     else:
         names = gradient.params
     for index, g in zip(indices, grads):
         checks.append(_check_parameter(loss, args, index, names[index], np.asarray(g), rng, rtol, atol,
                                        max_entries))
     report = GradCheck(f.__name__, checks, gradient.backend)
-    if not report and localise and not has_aux and sub.trees is None:  # (not yet localised for trees)
-        report.localisation = localise_disagreement(f, args, indices, single, seed)
+    if not report and localise and not has_aux:
+        report.localisation = localise_disagreement(f, args, indices, single, seed,
+                                                    trees=sub if sub.trees is not None else None)
     return report
 
 
 def _check_parameter(f, args, index, name, compiled, rng, rtol, atol, max_entries):
     x = args[index]
-    default_rtol, default_atol = TOLERANCES.get(compiled.dtype, TOLERANCES[np.dtype(np.float64)])
+    default_rtol, default_atol = BFLOAT16_TOLERANCE if is_bfloat16(compiled.dtype) else \
+        TOLERANCES.get(compiled.dtype, TOLERANCES[np.dtype(np.float64)])
     base = np.array(x, dtype=np.float64)
     flat = base.reshape(-1)
     probe = np.arange(flat.size)
@@ -300,23 +310,30 @@ def _check_parameter(f, args, index, name, compiled, rng, rtol, atol, max_entrie
 # ---- localisation: each operation's adjoint alone -------------------------------------------------
 
 def _float64(a):
-    if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+    if isinstance(a, np.ndarray) and is_float(a.dtype):
         return a.astype(np.float64)
-    if isinstance(a, np.generic) and a.dtype.kind == "f":
+    if isinstance(a, np.generic) and is_float(a.dtype):
         return np.float64(a)
     return a
 
 
-def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
+def localise_disagreement(fn, args, wrt, single=False, seed=0, trees=None) -> Localisation:
     """Check each forward operation's adjoint alone, from the loss backwards (see the module docstring).
+    With parameter trees, `args` are the leaves and `trees` the specialiser of their structure.
 
     Runs on the NumPy backend in float64 whatever backend the gradient was compiled for: the adjoint
     rules are the backends' common input, and NumPy runs one operation at a time.
     """
     backend = backends.get("numpy")
     args = [_float64(a) for a in args]
-    specs = Specialiser(fn, "gradient", backend.name, tuple(wrt)).specs(args)
-    program = stages.run(Program(fn, specs, backend, "gradient", wrt=tuple(wrt), single=single), stages.FORWARD)
+    if trees is None:
+        specs = Specialiser(fn, "gradient", backend.name, tuple(wrt)).specs(args)
+        layout = {}
+    else:  # the model sees its trees rebuilt from the leaves, which are the graph's parameters
+        specs = trees.specs(args)
+        layout = {"trees": trees.trees, "tree_wrt": trees.outer.wrt, "tree_single": trees.outer.single}
+    program = stages.run(Program(fn, specs, backend, "gradient", wrt=tuple(wrt), single=single, **layout),
+                         stages.FORWARD)
     graph = program.graph
     forward = list(graph.nodes)
     # the forward nodes as reverse mode meets them: its kernel adjoints add residual outputs to them
@@ -324,7 +341,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
     outputs = [v for n in forward for v in n.outputs]
     # computed by no backend: a stop_gradient's value is its input, a custom_vjp call's the helper's value
     stopped = [n for n in forward if n.prim is StopGradient]
-    custom = [n for n in forward if n.prim is CustomVJPCall]
+    custom = [n for n in forward if n.prim in CUSTOM_CALLS]
     aliases = [(n.out, n.inputs[0]) for n in stopped] + [(n.out, n.inputs[-1]) for n in custom]
     _, run = values_function(graph.params, [n for n in forward if n not in stopped and n not in custom], outputs,
                              f"the forward values of {fn.__name__}", aliases=aliases)
@@ -340,7 +357,7 @@ def localise_disagreement(fn, args, wrt, single=False, seed=0) -> Localisation:
                 writer.name(v)
         for node in reversed(forward):
             step = graph.adjoints.get(node)
-            if step is None or node.prim is StopGradient or node.prim is CustomVJPCall:
+            if step is None or node.prim is StopGradient or node.prim in CUSTOM_CALLS:
                 continue  # no gradient reaches it, none is meant to pass, or the rule is the user's (not localised)
             attrs, n_out = as_traced[node]
             localisation.operations += 1

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dtypes
 from . import __version__, backends
 from .api import DerivativeFunction, value_and_grad
 from .errors import CompileError
@@ -110,13 +111,13 @@ def example_value(name, spec):
         if word == "float" and dims is None:
             return float(rng.uniform(0.5, 1.5))
         try:
-            dtype = np.dtype(word)
+            dtype = dtypes.named(word)  # bfloat16 too (the bf16 extra)
         except TypeError:
             if dims is None and not _looks_like_dtype(word):
                 return word  # --arg act=relu: a string, no shell quoting needed
             raise UsageError(f"--arg {name}={spec}: unknown dtype `{word}`; use float64, float32, int64 or bool "
                              f"(or give {ARG_FORMS})") from None
-        if dtype.kind not in "biuf":
+        if not dtypes.is_numeric(dtype):
             raise UsageError(f"--arg {name}={spec}: models take float, int or bool arrays, not {dtype}")
         shape = () if dims is None else _dims(name, spec, dims)
         values = rng.uniform(0.5, 1.5, shape)
@@ -511,6 +512,7 @@ DOC_TOPICS = {
     "distributed": "sb.distributed: data-parallel gradients and training on Dask, what the compiler proves",
     "higher_order": "forward mode and higher order: sb.jvp, vjp, jacobian, hessian, hvp, grad of grad",
     "trees": "parameter trees: tuples, lists and dicts of arrays as parameters, their gradients and exports",
+    "batching": "sb.vmap and sb.per_example_grad: a model or its gradient over a batch, as one program",
 }
 
 

@@ -45,17 +45,27 @@ def load(shipped):
     return module
 
 
-def shard(shipped, others, positions, weight, *chunks):
+def shard(shipped, entry, others, positions, weight, *chunks):
     """weight * (loss, gradients) of one shard: the data chunks put back at their argument positions."""
     args = list(others)
     for position, chunk in zip(positions, chunks):
         args.insert(position, chunk)
-    value, grads = load(shipped).value_and_grad(*args)
+    value, grads = getattr(load(shipped), entry)(*args)
     single = not isinstance(grads, tuple)
     grads = (grads,) if single else grads
     if weight != 1.0:
         value, grads = value * weight, tuple(g * weight for g in grads)
     return value, grads, single
+
+
+def group(entry, others, positions, shards):
+    """The sum of the results of `shards`, (shipped module, weight, chunks) each: the shards of the chunks one
+    worker holds, in one task, summed in their order."""
+    total = None
+    for shipped, weight, chunks in shards:
+        part = shard(shipped, entry, others, positions, weight, *chunks)
+        total = part if total is None else add(total, part)
+    return total
 
 
 def keep(obj):
@@ -64,7 +74,7 @@ def keep(obj):
 
 
 def add(a, b):
-    """Two shard results summed: one node of the tree reduction."""
+    """Two results summed: one node of the tree reduction (never in place: a gradient may be a data chunk)."""
     return a[0] + b[0], tuple(x + y for x, y in zip(a[1], b[1])), a[2]
 '''
 WORKER_FILE = "<symbackprop worker>"
@@ -94,10 +104,10 @@ def _dask():
 
 # ---- separability --------------------------------------------------------------------------------------
 
-def _spec(name, x):
+def _spec(name, x, differentiated=False):
     if hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (np.ndarray, np.generic)):
         return Spec(name, "array", tuple(int(s) for s in x.shape), np.dtype(x.dtype))  # a Dask array
-    return spec_of(name, x, False)
+    return spec_of(name, x, differentiated)
 
 
 def _data_names(params, wrt, data, args):
@@ -112,11 +122,26 @@ def _data_names(params, wrt, data, args):
     return names
 
 
-def _separation(fn, params, args, data) -> Separation:
-    specs = tuple(_spec(p, a) for p, a in zip(params, args))
-    program = Program(fn, specs, backends.get("numpy"), "forward")
+def _flat_positions(specialiser, params, data):
+    """Each data argument's index among the flattened arguments (parameter trees: their leaves)."""
+    positions = []
+    for d in data:
+        i = params.index(d)
+        p = i if specialiser.trees is None else specialiser.trees[i]
+        if not isinstance(p, int):
+            raise ValueError(f"data argument `{d}` is a tree; data are arrays split along axis 0 (the parameters "
+                             "may be trees)")
+        positions.append(p)
+    return positions
+
+
+def _separation(specialiser, flat, positions) -> Separation:
+    """The separation of the model's loss over the rows of the flattened arguments at `positions`."""
+    specs = tuple(_spec(p, a, i in specialiser.differentiated)
+                  for i, (p, a) in enumerate(zip(specialiser.params, flat)))
+    program = Program(specialiser.fn, specs, backends.get("numpy"), "forward", trees=specialiser.trees)
     stages.trace_model(program)
-    return analyse(program.graph, set(data))
+    return analyse(program.graph, {specialiser.params[i] for i in positions})
 
 
 def separable(f, *args, data=None, wrt=None, **kwargs) -> Separation:
@@ -125,7 +150,9 @@ def separable(f, *args, data=None, wrt=None, **kwargs) -> Separation:
     grad = GradFunction(f, wrt)
     args = grad.specialiser.arguments(args, kwargs)
     wrt_names = tuple(grad.params[i] for i in grad.wrt)
-    return _separation(f, grad.params, args, _data_names(grad.params, wrt_names, data, args))
+    data = _data_names(grad.params, wrt_names, data, args)
+    specialiser, flat = grad.specialiser.flat(args)
+    return _separation(specialiser, flat, _flat_positions(specialiser, grad.params, data))
 
 
 # ---- the cluster ---------------------------------------------------------------------------------------
@@ -169,11 +196,9 @@ class DistributedValueAndGrad:
         self.separation = None
 
     # ---- shards: made once per data ------------------------------------------------------------------
-    def _split(self, args, data):
+    def _split(self, arrays):
         da, _ = _dask()
         client = self.client
-        positions = [self.params.index(d) for d in data]
-        arrays = [args[i] for i in positions]
         if not any(isinstance(a, da.Array) for a in arrays):  # NumPy data: one shard per worker
             n_shards = max(len(client.scheduler_info()["workers"]), 1)
             bounds = np.linspace(0, len(arrays[0]), n_shards + 1).astype(int)
@@ -190,21 +215,19 @@ class DistributedValueAndGrad:
         chunks = [[futures[j][i] for j in range(len(arrays))] for i in range(len(rows))]
         shapes = [tuple((rows[i],) + a.shape[1:] for a in arrays) for i in range(len(rows))]
         self._persisted = arrays
-        return positions, chunks, shapes
+        return chunks, shapes
 
-    def _setup(self, args):
-        data = _data_names(self.params, self.wrt, self.data, args)
-        if not data:
-            raise ValueError("no data arguments: name the arrays split along axis 0 with data=...")
-        whole = _separation(self.fn, self.params, args, data)
-        positions, chunks, shapes = self._split(args, data)
+    def _setup(self, args, specialiser, flat, data, positions, key):
+        whole = _separation(specialiser, flat, positions)
+        chunks, shapes = self._split([flat[i] for i in positions])
+        at = [self.params.index(d) for d in data]  # the data among the model's own arguments
         modules, weights = {}, []
         for shape in shapes:
-            shard_args = list(args)
-            for i, s in zip(positions, shape):
-                shard_args[i] = np.broadcast_to(np.zeros((), np.dtype(args[i].dtype)), s)
             if shape not in modules:
-                part = _separation(self.fn, self.params, shard_args, data)
+                shard_args, shard_flat = list(args), list(flat)
+                for i, j, s in zip(at, positions, shape):
+                    shard_args[i] = shard_flat[j] = np.broadcast_to(np.zeros((), np.dtype(flat[j].dtype)), s)
+                part = _separation(specialiser, shard_flat, positions)
                 source = self._export(shard_args)
                 name = "symbackprop_shard_" + hashlib.sha1(source.encode()).hexdigest()[:16]
                 modules[shape] = (_ship(self.client, (name, source)), part)
@@ -215,8 +238,35 @@ class DistributedValueAndGrad:
                 None,
                 "Use a mean over the rows (np.mean) or move the data-free term out of the model.")
         self.separation = whole
-        self._shards = dict(key=self._key(args, data), data=data, positions=positions, chunks=chunks,
-                            shapes=shapes, modules=modules, weights=weights)
+        # the exported module of a tree specialisation takes the tree's leaves in `value_and_grad_leaves`
+        entry = "value_and_grad" if specialiser.trees is None else "value_and_grad_leaves"
+        self._shards = dict(key=key, positions=positions, chunks=chunks, shapes=shapes, modules=modules,
+                            weights=weights, entry=entry, placed=None, groups=None)
+
+    def _group(self, sh, workers):
+        """The shards grouped by the worker holding their chunks: one task per worker per step, summing its
+        shards there (few tasks however many chunks). Done again when the workers change (one lost, one
+        added); a chunk being recomputed goes to the smallest group, and any group runs wherever Dask puts it
+        (a chunk elsewhere is fetched): placement is only for speed, never for the numbers' correctness."""
+        _, distributed = _dask()
+        chunks = sh["chunks"]
+        distributed.wait([c for chunk in chunks for c in chunk])
+        who = self.client.who_has([c for chunk in chunks for c in chunk])
+        by_worker = {}
+        for i, chunk in enumerate(chunks):
+            held = {}
+            for c, a, shape in zip(chunk, self._persisted, sh["shapes"][i]):
+                for w in who.get(c.key, ()):  # the worker holding most of the shard's bytes
+                    held[w] = held.get(w, 0) + int(np.prod(shape)) * a.dtype.itemsize
+            by_worker.setdefault(max(held, key=held.get) if held else None, []).append(i)
+        homeless = by_worker.pop(None, [])
+        groups = sorted(by_worker.values())
+        for i in homeless:
+            if not groups:
+                groups.append([])
+            min(groups, key=len).append(i)
+        sh["groups"] = [sorted(g) for g in groups if g]
+        sh["placed"] = workers
 
     def _export(self, shard_args):
         program = self.local.specialise(*shard_args)
@@ -226,33 +276,49 @@ class DistributedValueAndGrad:
             with open(path) as f:
                 return f.read()
 
-    def _key(self, args, data):
-        return tuple(id(args[self.params.index(d)]) for d in data)
-
     # ---- a call --------------------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs):
+    def leaves(self, *args, **kwargs):
+        """(specialiser, flattened arguments, loss, gradients of the specialiser's wrt leaves) of one call."""
         args = self.local.specialiser.arguments(args, kwargs)
-        data = _data_names(self.params, self.wrt, self.data, args)
-        if self._shards is None or self._shards["key"] != self._key(args, data):
-            self._setup(args)
+        data = tuple(sorted(_data_names(self.params, self.wrt, self.data, args), key=self.params.index))
+        if not data:
+            raise ValueError("no data arguments: name the arrays split along axis 0 with data=...")
+        specialiser, flat = self.local.specialiser.flat(args)
+        positions = _flat_positions(specialiser, self.params, data)
+        others = tuple(a for i, a in enumerate(flat) if i not in positions)
+        # the data by identity (held here, so that no other array takes their ids), the rest by signature
+        key = (specialiser, tuple(flat[i] for i in positions), specialiser.key(others))
         sh = self._shards
+        if sh is None or sh["key"][0] is not key[0] or sh["key"][2] != key[2] \
+                or any(a is not b for a, b in zip(sh["key"][1], key[1])):
+            self._setup(args, specialiser, flat, data, positions, key)
+            sh = self._shards
         client = self.client
-        others = tuple(a for i, a in enumerate(args) if i not in sh["positions"])
+        workers = set(client.scheduler_info()["workers"])
+        if sh["placed"] != workers:
+            self._group(sh, workers)
         shipped = _ship(client, others)
-        parts = [client.submit(_worker["shard"], sh["modules"][shape][0], shipped, sh["positions"], w, *chunk,
+        parts = [client.submit(_worker["group"], sh["entry"], shipped, sh["positions"],
+                               [(sh["modules"][sh["shapes"][i]][0], sh["weights"][i], sh["chunks"][i]) for i in g],
                                pure=False)
-                 for shape, chunk, w in zip(sh["shapes"], sh["chunks"], sh["weights"])]
+                 for g in sh["groups"]]
         while len(parts) > 1:  # the tree reduction, on the workers
             parts = [client.submit(_worker["add"], a, b, pure=False) for a, b in zip(parts[::2], parts[1::2])] \
                 + parts[len(parts) // 2 * 2:]
-        value, grads, single = parts[0].result()
-        workers = len(client.scheduler_info()["workers"])
+        value, grads, _ = parts[0].result()
         grad_bytes = sum(np.asarray(g).nbytes for g in grads)
         self.bytes_per_step = {
-            "parameters": sum(np.asarray(a).nbytes for a in others if hasattr(a, "nbytes")) * workers,
-            "gradients": grad_bytes * len(sh["shapes"]),  # at most: each shard result moved once
+            # to each worker running a group; a gradient crosses once per group at most (the last to the client)
+            "parameters": sum(np.asarray(a).nbytes for a in others if hasattr(a, "nbytes")) * len(sh["groups"]),
+            "gradients": grad_bytes * len(sh["groups"]),
         }
-        return value, grads[0] if single else grads
+        return specialiser, flat, value, grads
+
+    def __call__(self, *args, **kwargs):
+        specialiser, _, value, grads = self.leaves(*args, **kwargs)
+        if specialiser.trees is not None:
+            return value, specialiser.gradient_tree(grads)
+        return value, grads[0] if self.single else grads
 
     def close(self):
         """Close the client and the LocalCluster this object started (a given client is left open)."""
@@ -282,7 +348,13 @@ def apply_gradients({params}, {grads}):
 
 def _update_step(names, optimizer, clip_norm):
     """sb.train_step of a model whose gradient is the distributed one: the update, compiled, on the client."""
-    grads = [f"g_{n}" for n in names]
+    taken, grads = set(names), []
+    for n in names:  # each gradient's name, apart from every parameter's
+        g = f"g_{n}"
+        while g in taken:
+            g += "_"
+        taken.add(g)
+        grads.append(g)
     source = _APPLY.format(params=", ".join(names), grads=", ".join(grads),
                            terms=" + ".join(f"np.sum({n} * {g})" for n, g in zip(names, grads)))
     name = "symbackprop_apply_" + hashlib.sha1(source.encode()).hexdigest()[:16]
@@ -302,37 +374,46 @@ def _update_step(names, optimizer, clip_norm):
 
 
 class DistributedTrainStep:
-    """`sb.train_step(f, optimizer, wrt)` with the gradient from the cluster and the update on the client."""
+    """`sb.train_step(f, optimizer, wrt)` with the gradient from the cluster and the update on the client.
+
+    The update is a train step over the differentiated arrays (a parameter tree's leaves, named by path as in
+    docs/trees.md), one per tree structure; `.state` and `.steps` are those of the last structure stepped."""
 
     def __init__(self, fn, optimizer, wrt=None, client=None, data=None, clip_norm=None,
                  timeout=CONNECT_TIMEOUT):
         self.grad = DistributedValueAndGrad(fn, wrt, client, data, timeout)
         self.client = self.grad.client
         self.optimizer = optimizer
-        names = self.grad.wrt
-        self.update = _update_step(list(names), optimizer, clip_norm)
+        self.clip_norm = clip_norm
+        self._updates = {}   # leaf names -> the TrainStep updating them
+        self.update = None
 
     @property
     def state(self):
-        return self.update.state
+        return {} if self.update is None else self.update.state
 
     @property
     def steps(self):
-        return self.update.steps
+        return 0 if self.update is None else self.update.steps
 
     @property
     def bytes_per_step(self):
         return self.grad.bytes_per_step
 
     def __call__(self, *args, **kwargs):
-        args = self.grad.local.specialiser.arguments(args, kwargs)
-        value, grads = self.grad(*args)
-        grads = (grads,) if self.grad.single else grads
-        params = [args[self.grad.params.index(n)] for n in self.grad.wrt]
-        for n, p in zip(self.grad.wrt, params):
-            if not isinstance(p, np.ndarray):
-                raise TypeError(f"`{n}` must be a writeable NumPy array to be updated in place")
-        self.update(*params, *grads)
+        specialiser, flat, value, grads = self.grad.leaves(*args, **kwargs)
+        names = tuple(specialiser.params[i] for i in specialiser.wrt)
+        params = [flat[i] for i in specialiser.wrt]
+        for n, p in zip(names, params):
+            if not isinstance(p, np.ndarray) or not p.flags.writeable:
+                what = "a read-only array" if isinstance(p, np.ndarray) else f"a {type(p).__name__}"
+                raise TypeError(f"`{n}` is {what}: it must be a writeable NumPy array to be updated in place "
+                                "(a float: pass a 0-d array, np.array(value))")
+        update = self._updates.get(names)
+        if update is None:
+            update = self._updates[names] = _update_step(list(names), self.optimizer, self.clip_norm)
+        self.update = update
+        update(*params, *grads)
         return value
 
     def run(self, *args, steps, progress=True, **kwargs):
@@ -348,7 +429,8 @@ class DistributedTrainStep:
         return losses
 
     def reset(self):
-        self.update.reset()
+        for update in self._updates.values():
+            update.reset()
 
     def close(self):
         self.grad.close()

@@ -33,7 +33,7 @@ from .backends.numpy.writer import writing
 from .errors import Loc
 from .ir import Graph, Node, Value, building
 from .pipeline import stages
-from .primitives.custom import CustomVJPCall
+from .primitives.custom import CUSTOM_CALLS
 from .primitives.elementwise import Fill, Kernel, arg, expand, fill_value, number
 from .primitives.reduce import axis_text
 from .primitives import scalar
@@ -458,7 +458,7 @@ class _Builder:
                     totals[v] = g
             step = self.steps[node]
             for i, v in enumerate(node.inputs):
-                if not adjoint.wants[i] or (node.prim is CustomVJPCall and i == len(node.inputs) - 1):
+                if not adjoint.wants[i] or (node.prim in CUSTOM_CALLS and i == len(node.inputs) - 1):
                     continue  # (a custom rule's helper value is not differentiated: no row for it)
                 rows = self.kernel_rows if node.prim is Kernel else self.rule_rows
                 for row, part in rows(step, adjoint, gs, i, seed):

@@ -131,6 +131,9 @@ class Graph:
         self.params: list[Value] = []
         self._nodes: list[Node] = []
         self.result: Value | None = None
+        #: a region's body (a branch of an `if`, a loop's condition or body): the values it hands back,
+        #: one per output of its region node (None where a branch leaves an output undefined)
+        self.results: list = []
         #: arrays the model returns beside the result (has_aux=True): computed, kept, never differentiated
         self.aux: list[Value] = []
         self._memo: dict = {}
@@ -163,6 +166,23 @@ class Graph:
             for v in node.inputs:
                 uses.setdefault(v, []).append(node)
         return uses
+
+
+def bodies(node) -> tuple:
+    """The sub-graphs of a region node (value-dependent `if` and `while`, primitives/control.py); () for others."""
+    return node.attrs.get("bodies", ()) if node.attrs else ()
+
+
+def nested_bodies(graph):
+    """Every region body inside `graph`, outermost first, each before the bodies nested in it."""
+    for node in graph.nodes:
+        for body in bodies(node):
+            yield body
+            yield from nested_bodies(body)
+
+
+def has_regions(graph) -> bool:
+    return any(bodies(node) for node in graph.nodes)
 
 
 # ---- the graph being built ----------------------------------------------------

@@ -123,6 +123,12 @@ class Program:
     # (has_aux=True on sb.jvp, ...: model_aux) the tree is (outputs, the model's aux tree)
     entry_outputs: int = 0
     model_aux: bool = False
+    # batching (sb.vmap, sb.per_example_grad; transforms/batching.py)
+    in_axes: object = 0                      # sb.vmap's in_axes: an int for every array, or one per parameter
+    keep_batch_axis: bool = False            # per_example_grad: an example is a slice of size 1 along the axis
+    batch_value: bool = False                # the batched loss is an output too (vmap of value_and_grad)
+    batch_axes: tuple = ()                   # per spec: the axis mapped over, or None (set when traced)
+    batch_size: int = 0
     # memory (transforms/recompute.py)
     memory_budget: int | None = None         # bytes of residuals the backward pass may keep alive
     recompute: object = None                 # the recompute.Schedule applied under the budget, if any

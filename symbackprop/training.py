@@ -17,6 +17,7 @@ import numbers
 
 import numpy as np
 
+from . import dtypes
 from .optim import Optimizer
 from .pipeline.pickling import model_reference
 from .pipeline.specialiser import Specialiser
@@ -122,6 +123,10 @@ class TrainStep:
         for i in s.wrt:
             name, x = s.params[i], args[i]
             if isinstance(x, np.ndarray):
+                if dtypes.is_half(x.dtype):
+                    raise TypeError(f"train_step does not update {x.dtype} parameters (`{name}`): 16-bit optimizer "
+                                    f"state underflows; keep float32 master weights and pass compute_dtype="
+                                    f"{x.dtype.name!r} to run the forward and backward passes in {x.dtype}")
                 if not x.flags.writeable:
                     raise ValueError(f"train_step cannot update `{name}` in place: the array is read-only; "
                                      f"pass a writeable copy ({name}.copy())")
@@ -228,16 +233,206 @@ def _restore(fn, optimizer, options, state, steps):
     return step
 
 
+# ---- mixed precision: compute_dtype="bfloat16" | "float16" -------------------------------------------
+
+#: the loss scale a float16 step starts at: the largest power of two a float16 holds (the scaled loss's
+#: gradient seeds the backward pass as a float16)
+INIT_SCALE = 2.0 ** 15
+#: good (finite) steps in a row after which the scale doubles, up to INIT_SCALE (torch.amp's default)
+GROWTH_INTERVAL = 2000
+#: the smallest scale halving goes down to
+MIN_SCALE = 2.0 ** -24
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _linear_in_params(params, grads):
+    """sum_k <params[k], grads[k]>: its gradient with respect to params is grads, so a train step of it applies
+    the optimizer's update (weight decay, clipping, accumulation, schedules) for the gradients given."""
+    total = 0.0
+    for p, g in zip(params, grads):
+        total = total + np.sum(p * g)
+    return total
+
+
+class MixedPrecisionStep:
+    """A train step whose forward and backward passes run in a 16-bit compute dtype on copies of float32
+    master parameters, which the optimizer updates in place; with float16, dynamic loss scaling.
+
+    Each call casts the float arrays among the arguments to the compute dtype, runs the model's vjp seeded
+    with the loss scale (float16) or 1 (bfloat16), unscales the 16-bit gradients in float32 and, when they
+    are all finite, applies the optimizer to the master parameters (a compiled train step of
+    `_linear_in_params`, so clipping, accumulation, weight decay and schedules are the ones of every step).
+    On inf or NaN (float16) the step is skipped and the scale halved; after GROWTH_INTERVAL good steps in a
+    row it doubles, up to INIT_SCALE.
+    """
+
+    __symbackprop__ = True
+
+    def __init__(self, fn, optimizer, compute_dtype, wrt=None, backend="numpy", clip_norm=None, accumulate=1):
+        self.compute_dtype = dtypes.named(compute_dtype)
+        self.gradient = Specialiser(fn, "vjp", backend, wrt)
+        self.update = TrainStep(_linear_in_params, optimizer, wrt="params", backend=backend, clip_norm=clip_norm,
+                                accumulate=accumulate)
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.optimizer = optimizer
+        self.backend = self.gradient.backend.name
+        self.params = self.gradient.params
+        self.wrt = self.gradient.wrt
+        #: whether the loss is scaled (float16); bfloat16 has float32's range and is never scaled
+        self.scaling = self.compute_dtype == np.float16
+        #: the current loss scale (1.0 without scaling)
+        self.loss_scale = INIT_SCALE if self.scaling else 1.0
+        #: consecutive good steps since the scale last changed, the number after which it doubles
+        self.good_steps = 0
+        self.growth_interval = GROWTH_INTERVAL
+        #: whether the last call skipped its update (a gradient with inf or NaN), and how many calls did
+        self.skipped = False
+        self.skipped_steps = 0
+        self._inject = 0
+
+    # the optimizer's state and step count are the update step's
+    @property
+    def state(self) -> dict:
+        return self.update.state
+
+    @property
+    def steps(self) -> int:
+        return self.update.steps
+
+    @property
+    def accumulate(self) -> int:
+        return self.update.accumulate
+
+    @property
+    def clip_norm(self):
+        return self.update.clip_norm
+
+    @clip_norm.setter
+    def clip_norm(self, value):
+        self.update.clip_norm = value
+
+    @property
+    def compilations(self) -> int:
+        return self.gradient.compilations + self.update.compilations
+
+    def inject_overflow(self, calls=1):
+        """Test hook: the next `calls` calls seed the backward pass with inf, as if the scaled loss had
+        overflowed float16 (the step is skipped and the scale halved, as for a real overflow)."""
+        self._inject += int(calls)
+
+    def __call__(self, *args, **kwargs):
+        g = self.gradient
+        args = g.arguments(args, kwargs)
+        masters = []
+        for i in g.wrt:
+            x = args[i]
+            if not (isinstance(x, np.ndarray) and x.dtype == np.float32):
+                what = f"{x.dtype} array" if isinstance(x, np.ndarray) else type(x).__name__
+                raise TypeError(f"train_step with compute_dtype={self.compute_dtype.name!r} updates float32 master "
+                                f"parameters; `{g.params[i]}` is a {what} (pass {g.params[i]}.astype(np.float32))")
+            masters.append(x)
+        low = tuple(_in_dtype(a, self.compute_dtype) for a in args)
+        program = g.lookup(g.key(low), low)
+        scale = self.loss_scale
+        if self._inject:
+            self._inject -= 1
+            scale = np.inf
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow of the scaled gradients is looked for below
+            _, outs = program.call(*low, self.compute_dtype.type(scale))
+        loss, grads = outs[0], outs[1:]
+        unscaled = [np.asarray(d, np.float32) / np.float32(scale) if scale != 1.0 else np.asarray(d, np.float32)
+                    for d in grads]
+        if self.scaling and not all(np.isfinite(d).all() for d in unscaled):
+            self.skipped = True
+            self.skipped_steps += 1
+            self.loss_scale = max(self.loss_scale / 2, MIN_SCALE)
+            self.good_steps = 0
+            return loss
+        self.skipped = False
+        self.update(tuple(masters), tuple(unscaled))
+        if self.scaling:
+            self.good_steps += 1
+            if self.good_steps >= self.growth_interval:
+                self.loss_scale = min(self.loss_scale * 2, INIT_SCALE)
+                self.good_steps = 0
+        return loss
+
+    def reset(self):
+        """Forget the optimizer state and the loss scale's history."""
+        self.update.reset()
+        self.loss_scale = INIT_SCALE if self.scaling else 1.0
+        self.good_steps = self.skipped_steps = 0
+        self.skipped = False
+
+    @property
+    def source(self) -> str:
+        """The generated gradient code (the model's vjp in the compute dtype) of the last call."""
+        if self.gradient.last is None:
+            raise RuntimeError(f"the train step of {self.fn.__name__} has not been called yet")
+        return self.gradient.last.source
+
+    def __reduce__(self):
+        wrt = self.wrt[0] if self.gradient.single else self.wrt
+        options = {"wrt": wrt, "backend": self.backend, "clip_norm": self.clip_norm,
+                   "accumulate": self.accumulate, "compute_dtype": self.compute_dtype.name}
+        scaler = (self.loss_scale, self.good_steps, self.skipped, self.skipped_steps, self.growth_interval)
+        return _restore_mixed, (model_reference(self.fn), self.optimizer, options, self.state, self.steps, scaler)
+
+    def __repr__(self):
+        return (f"<symbackprop train_step of {self.fn.__name__} wrt {[self.params[i] for i in self.wrt]} with "
+                f"{self.optimizer!r}, compute_dtype={self.compute_dtype.name!r}, loss_scale={self.loss_scale}>")
+
+
+def _in_dtype(x, dtype):
+    """A float array (or a tuple/list/dict of them) in `dtype`; other arguments as they are."""
+    if isinstance(x, np.ndarray) and dtypes.is_float(x.dtype):
+        return x.astype(dtype, copy=False)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_in_dtype(t, dtype) for t in x)
+    if isinstance(x, dict):
+        return {k: _in_dtype(v, dtype) for k, v in x.items()}
+    return x
+
+
+def _restore_mixed(fn, optimizer, options, state, steps, scaler):
+    step = train_step(fn, optimizer, **options)
+    step.state.update(state)
+    step.update.steps = steps
+    step.loss_scale, step.good_steps, step.skipped, step.skipped_steps, step.growth_interval = scaler
+    return step
+
+
 def train_step(f=None, optimizer=None, wrt=None, backend="numpy", clip_norm=None, accumulate=1, has_aux=False,
-               memory_budget=None):
-    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1, has_aux=False, memory_budget=None): a
-    callable doing one optimizer step in place; returns the loss (with has_aux=True f returns (loss, aux), and so
-    does the step); under memory_budget residuals beyond it are recomputed."""
+               memory_budget=None, compute_dtype=None):
+    """train_step(f, optimizer, wrt=None, clip_norm=None, accumulate=1, has_aux=False, memory_budget=None,
+    compute_dtype=None): a callable doing one optimizer step in place; returns the loss (with has_aux=True f
+    returns (loss, aux), and so does the step); under memory_budget residuals beyond it are recomputed; with
+    compute_dtype="bfloat16" or "float16" the forward and backward passes run in that dtype on float32 master
+    parameters (float16 with dynamic loss scaling: MixedPrecisionStep)."""
     options = {"wrt": wrt, "backend": backend, "clip_norm": clip_norm, "accumulate": accumulate, "has_aux": has_aux,
                "memory_budget": memory_budget}
+    if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype is one of {', '.join(map(repr, COMPUTE_DTYPES))} or None, "
+                         f"got {compute_dtype!r}")
+    if compute_dtype in ("bfloat16", "float16"):
+        if has_aux or memory_budget is not None:
+            raise ValueError(f"compute_dtype={compute_dtype!r} does not take "
+                             f"{'has_aux=True' if has_aux else 'memory_budget='} yet")
+        _check_clip_norm(clip_norm)
+        dtypes.named(compute_dtype)  # ml_dtypes missing: the ImportError naming the extra, now
+
+        def make(g):
+            return MixedPrecisionStep(g, optimizer, compute_dtype, wrt=wrt, backend=backend, clip_norm=clip_norm,
+                                      accumulate=accumulate)
+    else:  # float32 compute on float32 parameters is what every step does
+
+        def make(g):
+            return TrainStep(g, optimizer, **options)
     if f is None or isinstance(f, Optimizer):
         optimizer = f if isinstance(f, Optimizer) else optimizer
-        return lambda g: TrainStep(g, optimizer, **options)
+        return make
     if optimizer is None:
         raise TypeError("train_step needs an optimizer: sb.train_step(f, sb.optim.Adam(lr=1e-3), wrt=...)")
-    return TrainStep(f, optimizer, **options)
+    return make(f)

@@ -12,6 +12,7 @@ that runs that one program again (`--program-seed <seed>`, which prints the full
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -77,7 +78,8 @@ class Run:
         record["dtype"] = program.dtype
         record["features"] = sorted(program.features)
         try:
-            fuzzgen.check(program, self.work, self.backends, timings=self.timings)
+            with time_limit(self.options.timeout):
+                fuzzgen.check(program, self.work, self.backends, timings=self.timings)
             record["result"] = "passed"
             self.counts["passed"] += 1
         except fuzzgen.Skip as why:
@@ -113,6 +115,29 @@ class Run:
         (self.out / "summary.json").write_text(json.dumps(s, indent=1))
 
 
+class ProgramTimeout(Exception):
+    """A program that compiled or ran longer than --timeout: compile time must stay linear, so a
+    hang is a finding (fuzz seed 303001779 once ran 37 minutes in the fusion pass)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    if not seconds:
+        yield
+        return
+
+    def expire(*_):
+        raise ProgramTimeout(f"the program took more than {seconds:g} s to compile and check")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=200, help="programs to run")
@@ -121,6 +146,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="directory for failures, log.jsonl and summary.json")
     parser.add_argument("--program-seed", type=int, default=None,
                         help="run only the program with this seed and print its source and traceback")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds one program may take before it is recorded as a failure (0: none)")
     parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines")
     options = parser.parse_args(argv)
     if options.program_seed is not None:

@@ -19,6 +19,7 @@ OPTIONAL_IMPORTS: set = {
     ("distributed.py", "import dask.array"),   # the `distributed` extra
     ("distributed.py", "import distributed"),
     ("distributed.py", "from tqdm import tqdm"),  # the progress bar, when the `examples` extra is installed
+    ("dtypes.py", "import ml_dtypes as module"),  # bfloat16, the `bf16` extra
 }
 
 

@@ -246,3 +246,31 @@ def test_names_the_lines_fused_into_a_kernel():
     assert culprit.loc.line == line_of(with_a_helper, "act(x @ W)")
     assert [loc.line for loc in culprit.fused] == [line_of(act, "np.tanh")]
     assert f"with, fused into it, {culprit.fused[0]}: `return np.tanh(z)`" in str(report)
+
+
+# ---- parameter trees: localised as flat parameters are, the leaves named by their paths -----------------
+
+def tree_mlp(params, x, y):
+    (W1, b1), (W2, b2) = params["layers"]
+    h = np.tanh(x @ W1 + b1)
+    z = h @ W2 + b2
+    return np.mean((z - y) ** 2)
+
+
+def test_a_tree_parameter_is_localised_and_its_leaves_named_by_path(backend):
+    fn, make, _ = CASES["mlp"]
+    W1, b1, W2, b2, x, y = make()
+    params = {"layers": [(W1, b1), (W2, b2)]}
+    assert sb.check_grad(tree_mlp, params, x, y, backend=backend)
+    with wrong_derivative("tanh", lambda call, i: 1 - call):
+        report = sb.check_grad(tree_mlp, params, x, y, backend=backend)
+    assert not report
+    names = [p.name for p in report.parameters]
+    assert names == ["params['layers'][0][0]", "params['layers'][0][1]", "params['layers'][1][0]",
+                     "params['layers'][1][1]"]
+    assert [bool(p) for p in report.parameters] == [False, False, True, True]
+    culprit = report.culprit
+    assert culprit.loc.line == line_of(tree_mlp, "np.tanh") and culprit.loc.text == "h = np.tanh(x @ W1 + b1)"
+    text = str(report)
+    assert "params['layers'][0][0][6, 5]: " in text and f"localised to {culprit.loc}" in text
+    assert sb.check_grad(tree_mlp, params, x, y, backend=backend)

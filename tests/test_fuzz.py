@@ -62,9 +62,10 @@ def test_random_valid_programs(workdir, data):
 
 #: (statement inserted into the model, words the message must contain); {x} is an array parameter
 REJECTED_LINES = [
-    ("while False:\n    pass", "`while`"),
-    ("if {x} > 0:\n    {x} = {x} * 2", "`if` on an array value"),
-    ("t = {x} * 2 if {x} > 0 else {x}", "on an array value"),
+    # a condition on more than one element (an `if` or `while` on a 0-d value is in the language)
+    ("while np.stack([{x}, {x}]) > 0:\n    pass", "`while` on an array value"),
+    ("if np.stack([{x}, {x}]) > 0:\n    {x} = {x} * 2", "`if` on an array value"),
+    ("t = {x} * 2 if np.stack([{x}, {x}]) > 0 else {x}", "on an array value"),
     ("assert {x} > 0", "`assert` on an array value"),
     ("print({x})", "`print()`"),
     ("{x}[0][0] = 1.0", "is not supported"),
@@ -83,8 +84,8 @@ REJECTED_LINES = [
     ("t = np.linalg.svd({x})", "`np.linalg.svd` is not supported"),
     ("t = {x}.astype(np.float32)", "`.astype`"),
     ("t = {x} // 2", "`//` on arrays"),
-    ("t = ({x} > 0) and ({x} < 1)", "`and` on array values"),
-    ("t = not {x}", "`not` on an array"),
+    ("t = (np.stack([{x}, {x}]) > 0) and ({x} < 1)", "`and` on array values"),
+    ("t = not np.stack([{x}, {x}])", "`not` on an array"),
     ("t = undefined_name + 1", "name `undefined_name` is not defined"),
     ("t = np.sum({x}, dtype=np.float64)", "dtype="),
     ("t = f'{{{x}}}'", "f-string"),

@@ -94,7 +94,14 @@ def two_copies(x):
     return np.sum(a * b)
 
 
-@pytest.mark.parametrize("model", [zeros_twice, same_product_twice, two_copies])
+def annotated_products(x):
+    a: np.ndarray = x * 2
+    b: np.ndarray = x * 2
+    a[0] = 1.0
+    return np.sum(a * b)
+
+
+@pytest.mark.parametrize("model", [zeros_twice, same_product_twice, two_copies, annotated_products])
 def test_equal_arrays_made_apart_are_not_shared(backend, model):
     x = np.random.default_rng(3).uniform(-1, 1, 3)
     value, grad = sb.value_and_grad(model, backend=backend)(x)

@@ -229,6 +229,25 @@ def test_export_py_takes_the_tree_and_so_header_names_leaves(tmp_path):
     np.testing.assert_allclose(grads[0], gp["layers"][0][0], rtol=1e-12, atol=1e-14)
 
 
+def test_export_py_of_a_tree_with_a_string_leaf_gives_none_there(tmp_path):
+    # a str has an `.index` method: the export once took the string for a leaf's slot
+    rng = np.random.default_rng(4)
+    p = {"pair": (rng.normal(size=(3, 4)), rng.normal(size=4)), "c": 0.5, "act": "tanh", "scale": 1.5,
+         "extra": {"u": rng.normal(size=3), "vw": rng.normal(size=(2, 2))}}
+    x = rng.normal(size=(5, 3))
+    g = sb.value_and_grad(mixed)
+    value, grad = g(p, x)
+    path = g.export(tmp_path / "mixed_tree.py")
+    spec = importlib.util.spec_from_file_location("mixed_tree", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    v2, g2 = module.value_and_grad(p, x)
+    assert v2 == value and g2["act"] is None and set(g2) == set(grad)
+    for a, b in zip(leaves_of(g2["pair"]) + [g2["c"], g2["extra"]["vw"]],
+                    leaves_of(grad["pair"]) + [grad["c"], grad["extra"]["vw"]]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_differentiated_tuple_of_floats_is_a_tree_a_list_of_numbers_still_an_array_error(backend):
     def f(ab, x):
         a, b = ab
@@ -245,7 +264,8 @@ def test_check_grad_checks_each_leaf_of_a_tree(backend):
     rng = np.random.default_rng(10)
     params, x, y = layers(rng), rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
     report = sb.check_grad(mlp, params, x, y, backend=backend)
-    assert report and [c.name for c in report.parameters] == [f"params_layers_{i}_{j}" for i in range(3) for j in (0, 1)]
+    assert report and [c.name for c in report.parameters] == [f"params['layers'][{i}][{j}]" for i in range(3)
+                                                                   for j in (0, 1)]
 
 
 def test_a_tree_used_as_an_array_is_a_compile_error_at_the_line():

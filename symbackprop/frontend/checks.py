@@ -12,7 +12,6 @@ from ..errors import CompileError
 from .source import Source
 
 REJECTED_STATEMENTS = {
-    ast.While: ("a `while` loop", "Use `for i in range(n)` with a bound known at compile time."),
     ast.Try: ("`try`", "Remove it: the model must not depend on exceptions."),
     ast.With: ("`with`", "Remove it: models cannot use context managers."),
     ast.Raise: ("`raise`", "Check inputs before calling the model."),

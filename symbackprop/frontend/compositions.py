@@ -675,7 +675,21 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     return ops.index(rows, (slice(lo, max(lo, hi)),))
 
 
+def _truth(name, reduce):
+    """np.any / np.all: whether some / every element along `axis` is nonzero (a boolean: derivative zero),
+    the one decision an `if` or `while` on an array needs."""
+    def fn(a, axis=None, out=None, keepdims=False):
+        _no_dtype_out(None, out, f"np.{name}")
+        if not isinstance(a, Value):
+            return getattr(np, name)(a, axis=axis, keepdims=keepdims)
+        hits = ops.where(a if a.dtype.kind == "b" else ops.compare("ne", a, 0.0), 1.0, 0.0)
+        return ops.compare("gt", reduce(hits, axis, keepdims), 0.0)
+    fn.__name__ = name
+    return fn
+
+
 NUMPY = {
+    "any": _truth("any", ops.amax), "all": _truth("all", ops.amin),
     "var": var, "std": std, "prod": prod, "cumsum": cumsum, "cumprod": cumprod, "diff": diff,
     "remainder": remainder, "mod": remainder, "fmod": fmod, "heaviside": heaviside,
     "deg2rad": deg2rad, "radians": deg2rad, "rad2deg": rad2deg, "degrees": rad2deg,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import dtypes
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -46,13 +48,13 @@ def spec_of(name, x, differentiated: bool) -> Spec:
     """What argument `x` of parameter `name` is for the compiler; TypeError if unusable."""
     if isinstance(x, np.ndarray) or isinstance(x, np.generic):
         dtype = x.dtype
-        if dtype.kind not in "biuf":
+        if not dtypes.is_numeric(dtype):
             raise TypeError(f"argument `{name}` has dtype {dtype}; models take numeric arrays "
                             "(float, int or bool)")
         if not dtype.isnative:  # generated code names dtypes as np.float64 and reads native memory
             raise TypeError(f"argument `{name}` has the non-native byte order {dtype.str}; pass "
                             f"{name}.astype({name}.dtype.newbyteorder('='))")
-        if differentiated and dtype.kind != "f":
+        if differentiated and not dtypes.is_float(dtype):
             raise TypeError(f"cannot differentiate with respect to `{name}` of dtype {dtype}; "
                             "pass a float array (x.astype(np.float64))")
         return Spec(name, "array", tuple(np.shape(x)), dtype)
@@ -144,8 +146,9 @@ def _path_part(k) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", str(k))
 
 
-def flatten(name, x, differentiated: bool):
-    """(tree with a Slot per dynamic leaf, [(path name, leaf)]) of argument `x` of parameter `name`.
+def flatten(name, x, differentiated: bool, spelled=False):
+    """(tree with a Slot per dynamic leaf, [(path name, leaf)]) of argument `x` of parameter `name`; the path
+    names are identifiers (params_layers_0_0), or with `spelled` as Python indexes them (params['layers'][0][0]).
 
     Dynamic leaves are arrays and floats (and ints in a differentiated tree); bools, strings, None and
     (undifferentiated) ints stay in the tree as the static values they are."""
@@ -156,9 +159,9 @@ def flatten(name, x, differentiated: bool):
             for k in t:
                 if not isinstance(k, (str, int)) or isinstance(k, bool):
                     raise TypeError(f"argument `{name}` has the dict key {k!r}; tree keys are strings or ints")
-            return {k: visit(v, f"{path}_{_path_part(k)}") for k, v in t.items()}
+            return {k: visit(v, f"{path}[{k!r}]" if spelled else f"{path}_{_path_part(k)}") for k, v in t.items()}
         if isinstance(t, (tuple, list)):
-            items = [visit(v, f"{path}_{k}") for k, v in enumerate(t)]
+            items = [visit(v, f"{path}[{k}]" if spelled else f"{path}_{k}") for k, v in enumerate(t)]
             return tuple(items) if isinstance(t, tuple) else items
         if isinstance(t, _STATIC_LEAF) or (isinstance(t, numbers.Integral) and not differentiated
                                             and not isinstance(t, np.generic)):

@@ -1,10 +1,12 @@
 """Run the model's `ast` on the signature: static Python values are computed, arrays become IR.
 
-Control flow must be decided by static values (shapes, loop indices, non-array
-arguments), so loops unroll and `if`s pick a branch; helper functions are inlined.
+Control flow decided by static values (shapes, loop indices, non-array arguments) is
+decided here: loops unroll and `if`s pick a branch; helper functions are inlined.
 Unrolling keeps one IR node per array operation per iteration: compile time is
-linear in the trip count, and the SymPy work per repeated body is cached.
-Everything outside the language raises CompileError at the construct's line.
+linear in the trip count, and the SymPy work per repeated body is cached. An `if`
+or `while` on an array value becomes a region whose branches or body are traced once
+(frontend/regions.py). Everything outside the language raises CompileError at the
+construct's line.
 """
 from __future__ import annotations
 
@@ -22,14 +24,15 @@ import types
 import numpy as np
 
 from ..errors import CompileError, ShapeError
-from ..ir import Value, append, at
+from ..ir import Graph, Value, append, at, building
 from ..primitives import gather, ops
-from ..primitives.custom import CustomVJPCall
-from . import compositions, namespace, suggest
+from ..primitives.custom import CustomJVPCall, CustomVJPCall
+from . import compositions, namespace, regions, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
 from .assignment import assigned_into, check_unshared, view_base
 from .closures import Closure, signature
-from .custom import CustomVJP
+from .custom import CustomJVP, CustomVJP
+from .regions import FLAG_NAMES, FLAGS, IFEXP, MISSING, Escape, Loop, Undefined, condition, is_number
 from .source import Source
 
 MAX_ITERATIONS = 100_000
@@ -83,6 +86,14 @@ class _Derivative:
         self.compiled, self.entry = compiled, entry
 
 
+class _Batched:
+    """A call of an sb.vmap function of a model inside a model: the model traced on one example, then
+    batched there (the pipeline's `vectorize` hook), so that what calls it can differentiate it."""
+
+    def __init__(self, batched):
+        self.batched = batched
+
+
 #: the entry points a model may call, and the keyword of each one's direction
 CALLABLE_DERIVATIVES = {"grad": None, "value_and_grad": None, "jvp": "tangents", "hvp": "v"}
 
@@ -109,6 +120,8 @@ class _Frame:
         self.env = env
         self.parent = parent
         self.owner = owner          # the Closure whose body this frame runs, if any
+        self.loops: list = []       # the loops being traced in this function, innermost last (regions.Loop)
+        self.regions = 0            # how many value-dependent branches or loop bodies deep the tracer is
 
 
 #: list methods a model may call: lists of arrays built as it goes (hs.append(h), then np.stack(hs))
@@ -154,16 +167,23 @@ def _describe(x):
 class Tracer:
     """Evaluates a model's body on IR values; one instance per compilation."""
 
-    def __init__(self, derivatives=None):
+    def __init__(self, derivatives=None, transpose=None, vectorize=None):
         #: derivatives(entry, body, values, names, wrt, directions) -> (value, derivatives): pipeline/stages.py
         #: traces `body` on parameters of its own, differentiates it there and inlines the result (reverse
         #: and forward mode are transforms, above the frontend)
         self.derivatives = derivatives
+        #: transpose(body, primals, tangent_likes, g) -> one cotangent per tangent: an sb.custom_jvp rule's
+        #: transpose (reverse mode over the rule traced on tangents of its own; pipeline/stages.py)
+        self.transpose = transpose
+        #: vectorize(body, values, axes, names) -> the batched result: an sb.vmap function called in a model
+        self.vectorize = vectorize
         self.stack: list = []
         self.closures: list = []     # the nested defs and lambdas being inlined, innermost last
         self.frames: list = []       # every active frame (functions, closures, comprehensions), innermost last
         #: the location of the last `return` run (a custom rule's, when its result is checked)
         self.return_loc = None
+        #: per value-dependent region being traced: the lists made outside it (it may read, not change them)
+        self.frozen: list = []
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -242,10 +262,13 @@ class Tracer:
     def call_custom(self, custom, args, kwargs, loc):
         """The helper's body for its value, then a custom_vjp node whose adjoint traces the rule."""
         fn, rule = custom.fn, custom.rule
+        jvp = isinstance(custom, CustomJVP)
         if rule is None:
-            params = ", ".join(list(inspect.signature(fn).parameters) + ["out", "g"])
-            raise CompileError(f"`{fn.__name__}` is an sb.custom_vjp helper with no rule", loc,
-                               f"Give it one: @{fn.__name__}.defvjp above def {fn.__name__}_vjp({params}).")
+            names = list(inspect.signature(fn).parameters)
+            params = ", ".join(names + ["out"] + ([f"t_{p}" for p in names] if jvp else ["g"]))
+            kind = "jvp" if jvp else "vjp"
+            raise CompileError(f"`{fn.__name__}` is an sb.custom_{kind} helper with no rule", loc,
+                               f"Give it one: @{fn.__name__}.def{kind} above def {fn.__name__}_{kind}({params}).")
         out = self.call(fn, args, kwargs, loc)
         bound = inspect.signature(fn).bind(*args, **kwargs)  # self.call bound them already: no error here
         bound.apply_defaults()
@@ -253,15 +276,21 @@ class Tracer:
         if not isinstance(out, Value):
             if isinstance(out, (numbers.Number, np.number)) and not any(isinstance(x, Value) for x in inputs):
                 return out  # computed from numbers alone: nothing to differentiate
-            raise CompileError(f"the sb.custom_vjp helper `{fn.__name__}` returns {_describe(out)}; it must "
+            raise CompileError(f"the sb.custom_{'jvp' if jvp else 'vjp'} helper `{fn.__name__}` returns "
+                               f"{_describe(out)}; it must "
                                "return one array (the value its rule differentiates)", self.return_loc or loc)
         slots = tuple(isinstance(x, Value) for x in inputs)
         if not any(slots):
             return out
         rule_src = Source(rule)
-        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node),
-                 "adjoint": functools.partial(self._custom_adjoint, custom, inputs, slots, loc)}
-        result = append(CustomVJPCall, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
+        attrs = {"helper": fn.__name__, "rule": rule.__name__, "rule_loc": rule_src.loc(rule_src.node)}
+        if jvp:
+            attrs["tangent"] = functools.partial(self._custom_tangent, custom, inputs, slots, loc)
+            attrs["adjoint"] = functools.partial(self._custom_transpose, custom, inputs, slots, loc)
+        else:
+            attrs["adjoint"] = functools.partial(self._custom_adjoint, custom, inputs, slots, loc)
+        prim = CustomJVPCall if jvp else CustomVJPCall
+        result = append(prim, [x for x in inputs if isinstance(x, Value)] + [out], attrs)
         result.weak = out.weak
         return result
 
@@ -301,11 +330,147 @@ class Tracer:
             grads.append(r if want else None)
         return grads
 
+    def _custom_tangent(self, custom, inputs, slots, loc, node, ts, batch):
+        """The sb.custom_jvp rule's body traced with the node's current inputs, its value and one tangent per
+        input (a zero array where none arrives, 0.0 for a number): the value's tangent, shape batch + its own."""
+        arrays, tangents = iter(node.inputs[:-1]), iter(ts)
+        args, targs = [], []
+        for x, slot in zip(inputs, slots):
+            if slot:
+                v, t = next(arrays), next(tangents)
+                args.append(v)
+                targs.append(t if t is not None else ops.zero_tangent(v, batch))
+            else:
+                args.append(x)
+                targs.append(0.0)
+        out = node.inputs[-1]
+        return self._rule_tangent(custom, args, out, targs, tuple(batch) + out.shape, loc)
+
+    def _rule_tangent(self, custom, args, out, tangents, shape, loc):
+        fn, rule = custom.fn, custom.rule
+        self.return_loc = None
+        t = self.call(rule, list(args) + [out] + list(tangents), {}, loc)
+        where = self.return_loc or Source(rule).loc(Source(rule).node)
+        if isinstance(t, (numbers.Number, np.number)) and not isinstance(t, (bool, np.bool_)):
+            t = ops.fill(float(t), shape, out.dtype)
+        if not isinstance(t, Value):
+            raise CompileError(f"the rule `{rule.__name__}` of `{fn.__name__}` returns {_describe(t)}; it must return "
+                               "the tangent of the helper's value (one array)", where)
+        if t.shape != shape:
+            raise CompileError(f"the rule `{rule.__name__}` returns a tangent of shape {t.shape} for the value of "
+                               f"`{fn.__name__}`, of shape {shape}", where,
+                               "Return an array shaped like the helper's value (the tangents may carry leading "
+                               "axes of directions: write the rule elementwise or with axis=-1).")
+        return t
+
+    def _custom_transpose(self, custom, inputs, slots, loc, node, g, wants):
+        """Reverse mode through an sb.custom_jvp helper: the rule's transpose at g (the rule is linear in the
+        tangents), by reverse mode over the rule traced on tangents of its own."""
+        arrays = iter(node.inputs[:-1])
+        args = [next(arrays) if slot else x for x, slot in zip(inputs, slots)]
+        out = node.inputs[-1]
+        like = [a for a, slot in zip(args, slots) if slot]
+
+        def body(primals, tangents):
+            ts, k = [], iter(tangents)
+            for slot in slots:
+                ts.append(next(k) if slot else 0.0)
+            return self._rule_tangent(custom, primals[:-1], primals[-1], ts, out.shape, loc)
+
+        grads = self.transpose(body, args + [out], like, g)
+        return [d if want else None for d, want in zip(grads, wants)]
+
     # ---- statements --------------------------------------------------------
     def block(self, frame, body):
-        for stmt in body:
+        for k, stmt in enumerate(body):
             with at(frame.src.loc(stmt)):
                 self.statement(frame, stmt)
+            if k + 1 < len(body) and frame.loops and any(isinstance(frame.env.get(f), Value) for f in FLAGS):
+                # a `break` or `continue` may have run: the rest of the body runs if neither did
+                with at(frame.src.loc(body[k + 1])):
+                    self.guard(frame, lambda: self.block(frame, body[k + 1:]), frame.src.loc(body[k + 1]), "if",
+                               *[frame.env[f] for f in FLAGS])
+                return
+
+    # ---- value-dependent control flow (frontend/regions.py) -------------------
+    def trace_branch(self, frame, run, presets=None):
+        """Run `run` (a branch) into a sub-graph, on a copy of the frame's names; return (graph, names after)."""
+        graph = Graph()
+        saved = frame.env
+        frame.env = dict(saved)
+        frame.env.update(presets or {})
+        frame.regions += 1
+        if frame.loops:
+            frame.loops[-1].depth += 1
+        self.frozen.append(regions.lists_in(self._envs()))
+        try:
+            with building(graph):
+                try:
+                    run()
+                except Escape:
+                    pass
+            return graph, frame.env
+        finally:
+            frame.env = saved
+            frame.regions -= 1
+            if frame.loops:
+                frame.loops[-1].depth -= 1
+            self.frozen.pop()
+
+    def _envs(self):
+        envs, seen = [], set()
+        for f in self.frames:
+            while f is not None and id(f) not in seen:
+                seen.add(id(f))
+                envs.append(f.env)
+                f = f.parent
+        return envs
+
+    def branches(self, frame, pred, runs, loc, construct, presets=(None, None)):
+        """An `if` on the 0-d boolean `pred`: `runs` (then, else) traced as the branches of one region."""
+        decided = regions.static_truth(pred)
+        if decided is not None:
+            frame.env.update(presets[0 if decided else 1] or {})
+            runs[0 if decided else 1]()
+            return
+        traced = [self.trace_branch(frame, run, preset) for run, preset in zip(runs, presets)]
+        graphs = [g for g, _ in traced]
+        merged, outputs = regions.merge([e for _, e in traced], graphs, loc,
+                                        ("after one branch", "after the other", construct))
+        outs = regions.build_if(pred, graphs, outputs, loc)
+        frame.env = merged
+        for (name, *_), v in zip(outputs, outs):
+            frame.env[name] = v
+
+    def guard(self, frame, run, loc, construct, *flags):
+        """Run `run` under `if not (flag or ...)`, the flags known False inside it."""
+        escaping = None
+        for f in flags:
+            if isinstance(f, Value):
+                escaping = f if escaping is None else ops.logical("or", escaping, f)
+        go = ops.logical_not(escaping, what="`not`")
+        if go.name is None and go.node is not None:
+            go.name = "go"
+        self.branches(frame, go, [run, lambda: None], loc, construct, ({f: False for f in FLAGS}, None))
+
+    def _save_flags(self, frame):
+        saved = {f: frame.env.get(f, MISSING) for f in FLAGS}
+        frame.env["break"] = False
+        frame.env["continue"] = False
+        return saved
+
+    def _restore_flags(self, frame, saved):
+        for f, v in saved.items():
+            if v is MISSING:
+                frame.env.pop(f, None)
+            else:
+                frame.env[f] = v
+
+    def check_list_change(self, base, what, loc):
+        if any(id(base) in frozen for frozen in self.frozen):
+            raise CompileError(f"{what} changes a list made outside the `if` or `while` on array values it is in",
+                               loc, "A list's length is known at compile time: change it outside the "
+                                    "value-dependent block, or use arrays (np.where, element assignment).")
 
     def statement(self, frame, s):
         kind = type(s)
@@ -354,7 +519,7 @@ class Tracer:
     def stmt_AnnAssign(self, frame, s):
         if s.value is None:
             return
-        self.assign(frame, s.target, self.expr(frame, s.value))
+        self.assign(frame, s.target, self._own_array(frame, s.target, s.value, self.expr(frame, s.value)))
 
     def stmt_AugAssign(self, frame, s):
         if not isinstance(s.target, (ast.Name, ast.Subscript)):
@@ -366,20 +531,34 @@ class Tracer:
     def stmt_If(self, frame, s):
         test = self.expr(frame, s.test)
         if isinstance(test, Value):
-            cond = frame.src.segment(s.test)
-            raise CompileError(f"`if` on an array value ({cond}) is not supported", frame.src.loc(s),
-                               f"Use np.where({cond}, a, b) to choose element by element.")
+            loc = frame.src.loc(s)
+            pred = condition(test, loc, "`if`", frame.src.segment(s.test))
+            if pred.name is None and pred.node is not None:
+                pred.name = "cond"
+            self.branches(frame, pred, [lambda: self.block(frame, s.body), lambda: self.block(frame, s.orelse)],
+                          loc, "if")
+            return
         self.block(frame, s.body if test else s.orelse)
 
     def stmt_Return(self, frame, s):
+        if frame.regions:
+            raise CompileError("`return` inside an `if` or `while` on array values is not supported",
+                               frame.src.loc(s), "Assign the value to one name on every path and return it "
+                                                 "after the `if` or the loop.")
         value = None if s.value is None else self.expr(frame, s.value)
         self.return_loc = frame.src.loc(s)
         raise _Return(value)
 
     def stmt_Break(self, frame, s):
+        if frame.loops and frame.loops[-1].flagged:
+            frame.env["break"] = True
+            raise Escape()
         raise _Break()
 
     def stmt_Continue(self, frame, s):
+        if frame.loops and frame.loops[-1].flagged:
+            frame.env["continue"] = True
+            raise Escape()
         raise _Continue()
 
     def stmt_Assert(self, frame, s):
@@ -395,17 +574,217 @@ class Tracer:
         if s.orelse:
             raise CompileError("`for ... else` is not supported", frame.src.loc(s), "Remove the `else` block.")
         items = self.iterable(frame, s.iter)
-        for count, item in enumerate(items):
-            if count >= MAX_ITERATIONS:
-                raise CompileError(f"the loop runs more than {MAX_ITERATIONS} times", frame.src.loc(s),
-                                   "Loops unroll at compile time; vectorise with array operations instead.")
-            self.assign(frame, s.target, item)
-            try:
-                self.block(frame, s.body)
-            except _Break:
+        saved = self._save_flags(frame)
+        frame.loops.append(Loop(region=False))
+        try:
+            for count, item in enumerate(items):
+                if count >= MAX_ITERATIONS:
+                    raise CompileError(f"the loop runs more than {MAX_ITERATIONS} times", frame.src.loc(s),
+                                       "Loops unroll at compile time; vectorise with array operations instead.")
+                broke = frame.env["break"]
+                if broke is True:
+                    break
+                frame.env["continue"] = False
+                self.assign(frame, s.target, item)
+                if isinstance(broke, Value):  # a `break` on a value may have run: this iteration runs if not
+                    self.guard(frame, lambda: self.block(frame, s.body), frame.src.loc(s), "for", broke)
+                    continue
+                try:
+                    self.block(frame, s.body)
+                except _Break:
+                    break
+                except _Continue:
+                    continue
+            if isinstance(frame.env["break"], Value):
+                for name in regions.assigned_names([ast.Assign(targets=[s.target], value=s.iter)]):
+                    if not isinstance(frame.env.get(name), Value):
+                        frame.env[name] = Undefined(
+                            name, f"`{name}`, the target of the `for` at line {s.lineno}, depends on where a "
+                                  "`break` on an array value stopped the loop",
+                            "Keep the value you need in a name of your own (an array or number) inside the loop.")
+        finally:
+            frame.loops.pop()
+            self._restore_flags(frame, saved)
+
+    def stmt_While(self, frame, s):
+        """`while`: unrolled while its condition is known at compile time, then a loop region."""
+        loc = frame.src.loc(s)
+        if s.orelse:
+            raise CompileError("`while ... else` is not supported", loc, "Remove the `else` block.")
+        if isinstance(s.test, ast.Constant) and s.test.value and not any(
+                isinstance(n, (ast.Break, ast.Return)) for n in ast.walk(ast.Module(body=s.body, type_ignores=[]))):
+            raise CompileError("this `while` loop never ends: its condition is always true and no `break` leaves it",
+                               loc, "Make the condition depend on the loop's values, or `break` on one.")
+        saved = self._save_flags(frame)
+        loop = Loop(region=False)
+        frame.loops.append(loop)
+        try:
+            count = 0
+            while not isinstance(frame.env["break"], Value):
+                test = self.expr(frame, s.test)
+                if isinstance(test, Value):
+                    break
+                if not test:
+                    return
+                if count >= MAX_ITERATIONS:
+                    raise CompileError(f"the loop runs more than {MAX_ITERATIONS} times", loc,
+                                       "A `while` on values known at compile time unrolls; vectorise, or make "
+                                       "the condition depend on an array value.")
+                count += 1
+                frame.env["continue"] = False
+                try:
+                    self.block(frame, s.body)
+                except _Break:
+                    return
+                except _Continue:
+                    pass
+                if frame.env["break"] is True:
+                    return
+            loop.region = True
+            self.region_while(frame, s, loc)
+        finally:
+            frame.loops.pop()
+            self._restore_flags(frame, saved)
+
+    def region_while(self, frame, s, loc):
+        """The loop as a region: its carried names found by tracing the body until they settle."""
+        env = frame.env
+        assigned = regions.assigned_names(s.body)
+        candidates = [n for n in assigned if n in env and n not in FLAGS]
+        if regions.breaks(s.body):
+            candidates.append("break")
+        specs = {n: (env[n].shape, env[n].dtype, env[n].weak) for n in candidates if isinstance(env[n], Value)}
+        for _ in range(len(candidates) + 2):
+            order = [n for n in candidates if n in specs]
+            body, after = self.trace_loop_body(frame, s, order, specs)
+            if not self._settle(candidates, specs, env, after, loc):
                 break
-            except _Continue:
+        else:  # pragma: no cover - each round makes one more name carried or one dtype wider
+            raise CompileError("internal: the loop's carried values did not settle", loc)
+        cond, go = self.trace_loop_condition(frame, s, order, specs, loc)
+        if go is False:
+            return  # the loop never runs
+        with building(body):
+            body.results = [regions.as_value(after[n], *specs[n][:2]) for n in order]
+        captured, _ = regions.control.close_over([cond, body])
+        inits = [regions.as_value(env[n], *specs[n][:2]) for n in order]
+        outs = [(*specs[n][:2], specs[n][2], FLAG_NAMES.get(n, n)) for n in order]
+        node = regions.control.region(regions.control.While, inits + captured,
+                                      {"bodies": (cond, body), "carried": len(order)}, outs)
+        for n, v in zip(order, node.outputs):
+            env[n] = v
+        for n in assigned:
+            if n not in env:
+                env[n] = Undefined(n, f"`{n}` is assigned only inside the `while` loop at line {s.lineno}, which "
+                                      "may not run", "Assign it before the loop too (the value it has when the "
+                                                     "loop does not run).")
+
+    def _settle(self, candidates, specs, env, after, loc) -> bool:
+        """Check the body's results against the carried specs; widen or add carried names. True: trace again."""
+        changed = False
+        for n in candidates:
+            r = after.get(n, MISSING)
+            shown = FLAG_NAMES.get(n, n)
+            if isinstance(r, Undefined):
+                raise r.error(loc)
+            if n in specs:
+                shape, dtype, weak = specs[n]
+                if is_number(r):
+                    continue
+                if not isinstance(r, Value):
+                    raise CompileError(f"`{shown}` is an array before the `while` loop and "
+                                       f"{_describe(r)} after an iteration", loc,
+                                       "A value-dependent loop keeps each name an array (or number) of one "
+                                       "shape and dtype.")
+                if r.shape != shape:
+                    raise CompileError(f"`{shown}` has shape {shape} before the `while` loop and {r.shape} after "
+                                       "an iteration; a value-dependent loop keeps each name's shape and dtype",
+                                       loc, "Give it its final shape before the loop (np.zeros(...)).")
+                if r.dtype != dtype:
+                    if weak and not r.weak:  # a Python number before the loop takes the array's dtype
+                        specs[n] = (shape, r.dtype, False)
+                        changed = True
+                        continue
+                    raise CompileError(f"`{shown}` is {dtype} before the `while` loop and {r.dtype} after an "
+                                       "iteration; a value-dependent loop keeps each name's shape and dtype", loc,
+                                       "Give it its final dtype before the loop.")
                 continue
+            init = env[n] if n != "break" else False
+            if r is init or (is_number(r) and is_number(init) and type(r) is type(init) and r == init):
+                continue
+            if is_number(init) and (is_number(r) or isinstance(r, Value)):
+                dtype = regions.number_dtype([init] + ([r] if is_number(r) else []))
+                weak = dtype.kind == "f"  # a Python float adapts to float32 arrays; an int counts as int64
+                if isinstance(r, Value):
+                    if r.shape != ():
+                        raise CompileError(f"`{shown}` is a number before the `while` loop and an array of shape "
+                                           f"{r.shape} after an iteration", loc,
+                                           "Give it its final shape before the loop (np.zeros(...)).")
+                    dtype = np.result_type(dtype, r.dtype) if r.weak else r.dtype
+                    weak = r.weak
+                specs[n] = ((), np.dtype(dtype), weak)
+                changed = True
+                continue
+            try:
+                same = type(r) is type(init) and bool(r == init)
+            except Exception:  # noqa: BLE001 - objects without a comparison
+                same = False
+            if not same:
+                raise CompileError(f"`{shown}` ({_describe(init)}) changes inside the `while` loop on array values",
+                                   loc, "Only arrays and numbers may change in a value-dependent loop.")
+        return changed
+
+    def trace_loop_body(self, frame, s, order, specs):
+        body = Graph()
+        saved = frame.env
+        frame.env = dict(saved)
+        frame.regions += 1
+        self.frozen.append(regions.lists_in(self._envs()))
+        try:
+            with building(body):
+                _carried_params(frame, body, order, specs)
+                frame.env["break"] = False   # the body runs only when no `break` has
+                frame.env["continue"] = False
+                try:
+                    self.block(frame, s.body)
+                except Escape:
+                    pass
+            return body, frame.env
+        finally:
+            frame.env = saved
+            frame.regions -= 1
+            self.frozen.pop()
+
+    def trace_loop_condition(self, frame, s, order, specs, loc):
+        """The condition as a sub-graph of the carried values (and `not break`); (graph, its 0-d bool or a bool)."""
+        cond = Graph()
+        saved = frame.env
+        frame.env = dict(saved)
+        frame.regions += 1
+        try:
+            with building(cond), at(loc):
+                _carried_params(frame, cond, order, specs)
+                test = self.expr(frame, s.test)
+                if isinstance(test, Value):
+                    test = condition(test, loc, "`while`", frame.src.segment(s.test))
+                else:
+                    test = bool(test)
+                broke = frame.env.get("break") if "break" in order else False
+                go = test
+                if isinstance(broke, Value) and test is not False:
+                    go = ops.logical_not(broke, what="`not`")
+                    if test is not True:
+                        go = ops.logical("and", go, test)
+                if go is True:
+                    raise CompileError("this `while` loop never ends: its condition is always true and no `break` "
+                                       "leaves it", loc, "Make the condition depend on the loop's values, or "
+                                                         "`break` on one.")
+                if go is not False:
+                    cond.results = [go]
+            return cond, go
+        finally:
+            frame.env = saved
+            frame.regions -= 1
 
     def iterable(self, frame, node):
         it = self.expr(frame, node)
@@ -448,6 +827,7 @@ class Tracer:
         if isinstance(current, list):
             if isinstance(index, Value):
                 raise CompileError("indexing a list with an array is not supported", loc)
+            self.check_list_change(current, f"`{frame.src.segment(target)} = ...`", loc)
             try:
                 current[index] = value
             except (IndexError, TypeError) as e:
@@ -508,7 +888,10 @@ class Tracer:
         scope = frame
         while scope is not None:
             if name in scope.env:
-                return scope.env[name]
+                value = scope.env[name]
+                if isinstance(value, Undefined):
+                    raise value.error(frame.src.loc(node))
+                return value
             if scope.owner is not None and name in scope.owner.locals:
                 raise CompileError(f"`{name}` is read before it is assigned in `{scope.owner.name}`",
                                    frame.src.loc(node),
@@ -530,6 +913,13 @@ class Tracer:
         if isinstance(obj, (bool, int, float, np.number)) or (isinstance(obj, tuple) and all(
                 isinstance(x, (int, float)) for x in obj)):
             return obj
+        if getattr(obj, "batched_kind", None) == "vmap":
+            return _Batched(obj)
+        if getattr(obj, "batched_kind", None) is not None:
+            raise CompileError(f"`{name}` is a per-example gradient function (sb.per_example_grad, or sb.vmap of "
+                               "sb.grad), which a model cannot call", frame.src.loc(node),
+                               "Call an sb.vmap function of a model, or an sb.grad function, or compute the "
+                               "per-example gradients outside the model.")
         if getattr(obj, "__symbackprop__", False):
             entry = getattr(obj, "derivative_entry", None)
             if entry in CALLABLE_DERIVATIVES and not getattr(obj, "has_aux", False) \
@@ -540,7 +930,7 @@ class Tracer:
             raise CompileError(f"`{name}` is {what}, which a model cannot call", frame.src.loc(node),
                                "Call an sb.grad, sb.value_and_grad, sb.jvp or sb.hvp function (without has_aux "
                                "or memory_budget), or the original model.")
-        if isinstance(obj, CustomVJP):
+        if isinstance(obj, (CustomVJP, CustomJVP)):
             return _CustomHelper(obj)
         if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
             return _Callable("sb.stop_gradient", ops.stop_gradient)
@@ -617,6 +1007,8 @@ class Tracer:
                                "Make the list in the body (hs = []), or default to None and write "
                                "`hs = [] if hs is None else hs`.")
         if isinstance(base, list) and attr in _LIST_METHODS:
+            if attr != "copy":
+                self.check_list_change(base, f"`{frame.src.segment(node)}`", frame.src.loc(node))
             return _Callable(f".{attr}", getattr(base, attr))
         if isinstance(base, (list, tuple)) and attr in ("append", "extend", "pop", "insert", "remove", "index",
                                                         "count", "sort", "reverse", "clear", "copy"):
@@ -664,25 +1056,38 @@ class Tracer:
             return value
         if isinstance(node.op, ast.Not):
             if isinstance(value, Value):
-                raise CompileError("`not` on an array is not supported", frame.src.loc(node),
-                                   "Use ~(condition) for an elementwise not.")
+                if value.size != 1:
+                    raise CompileError("`not` on an array is not supported", frame.src.loc(node),
+                                       "Use ~(condition) for an elementwise not, or np.any/np.all for one decision.")
+                return ops.logical_not(condition(value, frame.src.loc(node), "`not`", ""), what="`not`")
             return not value
         if isinstance(value, Value):
             return ops.logical_not(value)
         return ~value
 
     def expr_BoolOp(self, frame, node):
+        """`and`/`or`: Python's on static values; on 0-d booleans (conditions), the logical and/or."""
         word = "and" if isinstance(node.op, ast.And) else "or"
-        result = None
+        result, pending = None, None
         for part in node.values:
-            result = self.expr(frame, part)
-            if isinstance(result, Value):
-                raise CompileError(f"`{word}` on array values is not supported", frame.src.loc(node),
-                                   f"Use {'&' if word == 'and' else '|'} between comparisons in parentheses: "
-                                   f"(a > 0) {'&' if word == 'and' else '|'} (b > 0).")
-            if (word == "and") != bool(result):
-                return result
-        return result
+            x = self.expr(frame, part)
+            if isinstance(x, Value):
+                if x.size != 1 or x.dtype.kind != "b":
+                    symbol = "&" if word == "and" else "|"
+                    what = "array values" if x.size != 1 else "a non-boolean array value"
+                    raise CompileError(f"`{word}` on {what} is not supported", frame.src.loc(node),
+                                       f"Use {symbol} between comparisons in parentheses: (a > 0) {symbol} (b > 0); "
+                                       f"for one decision on arrays, np.any(...) {word} np.all(...).")
+                x = ops.reshape(x, ()) if x.shape != () else x
+                pending = x if pending is None else ops.logical(word, pending, x)
+                continue
+            if pending is None:
+                if (word == "and") != bool(x):
+                    return x
+                result = x
+            elif (word == "and") != bool(x):
+                return x  # `v and False` is false, `v or True` true, whichever v is
+        return pending if pending is not None else result
 
     def expr_Compare(self, frame, node):
         left = self.expr(frame, node.left)
@@ -709,9 +1114,18 @@ class Tracer:
     def expr_IfExp(self, frame, node):
         test = self.expr(frame, node.test)
         if isinstance(test, Value):
-            cond = frame.src.segment(node.test)
-            raise CompileError(f"`... if {cond} else ...` on an array value is not supported", frame.src.loc(node),
-                               f"Use np.where({cond}, a, b) to choose element by element.")
+            cond, loc = frame.src.segment(node.test), frame.src.loc(node)
+            pred = condition(test, loc, f"`... if {cond} else ...`", cond, parenthesised=False)
+
+            def side(e):
+                return lambda: frame.env.__setitem__(IFEXP, self.expr(frame, e))
+
+            self.branches(frame, pred, [side(node.body), side(node.orelse)], loc, "if")
+            result = frame.env.pop(IFEXP)
+            if isinstance(result, Undefined):
+                raise CompileError(f"the two sides of `... if {cond} else ...` on an array value must be arrays or "
+                                   "numbers", loc, f"Use np.where({cond}, a, b) to choose element by element.")
+            return result
         return self.expr(frame, node.body if test else node.orelse)
 
     def expr_NamedExpr(self, frame, node):
@@ -831,9 +1245,48 @@ class Tracer:
             return self.call_custom(fn.custom, args, kwargs, loc)
         if isinstance(fn, _Derivative):
             return self.call_derivative(fn, args, kwargs, loc)
+        if isinstance(fn, _Batched):
+            return self.call_batched(fn.batched, args, kwargs, loc)
         if isinstance(fn, _Callable):
             return self.call_builtin(frame, node, fn, args, kwargs)
         raise CompileError(f"{_describe(fn)} is not callable", loc)
+
+    def call_batched(self, batched, args, kwargs, loc):
+        """sb.vmap(f)(...) inside a model: f traced on one example's shapes, then batched at the call."""
+        fn = batched.fn
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as e:
+            raise CompileError(f"the sb.vmap function of `{fn.__name__}`: {e}", loc) from None
+        bound.apply_defaults()
+        names, values = list(bound.arguments), list(bound.arguments.values())
+        option = batched.in_axes
+        if isinstance(option, int):
+            axes = [option if isinstance(v, Value) and v.ndim else None for v in values]
+        else:
+            axes = list(option)
+        sizes = set()
+        for i, (name, v, axis) in enumerate(zip(names, values, axes)):
+            if axis is None:
+                continue
+            if not isinstance(v, Value) or not -v.ndim <= axis < v.ndim:
+                raise CompileError(f"the sb.vmap function of `{fn.__name__}` maps `{name}` over axis {axis}, but "
+                                   f"it is {_describe(v)} here", loc)
+            axes[i] = axis % v.ndim
+            sizes.add(v.shape[axes[i]])
+        if len(sizes) != 1:
+            what = "no argument with an axis to map over" if not sizes else f"batch sizes {sorted(sizes)}"
+            raise CompileError(f"the sb.vmap function of `{fn.__name__}` is called with {what}", loc)
+
+        def body(inputs):
+            self.return_loc = None
+            out = self.call(fn, inputs, {}, loc)
+            if not isinstance(out, Value) or out.dtype.kind != "f":
+                raise CompileError(f"the model `{fn.__name__}` of an sb.vmap call returns {_describe(out)}; it "
+                                   "must return a float array or number here", self.return_loc or loc)
+            return out
+
+        return self.vectorize(body, values, axes, names)
 
     def call_derivative(self, d, args, kwargs, loc):
         """sb.grad(f)(...) inside a model: f inlined here, then differentiated by the pipeline's hook."""
@@ -965,6 +1418,16 @@ class Tracer:
         for x in _seq(xs):
             total = ops.add(total, x)
         return total
+
+
+def _carried_params(frame, graph, order, specs):
+    """A param of `graph` for each carried name of a loop, bound to the name in the frame."""
+    for n in order:
+        shape, dtype, weak = specs[n]
+        p = Value(shape, dtype, None, FLAG_NAMES.get(n, n))
+        p.weak = weak
+        graph.params.append(p)
+        frame.env[n] = p
 
 
 #: the functions making an array, which take dtype= (a float dtype: see namespace._float_dtype)

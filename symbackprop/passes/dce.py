@@ -1,7 +1,7 @@
 """Dead code: drop nodes none of whose outputs reach the results; and stop_gradient, once reverse mode ran."""
 from __future__ import annotations
 
-from ..primitives.custom import CustomVJPCall
+from ..primitives.custom import CUSTOM_CALLS
 from ..primitives.elementwise import Kernel, arg
 from ..primitives.shape import Copy, StopGradient
 
@@ -34,7 +34,7 @@ def drop_stop_gradients(graph, results):
     result is still produced by a node of its own."""
     results = set(results)
     for node in graph.nodes:
-        if node.prim is CustomVJPCall:  # a custom rule's helper call: its readers read the helper's value
+        if node.prim in CUSTOM_CALLS:  # a custom rule's helper call: its readers read the helper's value
             node.prim = StopGradient
             node.inputs = node.inputs[-1:]
             value, out = node.inputs[0], node.outputs[0]

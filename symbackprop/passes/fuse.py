@@ -5,11 +5,18 @@ whole (where-safety and sigmoid recognition need the guarded or composed
 expression inside one body) and CSE sees across what were separate operations.
 Broadcasts feeding a kernel are absorbed: NumPy broadcasting does them for free.
 User names of inlined values are kept, so the generated code still says `z`.
+
+A kernel stops growing at MAX_FUSED operations or MAX_INPUTS distinct inputs: each
+merge rewrites the consumer's whole body, so an unbounded chain (a static loop
+accumulating 966 taps, fused across statements on LLVM) costs time quadratic in its
+length and a body SymPy and LLVM are slow on; bounded kernels keep compile time
+linear in program length.
 """
 from __future__ import annotations
 
 import sympy
 
+from ..dtypes import is_float
 from ..primitives.elementwise import Kernel, arg, expand, kernel_dtype, operand_dtypes, temps
 from ..primitives.shape import BroadcastTo
 
@@ -19,10 +26,21 @@ def named(v) -> bool:
     return bool(v.name) or (v.grad_of is not None and bool(v.grad_of.name))
 
 
-def _fusible(producer, consumer, users, keep, across_names):
+MAX_FUSED = 64
+MAX_INPUTS = 32
+
+
+def _fusible(producer, consumer, users, keep, across_names, sizes):
     if producer is None or producer.prim is not Kernel or producer is consumer:
         return False
-    if not across_names and any(named(v) for v in producer.outputs):
+    if sizes.get(producer, 1) + sizes.get(consumer, 1) > MAX_FUSED:
+        return False
+    if len(set(producer.inputs) | set(consumer.inputs)) - 1 > MAX_INPUTS:
+        return False
+    if producer.attrs.get("stored"):  # a 16-bit array kept as such (passes/storage.py)
+        return False
+    # a 16-bit array's float32 read is named after it (W1_32) but is no statement of the model's
+    if not across_names and any(named(v) for v in producer.outputs) and "widen" not in producer.attrs:
         return False
     if any(v in keep for v in producer.outputs):
         return False
@@ -67,7 +85,7 @@ def _keep_declared_dtype(node):
     if node.attrs.get("dtype") is not None:
         return
     declared = {v.dtype for v in node.outputs}
-    if len(declared) != 1 or next(iter(declared)).kind != "f":
+    if len(declared) != 1 or not is_float(next(iter(declared))):
         return
     (dtype,) = declared
     dtypes = operand_dtypes(node.inputs)
@@ -104,6 +122,7 @@ def fuse_elementwise(graph, keep=(), across_names=False):
     keep = set(keep)
     users = graph.users()
     removed = set()
+    sizes = {}  # operations merged into each kernel so far
     for node in graph.nodes:
         if node.prim is not Kernel:
             continue
@@ -113,7 +132,8 @@ def fuse_elementwise(graph, keep=(), across_names=False):
             merged = False
             for v in list(node.inputs):
                 producer = v.node
-                if producer is not None and producer not in removed and _fusible(producer, node, users, keep, across_names):
+                if producer is not None and producer not in removed and _fusible(producer, node, users, keep, across_names, sizes):
+                    sizes[node] = sizes.get(node, 1) + sizes.pop(producer, 1)
                     _merge(node, producer)
                     _keep_declared_dtype(node)
                     graph.fused[node] = tuple(dict.fromkeys(graph.fused.get(node, (node.loc,))

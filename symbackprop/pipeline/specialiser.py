@@ -22,6 +22,7 @@ from ..backends.base import load
 from ..frontend.checks import check_parameters
 from ..frontend.signature import FLOAT_KEY, arg_key, flatten, is_tree, rebuild, slots, spec_of, tree_key, \
     without_gradient
+from ..passes import liveness
 from ..rendering import render
 from ..runtime import tune_allocator
 from ..transforms import recompute
@@ -260,11 +261,12 @@ class Specialiser:
     # ---- memory ---------------------------------------------------------------------
     def memory(self, program) -> recompute.MemoryReport:
         """The memory report of a compiled Program: residuals kept, recomputed, the peak of live bytes."""
-        # generated NumPy code frees values at their last use only under a budget (its `del`s); LLVM code
-        # releases every buffer at its last use
-        frees = program.backend.frees_at_last_use or program.recompute is not None
+        # LLVM code releases every buffer at its last use; generated NumPy code frees (`del`) the large values
+        # at theirs (passes/liveness.py), and every value under a budget
+        everything = program.backend.frees_at_last_use or program.recompute is not None
         return recompute.report(program.graph, program.forward_nodes, program.recompute, stages.results(program),
-                                program.memory_budget, program.backend.name, frees=frees)
+                                program.memory_budget, program.backend.name,
+                                min_bytes=0 if everything else liveness.LARGE_BYTES)
 
     # ---- export --------------------------------------------------------------------
     def export(self, path, program):

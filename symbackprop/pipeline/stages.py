@@ -4,22 +4,28 @@ A stage is a function `stage(program)` that reads and rewrites the Program's
 graph (and the fields it declares). Adding a transform (checkpointing, forward
 mode) is adding a stage here and to the lists that want it:
 
-    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain
+    FORWARD         trace -> softmax patterns -> dead code -> fuse each statement's chain -> 16-bit storage
+                    (float16/bfloat16 models only; reverse mode then re-widens the 16-bit residuals it reads)
     GRADIENT        FORWARD -> reverse mode                         (what explain reads)
     VALUE_AND_GRAD  GRADIENT -> without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
                     -> finalize -> checkpoint under the memory budget
-    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> finalize (the forward alone)
+    LOSS            trace -> patterns -> without stop_gradient -> dead code -> fuse -> 16-bit storage -> finalize
+                    (the forward alone)
     TRAIN_STEP      GRADIENT -> without stop_gradient -> optimizer updates -> dead code -> fuse -> inline scalars -> dead code
                     -> finalize -> checkpoint under the memory budget -> check in-place order
-    JVP             FORWARD -> forward mode (tangent inputs t_<x>) -> OUTPUTS
-    VJP             FORWARD -> reverse mode seeded by a cotangent input -> OUTPUTS
+    JVP             FORWARD -> forward mode (tangent inputs t_<x>) -> DERIVATIVE_OUTPUTS
+    VJP             FORWARD -> reverse mode seeded by a cotangent input -> DERIVATIVE_OUTPUTS
     JACOBIAN        FORWARD -> forward mode over a basis (or reverse mode, then forward mode over the
-                    cotangent's basis, when the result is the smaller side) -> OUTPUTS
-    HVP             GRADIENT -> forward mode over the forward and backward passes together -> OUTPUTS
-    HESSIAN         GRADIENT -> forward mode over a basis of each parameter -> OUTPUTS
-    where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code
-    -> share subexpressions across kernels -> finalize,
-    and the backend builds the result as a forward returning the entry point's arrays (as aux).
+                    cotangent's basis, when the result is the smaller side) -> DERIVATIVE_OUTPUTS
+    HVP             GRADIENT -> forward mode over the forward and backward passes together -> DERIVATIVE_OUTPUTS
+    HESSIAN         GRADIENT -> forward mode over a basis of each parameter -> DERIVATIVE_OUTPUTS
+    VMAP            trace one example -> patterns -> dead code -> fuse -> batching (transforms/batching.py)
+                    -> OUTPUTS
+    PER_EXAMPLE_GRAD  trace one example -> patterns -> dead code -> fuse -> reverse mode -> batching -> OUTPUTS
+    where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
+    and DERIVATIVE_OUTPUTS (the five entry points) is OUTPUTS with share subexpressions across kernels before
+    finalize and checkpoint under the memory budget after it;
+    the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
 from __future__ import annotations
 
@@ -28,20 +34,22 @@ import numbers
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import CompileError, Loc
 from ..frontend.signature import Spec
-from ..frontend.signature import rebuild
+from ..frontend.signature import rebuild, slots
 from ..frontend.source import Source
 from ..frontend.trace import Tracer
-from ..ir import Graph, Value, append, at, building
+from ..ir import Graph, Value, append, at, building, has_regions, rule
 from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
 from ..passes.share import everything, share_across_kernels, transcendental
-from ..primitives import ops
-from ..primitives.elementwise import Kernel, arg, constant
-from ..transforms import recompute, update
+from ..passes.storage import rewiden_residuals, store_in_16_bits
+from ..primitives import control, ops
+from ..primitives.elementwise import Kernel, arg, constant, kernel
+from ..transforms import batching, recompute, update
 from ..transforms.forward import forward
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
@@ -76,10 +84,10 @@ def trace_model(program: Program):
                 v = Value(s.shape, s.dtype, None, s.name)
                 v.weak = s.kind == "float"
                 graph.params.append(v)
-                args.append(v)
+                args.append(_widened(v) if dtypes.is_half(v.dtype) else v)
         if program.trees is not None:  # parameter trees: the model sees each tree rebuilt from its leaves
             args = [args[t] if isinstance(t, int) else rebuild(t, args) for t in program.trees]
-        result = Tracer(derivatives=derivatives).call_model(program.fn, args)
+        result = Tracer(derivatives=derivatives, transpose=transpose, vectorize=vectorize).call_model(program.fn, args)
         loc = _return_loc(src)
         if program.has_aux:
             if not isinstance(result, (tuple, list)) or len(result) != 2:
@@ -100,21 +108,54 @@ def trace_model(program: Program):
             raise CompileError(f"the model returns {what}{' as the loss' if program.has_aux else ''}; "
                                f"{what_loss} one scalar", loc, hint)
         if isinstance(result, Value):
-            if program.entry in ARRAY_VALUED and result.dtype.kind == "f":
+            if program.entry in ARRAY_VALUED and dtypes.is_float(result.dtype):
                 pass  # jvp, vjp and jacobian differentiate functions returning an array
             elif result.shape != ():
                 raise CompileError(f"the model returns an array of shape {result.shape}; it must return one "
                                    "scalar (the loss)", loc, "Reduce it: return np.sum(x) or np.mean(x).")
-            if result.dtype.kind not in "f":
+            if not dtypes.is_float(result.dtype):
                 raise CompileError(f"the model returns a {result.dtype} value; the loss must be a float", loc)
             if result.node is None:  # returning a parameter: make it a node of its own
                 result = _copy(result)
         else:
             result = ops.fill(float(result), (), np.float64)
+        half = _half_dtype(program.specs)
+        if half is not None:  # a model of 16-bit floats computed in float32 returns its results in 16 bits
+            result = _narrowed(result, half)
+            graph.aux[:] = [_narrowed(v, half) for v in graph.aux]
         if result.name is None:
             result.name = "out" if program.entry in ARRAY_VALUED else "loss"
         graph.result = result
     program.graph = graph
+
+
+def _widened(v):
+    """A float16/bfloat16 parameter as the model computes with it: in float32 (symbackprop/dtypes.py)."""
+    with rule(f"{v.name}: {v.dtype} computed in float32"):
+        (w,) = kernel([v], (arg(0),), v.shape, dtype=dtypes.COMPUTE)
+    w.node.attrs["widen"] = -1  # (passes/storage.py reads each use afresh)
+    w.name = f"{v.name}_32"
+    return w
+
+
+def _half_dtype(specs):
+    """The 16-bit float a model's results are given in: NumPy's result type of its float arrays, when
+    that is float16 or bfloat16 (None otherwise)."""
+    floats = [s.dtype for s in specs if s.kind == "array" and dtypes.is_float(s.dtype)]
+    if not floats:
+        return None
+    dtype = np.result_type(*floats)
+    return dtype if dtypes.is_half(dtype) else None
+
+
+def _narrowed(v, half):
+    """A float32 value computed from 16-bit inputs, given back in their dtype (others as they are)."""
+    if not isinstance(v, Value) or v.dtype != dtypes.COMPUTE:
+        return v
+    with rule(f"the result in {half}"):
+        (out,) = kernel([v], (arg(0),), v.shape, dtype=half)
+    out.name = v.name
+    return out
 
 
 def derivatives(entry, body, values, names, wrt, directions):
@@ -175,6 +216,83 @@ def derivatives(entry, body, values, names, wrt, directions):
     return outer[out], (mapped[0] if entry == "jvp" else mapped)
 
 
+def transpose(body, primals, like, g):
+    """The transpose of a linear map at `g`: an sb.custom_jvp rule in reverse mode. `body(primals, tangents)`
+    traces the rule on parameters of its own (the primals, and one tangent shaped like each of `like`);
+    reverse mode over it, seeded with g, gives one cotangent per tangent, and the graph is inlined where
+    the call is (the tangents read as zeros there: the cotangents of a linear map do not depend on them)."""
+    sub = Graph()
+    with building(sub):
+        params, outer = [], {}
+        for v in primals:
+            if isinstance(v, Value):
+                p = Value(v.shape, v.dtype, None, v.name)
+                p.weak = v.weak
+                sub.params.append(p)
+                outer[p] = v
+                params.append(p)
+            else:
+                params.append(v)
+        tangents = []
+        for v in like:
+            t = Value(v.shape, v.dtype if v.dtype.kind == "f" else np.float64, None, f"t_{v.name or 'x'}")
+            sub.params.append(t)
+            tangents.append(t)
+        out = body(params, tangents)
+        if out.node is None:
+            out = _copy(out)
+        u = Value(out.shape, out.dtype, None, "g")
+        sub.params.append(u)
+        sub.result = out
+        grads = reverse(sub, tangents, seed=u)
+    for t in tangents:
+        outer[t] = ops.fill(0.0, t.shape, t.dtype)
+    outer[u] = g
+    for node in sub.nodes:
+        ins = [outer[v] for v in node.inputs]
+        with at(node.loc):
+            if node.prim is Kernel:  # built again, so that the zero tangents and a number g fold into the bodies
+                a = node.attrs
+                made = kernel(ins, a["outs"], a["shape"], a["program"], a["names"], a.get("dtype"))
+            else:
+                made = ops.as_list(append(node.prim, ins, node.attrs))
+        for v, m in zip(node.outputs, made):
+            outer[v] = m
+    return [outer[d] for d in grads]
+
+
+def vectorize(body, values, axes, names):
+    """An sb.vmap function called inside a model: its model traced on one example's shapes (the mapped
+    arguments without their axis) in a graph of its own, then batched into the model being traced
+    (transforms/batching.py), the batch axis first; the model around it differentiates the result."""
+    n = next(v.shape[a] for v, a in zip(values, axes) if a is not None)
+    sub = Graph()
+    with building(sub):
+        inputs = []
+        for v, axis, name in zip(values, axes, names):
+            if isinstance(v, Value):
+                shape = v.shape if axis is None else v.shape[:axis] + v.shape[axis + 1:]
+                p = Value(shape, v.dtype, None, name)
+                p.weak = v.weak
+                sub.params.append(p)
+                inputs.append(p)
+            else:
+                inputs.append(v)
+        out = body(inputs)
+        if out.node is None:
+            out = _copy(out)
+        sub.result = out
+    outer, batched = {}, {}
+    for p, v, axis in zip(inputs, values, axes):
+        if isinstance(v, Value):
+            if axis:
+                v = ops.transpose(v, (axis,) + tuple(d for d in range(v.ndim) if d != axis))
+            outer[p] = v
+            batched[p] = axis is not None
+    got, flags = batching.batch(sub, outer, batched, n)
+    return ops.batched(got[out], flags[out], n)
+
+
 def _described(x) -> str:
     return f"an array of shape {x.shape}" if isinstance(x, Value) else f"a {type(x).__name__}"
 
@@ -208,17 +326,37 @@ def _return_loc(src) -> Loc:
     return src.loc(rets[-1] if rets else src.node)
 
 
+def bodies(program: Program):
+    """(body, values it keeps) of each value-dependent region, outermost first: every pass of the
+    program's graph runs on them too, each body on its own (a region is one node to its graph)."""
+    return control.bodies_kept(program.graph)
+
+
 def recognise_patterns(program: Program):
     recognise_softmax_family(program.graph)
+    for body, _ in bodies(program):
+        recognise_softmax_family(body)
+
+
+def store_16_bit(program: Program):
+    """A 16-bit model's arrays stored in 16 bits, computed in float32 (passes/storage.py)."""
+    half = _half_dtype(program.specs)
+    if half is not None:  # each statement's result stored; its reads fused into the statements reading it
+        store_in_16_bits(program.graph, half)
+        fuse_statements(program)
 
 
 def drop_dead_forward(program: Program):
     eliminate_dead_code(program.graph, [program.graph.result] + program.graph.aux)
+    for body, keep in bodies(program):
+        eliminate_dead_code(body, keep)
 
 
 def fuse_statements(program: Program):
     """Each statement's elementwise chain becomes one kernel (names the user gave stay statements)."""
     fuse_elementwise(program.graph, keep=[program.graph.result] + program.graph.aux)
+    for body, keep in bodies(program):
+        fuse_elementwise(body, keep=keep)
 
 
 # ---- reverse mode -----------------------------------------------------------------------
@@ -231,6 +369,7 @@ def reverse_mode(program: Program):
     program.forward_nodes = set(graph.nodes)
     with building(graph):
         program.grads = reverse(graph, program.wrt_values)
+    rewiden_residuals(graph, program.forward_nodes)
 
 
 # ---- after reverse mode ------------------------------------------------------------------
@@ -238,14 +377,20 @@ def reverse_mode(program: Program):
 def without_stop_gradients(program: Program):
     """After reverse mode (or in a forward alone) sb.stop_gradient means nothing more: read its input."""
     drop_stop_gradients(program.graph, results(program))
+    for body, keep in bodies(program):
+        drop_stop_gradients(body, keep)
 
 
 def drop_dead(program: Program):
     eliminate_dead_code(program.graph, results(program))
+    for body, keep in bodies(program):
+        eliminate_dead_code(body, keep)
 
 
 def narrow(program: Program):
     narrow_kernel_outputs(program.graph, keep=results(program))
+    for body, keep in bodies(program):
+        narrow_kernel_outputs(body, keep=keep)
 
 
 def fuse_for_backend(program: Program):
@@ -254,13 +399,19 @@ def fuse_for_backend(program: Program):
     keep = results(program)
     fuse_elementwise(program.graph, keep=keep + program.graph.params,
                      across_names=program.backend.fuses_across_statements)
+    for body, kept in bodies(program):
+        fuse_elementwise(body, keep=kept + body.params, across_names=program.backend.fuses_across_statements)
 
 
 def finalize(program: Program):
     finalize_kernels(program.graph)
     _forward_closed(program)
+    graphs = [program.graph]
+    for body, _ in bodies(program):
+        finalize_kernels(body)
+        graphs.append(body)
     program.scalar = all(s.kind in ("float", "static") for s in program.specs) and all(
-        v.shape == () for n in program.graph.nodes for v in n.outputs)
+        v.shape == () for g in graphs for n in g.nodes for v in n.outputs)
 
 
 def _forward_closed(program):
@@ -285,6 +436,9 @@ def checkpoint(program: Program):
     if program.memory_budget is None:
         return
     src = Source(program.fn)
+    if has_regions(program.graph):
+        raise CompileError("memory_budget= is not yet supported with an `if` or `while` on array values",
+                           src.loc(src.node), "Leave memory_budget out for this model.")
     program.recompute = recompute.apply(program.graph, program.forward_nodes, program.memory_budget,
                                         src.loc(src.node))
 
@@ -299,6 +453,8 @@ def optimizer_updates(program: Program):
 def fuse_keeping_gradients(program: Program):
     # gradients stay statements of their own (no earlier value is fused past an in-place write)
     fuse_elementwise(program.graph, keep=results(program) + program.graph.params + program.grads)
+    for body, keep in bodies(program):
+        fuse_elementwise(body, keep=keep)
 
 
 def inline_update_scalars(program: Program):
@@ -313,7 +469,7 @@ def check_update_order(program: Program):
 # ---- forward mode and higher order (sb.jvp, vjp, jacobian, hessian, hvp) ----------------------------
 
 #: the entry points whose function may return an array
-ARRAY_VALUED = ("jvp", "vjp", "jacobian")
+ARRAY_VALUED = ("jvp", "vjp", "jacobian", "vmap")
 
 
 def _set_wrt(program):
@@ -350,6 +506,10 @@ def _outputs(program, values):
     model_aux, model_tree = list(graph.aux), program.aux_tree
     graph.aux = []
     src = Source(program.fn)
+    half = _half_dtype(program.specs)
+    if half is not None:  # derivatives of a 16-bit model, computed in float32, given in its dtype
+        with building(graph):
+            values = [_narrowed(v, half) for v in values]
     program.aux_tree = _flatten_aux(tuple(values), graph.aux, _return_loc(src), "out")
     program.entry_outputs = len(graph.aux)
     if program.has_aux:  # the model's aux: never differentiated, computed by the same forward pass
@@ -358,7 +518,7 @@ def _outputs(program, values):
         program.aux_tree = (program.aux_tree, _shifted(model_tree, program.entry_outputs))
     program.has_aux = True
     program.grads = []
-    if graph.result.shape != () or graph.result.dtype.kind != "f":
+    if graph.result.shape != () or not dtypes.is_float(graph.result.dtype):
         graph.result = ops.fill(0.0, (), np.float64)
 
 
@@ -413,6 +573,8 @@ def vjp_mode(program):
     with building(graph):
         seed = extra_input(program, "d_" + out.name, out)
         grads = reverse(graph, program.wrt_values, seed=seed)
+    rewiden_residuals(graph, program.forward_nodes)
+    with building(graph):
         _outputs(program, [out, *grads])
     _with_forward_tangents(program)
 
@@ -489,34 +651,138 @@ def _with_forward_tangents(program):
     graph.nodes = forward_part + [n for n in graph.nodes if n not in program.forward_nodes]
 
 
+# ---- batching (sb.vmap, sb.per_example_grad) ---------------------------------------------------------
+
+def trace_per_example(program):
+    """The model traced on one example's shapes: each mapped argument without its batch axis (sb.vmap),
+    or with it of size 1 (per_example_grad, so that a model written for a batch sees a batch of one)."""
+    axes = batch_axes(program)
+    sizes = {}
+    for s, axis in zip(program.specs, axes):
+        if axis is not None:
+            sizes.setdefault(s.shape[axis], []).append(s.name)
+    if not sizes:
+        raise ValueError(f"{program.fn.__name__}(): no argument has an axis to map over (in_axes="
+                         f"{program.in_axes!r}); pass at least one array with a batch axis")
+    if len(sizes) > 1:
+        listed = "; ".join(f"{', '.join(f'`{name}`' for name in names)}: {n}" for n, names in sizes.items())
+        raise ValueError(f"{program.fn.__name__}(): the mapped arguments have different batch sizes ({listed})")
+    (program.batch_size,) = sizes
+    full = program.specs
+    program.specs = tuple(s if axis is None else Spec(s.name, s.kind, _example_shape(s.shape, axis, program),
+                                                      s.dtype) for s, axis in zip(full, axes))
+    program.batch_axes = axes
+    try:
+        trace_model(program)
+    finally:
+        program.specs = full
+
+
+def _example_shape(shape, axis, program):
+    if program.keep_batch_axis:
+        return shape[:axis] + (1,) + shape[axis + 1:]
+    return shape[:axis] + shape[axis + 1:]
+
+
+def batch_axes(program) -> tuple:
+    """Per spec, the axis mapped over or None. per_example_grad maps every array argument that is not
+    differentiated (the data) along its batch axis; sb.vmap's in_axes is an int for every array with
+    axes, or one entry (an int or None) per parameter of the model."""
+    specs, option = program.specs, program.in_axes
+    if program.keep_batch_axis:
+        wanted = [s.kind == "array" and s.shape != () and i not in program.wrt for i, s in enumerate(specs)]
+        per_spec = [option if w else None for w in wanted]
+    elif isinstance(option, (int, np.integer)) and not isinstance(option, bool):
+        per_spec = [option if s.kind == "array" and s.shape != () else None for s in specs]
+    else:
+        per_param = list(option)
+        if program.trees is None:
+            per_spec = per_param
+        else:  # each leaf of a tree parameter is mapped as its parameter says
+            per_spec = [None] * len(specs)
+            for axis, t in zip(per_param, program.trees):
+                for k in ([t] if isinstance(t, int) else [q.index for q in slots(t)]):
+                    per_spec[k] = axis
+    out = []
+    for s, axis in zip(specs, per_spec):
+        if axis is None:
+            out.append(None)
+            continue
+        if s.kind != "array" or not -len(s.shape) <= axis < len(s.shape):
+            what = f"an array of shape {s.shape}" if s.kind == "array" else "a number" if s.kind == "float" \
+                else f"the value {s.value!r}"
+            raise ValueError(f"{program.fn.__name__}(): in_axes maps `{s.name}` over axis {axis}, but it is {what}")
+        out.append(int(axis) % len(s.shape))
+    return tuple(out)
+
+
+def batch_mode(program):
+    """The per-example graph rebuilt for the whole batch (transforms/batching.py): the generated function
+    takes the batched arguments and returns the results with a leading batch axis."""
+    old, n = program.graph, program.batch_size
+    graph = Graph()
+    with building(graph):
+        inputs, batched = {}, {}
+        dynamic = [i for i, s in enumerate(program.specs) if s.kind != "static"]
+        for i, p in zip(dynamic, old.params):
+            s = program.specs[i]
+            v = Value(s.shape, s.dtype, None, s.name)
+            v.weak = s.kind == "float"
+            graph.params.append(v)
+            axis = program.batch_axes[i]
+            if axis is not None:
+                if axis:
+                    v = ops.transpose(v, (axis,) + tuple(d for d in range(v.ndim) if d != axis))
+                v = ops.reshape(v, (n,) + p.shape)
+                batched[p] = True
+            inputs[p] = v
+        values, flags = batching.batch(old, inputs, batched, n)
+        if program.kind == "vmap":
+            wanted = [old.result]
+        else:
+            wanted = ([old.result] if program.batch_value else []) + list(program.grads)
+        outs = [ops.batched(values[v], flags[v], n) for v in wanted]
+        graph.result = values[old.result]
+        program.graph = graph
+        program.forward_nodes = set()
+        program.wrt_values = []
+        _outputs(program, outs)
+
+
 def as_forward(program):
     """The backend builds the finished program as a forward returning its outputs."""
     program.kind = "forward"
 
 
-FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements)
+FORWARD = (trace_model, recognise_patterns, drop_dead_forward, fuse_statements, store_16_bit)
+PER_EXAMPLE = (trace_per_example,) + FORWARD[1:]
 GRADIENT = FORWARD + (reverse_mode,)
 VALUE_AND_GRAD = GRADIENT + (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize,
                              checkpoint)
-LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, finalize)
+LOSS = (trace_model, recognise_patterns, without_stop_gradients, drop_dead_forward, fuse_statements, store_16_bit,
+        finalize)
 TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, fuse_keeping_gradients, inline_update_scalars,
                          drop_dead, finalize, checkpoint, check_update_order)
 
-OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, share_subexpressions, finalize,
-           checkpoint, as_forward)
-JVP = FORWARD + (jvp_mode,) + OUTPUTS
-VJP = FORWARD + (vjp_mode,) + OUTPUTS
-JACOBIAN = FORWARD + (jacobian_mode,) + OUTPUTS
-HVP = GRADIENT + (hvp_mode,) + OUTPUTS
-HESSIAN = GRADIENT + (hessian_mode,) + OUTPUTS
+OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize, as_forward)
+DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, share_subexpressions,
+                      finalize, checkpoint, as_forward)
+JVP = FORWARD + (jvp_mode,) + DERIVATIVE_OUTPUTS
+VJP = FORWARD + (vjp_mode,) + DERIVATIVE_OUTPUTS
+JACOBIAN = FORWARD + (jacobian_mode,) + DERIVATIVE_OUTPUTS
+HVP = GRADIENT + (hvp_mode,) + DERIVATIVE_OUTPUTS
+HESSIAN = GRADIENT + (hessian_mode,) + DERIVATIVE_OUTPUTS
+VMAP = PER_EXAMPLE + (without_stop_gradients, drop_dead, batch_mode) + OUTPUTS
+PER_EXAMPLE_GRAD = PER_EXAMPLE + (reverse_mode, without_stop_gradients, drop_dead, batch_mode) + OUTPUTS
 
 #: the stages of each kind of Program
 STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRAD, "train_step": TRAIN_STEP,
-          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN}
+          "jvp": JVP, "vjp": VJP, "jacobian": JACOBIAN, "hvp": HVP, "hessian": HESSIAN,
+          "vmap": VMAP, "per_example_grad": PER_EXAMPLE_GRAD}
 
 
 #: the derivative entry points' kinds
-ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian")
+ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian", "vmap", "per_example_grad")
 
 
 def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:

@@ -8,6 +8,7 @@ axis, which is what makes the max-shift `x - max(x)` get no gradient at all.
 """
 from __future__ import annotations
 
+from ..ir import append
 from . import ops
 from .registry import Primitive, primitive
 
@@ -47,6 +48,9 @@ class SoftmaxFamily(Primitive):
         t_s = ops.sum(t_e, axes, keepdims=True)
         mean = ops.div(t_s, s)  # sum(p * t_z), kept along the axes
         return [self.output_tangent(node, t, mean, axes, batch), t_e, t_s]
+
+    def batch(self, node, ins, batched, n):
+        return ops.as_list(append(node.prim, ins, {**node.attrs, "axes": ops.shifted(node.attrs["axes"], (n,))}))
 
 
 @primitive("logsumexp")

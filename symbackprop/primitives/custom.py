@@ -39,3 +39,35 @@ class CustomVJPCall(Primitive):
 
     def explain_text(self, node, names) -> str:
         return f"custom rule {node.attrs['rule']} ({node.attrs['rule_loc'].short()}) of {node.attrs['helper']}"
+
+
+@primitive("custom_jvp")
+class CustomJVPCall(Primitive):
+    """inputs: the helper's array arguments, then its traced value; attrs: helper, rule, rule_loc, tangent
+    (the rule traced on the tangents, frontend), adjoint (the rule's transpose)."""
+
+    rewritten_away = True
+
+    def infer(self, node):
+        out = node.inputs[-1]
+        return [(out.shape, out.dtype)]
+
+    def adjoint(self, node, gs, wants):
+        grads = node.attrs["adjoint"](node, gs[0], wants[:-1])
+        return list(grads) + [None]  # the helper's own body is not differentiated
+
+    def tangent(self, node, ts, batch):
+        return [node.attrs["tangent"](node, ts[:-1], batch)]
+
+    def describe(self, node):
+        return "custom_jvp"
+
+    def written(self, node, ins) -> str:
+        return f"{node.attrs['helper']}({', '.join(ins[:-1])})"
+
+    def explain_text(self, node, names) -> str:
+        return f"custom rule {node.attrs['rule']} ({node.attrs['rule_loc'].short()}) of {node.attrs['helper']}"
+
+
+#: the calls of helpers with rules of the user's: rewritten to the helper's value once differentiated
+CUSTOM_CALLS = (CustomVJPCall, CustomJVPCall)

@@ -120,6 +120,9 @@ class Kernel(Primitive):
     def tangent(self, node, ts, batch):
         return kernel_adjoint.kernel_tangent(node, ts, batch)
 
+    def batch(self, node, ins, batched, n):
+        return kernel_adjoint.kernel_batch(node, ins, batched, n)
+
     def describe(self, node):
         outs = expand(node.attrs["program"], node.attrs["outs"])
         return ", ".join(sympy.sstr(o) for o in outs)

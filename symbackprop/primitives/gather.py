@@ -70,6 +70,11 @@ class Gather(Primitive):
         d_x = scatter_add_at(gs[0], idx, node.attrs["key"], x.shape) if wants[0] else None
         return [d_x] + [None] * len(idx)
 
+    def batch(self, node, ins, batched, n):
+        x = ops.batched(ins[0], batched[0], n)
+        key, idx, perm = batched_key(node.inputs[0].shape, node.attrs["key"], ins[1:], batched[1:], n)
+        return [ops.transpose(gather_key(x, idx, key), perm)]
+
     def describe(self, node):
         return f"[{key_text(node.attrs['key'], [f'i{k}' for k in range(len(node.inputs) - 1)])}]"
 
@@ -87,6 +92,11 @@ class ScatterAddAt(Primitive):
         idx = node.inputs[1:]
         d_g = gather_key(gs[0], idx, node.attrs["key"]) if wants[0] else None
         return [d_g] + [None] * len(idx)
+
+    def batch(self, node, ins, batched, n):
+        g = ops.batched(ins[0], batched[0], n)
+        key, idx, perm = batched_key(node.attrs["shape"], node.attrs["key"], ins[1:], batched[1:], n)
+        return [scatter_add_at(ops.transpose(g, _inverse(perm)), idx, key, (n,) + node.attrs["shape"])]
 
     def describe(self, node):
         return "scatter-add at indices"
@@ -148,8 +158,44 @@ class AddAt(Primitive):
         d_g = gather_key(gs[0], idx, node.attrs["key"]) if wants[1] else None
         return [d_base, d_g] + [None] * len(idx)
 
+    def batch(self, node, ins, batched, n):
+        base, g = ops.batched(ins[0], batched[0], n), ops.batched(ins[1], batched[1], n)
+        key, idx, perm = batched_key(node.inputs[0].shape, node.attrs["key"], ins[2:], batched[2:], n)
+        return [append(AddAt, [base, ops.transpose(g, _inverse(perm)), *idx], {"key": key})]
+
     def describe(self, node):
         return "add at indices"
+
+
+def batched_key(x_shape, key, idx, idx_batched, n):
+    """(key, index arrays, perm) of the gather reading x[key] of all n examples at once from x with a leading
+    batch axis: without batched indices the batch axis is one more slice; with them, it is indexed by
+    np.arange(n) broadcast against them. `perm` transposes that gather's result to the batch axis first and
+    then each example's layout (NumPy moves the broadcast index dimensions to the front unless adjacent)."""
+    own = [i.shape[1:] if b else i.shape for i, b in zip(idx, idx_batched)]
+    shape, bshape, first = geometry(x_shape, key, own)
+    nb = len(bshape)
+    if not any(idx_batched):
+        new_key = (slice(None),) + tuple(key)
+        _, _, new_first = geometry((n,) + tuple(x_shape), new_key, own)
+        total = len(shape) + 1
+        perm = tuple(range(total)) if new_first > 0 else (nb,) + tuple(range(nb)) + tuple(range(nb + 1, total))
+        return new_key, list(idx), perm
+    lifted = [ops.lift(i, (n,), nb) if b else i for i, b in zip(idx, idx_batched)]
+    rows_shape = (n,) + (1,) * nb
+    rows = int_constant(np.arange(n).reshape(rows_shape), f"np.arange({n}).reshape({rows_shape!r})")
+    new_key = (("array", len(idx)),) + tuple(key)
+    sliced = len(shape) - nb
+    perm = (0,) + tuple(1 + nb + j for j in range(first)) + tuple(1 + t for t in range(nb)) \
+        + tuple(1 + nb + j for j in range(first, sliced))
+    return new_key, lifted + [rows], perm
+
+
+def _inverse(perm):
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return tuple(inverse)
 
 
 def gather_key(x, idx, key):
@@ -304,6 +350,9 @@ class Argsort(Primitive):
 
     def adjoint(self, node, gs, wants):
         return [None]
+
+    def batch(self, node, ins, batched, n):
+        return [append(Argsort, ins, {"axis": node.attrs["axis"] + 1})]
 
     def describe(self, node):
         return f"argsort(axis={node.attrs['axis']})"

@@ -116,6 +116,9 @@ class Index(Primitive):
         key = (slice(None),) * len(batch) + node.attrs["index"]
         return [append(Index, [ts[0]], {"index": key, "shape": batch + node.attrs["shape"]})]
 
+    def batch(self, node, ins, batched, n):
+        return self.tangent(node, ins, (n,))
+
     def describe(self, node):
         return f"[{index_text(node.attrs['index'])}]"
 
@@ -134,6 +137,9 @@ class ScatterAdd(Primitive):
         lead = (slice(None),) * len(batch)
         parts = [(lead + key, t) for key, t in zip(node.attrs["indexes"], ts) if t is not None]
         return [scatter_add(batch + node.attrs["shape"], node.attrs["dtype"], parts)]
+
+    def batch(self, node, ins, batched, n):
+        return self.tangent(node, [ops.batched(v, b, n) for v, b in zip(ins, batched)], (n,))
 
     def disjoint_rows(self, node):
         """Whether every part writes its own leading index (Ws[i]): parts can be computed in place."""
@@ -179,6 +185,14 @@ class SetIndex(Primitive):
         tv = ops.lift(tv, batch, len(region)) if tv is not None else ops.fill(0.0, (), tx.dtype)
         key = (slice(None),) * len(batch) + node.attrs["index"]
         return [append(SetIndex, [tx, tv], {"index": key, "region": batch + region})]
+
+    def batch(self, node, ins, batched, n):
+        # x along the batch axis (broadcast when only v is batched); an unbatched v broadcasts as it did
+        (x, v), (bx, bv) = ins, batched
+        region = node.attrs["region"]
+        v = ops.lift(v, (n,), len(region)) if bv else v
+        key = (slice(None),) + node.attrs["index"]
+        return [append(SetIndex, [ops.batched(x, bx, n), v], {"index": key, "region": (n,) + region})]
 
     def describe(self, node):
         return f"[{index_text(node.attrs['index'])}] ="

@@ -19,11 +19,12 @@ from sympy.core.function import ArgumentIndexError
 from sympy.core.parameters import distribute
 from sympy.ntheory.multinomial import multinomial_coefficients_iterator
 
+from ..dtypes import is_float
 from . import ops
 from .elementwise import arg, expand, is_bool_expr, kernel, kernel_dtype, operand_dtypes, temps
 from . import scalar
 from .scalar import recognise
-from ..ir import Value
+from ..ir import Value, append
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def kernel_tangent(node, ts, batch):
     for k, v in enumerate(node.outputs):
         env[out_symbol(k)] = v
     wanted = [k for k, d in enumerate(derivs)
-              if d is not None and node.outputs[k].dtype.kind == "f" and not is_bool_expr(d)]
+              if d is not None and is_float(node.outputs[k].dtype) and not is_bool_expr(d)]
     if not wanted:
         return [None] * len(node.outputs)
     reads = set().union(*(derivs[k].free_symbols for k in wanted))
@@ -352,3 +353,11 @@ def kernel_tangent(node, ts, batch):
         for k, t in zip(ks, made):
             result[k] = t
     return result
+
+
+def kernel_batch(node, ins, batched, n):
+    """The same body over a batch: a batched input gets 1s behind its batch axis up to the kernel's rank,
+    so that it broadcasts as it did; an unbatched one broadcasts along the batch axis for free."""
+    shape = node.attrs["shape"]
+    ins = [ops.lift(v, (n,), len(shape)) if b else v for v, b in zip(ins, batched)]
+    return ops.as_list(append(node.prim, ins, {**node.attrs, "shape": (n,) + shape}))

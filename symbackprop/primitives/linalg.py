@@ -84,6 +84,39 @@ class MatMul(Primitive):
                 parts.append(ops.reshape(a @ col, out))
         return [ops.add_tangents(parts)]
 
+    def batch(self, node, ins, batched, n):
+        # a product per example, written as few BLAS calls as the shapes allow: a batched operand times
+        # an unbatched matrix is one product with the batch folded into the rows; a product of batched
+        # operands over an inner size of 1 (x.T @ d_z of one example) is an elementwise outer product
+        (a, b), (ba, bb) = ins, batched
+        ra, rb = node.inputs[0].ndim, node.inputs[1].ndim
+        k = node.inputs[0].shape[-1]
+        out = (n,) + node.out.shape
+        if ba and bb:
+            if ra == 1 and rb == 1:  # a dot product per example
+                return [ops.sum(ops.mul(a, b), axis=1)]
+            a2 = ops.reshape(a, (n, 1, k)) if ra == 1 else a
+            b2 = ops.reshape(b, (n, k, 1)) if rb == 1 else b
+            rank = max(a2.ndim, b2.ndim) - 1
+            a2, b2 = ops.lift(a2, (n,), rank), ops.lift(b2, (n,), rank)
+            made = ops.mul(a2, b2) if k == 1 else a2 @ b2
+        elif ba:
+            if rb <= 2:
+                made = ops.reshape(a, (a.size // k, k)) @ b
+            else:
+                a2 = ops.reshape(a, (n, 1, k)) if ra == 1 else a
+                made = ops.lift(a2, (n,), rb) @ b
+        else:
+            if rb == 1 and ra == 2:
+                made = b @ a.T
+            elif rb == 1 and ra > 2:
+                made = a @ ops.reshape(b, (n,) + (1,) * (ra - 2) + (k, 1))
+            elif rb == 1:
+                made = b @ a
+            else:
+                made = a @ ops.lift(b, (n,), ra)
+        return [ops.reshape(made, out)]
+
     def describe(self, node):
         return "matmul"
 
@@ -118,6 +151,13 @@ class Outer(Primitive):
         if tb is not None:
             parts.append(ops.reshape(a, (a.size, 1)) * ops.reshape(tb, batch + (1, b.size)))
         return [ops.add_tangents(parts)]
+
+    def batch(self, node, ins, batched, n):
+        (a, b), (ba, bb) = ins, batched
+        sa, sb = node.inputs[0].size, node.inputs[1].size
+        column = ops.reshape(a, (n, sa, 1) if ba else (sa, 1))
+        row = ops.reshape(b, (n, 1, sb) if bb else (sb,))
+        return [ops.mul(column, row)]
 
     def describe(self, node):
         return "outer product"

@@ -292,7 +292,16 @@ def reshape(x, shape):
 
 
 def expand_to_keepdims(g, axes, ndim):
-    """Reinsert the reduced axes (as size 1) into a reduction's result."""
+    """Reinsert the reduced axes (as size 1) into a reduction's result.
+
+    Leading axes are left out: NumPy's broadcasting puts them back (`x*d_s`, not
+    `x*np.reshape(d_s, (1,))`)."""
+    axes = sorted(axes)
+    lead = 0
+    while lead < len(axes) and axes[lead] == lead:
+        lead += 1
+    if lead == len(axes):
+        return g
     shape = list(g.shape)
     for a in sorted(axes):
         shape.insert(a, 1)
@@ -468,3 +477,15 @@ def add_tangents(parts):
     for p in parts[1:]:
         total = add(total, p)
     return total
+
+
+# ---- batching (sb.vmap): values carrying a leading batch axis of size n -------------------------
+
+def batched(v, is_batched, n):
+    """`v` with the leading batch axis: itself when it has one, else broadcast along it (a view)."""
+    return v if is_batched else broadcast_to(v, (n,) + v.shape)
+
+
+def as_list(made):
+    """`append`'s result (one Value or a tuple) as a list of outputs."""
+    return list(made) if isinstance(made, tuple) else [made]

@@ -34,6 +34,9 @@ class Reduction(Primitive):
     def describe(self, node):
         return f"{self.method} over axes {node.attrs['axes']}"
 
+    def batch(self, node, ins, batched, n):  # the same reduction behind the batch axis
+        return [ops.reduce(self.method, ins[0], ops.shifted(node.attrs["axes"], (n,)), node.attrs["keepdims"])]
+
     def keep(self, node, v):
         """A reduced value with the reduced axes put back as size 1."""
         if node.attrs["keepdims"]:

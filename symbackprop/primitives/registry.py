@@ -11,6 +11,10 @@ Contract every primitive follows (a class, instantiated once, registered by name
         ts[i] is the tangent of input i (None when it is zero), of shape batch + the input's
         shape: `batch` is () for one direction, (n,) for n directions carried as a leading
         axis (a Jacobian's basis). Rules build IR with ops, as adjoints do.
+    batch(node, ins, batched, n) -> [Value, ...]            one per output (sb.vmap, per_example_grad)
+        ins[i] is input i rebuilt in the batched graph: with a leading batch axis of size n where
+        batched[i] is True, as it was where False (some input is batched, else the node is copied);
+        every output comes back with the leading batch axis (transforms/batching.py).
     describe(node)               -> str                     for explain tables and graphs
     flops(node)                  -> int                     the op-cost model: arithmetic of one application
     view                         (class attribute)          True when the result is a view: no bytes, no flops
@@ -24,7 +28,7 @@ the decorated name the instance, so a backend finds the rule of `node.prim` unde
 compiler always rewrites it into other primitives before code is generated.
 
 A primitive with no adjoint leaves `adjoint` undefined; reverse mode then raises
-CompileError naming it (and forward mode, for `tangent`).
+CompileError naming it (and forward mode, for `tangent`; batching, for `batch`).
 """
 from __future__ import annotations
 
@@ -56,6 +60,11 @@ class Primitive:
 
     def tangent(self, node, ts, batch):
         raise CompileError(f"`{self.name}` has no forward-mode (tangent) rule", node.loc)
+
+    def batch(self, node, ins, batched, n):
+        raise CompileError(f"`{self.name}` has no batching rule: sb.vmap and sb.per_example_grad cannot map "
+                           "over it", node.loc, "Call the function once per example, or keep the batched "
+                           "arguments out of this operation.")
 
     def describe(self, node) -> str:
         """A short human name for explain tables and graphs."""

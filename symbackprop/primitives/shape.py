@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..ir import current_loc
+from ..ir import append, current_loc
 from . import ops
 from .registry import Primitive, primitive
 
@@ -21,6 +21,9 @@ class Reshape(Primitive):
 
     def tangent(self, node, ts, batch):
         return [ops.reshape(ts[0], batch + node.attrs["shape"])]
+
+    def batch(self, node, ins, batched, n):  # linear: the tangent rule, the batch axis its direction
+        return self.tangent(node, ins, (n,))
 
     def describe(self, node):
         return f"reshape to {node.attrs['shape']}"
@@ -45,6 +48,9 @@ class Transpose(Primitive):
         nb = len(batch)
         return [ops.transpose(ts[0], tuple(range(nb)) + tuple(p + nb for p in node.attrs["perm"]))]
 
+    def batch(self, node, ins, batched, n):
+        return self.tangent(node, ins, (n,))
+
     def describe(self, node):
         return "transpose"
 
@@ -64,6 +70,9 @@ class BroadcastTo(Primitive):
     def tangent(self, node, ts, batch):
         shape = node.attrs["shape"]
         return [ops.broadcast_to(ops.lift(ts[0], batch, len(shape)), batch + shape)]
+
+    def batch(self, node, ins, batched, n):
+        return self.tangent(node, ins, (n,))
 
     def describe(self, node):
         return f"broadcast to {node.attrs['shape']}"
@@ -88,6 +97,9 @@ class SumTo(Primitive):
             t = ops.sum_to(ts[0], kept)
             t = None if t is None else ops.reshape(t, batch + shape)
         return [t if t is not None else ops.zero_tangent(node.out, batch)]
+
+    def batch(self, node, ins, batched, n):
+        return self.tangent(node, ins, (n,))
 
     def describe(self, node):
         return f"sum to {node.attrs['shape']}"
@@ -122,6 +134,10 @@ class Concatenate(Primitive):
         parts = [t if t is not None else ops.zero_tangent(v, batch) for v, t in zip(node.inputs, ts)]
         return [ops.concatenate(parts, node.attrs["axis"] + len(batch))]
 
+    def batch(self, node, ins, batched, n):
+        parts = [ops.batched(v, b, n) for v, b in zip(ins, batched)]
+        return [ops.concatenate(parts, node.attrs["axis"] + 1)]
+
     def describe(self, node):
         return f"concatenate along axis {node.attrs['axis']}"
 
@@ -144,6 +160,9 @@ class StopGradient(Primitive):
     def tangent(self, node, ts, batch):
         return [None]
 
+    def batch(self, node, ins, batched, n):
+        return [append(StopGradient, ins)]
+
     def describe(self, node):
         return "stop_gradient"
 
@@ -161,6 +180,9 @@ class Copy(Primitive):
 
     def tangent(self, node, ts, batch):
         return [ts[0]]
+
+    def batch(self, node, ins, batched, n):
+        return [append(Copy, ins, node.attrs)]
 
     def describe(self, node):
         return "copy"

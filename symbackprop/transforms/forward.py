@@ -17,6 +17,7 @@ program is the forward pass with its tangents, then the backward pass with its).
 """
 from __future__ import annotations
 
+from ..dtypes import is_float
 from ..errors import CompileError
 from ..ir import at, building
 
@@ -42,7 +43,7 @@ def forward(graph, seeds, batch=(), nodes=None):
                 raise CompileError(f"internal: tangent of {node.prim.name} gave {len(outs)} tangents for "
                                    f"{len(node.outputs)} outputs", node.loc)
             for v, t in zip(node.outputs, outs):
-                if t is None or v.dtype.kind != "f":
+                if t is None or not is_float(v.dtype):
                     continue
                 if t.shape != batch + v.shape:
                     raise CompileError(f"internal: tangent of shape {t.shape} for a value of shape {v.shape} "

@@ -108,12 +108,48 @@ def _ordered_residuals(forward, backward):
     return [v for n in forward for v in n.outputs if v in read and v.node in fwd]
 
 
+def _binomial_cost(steps, slots, memo={}) -> int:  # noqa: B006 (a cache shared by every call)
+    """Forward steps to go back over a chain of `steps` values from a checkpoint before its first, holding
+    at most `slots` values besides it: the first held value placed at the best offset m, the chain after it
+    gone over with one slot fewer, then the chain before it with all (Griewank's binomial recurrence)."""
+    if steps <= 1:
+        return steps
+    if slots == 0:
+        return steps * (steps + 1) // 2  # every value recomputed from the checkpoint for its reader
+    key = (steps, slots)
+    if key not in memo:
+        memo[key] = min(m + _binomial_cost(steps - m, slots - 1) + _binomial_cost(m, slots)
+                        for m in range(1, steps))
+    return memo[key]
+
+
+def _binomial_split(steps, slots) -> int:
+    """Where the first held value goes (an offset in 1..steps-1) in `_binomial_cost`'s best order."""
+    if steps > 256:  # beyond the table: evenly spaced (the cost grows slowly near the best offset)
+        return max(1, steps // (slots + 1))
+    return min(range(1, steps), key=lambda m: (m + _binomial_cost(steps - m, slots - 1)
+                                              + _binomial_cost(m, slots), -m))
+
+
+def binomial_offsets(steps, slots) -> list:
+    """The offsets (1-based, below `steps`) of the values held on a sweep over `steps` values with `slots`."""
+    out, base = [], 0
+    while slots > 0 and steps - base > 1:
+        base += _binomial_split(steps - base, slots)
+        out.append(base)
+        slots -= 1
+    return out
+
+
 def _schedule(forward, backward, kept, hold=True, materialise=False) -> Schedule:
     """The backward pass with every residual not in `kept` recomputed before its first use.
 
     `hold`: a segment is recomputed once and each of its values held until its last backward use (about one
-    extra forward pass). Otherwise only the values a backward statement reads are held, and the values
-    between them and their checkpoint are computed again for each (less memory, more flops)."""
+    extra forward pass). False: only the values a backward statement reads are held, and the values
+    between them and their checkpoint are computed again for each (less memory, more flops). An int:
+    binomial checkpointing with that many slots: each recomputation from a checkpoint holds, besides what
+    its statement reads, the residuals at `binomial_offsets` of its sweep for as many slots as are free
+    (the held residuals still read later take one each), so that the sweeps after it start closer."""
     fwd = set(forward)
     residuals = _ordered_residuals(forward, backward)
     dropped = [v for v in residuals if v not in kept]
@@ -121,6 +157,14 @@ def _schedule(forward, backward, kept, hold=True, materialise=False) -> Schedule
     clones: dict = {}
     blocks, out = [], []
     counter = [0]
+    binomial = hold is not True and hold is not False
+    position = {v: i for i, v in enumerate(residuals)}
+    last_read: dict = {}             # residual -> index of the last backward node reading it
+    for j, n in enumerate(backward):
+        for v in n.inputs:
+            if root(v) in position:
+                last_read[root(v)] = j
+    held_now: set = set()            # residuals a binomial sweep holds
 
     def available(v):
         if v.node is None or v.node not in fwd:
@@ -146,21 +190,43 @@ def _schedule(forward, backward, kept, hold=True, materialise=False) -> Schedule
             if materialise:
                 c.weak, c.zero_sum_axes, c.grad_of = o.weak, o.zero_sum_axes, o.grad_of
             clone.outputs.append(c)
-            (made if hold else scratch)[o] = c
+            (made if hold is True or o in held_now else scratch)[o] = c
         clones[clone] = node
         block.nodes.append(clone)
         counter[0] += node.prim.flops(node)
-        return (made if hold else scratch)[v]
+        return (made if hold is True or v in held_now else scratch)[v]
 
-    for n in backward:
+    def sweep(v, found, seen):
+        """The residuals recomputing `v` would compute (none held yet), into `found`."""
+        if v in seen or available(v) or v in made:
+            return
+        seen.add(v)
+        for u in v.node.inputs:
+            sweep(u, found, seen)
+        if v in position:
+            found.append(v)
+
+    def plan_sweep(n, j):
+        found, seen = [], set()
+        for v in n.inputs:
+            sweep(v, found, seen)
+        found.sort(key=position.get)
+        alive = sum(1 for v in set(made) | set(kept) if v in position and last_read.get(v, -1) >= j)
+        free = hold - alive
+        held_now.clear()
+        held_now.update(found[k - 1] for k in binomial_offsets(len(found), free))
+
+    for j, n in enumerate(backward):
         if all(available(v) for v in n.inputs):
             out.append(n)
             continue
         block = Block(n, [], [])
         inputs, scratch = [], {}
+        if binomial:
+            plan_sweep(n, j)
         for v in n.inputs:
             inputs.append(ensure(v, block, scratch))
-            if not hold and not available(v):
+            if hold is not True and not available(v):
                 for o, c in zip(v.node.outputs, inputs[-1].node.outputs):
                     made[o] = c  # what the statement reads is held for its other readers
         if block.nodes:
@@ -259,6 +325,12 @@ def _spaced(residuals, sizes, k) -> set:
     return kept
 
 
+def _binomial_kept(residuals, slots, last) -> set:
+    """What the forward pass keeps for binomial checkpointing: its sweep's held values (and the last)."""
+    kept = {residuals[k - 1] for k in binomial_offsets(len(residuals), slots)}
+    return kept | {residuals[-1]} if last else kept
+
+
 def plan(forward, backward, budget: int, loc=None) -> Schedule | None:
     """The schedule with the fewest recomputed flops whose residual peak fits `budget` (None: all fit).
 
@@ -274,16 +346,19 @@ def plan(forward, backward, budget: int, loc=None) -> Schedule | None:
     tried: dict = {}
 
     def attempt(kept, hold, drop_cheap=True):
-        key = (frozenset(kept - cheap if drop_cheap else kept), hold)
+        key = (frozenset(kept - cheap if drop_cheap else kept), type(hold).__name__, hold)  # True == 1
         if key not in tried:
             tried[key] = _schedule(forward, backward, key[0], hold)
         return tried[key]
 
     n = len(residuals)
     grid = sorted({min(n, max(2, round(1.5 ** e))) for e in range(0, 40) if 1.5 ** e < 2 * n})
+    slots = sorted({max(1, round(1.5 ** e)) for e in range(0, 40) if 1.5 ** e < n})
     # the same schedules whatever the budget: the smallest budget named in the error is one of them
     fixed = [attempt(everything, True), attempt(set(), False)] + [
         attempt(_spaced(residuals, sizes, k), hold, drop_cheap) for hold in (True, False) for k in grid
+        for drop_cheap in (True, False)] + [
+        attempt(_binomial_kept(residuals, s, last), s, drop_cheap) for s in slots for last in (False, True)
         for drop_cheap in (True, False)]
     fits = [s for s in fixed if s.residual_peak <= budget]
     for hold in (True, False):
@@ -367,8 +442,12 @@ def _where(v) -> str:
     return loc.short() if loc and getattr(loc, "line", 0) else "-"
 
 
-def report(graph, forward_nodes, schedule, results, budget=None, backend="", frees=True) -> MemoryReport:
-    """The memory report of a finished graph (and the schedule that rewrote it, if any)."""
+def report(graph, forward_nodes, schedule, results, budget=None, backend="", frees=True,
+           min_bytes=0) -> MemoryReport:
+    """The memory report of a finished graph (and the schedule that rewrote it, if any).
+
+    `frees`: the code frees each value of at least `min_bytes` at its last use (smaller ones live until it
+    returns); without it every value lives until then."""
     forward = [n for n in graph.nodes if n in forward_nodes]
     backward = [n for n in graph.nodes if n not in forward_nodes]
     clones = schedule.clones if schedule is not None else {}
@@ -391,7 +470,8 @@ def report(graph, forward_nodes, schedule, results, budget=None, backend="", fre
     scatters = [n for n in nodes if n.prim is ScatterAdd and n.outputs[0] in set(results)]
     sizes = {v: 0 for n in scatters for v in n.inputs}
     if frees:
-        r.peak_bytes = _peak(nodes, [n.outputs[0] for n in scatters], persist=results, sizes=sizes)
+        small = [o for n in nodes for o in n.outputs if nbytes(o) < min_bytes] if min_bytes else []
+        r.peak_bytes = _peak(nodes, [n.outputs[0] for n in scatters], persist=list(results) + small, sizes=sizes)
     else:  # every value the code names lives until it returns
         r.peak_bytes = sum(nbytes(o) for n in nodes for o in n.outputs)
     return r

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import is_float
 from ..errors import CompileError
-from ..ir import at, building, current_loc
-from ..primitives import ops
+from ..ir import at, building, current_graph, current_loc
+from ..primitives import control, ops
 from ..primitives.elementwise import fill_value
 from ..primitives.index import ScatterAdd, scatter_add
 
@@ -91,48 +92,67 @@ def reverse(graph, wrt, seed=None, nodes=None, result=None):
     `seed` is the result's incoming gradient (a cotangent of its shape: sb.vjp); d_loss = 1 by default.
     `nodes` and `result` (default: the whole graph and its result) differentiate a part of the graph:
     an sb.grad function called inside a model, while the model is traced."""
-    live = depends_on(graph, wrt)
-    forward = list(graph.nodes if nodes is None else nodes)
     result = graph.result if result is None else result
-    forward_nodes = set(forward)
-    adjoints: dict = {}
     with building(graph):
-        if result in live:
-            adjoints[result] = [seed if seed is not None else ops.fill(1.0, (), result.dtype)]
-        for node in reversed(forward):
-            if not any(v in adjoints for v in node.outputs):
-                continue
-            with at(node.loc):
-                gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
-            if all(g is None for g in gs):
-                continue
-            wants = [v in live and (v.dtype.kind == "f" or v in wrt) for v in node.inputs]
-            if not any(wants):
-                continue
-            with at(node.loc):
-                first = len(graph.nodes)
-                results = node.prim.adjoint(node, gs, wants)
-                if len(results) != len(node.inputs):
-                    raise CompileError(f"internal: adjoint of {node.prim.name} gave {len(results)} gradients",
-                                       node.loc)
-                for v, want, r in zip(node.inputs, wants, results):
-                    if want and r is not None:
-                        if r.shape != v.shape:
-                            raise CompileError(f"internal: gradient of shape {r.shape} for a value of shape "
-                                               f"{v.shape} in {node.prim.name}", node.loc)
-                        if r.name is None and r.grad_of is None and r.node not in forward_nodes:
-                            r.grad_of = v
-                        adjoints.setdefault(v, []).append(r)
-            step = AdjointStep(node, tuple(gs), tuple(wants), tuple(results), graph.nodes[first:])
-            graph.adjoints[node] = step
-            for n in step.nodes:
-                graph.provenance[n] = step
+        seeds = [(result, seed if seed is not None else ops.fill(1.0, (), result.dtype))]
+        found = backprop(graph, seeds, wrt, wrt, nodes)
         grads = []
-        for p in wrt:
-            parts = adjoints.get(p, [])
-            with at(parts[-1].node.loc if parts and parts[-1].node is not None else current_loc()):
-                g = _total(parts, p, forward_nodes)
+        for p, g in zip(wrt, found):
             if g is None:
-                g = ops.fill(0.0, p.shape, p.dtype if p.dtype.kind == "f" else np.float64)
+                g = ops.fill(0.0, p.shape, p.dtype if is_float(p.dtype) else np.float64)
             grads.append(g)
     return grads
+
+
+def backprop(graph, seeds, wrt, sources, nodes=None):
+    """The adjoints of `graph`'s nodes (or of `nodes`, a part of it), last first, appended to the graph
+    being built (`graph` itself, or the backward body of a region, primitives/control.py).
+
+    `seeds` are (value, incoming gradient) pairs; only values computed from `sources` get adjoints.
+    Returns the gradient of each `wrt` value, None where none arrived.
+    """
+    into = current_graph()
+    live = depends_on(graph, sources)
+    forward = list(graph.nodes if nodes is None else nodes)
+    forward_nodes = set(forward)
+    adjoints: dict = {}
+    for v, g in seeds:
+        if v in live:
+            adjoints.setdefault(v, []).append(g)
+    for node in reversed(forward):
+        if not any(v in adjoints for v in node.outputs):
+            continue
+        with at(node.loc):
+            gs = [_total(adjoints.pop(v, []), v, forward_nodes) for v in node.outputs]
+        if all(g is None for g in gs):
+            continue
+        wants = [v in live and (is_float(v.dtype) or v in wrt) for v in node.inputs]
+        if not any(wants):
+            continue
+        with at(node.loc):
+            first = len(into.nodes)
+            results = node.prim.adjoint(node, gs, wants)
+            if len(results) != len(node.inputs):
+                raise CompileError(f"internal: adjoint of {node.prim.name} gave {len(results)} gradients",
+                                   node.loc)
+            for v, want, r in zip(node.inputs, wants, results):
+                if want and r is not None:
+                    if r.shape != v.shape:
+                        raise CompileError(f"internal: gradient of shape {r.shape} for a value of shape "
+                                           f"{v.shape} in {node.prim.name}", node.loc)
+                    if r.name is None and r.grad_of is None and r.node not in forward_nodes:
+                        r.grad_of = v
+                    adjoints.setdefault(v, []).append(r)
+        step = AdjointStep(node, tuple(gs), tuple(wants), tuple(results), into.nodes[first:])
+        graph.adjoints[node] = step
+        for n in step.nodes:
+            into.provenance[n] = step
+    grads = []
+    for p in wrt:
+        parts = adjoints.get(p, [])
+        with at(parts[-1].node.loc if parts and parts[-1].node is not None else current_loc()):
+            grads.append(_total(parts, p, forward_nodes))
+    return grads
+
+
+control.use_backprop(backprop)

@@ -151,3 +151,25 @@ def test_a_fused_kernel_remembers_the_lines_fused_into_it():
     (only,) = kit.kernels(g)
     # the consumer's line first, then the producers' as they were inlined
     assert only.loc == line[2] and g.fused[only] == (line[2], line[1], line[0])
+
+
+def test_a_long_chain_is_cut_into_bounded_kernels():
+    """A static loop accumulating hundreds of taps fused into one kernel cost time quadratic
+    in its length (each merge rewrites the whole body); kernels stop at MAX_FUSED operations
+    and MAX_INPUTS inputs, and the cut chain computes the same value."""
+    g = kit.graph()
+    with kit.building(g):
+        xs = [kit.param(g, f"x{i}", (5,)) for i in range(50)]
+        acc = xs[0] * 1.5
+        for i in range(1, 200):
+            acc = acc + xs[i % 50] * float(i)
+        g.result = ops.sum(acc)
+    inputs = kit.random_inputs(g)
+    before = kit.evaluate(g, inputs)[g.result]
+    fuse.fuse_elementwise(g, keep=[g.result], across_names=True)
+    kernels = kit.kernels(g)
+    assert len(kernels) > 1
+    for k in kernels:
+        assert sum(sympy.count_ops(b) for b in kit.bodies(k)) <= 2 * fuse.MAX_FUSED
+        assert len(set(k.inputs)) <= fuse.MAX_INPUTS + 1
+    assert np.allclose(kit.evaluate(g, inputs)[g.result], before)

@@ -8,14 +8,16 @@ import tempfile
 
 import numpy as np
 
+from ...dtypes import is_float
 from ...errors import CompileError
+from ...ir import bodies
 from ...program import aux_names, aux_rebuild
 from ...rendering import render
 from ..base import Artifact, Backend, load
 from . import blas, jit, lapack
 from . import call as bridge
 from .adapter import adapter_ir
-from .lower import Lowering
+from .lower import Lowering, region_error
 
 
 def symbol_name(compiled):
@@ -75,7 +77,7 @@ def make_fast_caller(compiled, address, jit_module):
                                     for i in dynamic) or any(v.dtype.name not in readable for v in aux):
         return None
     # float gradients and float 0-d aux arrays come back through one float64 buffer
-    scalar_out = [g.shape == () for g in compiled.grads] + [v.shape == () and v.dtype.kind == "f" for v in aux]
+    scalar_out = [g.shape == () for g in compiled.grads] + [v.shape == () and is_float(v.dtype) for v in aux]
     text, name = adapter_ir(compiled, symbol_name(compiled), scalar_out)
     adapter = jit.compile_module(text, {symbol_name(compiled): address})
     params = [bridge.Scalar("float64") if specs[i].kind == "float" else
@@ -135,7 +137,7 @@ def _scalar_of(v, name):
 def _finish_aux(v, out):
     if v.shape:
         return out
-    if v.dtype.kind == "f":
+    if is_float(v.dtype):
         return float(out) if v.dtype == np.float64 else v.dtype.type(out)
     return bool(out) if v.dtype.kind == "b" else int(out)
 
@@ -371,6 +373,13 @@ def _step_entries(program):
 
 # ---- the backend ---------------------------------------------------------------------------
 
+def _no_regions(program):
+    """A CompileError for an `if` or `while` on array values, which this backend does not compile yet."""
+    region = next((n for n in program.graph.nodes if bodies(n)), None)
+    if region is not None:
+        raise region_error(region)
+
+
 class LLVMBackend(Backend):
     name = "llvm"
     fuses_across_statements = True
@@ -379,16 +388,18 @@ class LLVMBackend(Backend):
 
     def check(self, specs):
         for s in specs:
-            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float32", "float64"):
-                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float32 "
-                                "and float64 arrays (use backend='numpy', or convert it)")
+            if s.kind == "array" and s.dtype.kind == "f" and s.dtype.name not in ("float16", "float32", "float64"):
+                raise TypeError(f"argument `{s.name}` has dtype {s.dtype}; the LLVM backend takes float16, "
+                                "bfloat16, float32 and float64 arrays (use backend='numpy', or convert it)")
 
     def build(self, program) -> Artifact:
+        _no_regions(program)
         if program.kind == "train_step":
             return attach_train_step(program)
         return attach(program)
 
     def export(self, program, path, forward=None):
+        _no_regions(program)
         if program.kind == "train_step":
             return export_step(program, path)
         return export(program, path)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from ...dtypes import is_bfloat16, is_float, is_half
 from ...errors import CompileError
 
 I8, I64 = ir.IntType(8), ir.IntType(64)
@@ -32,6 +33,8 @@ class Operand:
     etype: ir.Type
     strides: tuple          # elements, one per dimension of the loop nest
     offset: int = 0         # elements
+    #: "float16" or "bfloat16": elements stored in 16 bits, loaded as float32 and stored from it
+    half: str | None = None
 
 
 def contiguous_strides(shape):
@@ -191,21 +194,56 @@ def element(builder, operand, offset):
 
 
 def load(builder, operand, offset):
-    return builder.load(element(builder, operand, offset), typ=operand.etype)
+    value = builder.load(element(builder, operand, offset), typ=operand.etype)
+    return widen(builder, value, operand.half) if operand.half else value
 
 
 def store(builder, value, operand, offset):
+    if operand.half and value.type != operand.etype:
+        value = narrow(builder, value, operand.half)
     builder.store(value, element(builder, operand, offset))
+
+
+# ---- 16-bit floats: float16 is LLVM's half (F16C instructions on x86-64-v3), bfloat16 an i16 holding the
+# top half of a float32's bits; both are computed in float32 (symbackprop/dtypes.py)
+
+I16, I32, F32 = ir.IntType(16), ir.IntType(32), ir.FloatType()
+
+
+def widen(builder, value, half):
+    """A 16-bit element as float32 (exact)."""
+    if half == "float16":
+        return builder.fpext(value, F32)
+    return builder.bitcast(builder.shl(builder.zext(value, I32), ir.Constant(I32, 16)), F32)
+
+
+def narrow(builder, value, half):
+    """A float32 as the nearest 16-bit element, ties to even, as NumPy and ml_dtypes round."""
+    if isinstance(value.type, ir.DoubleType):  # (double to half directly would be a libcall on x86)
+        value = builder.fptrunc(value, F32)
+    if half == "float16":
+        return builder.fptrunc(value, ir.HalfType())
+    bits = builder.bitcast(value, I32)
+    odd = builder.and_(builder.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    rounded = builder.lshr(builder.add(bits, builder.add(ir.Constant(I32, 0x7FFF), odd)), ir.Constant(I32, 16))
+    nan = builder.fcmp_unordered("uno", value, value)
+    # a NaN stays a (quiet) NaN: rounding its payload could carry it into an infinity
+    return builder.trunc(builder.select(nan, ir.Constant(I32, 0x7FC0), rounded), I16)
 
 
 # ---- element types ------------------------------------------------------------------------
 
 def llvm_type(dtype):
+    """The element type in memory (a 16-bit float's is half or i16: see `half_of`)."""
     dtype = np.dtype(dtype)
     if dtype == np.float64:
         return ir.DoubleType()
     if dtype == np.float32:
         return ir.FloatType()
+    if dtype == np.float16:
+        return ir.HalfType()
+    if is_bfloat16(dtype):
+        return I16
     if dtype.kind == "b":
         return I8
     if dtype.kind in "iu":
@@ -213,14 +251,25 @@ def llvm_type(dtype):
     raise CompileError(f"the LLVM backend has no type for {dtype}")
 
 
+def half_of(dtype):
+    """Operand.half for elements of `dtype`: its name for a 16-bit float, else None."""
+    return np.dtype(dtype).name if is_half(dtype) else None
+
+
+def compute_type(dtype):
+    """The type arithmetic on elements of `dtype` is done in: float32 for 16-bit floats."""
+    return F32 if is_half(dtype) else llvm_type(dtype)
+
+
 def float_type(dtypes):
-    floats = [np.dtype(d) for d in dtypes if np.dtype(d).kind == "f"]
-    return llvm_type(np.result_type(*floats) if floats else np.float64)
+    floats = [np.dtype(d) for d in dtypes if is_float(d)]
+    return compute_type(np.result_type(*floats) if floats else np.float64)
 
 
 def convert(lower, value, dtype):
-    """`value` (a number the lowering `lower` computed) as an element of `dtype`."""
-    ty = llvm_type(dtype)
+    """`value` (a number the lowering `lower` computed) as an element of `dtype` (a 16-bit float's as the
+    float32 its store narrows)."""
+    ty = compute_type(dtype)
     if np.dtype(dtype).kind == "b":
         return lower.b.zext(lower.as_bool(value), I8)
     if isinstance(ty, ir.IntType):

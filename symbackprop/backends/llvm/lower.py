@@ -21,6 +21,7 @@ from llvmlite import ir
 from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
+from ...primitives.control import If, Replay, While
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
@@ -30,8 +31,8 @@ from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, 
 from . import blas_calls, vecmath
 from .expr import ExprLowering, intrinsic
 from . import lapack
-from .loops import (I8, I64, Operand, broadcast_strides, contiguous_strides, convert, float_type, llvm_type, load,
-                    loop_nest, store)
+from .loops import (I8, I64, Operand, broadcast_strides, compute_type, contiguous_strides, convert, float_type,
+                    half_of, llvm_type, load, loop_nest, store)
 from .rowpass import find_row_passes, lower_row_pass
 
 import os
@@ -93,8 +94,13 @@ class Lowering:
                     and v.node.prim is not Reshape:  # a reshape is its input's buffer
                 self.direct[v] = a
         self.copy_back = []
+        #: updates whose new value has another dtype than their target (a float64 scalar in a float32 model's
+        #: loss makes the update float64): converted element by element into the target, never written in place
+        self.convert_back = []
         for target, new in updates:
-            if new.node is not None and new.node in self.update_nodes and new.node.prim is Kernel \
+            if new.dtype != target.dtype:
+                self.convert_back.append((new, self.buffers[target], target.dtype))
+            elif new.node is not None and new.node in self.update_nodes and new.node.prim is Kernel \
                     and len(new.node.outputs) == 1 and new not in self.direct:
                 self.direct[new] = self.buffers[target]
             else:
@@ -103,7 +109,7 @@ class Lowering:
         for i, node in enumerate(self.order):
             for v in node.inputs:
                 self.last_use[v] = i
-        for new, _ in self.copy_back:
+        for new, *_ in self.copy_back + self.convert_back:
             self.last_use[new] = len(self.order)
         self.virtual_transposes = _virtual_transposes(graph)
         self.fused_reductions = {v: r for v, r in _fused_reductions(graph, {v for v, _ in self.out_args}).items()
@@ -124,6 +130,30 @@ class Lowering:
         # reads the values the pass stores, by its own rule
         self.fused_reductions = {v: r for v, r in self.fused_reductions.items() if v.node not in self.row_pass_nodes}
         self.reductions_done = set(self.fused_reductions.values())
+        self.parts = self._parts_in_place()
+
+    def _parts_in_place(self):
+        """Products written straight into their row of a gradient assembled from parts (d_Ws[i] of a loop
+        over layers): part -> (the scatter-add, its element offset). Else each part is a buffer of its own
+        until the scatter-add at the end copies it in: the whole gradient twice."""
+        uses: dict = {}
+        for n in self.order:
+            for v in n.inputs:
+                uses[v] = uses.get(v, 0) + 1
+        parts = {}
+        for s in self.order:
+            out = s.outputs[0]
+            if s.prim is not ScatterAdd or out not in self.direct or s in self.update_nodes \
+                    or not s.prim.disjoint_rows(s):
+                continue
+            row = int(np.prod(out.shape[1:], dtype=np.int64))
+            for key, g in zip(s.attrs["indexes"], s.inputs):
+                p = g.node
+                if (p is not None and p.prim is MatMul and p not in self.row_pass_nodes and uses.get(g) == 1
+                        and g not in self.output_values and g not in self.direct and g.dtype == out.dtype
+                        and g.shape == out.shape[1:] and g.size > 16 and g not in parts):
+                    parts[g] = (s, key[0] * row)
+        return parts
 
     # ---- buffers ----------------------------------------------------------------
     def buffer(self, v):
@@ -132,7 +162,8 @@ class Lowering:
         return self.buffers[v]
 
     def operand(self, v, strides=None, offset=0):
-        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset)
+        return Operand(self.buffer(v), llvm_type(v.dtype), strides or contiguous_strides(v.shape), offset,
+                       half_of(v.dtype))
 
     def define(self, v):
         """A fresh buffer for value `v`."""
@@ -142,6 +173,11 @@ class Lowering:
             self.buffers[v] = self.direct[v]
             return self.buffers[v]
         ty = llvm_type(v.dtype)
+        if v in self.parts:  # its row of the gradient it is a part of, in the caller's memory
+            s, offset = self.parts[v]
+            self.buffers[v] = self.allocas.gep(self.direct[s.outputs[0]], [ir.Constant(I64, offset)],
+                                               source_etype=ty)
+            return self.buffers[v]
         if v.shape == () or v.size <= 16:
             ptr = self.allocas.alloca(ty, size=max(v.size, 1))
         else:
@@ -171,7 +207,7 @@ class Lowering:
         self.b.call(fn, [dst, src, ir.Constant(I64, nbytes)])
 
     def fill(self, v, value):
-        ty = llvm_type(v.dtype)
+        ty = compute_type(v.dtype)
         op = self.operand(v)
         const = ir.Constant(ty, value if isinstance(ty, (ir.DoubleType, ir.FloatType)) else int(value))
         loop_nest(self.b, v.shape, [op], lambda b, offs: store(b, const, op, offs[0]))
@@ -192,7 +228,8 @@ class Lowering:
                 pass  # read by the products as a transpose flag, or computed by its producer's loop
             elif node in self.update_nodes:
                 rule(self, node)  # reads and writes its target: not a function of distinct (noalias) buffers
-            elif type(node.prim) in OUTLINED and max((v.size for v in node.outputs), default=1) > 1:
+            elif type(node.prim) in OUTLINED and max((v.size for v in node.outputs), default=1) > 1 \
+                    and not any(self.parts.get(g, (None,))[0] is node for g in node.inputs):  # not shareable
                 self.outline(rule, node)
             else:
                 rule(self, node)
@@ -201,6 +238,12 @@ class Lowering:
             src = self.buffer(v)
             if self.buffers.get(v) is not a:
                 self.memcpy(a, src, max(v.size, 1) * v.dtype.itemsize)
+        for v, a, dtype in self.convert_back:
+            src = Operand(self.buffer(v), llvm_type(v.dtype), (1,), 0, half_of(v.dtype))
+            dst = Operand(a, llvm_type(dtype), (1,), 0, half_of(dtype))
+            ty = compute_type(dtype)
+            loop_nest(self.b, (max(v.size, 1),), [src, dst],
+                      lambda b, o: store(b, _cast(b, load(b, src, o[0]), ty), dst, o[1]))
         for v, ptr in self.owned:
             self.release(v, ptr)
         self.owned = []
@@ -512,8 +555,20 @@ def lower_scatter_add(L, node):
     out = node.outputs[0]
     L.define(out)
     ty = llvm_type(out.dtype)
-    L.fill(out, 0.0)
+    in_place = [g for g in node.inputs if L.parts.get(g, (None,))[0] is node]
+    if not in_place:
+        L.fill(out, 0.0)
+    else:  # the rows no part wrote in place start at zero
+        written = {L.parts[g][1] for g in in_place}
+        row = int(np.prod(out.shape[1:], dtype=np.int64))
+        zero = ir.Constant(ty, 0.0)
+        for i in range(out.shape[0]):
+            if i * row not in written:
+                dst = Operand(L.buffer(out), ty, contiguous_strides(out.shape[1:]), i * row)
+                loop_nest(L.b, out.shape[1:], [dst], lambda b, o, dst=dst: store(b, zero, dst, o[0]))
     for key, g in zip(node.attrs["indexes"], node.inputs):
+        if g in in_place:
+            continue
         offset, strides = _index_geometry(out.shape, key)
         dst = Operand(L.buffer(out), ty, strides, offset)
         src = L.operand(g)
@@ -998,3 +1053,14 @@ def lower_softmax(L, node):
     p, e, s = node.outputs
     L.define(p)
     _elementwise(L, z.shape, [e, s], p, lambda b, ee, ss: b.fdiv(ee, ss))
+
+
+def region_error(node):
+    """The CompileError for value-dependent control flow, which this backend does not lower yet."""
+    return CompileError(f"`{node.prim.describe(node)}` on an array value is not yet on the LLVM backend; "
+                        "use backend='numpy'", node.loc, "Compile this model with backend='numpy'.")
+
+
+@lowers(If, While, Replay)
+def _region(L, node):
+    raise region_error(node)

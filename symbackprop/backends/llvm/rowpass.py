@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import sympy
 from llvmlite import ir
 
+from ...dtypes import is_half
 from ...primitives.elementwise import Kernel
 from ...primitives.linalg import MatMul
 from ...primitives.reduce import Sum
@@ -52,7 +53,7 @@ def _sums_to_number(node):
 def _row_kernel(node, n, dtype):
     return (node.prim is Kernel and node.attrs["shape"] == (n,)
             and all(v.dtype == dtype for v in node.outputs)
-            and all(v.shape in ((n,), ()) and v.dtype.kind == "f" for v in node.inputs))
+            and all(v.shape in ((n,), ()) and v.dtype.kind == "f" and not is_half(v.dtype) for v in node.inputs))
 
 
 def find_row_passes(order, virtual_transposes, results):

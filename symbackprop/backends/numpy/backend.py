@@ -18,7 +18,7 @@ def _taking_all_arguments(run, program):
 class NumpyBackend(Backend):
     name = "numpy"
     fuses_across_statements = False
-    frees_at_last_use = False  # its locals live until it returns, but under a memory budget (`del`)
+    frees_at_last_use = False  # its locals live until it returns, but large ones (`del`; all under a budget)
     exports = (".py",)
 
     def build(self, program) -> Artifact:

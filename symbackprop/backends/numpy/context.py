@@ -11,6 +11,16 @@ import contextlib
 import threading
 
 _state = threading.local()
+#: the column generated statements' comments (the model line) start at
+COMMENT_COLUMN = 44
+
+
+def with_comment(line, loc):
+    """`line` with the model line it comes from as a comment."""
+    if not loc or not loc.line:
+        return line
+    pad = max(COMMENT_COLUMN - len(line), 2)
+    return f"{line}{' ' * pad}# {loc.short()}"
 
 
 def current_writer():

@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 import textwrap
 
+from ...dtypes import text as dtype_text
+from ...frontend.signature import Slot
 from ...rendering import render, source_literal
 from ...transforms.update import unique_name
 from ..base import load
@@ -174,7 +176,9 @@ def export_entry(compiled) -> str:
 
 
 ENTRY_TITLES = {"jvp": "Value and directional derivative (forward mode)", "vjp": "Value and vector-Jacobian product",
-                "jacobian": "Jacobian", "hessian": "Hessian", "hvp": "Hessian-vector product (forward over reverse)"}
+                "jacobian": "Jacobian", "hessian": "Hessian", "hvp": "Hessian-vector product (forward over reverse)",
+                "vmap": "The model mapped over a batch (sb.vmap)",
+                "per_example_grad": "Per-example gradients, a leading batch axis"}
 
 
 def entry_module(compiled) -> str:
@@ -225,7 +229,7 @@ def tree_functions(compiled) -> list:
 
 def tree_paths(tree, prefix) -> list:
     """(Slot index, Python expression) of each leaf of a parameter tree: `params["layers"][0][1]`."""
-    if hasattr(tree, "index") and not isinstance(tree, (tuple, list, dict)):
+    if isinstance(tree, Slot):
         return [(tree.index, prefix)]
     items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (tuple, list)) else ()
     return [p for k, v in items for p in tree_paths(v, f"{prefix}[{source_literal(k)}]")]
@@ -240,7 +244,7 @@ def tree_source(tree, leaf) -> str:
         return "[" + ", ".join(tree_source(t, leaf) for t in tree) + "]"
     if isinstance(tree, dict):
         return "{" + ", ".join(f"{source_literal(k)}: {tree_source(v, leaf)}" for k, v in tree.items()) + "}"
-    return leaf(tree.index) if hasattr(tree, "index") else "None"
+    return leaf(tree.index) if isinstance(tree, Slot) else "None"
 
 
 def without_statics(tree):
@@ -248,7 +252,7 @@ def without_statics(tree):
         return {k: without_statics(v) for k, v in tree.items()}
     if isinstance(tree, (tuple, list)):
         return type(tree)(without_statics(v) for v in tree)
-    return tree if hasattr(tree, "index") else None
+    return tree if isinstance(tree, Slot) else None
 
 
 # ---- the argument checks of an exported module -----------------------------------------------
@@ -396,7 +400,7 @@ def step_module(compiled, forward=None) -> str:
         init_checks=[line for line in checks if any(line.startswith(f'_array("{w}"') for w in wrt)],
         checks=checks + state_checks + hyper_checks,
         call=compiled.core + "(" + _wrap([s.name for s in specs if s.dynamic] + state_reads
-                                         + [f"np.{dtype}({name})" for name, _ in compiled.hyper],
+                                         + [f"{dtype_text(dtype)}({name})" for name, _ in compiled.hyper],
                                          f"    return {compiled.core}(") + ")").rstrip("\n"))
     functions.append(step_function_text(compiled))
     if partner is not None:

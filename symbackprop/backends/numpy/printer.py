@@ -5,6 +5,8 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from ...dtypes import COMPUTE, is_half
+from ...dtypes import text as dtype_text
 from ...primitives import scalar
 import numpy as np
 
@@ -307,7 +309,7 @@ def kernel_lines(node, args, out, printer_cls=None, namer=None, into=None):
     widened = widened_inputs(node) if printer_cls is not MathPrinter else {}
     for i, dtype in widened.items():
         a = args[i]
-        names[sympy.Symbol(f"a{i}", real=True)] = f"{a if a.isidentifier() else f'({a})'}.astype(np.{dtype})"
+        names[sympy.Symbol(f"a{i}", real=True)] = f"{a if a.isidentifier() else f'({a})'}.astype({dtype_text(dtype)})"
     program, outs = node.attrs["program"], node.attrs["outs"]
     # an output that is just a temp gives the temp its name; outputs are named in order of computation
     temp_out = {}
@@ -353,6 +355,9 @@ def widened_inputs(node) -> dict:
     """{input index: dtype} for float inputs to widen before computing: a NumPy scalar in the body
     (x32*np.float64(2)) gave the kernel a wider dtype than its arrays. NumPy computes in the wider
     type from where they meet; this computes the whole body in it, as the LLVM backend does."""
+    halves = {i: COMPUTE for i, v in enumerate(node.inputs) if not v.weak and is_half(v.dtype)}
+    if halves:  # float16/bfloat16 arrays are computed in float32 (symbackprop/dtypes.py)
+        return halves
     want = node.attrs.get("dtype")
     if want is None or want.kind != "f":
         return {}
@@ -364,6 +369,22 @@ def widened_inputs(node) -> dict:
             if not v.weak and v.dtype.kind == "f" and v.dtype.itemsize < want.itemsize}
 
 
+def _primary(text) -> bool:
+    """Whether `text` needs no brackets before `.astype`: a name, or one call (np.tanh(a + b))."""
+    if text.isidentifier():
+        return True
+    head, paren, _ = text.partition("(")
+    if not paren or not all(part.isidentifier() for part in head.split(".")) or not text.endswith(")"):
+        return False
+    depth = 0
+    for k, c in enumerate(text[len(head):], len(head)):
+        depth += c == "("
+        depth -= c == ")"
+        if depth == 0 and k < len(text) - 1:
+            return False  # np.exp(a)*np.exp(b): the first call closes before the end
+    return True
+
+
 def _numpy_result(text, expr, inputs, value: Value, widened=None):
     """Make the printed expression have the declared dtype and shape."""
     dtypes = operand_dtypes(inputs)
@@ -373,9 +394,10 @@ def _numpy_result(text, expr, inputs, value: Value, widened=None):
     used = [inputs[int(s.name[1:])].shape for s in expr.free_symbols if s.name.startswith("a")]
     shape = tuple(np.broadcast_shapes(*used)) if used else ()
     if shape != value.shape:
-        return f"np.full({value.shape!r}, {text}, dtype=np.{value.dtype})"
+        return f"np.full({value.shape!r}, {text}, dtype={dtype_text(value.dtype)})"
     if natural is None:
-        return f"np.{value.dtype}({text})" if value.shape == () else text
+        return f"{dtype_text(value.dtype)}({text})" if value.shape == () else text
     if natural != value.dtype:
-        return f"({text}).astype(np.{value.dtype})"
+        bare = _primary(text) if is_half(value.dtype) else text.isidentifier()  # (other models' code as it was)
+        return f"{text if bare else f'({text})'}.astype({dtype_text(value.dtype)})"
     return text

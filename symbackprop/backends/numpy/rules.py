@@ -15,7 +15,9 @@ tables are keyed by `type(prim)`; `rule(MatMul)` registers under that class.
 """
 from __future__ import annotations
 
+from ...dtypes import text as dtype_text
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
+from ...primitives.control import If, Replay, While
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, key_text
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
@@ -24,6 +26,7 @@ from ...primitives.reduce import Max, Min, Sum, axis_text
 from ...primitives.shape import BroadcastTo, Concatenate, Copy, Reshape, SumTo, Transpose
 from .context import current_writer
 from .printer import float_literal, kernel_lines
+from .regions import write_region
 
 RULES: dict = {}
 INTO: dict = {}
@@ -75,7 +78,7 @@ def _fill(node, args, out):
     value, shape = node.attrs["value"], node.attrs["shape"]
     if shape == ():
         return float_literal(value)
-    return f"np.full({shape!r}, {float_literal(value)}, dtype=np.{node.attrs['dtype']})"
+    return f"np.full({shape!r}, {float_literal(value)}, dtype={dtype_text(node.attrs['dtype'])})"
 
 
 @rule(Constant)
@@ -107,7 +110,7 @@ def _index(node, args, out):
 def scatter_allocation(node, name, empty=False):
     """The statement allocating a scatter-add's result (empty when its parts cover it)."""
     shape, dtype = node.attrs["shape"], node.attrs["dtype"]
-    return f"{name} = np.{'empty' if empty else 'zeros'}({shape!r}, dtype=np.{dtype})"
+    return f"{name} = np.{'empty' if empty else 'zeros'}({shape!r}, dtype={dtype_text(dtype)})"
 
 
 def scatter_target(node, name, k):
@@ -147,7 +150,7 @@ def _scatter_add_at(node, args, out):
     """Zeros, then np.add.at."""
     (name,) = out
     dtype = node.outputs[0].dtype
-    return [f"{name} = np.zeros({node.attrs['shape']!r}, dtype=np.{dtype})",
+    return [f"{name} = np.zeros({node.attrs['shape']!r}, dtype={dtype_text(dtype)})",
             add_at_text(name, node.attrs["key"], args[0], args[1:])]
 
 
@@ -274,6 +277,14 @@ def _matmul_into(node, args, target):
 @rule(Outer)
 def _outer(node, args, out):
     return f"np.outer({args[0]}, {args[1]})"
+
+
+# ---- value-dependent control flow ----------------------------------------------------------
+
+@rule(If, While, Replay)
+def _region(node, args, out):
+    """A compound statement (regions.py); the writer calls it before naming the outputs, as here."""
+    return write_region(node, args)
 
 
 # ---- softmax family ---------------------------------------------------------------------------

@@ -17,12 +17,17 @@ before the backward chain (`d_ts = 1 - hs[1:]**2`); each layer then multiplies
 its gradient into its slot in place. What is computed is that of the unbatched
 code, the same products, sums and factors grouped into fewer calls; sums may
 add in another order (the last bits of a gradient can differ).
+
+Layers of 64 KiB or more (passes/liveness.py) are not stacked: a stack of their gradients
+would hold one per layer at once, where the per-layer code frees each at its last use.
 """
 from __future__ import annotations
 
 import numpy as np
 import sympy
 
+from ...dtypes import text as dtype_text
+from ...passes import liveness
 from ...primitives.elementwise import Kernel, arg, expand, operand_dtypes
 from ...primitives.index import ScatterAdd
 from ...primitives.linalg import MatMul
@@ -185,7 +190,7 @@ class _Planner:
                 t = all(v.node is not None and v.node.prim is Transpose for v in seq)
                 runs.append([v.node.inputs[0] for v in seq] if t else seq)
                 transposed.append(t)
-            if self.place_all(runs):
+            if not _large(runs) and self.place_all(runs):
                 self._record(Batch(s, producers, "matmul", runs, tuple(transposed)))
         elif prim is SumTo:
             x, shape = producers[0].inputs[0], producers[0].attrs["shape"]
@@ -193,7 +198,7 @@ class _Planner:
             same = all(p.inputs[0].shape == x.shape and p.attrs["shape"] == shape for p in producers)
             if same and lead > 0 and x.shape[lead:] == tuple(shape):
                 run = [p.inputs[0] for p in producers]
-                if self.place_all([run]):
+                if not _large([run]) and self.place_all([run]):
                     self._record(Batch(s, producers, "sum", [run], lead=lead))
 
     def _record(self, batch):
@@ -238,6 +243,12 @@ class _Planner:
             self.hoisted[k] = sympy.Mul(*rest)
 
 
+def _large(runs) -> bool:
+    """Layers too large to stack: a stack of their gradients would keep one per layer alive at once (the
+    unstacked code frees each at its last use), and one call per layer costs nothing beside their work."""
+    return any(liveness.nbytes(v) >= liveness.LARGE_BYTES for run in runs for v in run)
+
+
 def _index(values, v):
     return next(i for i, w in enumerate(values) if w is v)
 
@@ -275,7 +286,7 @@ def _allocate(writer, stack):
         factor, runs = stack.init
         printer = kernel_printer(stack.values[0].node, {arg(p): run_text(writer, r) for p, r in runs.items()})
         return [f"{name} = {printer.doprint(factor)}"]
-    lines = [f"{name} = np.empty({stack.shape!r}, dtype=np.{stack.dtype})"]
+    lines = [f"{name} = np.empty({stack.shape!r}, dtype={dtype_text(stack.dtype)})"]
     lines += [f"{name}[{i}] = {writer.name(v)}" for i, v in enumerate(stack.values) if v.node is None]
     return lines
 
@@ -320,7 +331,7 @@ def batch_lines(writer, node):
         # stack's second-to-last axis, which is the layers' batch axis only when each layer is a matrix:
         # for vectors (a loop's w[j] * x[j:j + n]) it is the layer axis itself (a core-dimension mismatch,
         # or when the lengths agree a silently wrong sum), and for 3-d layers it is their middle axis.
-        ones = f"np.ones({run[0].shape[0]}{'' if run[0].dtype == np.float64 else f', dtype=np.{run[0].dtype}'})"
+        ones = f"np.ones({run[0].shape[0]}{'' if run[0].dtype == np.float64 else f', dtype={dtype_text(run[0].dtype)}'})"
         return [f"{name} = {ones} @ {run_text(writer, run)}"]
     ndim = run[0].ndim + 1
     return [f"{name} = {reduction_call('sum', run_text(writer, run), tuple(range(1, 1 + batch.lead)), ndim, False)}"]

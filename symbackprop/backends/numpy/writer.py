@@ -12,18 +12,21 @@ import re
 
 import numpy as np
 
+from ...dtypes import text as dtype_text
+from ...ir import bodies
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.gather import AddAt
 from ...primitives.index import Index, ScatterAdd, SetIndex, index_text
 from ...primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
+from ...passes import liveness
 from ...rendering import render
 from . import rules
-from .context import current
+from .context import COMMENT_COLUMN, current, with_comment as _with_comment  # noqa: F401 (COMMENT_COLUMN: the layout's)
 from .inplace import in_place_lines, writes_in_place
 from .printer import MathPrinter, NumpyPrinter, float_literal, kernel_may_warn
+from .regions import Scope, write_region
 from .stacking import Plan, batch_lines, plan_stacks, slot_lines, slotted
 
-COMMENT_COLUMN = 44
 _VIEWS = (Reshape, Transpose, Index, BroadcastTo)
 _RESERVED = set(keyword.kwlist) | {"np", "math", "float", "abs", "max", "min", "int", "len", "range", "sum"}
 
@@ -57,6 +60,17 @@ class Writer:
         # under a memory budget: sums over a layer's batch written as the product with ones that the
         # stacked (unbudgeted) code computes for all layers at once, so that both add in one order
         self.ones_sums: set = set()
+        # value-dependent regions (regions.py): the node lists being written, outermost first, and how
+        # many loops deep the statements being written are
+        self.scopes: list = []
+        self.loops = 0
+
+    def statements(self, nodes, inlinable=frozenset()):
+        """Source lines for `nodes` (a region's body), in order."""
+        return write_statements(self, nodes, inlinable)
+
+    def inlinable_views(self, nodes, results):
+        return _inlinable_views(nodes, results)
 
     def fresh(self, base):
         base = base if base.isidentifier() else "t"
@@ -94,19 +108,15 @@ class Writer:
         return self.name(v)
 
 
-def _with_comment(line, loc):
-    if not loc or not loc.line:
-        return line
-    pad = max(COMMENT_COLUMN - len(line), 2)
-    return f"{line}{' ' * pad}# {loc.short()}"
-
-
 def write_statements(writer, nodes, inlinable=frozenset()):
     """Source lines for `nodes`, in order."""
     lines = []
     for node in nodes:
         if node.prim is Fill and node.outputs[0].shape == ():
             continue  # scalar constants are written inline
+        if bodies(node):  # an `if` or `while` on values: a compound statement
+            lines.extend(write_region(node, [writer.arg(v) for v in node.inputs]))
+            continue
         if node in writer.stacking.batch:
             lines.extend(_with_comment(t, node.loc) for t in batch_lines(writer, node))
             continue
@@ -144,7 +154,7 @@ def write_statements(writer, nodes, inlinable=frozenset()):
 
 def _ones(node) -> str:
     n, dtype = node.inputs[0].shape[0], node.inputs[0].dtype
-    return f"np.ones({n}{'' if dtype == np.float64 else f', dtype=np.{dtype}'})"
+    return f"np.ones({n}{'' if dtype == np.float64 else f', dtype={dtype_text(dtype)}'})"
 
 
 def _ones_sum(node, x):
@@ -254,6 +264,10 @@ def write_updates(writer, nodes, updates, inlinable):
     return lines
 
 
+def has_regions_in(nodes) -> bool:
+    return any(bodies(n) for n in nodes)
+
+
 def _inlinable_views(nodes, results):
     uses: dict = {}
     for n in nodes:
@@ -270,10 +284,10 @@ def returned(writer, v, spec, others):
     if spec.kind == "float":
         return text if writer.printer_cls is MathPrinter else f"float({text})"
     if spec.shape == ():
-        return f"float({text})" if spec.dtype.name == "float64" else f"np.{spec.dtype}({text})"
+        return f"float({text})" if spec.dtype.name == "float64" else f"{dtype_text(spec.dtype)}({text})"
     node = v.node
     if v.dtype != spec.dtype:
-        return f"{text}.astype(np.{spec.dtype})"
+        return f"{text}.astype({dtype_text(spec.dtype)})"
     if node is None or node.prim in _VIEWS or others.count(v) > 1:
         return f"np.array({text})"  # never hand out a view of an input or of another result
     return text
@@ -287,7 +301,7 @@ def returned_aux(writer, v, others):
     if v.shape == ():
         kind = v.dtype.kind
         return {"b": "bool", "i": "int", "u": "int"}.get(kind, "float" if v.dtype.name == "float64" else
-                                                         f"np.{v.dtype}") + f"({text})"
+                                                         f"{dtype_text(v.dtype)}") + f"({text})"
     node = v.node
     if node is None or node.prim in _VIEWS or others.count(v) > 1:
         return f"np.array({text})"  # never hand out a view of an input or of another result
@@ -295,36 +309,17 @@ def returned_aux(writer, v, others):
 _ASSIGNED = re.compile(r"^([A-Za-z_]\w*(?:, [A-Za-z_]\w*)*) = ")
 
 
-def _last_uses(nodes, inlinable):
-    """Each value's last reader (its index in `nodes`); a view written inline extends its input's life."""
-    last = {}
-    for i, n in enumerate(nodes):
-        stack = list(n.inputs)
-        while stack:
-            v = stack.pop()
-            last[v] = i
-            if v in inlinable and v.node is not None:
-                stack.extend(v.node.inputs)
-    return last
-
-
-def _root(v):
-    while v.node is not None and v.node.prim.view:
-        v = v.node.inputs[0]
-    return v
-
-
 class _Freeing:
-    """Writes `del` after the statement where a value (or a kernel's temporary) is read for the last time:
-    the memory the generated code holds is then what the memory report counts."""
+    """Writes `del` after the statement where a value (or a kernel's temporary) is read for the last time
+    (passes/liveness.py): the memory the generated code holds is then what the memory report counts.
 
-    def __init__(self, writer, nodes, inlinable, keep, schedule):
-        self.writer, self.inlinable, self.keep = writer, inlinable, set(keep)
+    Without a budget only large values are freed (`min_bytes`); under one, every value."""
+
+    def __init__(self, writer, nodes, inlinable, keep, schedule, min_bytes=0):
+        self.writer, self.inlinable, self.min_bytes = writer, inlinable, min_bytes
         self.index = {n: i for i, n in enumerate(nodes)}
-        self.last = _last_uses(nodes, inlinable)
-        self.dying: dict = {}
-        for v, i in self.last.items():
-            self.dying.setdefault(i, []).append(v)
+        aliases = [(n.inputs[0], n.outputs[0]) for n in writer.set_in_place]  # one array, two versions
+        self.dying = liveness.dying(nodes, inlinable, keep, _alias_groups(aliases), min_bytes)
         self.bound: set = set()
         self.headers = {b.nodes[0]: b for b in schedule.blocks} if schedule is not None else {}
 
@@ -349,13 +344,13 @@ class _Freeing:
                 if m:
                     bound.extend(m.group(1).split(", "))
             self.bound.update(bound)
-            values = set(writer.names.values())
-            dead = [t for t in dict.fromkeys(bound) if t not in named and t not in values]  # a kernel's temporaries
-            i = self.index[node]
-            unread = [o for o in node.outputs if o not in self.last]
-            for v in self.dying.get(i, []) + unread:
-                if v in self.keep or v.node is None or v in writer.inline or v.shape == () or _root(v).node is None:
-                    continue  # an input, a view of one (it holds no memory of its own) or a number
+            dead = []
+            if node.prim is Kernel and max(liveness.nbytes(o) for o in node.outputs) >= self.min_bytes:
+                values = set(writer.names.values())
+                dead = [t for t in dict.fromkeys(bound) if t not in named and t not in values]  # its temporaries
+            for v in self.dying.get(self.index[node], []):
+                if v in writer.inline:
+                    continue
                 text = writer.names.get(v)
                 if text is not None and text in self.bound and text not in dead:
                     dead.append(text)
@@ -363,6 +358,18 @@ class _Freeing:
             if dead:
                 lines.append("del " + ", ".join(dead))
         return lines
+
+
+def _alias_groups(pairs):
+    """Chains of versions sharing one array: (x, y) and (y, z) make one group."""
+    group: dict = {}
+    for a, b in pairs:
+        g = group.get(a) or group.get(b) or []
+        for v in (a, b):
+            if v not in g:
+                g.append(v)
+            group[v] = g
+    return list({id(g): g for g in group.values()}.values())
 
 
 def _batched_sums(printer_cls, params, forward_list, backward_list, results, schedule):
@@ -392,6 +399,10 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
                 writer.names[new] = target.name
         aux = list(aux)
         inlinable = _inlinable_views(nodes, [value] + aux + list(grads or []))
+        if has_regions_in(nodes):  # a region reads its inputs by name, at every iteration
+            inlinable -= {v for n in nodes if bodies(n) for v in n.inputs}
+            writer.scopes.append(Scope(nodes, [value] + aux + list(grads or []) + list(params)
+                                       + [t for t, _ in updates] + [new for _, new in updates]))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         results = [value] + list(grads or []) + [new for _, new in updates]
@@ -406,19 +417,21 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
             if schedule is None:  # under a budget values are deleted by name: each version keeps its own
                 plan_set_in_place(writer, forward_list + backward_list + [n for n in nodes if n in update_nodes],
                                   results)
-        if schedule is None or scalar:
+        if scalar:
             forward = write_statements(writer, forward_list, inlinable)
             backward = write_statements(writer, backward_list, inlinable)
         else:
             keep = results + [t for t, _ in updates] + list(params)
-            freeing = _Freeing(writer, nodes, inlinable, keep, schedule)  # the updates read gradients last
+            # the updates read gradients last; without a budget only large values are freed
+            freeing = _Freeing(writer, nodes, inlinable, keep, schedule,
+                               min_bytes=liveness.LARGE_BYTES if schedule is None else 0)
             forward = freeing.statements(forward_list)
             backward = freeing.statements(backward_list)
         update = write_updates(writer, [n for n in nodes if n in update_nodes], updates, inlinable)
         value_text = writer.arg(value)
         if not scalar and value.node is not None and value.node.prim is Fill and value.shape == () \
                 and value.dtype.name != "float64":
-            value_text = f"np.{value.dtype}({value_text})"  # a loss that cancels (v - v) keeps the model's dtype
+            value_text = f"{dtype_text(value.dtype)}({value_text})"  # a loss that cancels (v - v) keeps the model's dtype
         if aux_text is not None:
             others = [value] + aux + list(grads or [])
             value_text = f"{value_text}, {aux_text([returned_aux(writer, v, others) for v in aux])}"

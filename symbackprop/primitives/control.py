@@ -1,0 +1,315 @@
+"""Value-dependent control flow: structured regions whose bodies are sub-graphs.
+
+A region node runs sub-graphs (`ir.Graph`s with `params` and `results`, in `attrs["bodies"]`)
+on its inputs; the frontend builds them (frontend/regions.py) and never unrolls or masks:
+
+    if      inputs [pred, *captured]    bodies: one graph per branch (then, else), each with one
+                                        param per captured input and one result per output (None
+                                        where a branch leaves undefined a residual that only the
+                                        other branch's backward pass reads)
+    while   inputs [*init, *captured]   bodies: (condition, body), params [*carried, *captured]; the
+                                        condition's result a 0-d bool, the body's the new carried
+                                        values. Outputs: the final carried values, then (once reverse
+                                        mode asked for them) the trip count and one tape per residual
+    replay  a while loop's backward:    inputs [count, *tapes, *adjoints, *captured]; body params
+                                        [*popped residuals, *adjoints, *captured], results the
+                                        adjoints after one step back; runs `count` times
+
+Reverse mode (the adjoints below) differentiates each body on its own and reads, of the forward
+body, only what that derivative reads: for an `if`, the residuals of the branch taken become
+outputs of the forward region (the predicate is the record of the branch); for a `while`, each
+residual gets a tape, one entry pushed per iteration, and the trip count is recorded.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CompileError
+from ..ir import Graph, Node, Value, building, current_graph, current_loc
+from . import ops
+from .elementwise import fill_value
+from .registry import Primitive, primitive
+
+
+class Tape(Value):
+    """A list of one value per loop iteration (its shape and dtype are the entries')."""
+
+    __slots__ = ()
+
+
+_backprop = None
+
+
+def use_backprop(fn):
+    """Give the region adjoints reverse mode's walk over a graph (transforms/reverse.py installs it:
+    the primitives sit below the transform that differentiates their bodies)."""
+    global _backprop
+    _backprop = fn
+
+
+def _differentiate(graph, seeds, wrt, live):
+    if _backprop is None:  # pragma: no cover - installed when symbackprop.transforms is imported
+        raise RuntimeError("reverse mode is not loaded")
+    return _backprop(graph, seeds, wrt, live)
+
+
+def param_like(v, name=None):
+    """A new body parameter standing for `v` inside a region."""
+    p = type(v)(v.shape, v.dtype, None, v.name if name is None else name)
+    p.weak, p.grad_of, p.zero_sum_axes = v.weak, v.grad_of, v.zero_sum_axes
+    return p
+
+
+def owned(graph) -> set:
+    own = set(graph.params)
+    for node in graph.nodes:
+        own.update(node.outputs)
+    return own
+
+
+def close_over(graphs):
+    """The values `graphs` read from outside themselves, in order of first use.
+
+    Each graph gets one new param per such value (appended to its params, in that order) and reads
+    it instead, so that a body reads nothing but its params: passes that rewire a region's inputs
+    then need not look inside it. Returns (captured values, the new params of each graph).
+    """
+    captured, seen, owns = [], set(), []
+    for g in graphs:
+        own = owned(g)
+        owns.append(own)
+        for v in [v for node in g.nodes for v in node.inputs] + [r for r in g.results if r is not None]:
+            if v not in own and v not in seen:
+                seen.add(v)
+                captured.append(v)
+    new = []
+    for g in graphs:
+        params = [param_like(v) for v in captured]
+        swap = dict(zip(captured, params))
+        for node in g.nodes:
+            if any(v in swap for v in node.inputs):
+                node.inputs = [swap.get(v, v) for v in node.inputs]
+        g.results = [None if r is None else swap.get(r, r) for r in g.results]
+        g.params = list(g.params) + params
+        new.append(params)
+    return captured, new
+
+
+def region(prim, inputs, attrs, outs):
+    """Append a region node to the graph being built; `outs` are (shape, dtype, weak, name) per output."""
+    node = Node(prim, inputs, attrs, current_loc())
+    for shape, dtype, weak, name in outs:
+        v = Value(shape, dtype, node, name)
+        v.weak = weak
+        node.outputs.append(v)
+    current_graph().nodes.append(node)
+    return node
+
+
+def _zeros(v):
+    return ops.fill(0.0, v.shape, v.dtype if v.dtype.kind == "f" else np.float64)
+
+
+def _reaching(graph, sources) -> set:
+    live = set(sources)
+    for node in graph.nodes:
+        if any(v in live for v in node.inputs):
+            live.update(node.outputs)
+    return live
+
+
+def bodies_kept(graph):
+    """(body, the values it must keep) for every region body in `graph`, outermost first: its results,
+    and for a loop body the values its tapes collect."""
+    for node in graph.nodes:
+        for k, body in enumerate(node.attrs.get("bodies", ()) if isinstance(node.prim, Region) else ()):
+            keep = [r for r in body.results if r is not None]
+            if node.prim is While and k == 1:
+                keep += [v for v, _ in node.attrs.get("tapes", ())]
+            yield body, keep
+            yield from bodies_kept(body)
+
+
+class Region(Primitive):
+    """What the region primitives share: bodies, their cost, no rule of their own in shape inference."""
+
+    def infer(self, node):  # region nodes are made with their outputs (region())
+        return [(v.shape, v.dtype) for v in node.outputs]
+
+    def flops(self, node) -> int:
+        return sum(n.prim.flops(n) for body in node.attrs["bodies"] for n in body.nodes) or 1
+
+
+@primitive("if")
+class If(Region):
+    """`if`/`else` on a 0-d boolean: one branch's sub-graph runs."""
+
+    explain_note = "the branch the forward pass took, replayed"
+
+    def describe(self, node):
+        return "if"
+
+    def residual(self, node, b, v):
+        """The output of `node` that hands branch b's value `v` on to the backward pass."""
+        branches = node.attrs["bodies"]
+        for k, r in enumerate(branches[b].results):
+            if r is v:
+                return node.outputs[k]
+        for i, body in enumerate(branches):
+            body.results.append(v if i == b else None)
+        out = Value(v.shape, v.dtype, node, v.name)
+        out.weak = v.weak
+        node.outputs.append(out)
+        node.attrs["residuals"] = node.attrs.get("residuals", 0) + 1
+        return out
+
+    def adjoint(self, node, gs, wants):
+        ins, branches = node.inputs[1:], node.attrs["bodies"]
+        seeds = [(k, g) for k, g in enumerate(gs) if g is not None and fill_value(g) is None]
+        constants = [(k, g) for k, g in enumerate(gs) if g is not None and fill_value(g) is not None]
+        wanted = [i for i, w in enumerate(wants[1:]) if w]
+        backs, grads = [], []
+        for body in branches:
+            back = Graph()
+            back.params = [param_like(g) for _, g in seeds]
+            with building(back):  # a constant gradient (the seed 1.0) is a constant inside the branch too
+                given = list(zip([k for k, _ in seeds], back.params))
+                given += [(k, ops.fill(fill_value(g), g.shape, g.dtype)) for k, g in constants]
+                pairs = [(body.results[k], p) for k, p in given if body.results[k] is not None]
+                targets = [body.params[i] for i in wanted]
+                grads.append(_differentiate(body, pairs, targets, targets))
+            backs.append(back)
+        got = [j for j in range(len(wanted)) if any(gr[j] is not None for gr in grads)]
+        if not got:
+            return [None] * len(node.inputs)
+        for back, gr in zip(backs, grads):
+            with building(back):
+                back.results = [gr[j] if gr[j] is not None else _zeros(ins[wanted[j]]) for j in got]
+        captured, _ = close_over(backs)
+        outer = []
+        for v in captured:
+            for b, body in enumerate(branches):
+                if v in body.params:
+                    outer.append(ins[body.params.index(v)])
+                    break
+                if v in owned(body):
+                    outer.append(self.residual(node, b, v))
+                    break
+            else:  # pragma: no cover - a backward body reads only its forward body
+                raise CompileError("internal: a branch's derivative reads a value from outside the branch", node.loc)
+        attrs = {"bodies": tuple(backs)}
+        outs = [(ins[wanted[j]].shape, backs[0].results[k].dtype, False, None) for k, j in enumerate(got)]
+        back_node = region(If, [node.inputs[0]] + [g for _, g in seeds] + outer, attrs, outs)
+        result = [None] * len(node.inputs)
+        for k, j in enumerate(got):
+            out = back_node.outputs[k]
+            out.grad_of = ins[wanted[j]]
+            result[1 + wanted[j]] = out
+        return result
+
+
+@primitive("while")
+class While(Region):
+    """`while` on 0-d booleans, with loop-carried values."""
+
+    explain_note = "the iterations the forward pass ran, replayed last first"
+
+    def describe(self, node):
+        return "while"
+
+    def count(self, node):
+        """The output holding the trip count (made the first time reverse mode asks)."""
+        if "count" not in node.attrs:
+            out = Value((), np.int64, node, "trips")
+            node.outputs.append(out)
+            node.attrs["count"] = len(node.outputs) - 1
+        return node.outputs[node.attrs["count"]]
+
+    def tape(self, node, v):
+        """The output collecting the body's value (or carried param) `v`, one entry per iteration."""
+        tapes = node.attrs.setdefault("tapes", [])
+        for k, (source, out) in enumerate(tapes):
+            if source is v:
+                return out
+        out = Tape(v.shape, v.dtype, node, None)
+        node.outputs.append(out)
+        tapes.append((v, out))
+        return out
+
+    def adjoint(self, node, gs, wants):
+        n = node.attrs["carried"]
+        _, body = node.attrs["bodies"]
+        init, inv = node.inputs[:n], node.inputs[n:]
+        floats = [i for i in range(n) if body.params[i].dtype.kind == "f"]
+        live = {body.params[n + j] for j, w in enumerate(wants[n:]) if w}
+        live |= {body.params[i] for i in floats if wants[i]}
+        while True:  # a carried value read by a live one is live from then on
+            reach = _reaching(body, live)
+            more = {body.params[i] for i in floats if body.results[i] in reach} - live
+            if not more:
+                break
+            live |= more
+        carried = [i for i in floats if body.params[i] in live]
+        invs = [j for j, w in enumerate(wants[n:]) if w]
+        if not carried and not invs:
+            return [None] * len(node.inputs)
+        back = Graph()
+        adjoints = [param_like(body.params[i], name="") for i in carried]
+        accs = [param_like(body.params[n + j], name="") for j in invs]
+        for p, i in zip(adjoints, carried):
+            p.name, p.grad_of = None, body.params[i]
+        for p, j in zip(accs, invs):
+            p.name, p.grad_of = None, body.params[n + j]
+        back.params = adjoints + accs
+        with building(back):
+            pairs = [(body.results[i], p) for p, i in zip(adjoints, carried)]
+            targets = [body.params[i] for i in carried] + [body.params[n + j] for j in invs]
+            grads = _differentiate(body, pairs, targets, live)
+            new = [g if g is not None else _zeros(body.params[i]) for g, i in zip(grads, carried)]
+            for acc, g in zip(accs, grads[len(carried):]):
+                total = acc if g is None else ops.add(acc, g)
+                total.grad_of = acc.grad_of
+                new.append(total)
+        back.results = new
+        captured, (params,) = close_over([back])
+        popped, tapes, caps, cap_outer = [], [], [], []
+        for v, p in zip(captured, params):
+            if v in body.params[n:]:
+                caps.append(p)
+                cap_outer.append(inv[body.params.index(v) - n])
+            else:
+                popped.append(p)
+                tapes.append(self.tape(node, v))
+        back.params = popped + adjoints + accs + caps
+        seeds = [gs[i] if gs[i] is not None else _zeros(init[i]) for i in carried]
+        seeds += [_zeros(inv[j]) for j in invs]
+        for s, i in zip(seeds, carried):
+            if s.node is not None and s.name is None and s.grad_of is None:
+                s.grad_of = body.params[i]
+        for s, j in zip(seeds[len(carried):], invs):
+            s.grad_of = inv[j]
+        attrs = {"bodies": (back,), "tapes": len(tapes), "carried": len(adjoints) + len(accs)}
+        outs = [(p.shape, r.dtype, False, None) for p, r in zip(adjoints + accs, back.results)]
+        replay = region(Replay, [self.count(node)] + tapes + seeds + cap_outer, attrs, outs)
+        result = [None] * len(node.inputs)
+        for k, i in enumerate(carried):
+            replay.outputs[k].grad_of = body.params[i]
+            if wants[i]:
+                result[i] = replay.outputs[k]
+        for k, j in enumerate(invs):
+            out = replay.outputs[len(carried) + k]
+            out.grad_of = inv[j]
+            result[n + j] = out
+        return result
+
+
+@primitive("replay")
+class Replay(Region):
+    """A while loop's backward pass: the recorded trip count of steps back, each popping its residuals."""
+
+    def describe(self, node):
+        return "replay"
+
+    def adjoint(self, node, gs, wants):
+        raise CompileError("the derivative of the backward pass of a `while` on array values (a second "
+                           "derivative through it) is not supported", node.loc)
