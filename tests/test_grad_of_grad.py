@@ -109,3 +109,92 @@ def test_hessian_of_a_model_calling_grad(backend):
     fd = np.array([(grad(x + h * e, W) - grad(x - h * e, W)) / (2 * h) for e in np.eye(3)]).T
     np.testing.assert_allclose(H, fd, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-12)
+
+
+# ---- sb.vjp, sb.jacobian and sb.hessian functions called inside a model ---------------------------------
+
+def layer(W, x):
+    return np.tanh(W @ x)
+
+
+jac_x = sb.jacobian(layer, wrt="x")
+jac_both = sb.jacobian(layer, wrt=("W", "x"))
+vjp_layer = sb.vjp(layer, wrt=("W", "x"))
+hess_x = sb.hessian(energy, wrt="x")
+hess_both = sb.hessian(energy, wrt=("x", "W"))
+
+
+def jacobian_penalty(W, x):
+    # a Jacobian-norm penalty (contractive autoencoders): ||d layer / d x||_F^2
+    return np.sum(jac_x(W, x) ** 2) + np.sum(layer(W, x))
+
+
+def jacobian_blocks_inside(W, x):
+    JW, Jx = jac_both(W, x)
+    return np.sum(JW ** 2) + np.sum(np.sin(Jx))
+
+
+def vjp_inside(W, x, u):
+    y, (dW, dx) = vjp_layer(W, x, cotangent=u)
+    return np.sum(dW * dW) + np.sum(dx * x) + np.sum(y * u)
+
+
+def hessian_inside(x, W):
+    return np.sum(hess_x(x, W) ** 2)
+
+
+def hessian_blocks_inside(x, W):
+    (Hxx, HxW), (HWx, HWW) = hess_both(x, W)
+    return np.sum(Hxx * Hxx) + np.sum(HxW) + np.sum(HWx * HWx) + np.sum(np.tanh(HWW))
+
+
+@pytest.mark.parametrize("rows", [3, 6])  # a 4-entry x: the Jacobian by reverse mode (3 rows), forward (6)
+@pytest.mark.parametrize("model", [jacobian_penalty, jacobian_blocks_inside])
+def test_jacobian_calls_inside_a_model(model, rows, backend):
+    rng = np.random.default_rng(6)
+    args = [0.5 * rng.normal(size=(rows, 4)), rng.normal(size=4)]
+    f = sb.value_and_grad(model, wrt=(0, 1), backend=backend)
+    value, grads = f(*args)
+    np.testing.assert_allclose(value, model(*args), rtol=1e-12)  # model(*args): the jacobian called from Python
+    assert_gradients_match(model, grads, args, (0, 1), rtol=1e-4, atol=1e-6)
+    assert jac_x(*args).shape == (rows, 4)
+
+
+def test_vjp_calls_inside_a_model(backend):
+    rng = np.random.default_rng(7)
+    args = [0.5 * rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=3)]
+    value, grads = sb.value_and_grad(vjp_inside, wrt=(0, 1, 2), backend=backend)(*args)
+    np.testing.assert_allclose(value, vjp_inside(*args), rtol=1e-12)
+    assert_gradients_match(vjp_inside, grads, args, (0, 1, 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", [hessian_inside, hessian_blocks_inside])
+def test_hessian_calls_inside_a_model(model, backend):
+    """Third derivatives: the gradient of a function of the Hessian."""
+    rng = np.random.default_rng(8)
+    args = [rng.normal(size=4), 0.5 * rng.normal(size=(3, 4))]
+    value, grads = sb.value_and_grad(model, wrt=(0, 1), backend=backend)(*args)
+    np.testing.assert_allclose(value, model(*args), rtol=1e-12)
+    assert_gradients_match(model, grads, args, (0, 1), rtol=1e-4, atol=1e-6)
+
+
+def test_hvp_of_a_jacobian_penalty(backend):
+    """Forward over reverse over a model holding a (reverse-mode) Jacobian: hvp == Hessian @ v, the
+    Hessian from finite differences of the compiled gradient."""
+    rng = np.random.default_rng(9)
+    W, x, v = 0.5 * rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=4)
+    hv = sb.hvp(jacobian_penalty, wrt="x", backend=backend)(W, x, v=v)
+    grad = sb.grad(jacobian_penalty, wrt="x")
+    h = 1e-6
+    np.testing.assert_allclose(hv, (grad(W, x + h * v) - grad(W, x - h * v)) / (2 * h), rtol=1e-5, atol=1e-7)
+
+
+def _cotangent_of_the_wrong_shape(W, x, u):
+    y, (dW, dx) = vjp_layer(W, x, cotangent=u)
+    return np.sum(dx)
+
+
+def test_a_cotangent_not_shaped_like_the_result_is_rejected():
+    with pytest.raises(sb.CompileError, match=r"`cotangent=` of the sb.vjp function of `layer` has shape \(4,\); "
+                                              r"its result has shape \(3,\)"):
+        sb.grad(_cotangent_of_the_wrong_shape)(np.ones((3, 4)), np.ones(4), np.ones(4))

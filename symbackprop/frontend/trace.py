@@ -95,7 +95,11 @@ class _Batched:
 
 
 #: the entry points a model may call, and the keyword of each one's direction
-CALLABLE_DERIVATIVES = {"grad": None, "value_and_grad": None, "jvp": "tangents", "hvp": "v"}
+CALLABLE_DERIVATIVES = {"grad": None, "value_and_grad": None, "jvp": "tangents", "hvp": "v", "vjp": "cotangent",
+                        "jacobian": None, "hessian": None}
+
+#: the entry points whose model may return an array (the others differentiate a scalar)
+_ARRAY_RESULT = ("jvp", "vjp", "jacobian")
 
 
 class _Return(Exception):
@@ -928,8 +932,8 @@ class Tracer:
             what = f"an sb.{entry} function with has_aux or memory_budget" if entry in CALLABLE_DERIVATIVES \
                 else f"a compiled {entry or 'train step'} function"
             raise CompileError(f"`{name}` is {what}, which a model cannot call", frame.src.loc(node),
-                               "Call an sb.grad, sb.value_and_grad, sb.jvp or sb.hvp function (without has_aux "
-                               "or memory_budget), or the original model.")
+                               "Call an sb.grad, value_and_grad, jvp, vjp, jacobian, hessian or hvp function "
+                               "(without has_aux or memory_budget), or the original model.")
         if isinstance(obj, (CustomVJP, CustomJVP)):
             return _CustomHelper(obj)
         if obj is ops.stop_gradient:  # from symbackprop import stop_gradient
@@ -1299,7 +1303,7 @@ class Tracer:
                 raise CompileError(f"the sb.{entry} function of `{name}` is called without `{keyword}=`", loc,
                                    f"Pass the direction: {name}_{entry}(..., {keyword}=...).")
             directions = kwargs.pop(keyword)
-            directions = [directions] if compiled.single else list(directions)
+            directions = [directions] if compiled.single or entry == "vjp" else list(directions)
         try:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as e:
@@ -1317,7 +1321,13 @@ class Tracer:
                                    f"{_describe(v)} here; pass a float array or number", loc)
             values[i] = v
             wrt.append(v)
-        if directions is not None:
+        if entry == "vjp":  # one cotangent, shaped like the result (checked once it is traced)
+            (cotangent,) = directions
+            if not isinstance(cotangent, (Value, int, float)) or isinstance(cotangent, bool):
+                raise CompileError(f"`cotangent=` of the sb.vjp function of `{name}` is {_describe(cotangent)}; "
+                                   "pass an array shaped like its result", loc)
+            directions = [ops.as_value(cotangent) if not isinstance(cotangent, Value) else cotangent]
+        elif directions is not None:
             if len(directions) != len(wrt):
                 raise CompileError(f"`{keyword}=` of the sb.{entry} function of `{name}` needs {len(wrt)} "
                                    "arrays, one per parameter it differentiates", loc)
@@ -1329,19 +1339,29 @@ class Tracer:
         def body(inputs):
             self.return_loc = None
             out = self.call(fn, inputs, {}, loc)
-            if not isinstance(out, Value) or out.dtype.kind != "f" or (out.shape != () and entry != "jvp"):
+            if not isinstance(out, Value) or out.dtype.kind != "f" or (out.shape != () and entry not in _ARRAY_RESULT):
+                what = "a float array or number" if entry in _ARRAY_RESULT else "one float scalar"
                 raise CompileError(f"the model `{name}` of an sb.{entry} call returns {_describe(out)}; it "
-                                   "must return one float scalar here", self.return_loc or loc)
+                                   f"must return {what} here", self.return_loc or loc)
+            if entry == "vjp" and directions[0].shape != out.shape:
+                raise CompileError(f"`cotangent=` of the sb.vjp function of `{name}` has shape "
+                                   f"{directions[0].shape}; its result has shape {out.shape}", loc)
             return out
 
         out, result = self.derivatives(entry, body, values, names, list(compiled.wrt), directions)
+        one = compiled.single
         if entry == "value_and_grad":
-            return out, result[0] if compiled.single else tuple(result)
+            return out, result[0] if one else tuple(result)
         if entry == "grad":
-            return result[0] if compiled.single else tuple(result)
+            return result[0] if one else tuple(result)
         if entry == "jvp":
             return out, result
-        return result[0] if compiled.single else tuple(result)
+        if entry == "vjp":
+            return out, result[0] if one else tuple(result)
+        if entry == "hessian":  # row-major blocks H[i][j]
+            k = len(compiled.wrt)
+            return result[0] if one else tuple(tuple(result[i * k:(i + 1) * k]) for i in range(k))
+        return result[0] if one else tuple(result)
 
     def call_builtin(self, frame, node, fn, args, kwargs):
         loc = frame.src.loc(node)

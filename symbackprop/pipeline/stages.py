@@ -185,7 +185,7 @@ def derivatives(entry, body, values, names, wrt, directions):
         out = sub.result
         params = [inputs[i] for i in wrt]
         seeds = {}
-        if directions is not None:
+        if directions is not None and entry != "vjp":
             for p, d in zip(params, directions):
                 t = Value(d.shape, d.dtype, None, "t_" + p.name)
                 sub.params.append(t)
@@ -193,11 +193,23 @@ def derivatives(entry, body, values, names, wrt, directions):
         if entry == "jvp":
             t = forward(sub, seeds).get(out)
             results = [t if t is not None else _zero(out)]
+        elif entry == "vjp":
+            seed = Value(out.shape, out.dtype, None, "d_" + (out.name or "out"))
+            sub.params.append(seed)
+            results = reverse(sub, params, seed=seed)
+        elif entry == "jacobian":
+            results = _jacobian_blocks(sub, out, params)
+            eliminate_dead_code(sub, [out] + results)  # the reverse way's cotangent seed: read by nothing now
         else:
             results = reverse(sub, params)
             if entry == "hvp":
                 tangents = forward(sub, seeds)
                 results = [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in results]
+            elif entry == "hessian":
+                nodes = list(sub.nodes)
+                columns = [forward(sub, {p: basis(p)}, (p.size,), nodes) for p in params]
+                results = [_block(columns[j].get(g), g, p, batch_first=False)
+                           for g in results for j, p in enumerate(params)]
     outer = {p: v for p, v in zip(sub.params, [x for x in values if isinstance(x, Value)] + list(directions or []))}
     for node in sub.nodes:  # inlined into the model being traced (the current graph)
         with at(node.loc):
@@ -580,28 +592,35 @@ def vjp_mode(program):
 
 
 def jacobian_mode(program):
-    """The Jacobian of each wrt parameter, its basis as a leading batch axis through one program: forward
-    mode when the parameters have fewer entries than the result, else reverse mode (the cotangent's basis
-    carried through the backward pass, which is linear in it, by forward mode)."""
+    """The Jacobian of each wrt parameter, its basis as a leading batch axis through one program (see
+    _jacobian_blocks); program.mode says which way it went."""
     _set_wrt(program)
     graph = program.graph
     out = graph.result
     params = program.wrt_values
-    program.mode = "forward" if sum(p.size for p in params) <= out.size else "reverse"
+    program.mode = _jacobian_way(out, params)
     with building(graph):
-        nodes = list(graph.nodes)
-        if program.mode == "forward":
-            blocks = []
-            for p in params:
-                t = forward(graph, {p: basis(p)}, (p.size,), nodes).get(out)
-                blocks.append(_block(t, out, p, batch_first=False))
-        else:
-            u = Value(out.shape, out.dtype, None, "d_" + out.name)
-            grads = reverse(graph, params, seed=u)
-            tangents = forward(graph, {u: basis(u)}, (out.size,))
-            blocks = [_block(tangents.get(g), out, p, batch_first=True) for g, p in zip(grads, params)]
-        _outputs(program, blocks)
+        _outputs(program, _jacobian_blocks(graph, out, params))
     _with_forward_tangents(program)
+
+
+def _jacobian_way(out, params):
+    return "forward" if sum(p.size for p in params) <= out.size else "reverse"
+
+
+def _jacobian_blocks(graph, out, params):
+    """One Jacobian block per parameter (out.shape + p.shape), built into `graph`: forward mode along the
+    parameters' basis when they have no more entries than the result, else reverse mode seeded by a
+    cotangent u and forward mode along u's basis (the backward pass is linear in u, so its tangent along
+    basis vector k is row k of the Jacobian)."""
+    nodes = list(graph.nodes)
+    if _jacobian_way(out, params) == "forward":
+        return [_block(forward(graph, {p: basis(p)}, (p.size,), nodes).get(out), out, p, batch_first=False)
+                for p in params]
+    u = Value(out.shape, out.dtype, None, "d_" + (out.name or "out"))
+    grads = reverse(graph, params, seed=u)
+    tangents = forward(graph, {u: basis(u)}, (out.size,))
+    return [_block(tangents.get(g), out, p, batch_first=True) for g, p in zip(grads, params)]
 
 
 def hvp_mode(program):
