@@ -37,7 +37,7 @@ from .primitives.custom import CUSTOM_CALLS
 from .primitives.elementwise import Fill, Kernel, arg, expand, fill_value, number
 from .primitives.reduce import axis_text
 from .primitives import scalar
-from .primitives.shape import BroadcastTo, Reshape, SumTo
+from .primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
 from .transforms.reverse import AdjointStep
 
 #: closed forms longer than this are not printed; later rows then use the gradient's name
@@ -305,6 +305,8 @@ class _Builder:
         self.grad_names: dict = {}
         self.opaque: dict = {}          # symbol -> (value, leaves): a backward node printed as NumPy text
         self.opaque_symbols: dict = {}
+        self.result = graph.result      # what the backward pass differentiates
+        self.cotangent = None           # its incoming gradient where that is an argument, not d_loss = 1
 
     # names ---------------------------------------------------------------------
     def name(self, v) -> str:
@@ -356,6 +358,10 @@ class _Builder:
             return self.symbol(v)
         if node.prim is Kernel:
             return self.body(node, k, leaves)
+        return self.opaque_expr(v, leaves)
+
+    def opaque_expr(self, v, leaves) -> sympy.Expr:
+        """A symbol standing for `v`'s NumPy text, printed by `math`."""
         key = (v, id(leaves))
         if key not in self.opaque_symbols:
             # named to sort after the user's names: `e*g.sum(axis=1, keepdims=True)/s`
@@ -447,8 +453,13 @@ class _Builder:
         graph = self.graph
         parts: dict = {}
         totals: dict = {}
-        seed = graph.result
-        parts[seed] = [_Part(sympy.S.One)]
+        seed = self.result
+        if self.cotangent is None:
+            parts[seed] = [_Part(sympy.S.One)]
+        else:  # sb.vjp, a Jacobian by reverse mode: the residual of the result is the cotangent argument
+            name = self.name(self.cotangent)
+            self.grad_names[seed] = name
+            parts[seed] = [_Part(sympy.Symbol(name, real=True), name)]
         for node, adjoint in graph.adjoints.items():
             gs = [(self.total(parts.pop(v, []), v) or _Part(sympy.Symbol(self.grad_name(v), real=True),
                                                            self.grad_name(v))) if g is not None else None
@@ -739,25 +750,137 @@ ENTRY_WORDS = {
 
 
 def explain_entry(fn, compiled, args, kwargs) -> str:
-    """explain for sb.jvp / vjp / jacobian / hessian / hvp: the backprop table where reverse mode is part
-    of it (the model's gradient with the same wrt), then the statements of the generated NumPy code that
-    compute tangents (t_...) and the outputs, each with its model line."""
-    lines = [f"{compiled.entry} of {compiled.fn.__name__} wrt "
-             f"{', '.join(compiled.specs[i].name for i in compiled.wrt)}: {ENTRY_WORDS[compiled.entry]}"]
+    """explain for sb.jvp / vjp / jacobian / hessian / hvp: where reverse mode is part of it, the backprop
+    table (seeded with d_loss = 1, or with the cotangent); where forward mode is, the table of tangent
+    rules (each operation, forward or backward, beside the tangent its rule computes from its inputs'
+    tangents); then the statements of the generated NumPy code, each with its model line. The tables are
+    read off the graph right after the entry point's differentiating stage (stages.build_rules), before
+    fusion across statements and sharing across kernels."""
+    entry = compiled.entry
+    lines = [f"{entry} of {compiled.fn.__name__} wrt "
+             f"{', '.join(compiled.specs[i].name for i in compiled.wrt)}: {ENTRY_WORDS[entry]}"]
     if compiled.mode:
         lines[0] += f" ({compiled.mode} mode)"
-    if compiled.entry in ("hvp", "hessian"):
-        specs = compiled.specs[:len(fn.params)]
-        program = stages.build(compiled.fn, specs, compiled.backend, "gradient", wrt=compiled.wrt,
-                               single=compiled.single)
-        with distribute(False), writing(NumpyPrinter, program.graph.params) as writer:
-            table = _Builder(program, program.graph, program.forward_nodes, program.wrt_values, program.grads,
-                             writer).build()
-        lines += ["", "the gradient, by reverse mode:", render(table).rstrip("\n")]
+    specs = compiled.specs[:len(fn.params)]
+    program = stages.build_rules(compiled.fn, specs, compiled.backend, entry, wrt=compiled.wrt,
+                                 single=compiled.single, has_aux=compiled.model_aux)
+    graph = program.graph
+    made = set(graph.tangent_origin)
+    with distribute(False), writing(NumpyPrinter, graph.params) as writer:
+        if graph.adjoints:  # reverse mode is part of it: the backprop table, seeded as the entry point seeds
+            builder = _Builder(program, graph, program.traced_forward, program.wrt_values, None, writer)
+            builder.specs = specs  # the model's arguments (the title), not the direction's
+            builder.result = result = program.model_result
+            step = graph.adjoints.get(result.node)
+            seed = step.gs[result.node.outputs.index(result)] if step is not None else None
+            if entry in ("vjp", "jacobian") and seed is not None:
+                builder.cotangent = seed
+            table = builder.build()
+            if builder.cotangent is not None:
+                table.title = table.title.replace(": gradient with respect to",
+                                                  f": {builder.name(seed)} @ J with respect to", 1)
+            heading = {"vjp": "the vector-Jacobian product, by reverse mode seeded with the cotangent:",
+                       "jacobian": "the backward pass, seeded with a cotangent (the result's basis, below):"}
+            lines += ["", heading.get(entry, "the gradient, by reverse mode:"), render(table).rstrip("\n")]
+        if graph.tangent_passes:
+            if graph.adjoints:  # a backward value the backprop table calls d_h is d_h here too
+                _same_gradient_names(writer, builder.grad_names, graph, made)
+            primal = _TangentBuilder(program, graph, {n for n in graph.nodes if n not in made}, program.wrt_values,
+                                     None, writer)
+            lines += [""] + _tangent_table(primal, graph, made, program.traced_forward)
     source = compiled.source if compiled.backend.language == "python" else stages_numpy_source(fn, compiled)
     body = [l for l in source.splitlines() if l.startswith("    ") and not l.strip().startswith(('"""', "#", "with "))]
     lines += ["", "generated:"] + body
     return "\n".join(lines) + "\n"
+
+
+class _TangentBuilder(_Builder):
+    """Writes the tangent table: every primal value (forward or backward) by its name, a view the backward
+    pass takes of a value no seed reaches (W.T) written out where it is read."""
+
+    inline: set = frozenset()
+
+    def expr(self, v, leaves):
+        if v not in leaves and v.node is not None and v.node in self.inline:
+            return self.opaque_expr(v, leaves)
+        return super().expr(v, leaves)
+
+    def text(self, v) -> str:
+        if v.node is not None and v.node in self.inline:
+            return self.node_text(v, {}, {})
+        return super().text(v)
+
+
+def _views(graph, made, traced_forward, tangents):
+    """The backward pass's transposes, reshapes and broadcasts of values without a tangent in this pass."""
+    return {n for n in graph.nodes if n not in made and n not in traced_forward
+            and n.prim in (Transpose, Reshape, BroadcastTo) and not any(v in tangents for v in n.outputs)}
+
+
+def _same_gradient_names(writer, grad_names, graph, made):
+    """Name each backward value as the backprop table named the gradient it is (d_h), where it is the
+    only value that is that gradient."""
+    by_target: dict = {}
+    for node in graph.nodes:
+        if node in made:
+            continue
+        for v in node.outputs:
+            if v.grad_of is not None and v.name is None:
+                by_target.setdefault(v.grad_of, []).append(v)
+    for target, values in by_target.items():
+        if len(values) == 1 and target in grad_names and values[0] not in writer.names:
+            writer.names[values[0]] = grad_names[target]
+
+
+def _tangent_table(builder, graph, made, traced_forward) -> list:
+    """The lines of the tangent-rule table: one per forward-mode pass (a Jacobian or Hessian has one per
+    parameter), a row per operation a seed reaches, `t_h = t_z*(1 - h**2)`."""
+    lines = []
+    for seeds, tangents in graph.tangent_passes:
+        builder.inline = _views(graph, made, traced_forward, tangents)
+        leaves = {}
+        for v, t in seeds.items():  # an argument t_<x>, or a basis as a constant
+            leaves[t] = sympy.Symbol(builder.name(t) if t.node is None else f"t_{builder.name(v)}", real=True)
+        for v, t in tangents.items():
+            leaves.setdefault(t, sympy.Symbol(builder.name(t), real=True))
+        said = []
+        for v, t in seeds.items():
+            if t.node is None:
+                said.append(f"{leaves[t]} (argument)")
+            else:
+                said.append(f"{leaves[t]} = {_numpy_text(t.node, [], ['_'])} (the basis of {builder.name(v)}, "
+                            "one direction per leading index)")
+        lines += ["tangents along " + "; ".join(said) + ": each operation's tangent rule, applied to the "
+                  "tangents of its inputs"]
+        rows, index = [], 0
+        for node in graph.nodes:
+            if node in made or not any(v in tangents for v in node.outputs):
+                continue
+            if node.prim is Fill:
+                continue
+            index += 1
+            step = builder.step(index, node)
+            rules = []
+            for k, v in enumerate(node.outputs[:builder.n_outputs(node)]):
+                t = tangents.get(v)
+                if t is not None:
+                    rules.append(f"{leaves[t]} = {_tangent_text(builder, t, leaves, made)}")
+            rows.append([index, node.loc.short() if node.loc and node.loc.line else "", step.operation,
+                         "; ".join(rules)])
+        lines += _columns(rows, ["#", "line", "operation", "tangent"]) if rows else ["  (none)"]
+        lines.append("")
+    return lines[:-1]
+
+
+def _tangent_text(builder, t, leaves, made):
+    """The tangent `t` as its rule built it, over the tangents of the operation's inputs (by name) and
+    primal values."""
+    node = t.node
+    if node is None or node not in made:
+        return builder.math(leaves[t])
+    if node.prim is Kernel:
+        return builder.math(builder.body(node, node.outputs.index(t), leaves))
+    return builder.node_text(t, leaves, {})
 
 
 def stages_numpy_source(fn, compiled):

@@ -146,6 +146,8 @@ class Graph:
         self.fused: dict = {}
         # filled by forward mode (transforms/forward.py): tangent node -> the node whose tangent rule built it
         self.tangent_origin: dict = {}
+        # filled by forward mode: one (seeds, tangents) pair per forward-mode pass, value -> its tangent
+        self.tangent_passes: list = []
 
     @property
     def nodes(self) -> list[Node]:

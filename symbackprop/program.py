@@ -123,6 +123,8 @@ class Program:
     # (has_aux=True on sb.jvp, ...: model_aux) the tree is (outputs, the model's aux tree)
     entry_outputs: int = 0
     model_aux: bool = False
+    model_result: object = None              # the model's result the entry point differentiates (explain)
+    traced_forward: set = field(default_factory=set)  # forward_nodes before the tangents joined them (explain)
     # batching (sb.vmap, sb.per_example_grad; transforms/batching.py)
     in_axes: object = 0                      # sb.vmap's in_axes: an int for every array, or one per parameter
     keep_batch_axis: bool = False            # per_example_grad: an example is a slice of size 1 along the axis

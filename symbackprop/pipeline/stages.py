@@ -515,6 +515,7 @@ def _outputs(program, values):
     by the model's own aux arrays under has_aux=True; the value returned beside them is the model's
     loss when it has one, else 0."""
     graph = program.graph
+    program.model_result = graph.result
     model_aux, model_tree = list(graph.aux), program.aux_tree
     graph.aux = []
     src = Source(program.fn)
@@ -664,6 +665,7 @@ def _with_forward_tangents(program):
     backward one's value."""
     graph = program.graph
     origin = graph.tangent_origin
+    program.traced_forward = set(program.forward_nodes)
     program.forward_nodes = program.forward_nodes | {n for n, o in origin.items() if o in program.forward_nodes}
     _forward_closed(program)  # a basis constant the forward tangents read is forward too
     forward_part = [n for n in graph.nodes if n in program.forward_nodes]
@@ -802,6 +804,19 @@ STAGES = {"forward": LOSS, "gradient": GRADIENT, "value_and_grad": VALUE_AND_GRA
 
 #: the derivative entry points' kinds
 ENTRIES = ("jvp", "vjp", "jacobian", "hvp", "hessian", "vmap", "per_example_grad")
+
+
+#: each derivative entry point's stage that differentiates (explain reads the graph right after it)
+MODES = {"jvp": jvp_mode, "vjp": vjp_mode, "jacobian": jacobian_mode, "hvp": hvp_mode, "hessian": hessian_mode}
+
+
+def build_rules(fn, specs, backend, entry, **fields) -> Program:
+    """A derivative entry point's Program up to its differentiating stage: each statement's kernels as the
+    model wrote them, the backward pass and the tangents as their rules built them, nothing fused across
+    statements or shared (what explain tabulates)."""
+    stage_list = STAGES[entry]
+    return run(Program(fn, tuple(specs), backend, entry, entry=entry, **fields),
+               stage_list[:stage_list.index(MODES[entry]) + 1])
 
 
 def build(fn, specs, backend, kind="value_and_grad", **fields) -> Program:

@@ -13,7 +13,8 @@ for n directions at once (a Jacobian's or Hessian's basis), through one program.
 
 graph.tangent_origin records, for each node a tangent rule built, the node whose tangent it is: the
 pipeline counts the tangents of forward values as part of the forward pass (a forward-over-reverse
-program is the forward pass with its tangents, then the backward pass with its).
+program is the forward pass with its tangents, then the backward pass with its). graph.tangent_passes
+keeps each call's seeds and tangents, for explain's table of tangent rules.
 """
 from __future__ import annotations
 
@@ -51,4 +52,5 @@ def forward(graph, seeds, batch=(), nodes=None):
                 if t.name is None and t.grad_of is None and t.tangent_of is None and t.node not in before:
                     t.tangent_of = v
                 tangents[v] = t
+    graph.tangent_passes.append((dict(seeds), tangents))
     return tangents
