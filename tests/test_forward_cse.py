@@ -157,3 +157,39 @@ def test_value_and_grad_code_is_unchanged_by_the_pass(monkeypatch):
     after = sb.value_and_grad(mlp, wrt=("W1", "b1", "W2"))
     after(*args)
     assert before.source == after.source
+
+
+def tanh_energy(W, x):
+    h = np.tanh(W @ x)
+    return np.sum(h ** 2)
+
+
+def test_hvp_tangents_read_the_primal_values(backend):
+    """hvp of sum(tanh(W @ x)**2): with h = tanh(t1), d_h = 2*h and d_t1 = d_h*(1 - h**2), forward mode
+    needs t_h = (1 - h**2)*t_t1 and t_d_t1 = t_d_h*(1 - h**2) - 2*d_h*h*t_h with t_d_h = 2*t_h. The
+    generated NumPy code computes h**2 once (the loss's), 1 - h**2 once from it, and both tangents read
+    that one array; the numbers are the finite differences of the gradient along v, on both backends."""
+    W, x, v = rng_(3, 4), rng_(4, seed=1), rng_(3, 4, seed=2)
+    f = sb.hvp(tanh_energy, backend=backend)
+    hv = f(W, x, v=v)
+    grad = sb.grad(tanh_energy)
+    eps = 1e-6
+    np.testing.assert_allclose(hv, (grad(W + eps * v, x) - grad(W - eps * v, x)) / (2 * eps), rtol=1e-6, atol=1e-9)
+    if backend != "numpy":
+        return
+    src = sb.hvp(tanh_energy)
+    src(W, x, v=v)
+    source = src.source
+    square = [ln.split("=")[0].strip() for ln in source.splitlines() if re.search(r"= h\*\*2\s", ln)]
+    assert len(square) == 1 and len(re.findall(r"\bh\*\*2\b", source)) == 1  # h**2 computed once
+    (one_minus,) = [ln.split("=")[0].strip() for ln in source.splitlines()
+                    if re.fullmatch(rf"\s*\w+ = 1 - {square[0]}\s*#.*", ln)]
+    t_h = sympy.sympify(statement(source, "t_h"))
+    assert sympy.Symbol(one_minus) in t_h.free_symbols and "np." not in statement(source, "t_h")
+    h, t_t1, s = sympy.symbols("h t_t1 " + one_minus)
+    assert sympy.expand(t_h.subs(s, 1 - h**2) - (1 - h**2) * t_t1) == 0
+    t_d_t1 = sympy.sympify(statement(source, "t_d_t1"))
+    assert sympy.Symbol(one_minus) in t_d_t1.free_symbols  # the tangent of the backward kernel reads it too
+    d_h, t_hs = sympy.symbols("d_h t_h")
+    want = 2 * t_hs * (1 - h**2) - 2 * d_h * h * t_hs
+    assert sympy.expand(t_d_t1.subs({s: 1 - h**2, d_h: 2 * h}) - want.subs(d_h, 2 * h)) == 0
