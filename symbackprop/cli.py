@@ -296,10 +296,11 @@ MODES = ("value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp")
 
 def derivative_function(args, fn, wrt, mode, values, keywords, has_aux, budget, backend):
     """The sb.jvp / vjp / jacobian / hessian / hvp function of the model (--mode), specialised for the --arg types."""
-    if has_aux or budget is not None or getattr(args, "memory", False):
-        raise UsageError(f"--mode {mode} takes none of --has-aux, --memory-budget, --memory")
+    if budget is not None and mode == "jvp":
+        raise UsageError("--mode jvp takes no --memory-budget: forward mode keeps nothing for a later pass")
     try:
-        fn_ = DerivativeFunction(fn, mode, wrt=wrt, backend=backend or backends.DEFAULT)
+        fn_ = DerivativeFunction(fn, mode, wrt=wrt, backend=backend or backends.DEFAULT, has_aux=has_aux,
+                                 memory_budget=budget)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--wrt: {e}") from None
     try:

@@ -791,7 +791,11 @@ def explain_entry(fn, compiled, args, kwargs) -> str:
     source = compiled.source if compiled.backend.language == "python" else stages_numpy_source(fn, compiled)
     body = [l for l in source.splitlines() if l.startswith("    ") and not l.strip().startswith(('"""', "#", "with "))]
     lines += ["", "generated:"] + body
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if compiled.memory_budget is not None:  # as explain of a gradient: then what is kept and recomputed
+        report = str(fn.specialiser.memory(compiled)).splitlines()
+        text += "\nmemory: " + report[0] + "\n" + "\n".join("  " + line for line in report[1:]) + "\n"
+    return text
 
 
 class _TangentBuilder(_Builder):

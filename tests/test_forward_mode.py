@@ -277,7 +277,20 @@ def test_cli_show_and_explain_modes(tmp_path, capsys):
     assert cli.main(["explain", *args, "--mode", "jvp", "--wrt", "x"]) == 0
     assert "t_out = " in capsys.readouterr().out
     assert cli.main(["export", *args, "--mode", "hessian", "-o", str(tmp_path / "h.py")]) == 0
-    assert cli.main(["show", *args, "--mode", "jvp", "--has-aux"]) == 2
+    assert cli.main(["show", *args, "--mode", "jvp", "--memory-budget", "1KB"]) == 2  # forward mode keeps nothing
+    capsys.readouterr()
+    assert cli.main(["show", *args, "--mode", "jvp", "--has-aux"]) == 1  # the model returns no (value, aux) pair
+    assert "m.py:5: with has_aux=True the model returns (loss, aux)" in capsys.readouterr().err
+    aux = tmp_path / "a.py"
+    aux.write_text("import numpy as np\n\ndef layer(W, x):\n    h = np.tanh(W @ x)\n    return np.sum(h ** 2), h\n")
+    args = [f"{aux}:layer", "--arg", "W=float64[3,4]", "--arg", "x=float64[4]"]
+    assert cli.main(["show", *args, "--mode", "hvp", "--has-aux", "--memory-budget", "100", "--memory",
+                     "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "return loss, ((t_d_W,), h)" in out and "memory_budget=100 bytes" in out
+    assert cli.main(["explain", *args, "--mode", "hvp", "--has-aux", "--memory-budget", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "tangents along t_W" in out and "\nmemory: " in out
 
 
 def test_call_contract_and_cache(backend):
