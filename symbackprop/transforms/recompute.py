@@ -189,6 +189,7 @@ def _schedule(forward, backward, kept, hold=True, materialise=False) -> Schedule
             c = Value(o.shape, o.dtype, clone, o.name) if materialise else _ShadowValue(o, clone)
             if materialise:
                 c.weak, c.zero_sum_axes, c.grad_of = o.weak, o.zero_sum_axes, o.grad_of
+                c.tangent_of = o.tangent_of
             clone.outputs.append(c)
             (made if hold is True or o in held_now else scratch)[o] = c
         clones[clone] = node
@@ -437,6 +438,17 @@ class MemoryReport:
     __repr__ = __str__
 
 
+def _label(v) -> str:
+    """A value's name in the report: the user's, else what it is the gradient or tangent of (d_h, t_h)."""
+    if v.name:
+        return v.name
+    if v.grad_of is not None:
+        return "d_" + _label(v.grad_of)
+    if v.tangent_of is not None:
+        return "t_" + _label(v.tangent_of)
+    return "t"
+
+
 def _where(v) -> str:
     loc = v.node.loc if v.node is not None else None
     return loc.short() if loc and getattr(loc, "line", 0) else "-"
@@ -454,8 +466,8 @@ def report(graph, forward_nodes, schedule, results, budget=None, backend="", fre
     original_backward = [n for n in backward if n not in clones]
     residuals = schedule.residuals if schedule is not None else _ordered_residuals(forward, original_backward)
     dropped = set(schedule.dropped) if schedule is not None else set()
-    rows = [(v.name or "t", _where(v), nbytes(v), v not in dropped) for v in residuals]
-    recomputed = [(c.outputs[0].name or "t", _where(f.outputs[0]), f.prim.flops(f)) for c, f in clones.items()]
+    rows = [(_label(v), _where(v), nbytes(v), v not in dropped) for v in residuals]
+    recomputed = [(_label(c.outputs[0]), _where(f.outputs[0]), f.prim.flops(f)) for c, f in clones.items()]
     kept = {v for v in residuals if v not in dropped}
     r = MemoryReport(residuals=rows, recomputed=recomputed,
                      residual_bytes=sum(nbytes(v) for v in residuals),
