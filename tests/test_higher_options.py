@@ -191,3 +191,22 @@ def test_jvp_takes_no_memory_budget():
 def test_a_bad_budget_raises_at_the_decorator():
     with pytest.raises((TypeError, ValueError)):
         sb.hvp(memory_budget="lots")
+
+
+def test_shared_library_writes_the_model_aux_after_the_entry_points_outputs(tmp_path):
+    import ctypes
+    f = sb.hvp(energy, has_aux=True, backend="llvm")
+    v = rng_(3, 4, seed=4)
+    Hv, (h, _) = f(W, X, v=v)
+    path = f.export(tmp_path / "energy.so")
+    header = (tmp_path / "energy.h").read_text()
+    assert header.index("double* hvp_W") < header.index("double* aux_0")
+    assert "aux_0  /* the model's aux, not differentiated" in header
+    lib = ctypes.CDLL(str(path))
+    value, out, aux = np.zeros(()), np.zeros((3, 4)), np.zeros(3)
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    args = [np.ascontiguousarray(a) for a in (W, X, v)]
+    assert lib.energy_hvp(*map(ptr, args), ptr(value), ptr(out), ptr(aux)) == 0
+    np.testing.assert_allclose(out, Hv, rtol=1e-12)
+    np.testing.assert_allclose(aux, h, rtol=1e-13)
+    np.testing.assert_allclose(value, np.sum(h ** 2), rtol=1e-13)

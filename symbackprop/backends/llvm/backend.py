@@ -197,7 +197,9 @@ def _aux_entries(compiled):
     if not compiled.has_aux:
         return []
     what = f"output of {compiled.entry}" if compiled.entry else "aux, not differentiated"
-    return [(name, v.dtype, v.shape, False, what) for name, v in zip(aux_names(compiled), compiled.graph.aux)]
+    first_aux = compiled.entry_outputs if compiled.entry and compiled.model_aux else len(compiled.graph.aux)
+    return [(name, v.dtype, v.shape, False, what if k < first_aux else "the model's aux, not differentiated")
+            for k, (name, v) in enumerate(zip(aux_names(compiled), compiled.graph.aux))]
 
 
 def _link(ir_text, path):
