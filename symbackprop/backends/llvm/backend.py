@@ -17,7 +17,8 @@ from ..base import Artifact, Backend, load
 from . import blas, jit, lapack
 from . import call as bridge
 from .adapter import adapter_ir
-from .lower import Lowering, region_error
+from . import regions  # noqa: F401 - registers the lowering of `if` and `while` on values
+from .lower import Lowering
 
 
 def symbol_name(compiled):
@@ -42,11 +43,20 @@ def header_comment(compiled):
                  [s.describe() for s in compiled.specs if s.dynamic] + ["value"]
                  + [f"d_{compiled.specs[i].name}" for i, _ in zip(compiled.wrt, compiled.grads)]
                  + (aux_names(compiled) if compiled.has_aux else [])) + ")"]
-    for node in compiled.graph.nodes:
+    lines += _operation_lines(compiled.graph.nodes, "")
+    return "\n".join(lines) + "\n"
+
+
+def _operation_lines(nodes, indent):
+    """One comment line per operation with its source line; a region's bodies indented under it."""
+    lines = []
+    for node in nodes:
         where = node.loc.short() if node.loc and node.loc.line else ""
         outs = ", ".join(v.name or "_" for v in node.outputs)
-        lines.append(f";   {where:24s} {outs} = {node.prim.describe(node)}"[:160])
-    return "\n".join(lines) + "\n"
+        lines.append(f";   {where:24s} {indent}{outs} = {node.prim.describe(node)}"[:160])
+        for body in bodies(node):
+            lines += _operation_lines(body.nodes, indent + "  ")
+    return lines
 
 
 def attach(compiled) -> Artifact:
@@ -375,13 +385,6 @@ def _step_entries(program):
 
 # ---- the backend ---------------------------------------------------------------------------
 
-def _no_regions(program):
-    """A CompileError for an `if` or `while` on array values, which this backend does not compile yet."""
-    region = next((n for n in program.graph.nodes if bodies(n)), None)
-    if region is not None:
-        raise region_error(region)
-
-
 class LLVMBackend(Backend):
     name = "llvm"
     fuses_across_statements = True
@@ -395,13 +398,11 @@ class LLVMBackend(Backend):
                                 "bfloat16, float32 and float64 arrays (use backend='numpy', or convert it)")
 
     def build(self, program) -> Artifact:
-        _no_regions(program)
         if program.kind == "train_step":
             return attach_train_step(program)
         return attach(program)
 
     def export(self, program, path, forward=None):
-        _no_regions(program)
         if program.kind == "train_step":
             return export_step(program, path)
         return export(program, path)

@@ -18,10 +18,11 @@ import numpy as np
 import sympy
 from llvmlite import ir
 
+from ...dtypes import is_half
 from ...errors import CompileError
 from ...ir import Value, _freeze
 from ...primitives.composite import LogSoftmax, LogSumExp, Softmax
-from ...primitives.control import If, Replay, While
+from ...primitives.control import Tape
 from ...primitives.elementwise import Constant, Fill, Kernel
 from ...primitives.gather import AddAt, Argsort, Gather, ScatterAddAt, geometry, is_array_entry
 from ...primitives.index import Index, ScatterAdd, SetIndex
@@ -34,6 +35,7 @@ from . import lapack
 from .loops import (I8, I64, Operand, broadcast_strides, compute_type, contiguous_strides, convert, float_type,
                     half_of, llvm_type, load, loop_nest, store)
 from .rowpass import find_row_passes, lower_row_pass
+from .tapes import define_tape, free_tape
 
 import os
 
@@ -80,6 +82,7 @@ class Lowering:
         self.b = ir.IRBuilder(body)
         self.buffers: dict = {}
         self.owned: list = []
+        self.tapes: list = []  # the tapes of the scope being lowered (regions.py), freed when it ends
         self.view_roots: dict = {}
         self.outlining = False
         self.outlined: dict = {}
@@ -169,6 +172,8 @@ class Lowering:
         """A fresh buffer for value `v`."""
         if self.outlining:  # inside an outlined loop function: the caller allocated it
             return self.buffers[v]
+        if isinstance(v, Tape):
+            return define_tape(self, v)
         if v in self.direct:
             self.buffers[v] = self.direct[v]
             return self.buffers[v]
@@ -213,7 +218,8 @@ class Lowering:
         loop_nest(self.b, v.shape, [op], lambda b, offs: store(b, const, op, offs[0]))
 
     # ---- the function -------------------------------------------------------------
-    def run(self):
+    def lower_nodes(self):
+        """Lower self.order in the current block, freeing each buffer after its last read."""
         for i, node in enumerate(self.order):
             for rp in self.row_passes:
                 if rp.position == i:
@@ -234,6 +240,9 @@ class Lowering:
             else:
                 rule(self, node)
             self._free_dead(i)
+
+    def run(self):
+        self.lower_nodes()
         for v, a in self.out_args + self.copy_back:
             src = self.buffer(v)
             if self.buffers.get(v) is not a:
@@ -246,7 +255,9 @@ class Lowering:
                       lambda b, o: store(b, _cast(b, load(b, src, o[0]), ty), dst, o[1]))
         for v, ptr in self.owned:
             self.release(v, ptr)
-        self.owned = []
+        for ptr in self.tapes:
+            free_tape(self, ptr)
+        self.owned, self.tapes = [], []
         self.b.ret(ir.Constant(I32, 0))
         self.allocas.branch(self.b.block.parent.basic_blocks[1])
         return str(self.module)
@@ -423,8 +434,12 @@ def _accumulator(L, shape, out, axes, kind):
     out_strides = broadcast_strides(keep_shape, shape)
     out_strides = tuple(0 if i in axes else s for i, s in enumerate(out_strides))
     ty = llvm_type(out.dtype)
-    init = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[kind]
-    L.fill(out, init if isinstance(ty, (ir.DoubleType, ir.FloatType)) else 0)
+    if out.dtype.kind in "fc" or is_half(out.dtype):
+        init = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[kind]
+    else:  # booleans (np.any is a max, np.all a min) and integers start from their own extremes
+        info = np.iinfo(np.uint8 if out.dtype.kind == "b" else out.dtype)
+        init = {"sum": 0, "max": info.min, "min": 1 if out.dtype.kind == "b" else info.max}[kind]
+    L.fill(out, init)
     dst = Operand(L.buffer(out), ty, out_strides)
 
     def accumulate(b, value, offset):
@@ -439,6 +454,10 @@ def _accumulator(L, shape, out, axes, kind):
         if kind == "sum":
             # reassociation lets LLVM keep several partial sums in vector lanes, as NumPy's pairwise sum does
             new = b.add(acc, value) if isinstance(ty, ir.IntType) else b.fadd(acc, value, flags=("reassoc",))
+        elif isinstance(ty, ir.IntType):
+            signed = out.dtype.kind == "i"
+            compare = b.icmp_signed if signed else b.icmp_unsigned
+            new = b.select(compare(">" if kind == "max" else "<", value, acc), value, acc)
         else:
             new = intrinsic(b, "maximum" if kind == "max" else "minimum", ty, [acc, value])
         store(b, new, dst, offset)
@@ -1053,14 +1072,3 @@ def lower_softmax(L, node):
     p, e, s = node.outputs
     L.define(p)
     _elementwise(L, z.shape, [e, s], p, lambda b, ee, ss: b.fdiv(ee, ss))
-
-
-def region_error(node):
-    """The CompileError for value-dependent control flow, which this backend does not lower yet."""
-    return CompileError(f"`{node.prim.describe(node)}` on an array value is not yet on the LLVM backend; "
-                        "use backend='numpy'", node.loc, "Compile this model with backend='numpy'.")
-
-
-@lowers(If, While, Replay)
-def _region(L, node):
-    raise region_error(node)

@@ -1,0 +1,76 @@
+"""Tapes: what a loop's forward pass records for its backward pass, one entry per iteration.
+
+A tape is three 64-bit words {data, length, capacity} in an alloca: `data` grows by doubling (realloc) and
+is freed when the scope that made the tape ends. An entry is the bytes of a value (a taped tape is its
+three words, moved: copied, then the source zeroed, so only the last owner frees it).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ...primitives.control import Tape
+from .loops import I8, I64
+
+PTR = ir.PointerType()
+_ZERO = ir.Constant(I64, 0)
+_WORDS = ir.ArrayType(I64, 3)
+
+
+def entry_bytes(v) -> int:
+    """The bytes one entry of a tape of `v` takes (a taped tape is its three words)."""
+    return 24 if isinstance(v, Tape) else max(v.size, 1) * v.dtype.itemsize
+
+
+def _field(b, tape, k):
+    return b.gep(tape, [ir.Constant(I64, k)], source_etype=I64)
+
+
+def _data(b, tape):
+    return b.inttoptr(b.load(_field(b, tape, 0), typ=I64), PTR)
+
+
+def clear(b, tape):
+    """Zero the three words (an empty tape, or the source of a moved one)."""
+    b.store(ir.Constant(_WORDS, None), b.bitcast(tape, ir.PointerType(_WORDS)))
+
+
+def define_tape(L, v):
+    """An empty tape for `v`, owned by the scope being lowered."""
+    ptr = L.allocas.alloca(I64, size=3)
+    clear(L.b, ptr)
+    L.buffers[v] = ptr
+    L.tapes.append(ptr)
+    return ptr
+
+
+def free_tape(L, ptr):
+    L.b.call(L._libc("free", ir.VoidType(), [PTR]), [_data(L.b, ptr)])
+
+
+def push(L, tape, source, nbytes, move):
+    """Append the `nbytes` at `source` to `tape`, doubling its capacity when full."""
+    b = L.b
+    n = b.load(_field(b, tape, 1), typ=I64)
+    cap = b.load(_field(b, tape, 2), typ=I64)
+    with b.if_then(b.icmp_unsigned(">=", n, cap), likely=False):
+        grown = b.select(b.icmp_unsigned("==", cap, _ZERO), ir.Constant(I64, 4), b.mul(cap, ir.Constant(I64, 2)))
+        realloc = L._libc("realloc", PTR, [PTR, I64])
+        data = b.call(realloc, [_data(b, tape), b.mul(grown, ir.Constant(I64, nbytes))])
+        b.store(b.ptrtoint(data, I64), _field(b, tape, 0))
+        b.store(grown, _field(b, tape, 2))
+    data = _data(b, tape)
+    slot = b.gep(data, [b.mul(n, ir.Constant(I64, nbytes))], source_etype=I8)
+    L.b.call(L._libc("memcpy", PTR, [PTR, PTR, I64]), [slot, source, ir.Constant(I64, nbytes)])
+    b.store(b.add(n, ir.Constant(I64, 1)), _field(b, tape, 1))
+    if move:
+        clear(b, source)
+
+
+def pop(L, tape, nbytes):
+    """A pointer to the last entry of `tape`, which it no longer counts (the memory stays until the tape is freed)."""
+    b = L.b
+    n = b.sub(b.load(_field(b, tape, 1), typ=I64), ir.Constant(I64, 1))
+    b.store(n, _field(b, tape, 1))
+    return b.gep(_data(b, tape), [b.mul(n, ir.Constant(I64, nbytes))], source_etype=I8)
+
+

@@ -1,0 +1,89 @@
+"""What the LLVM backend adds to value-dependent control flow (tests/test_control_flow.py runs every
+model there on both backends): tapes that grow by doubling and are freed before return, a loop inside
+a loop, and `.so` export of such a model."""
+import ctypes
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import symbackprop as sb
+from gradcheck import assert_gradients_match
+from test_control_flow import nested_while, newton_sqrt
+
+
+def long_loop(x, w):
+    """Thousands of iterations: each of the tapes grows through many doublings."""
+    h = x
+    k = 0
+    while np.sum(h * h) < 4.0 and k < 100000:
+        h = h + 0.0001 * np.tanh(h * w)
+        k += 1
+    return np.sum(h * w)
+
+
+def test_a_tape_of_thousands_of_entries_gives_the_gradient():
+    x, w = np.linspace(0.1, 0.4, 32), np.linspace(0.5, 1.5, 32)
+    llvm = sb.value_and_grad(long_loop, wrt=("x", "w"), backend="llvm")
+    value, grads = llvm(x, w)
+    h, trips = x, 0
+    while np.sum(h * h) < 4.0:
+        h, trips = h + 0.0001 * np.tanh(h * w), trips + 1
+    assert trips > 2000  # 4, 8, ... 4096 entries: ten doublings of every tape
+    v_np, g_np = sb.value_and_grad(long_loop, wrt=("x", "w"))(x, w)
+    assert value == pytest.approx(v_np, rel=1e-12)
+    for a, b in zip(grads, g_np):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert_gradients_match(long_loop, grads, (x, w), (0, 1), rtol=1e-5)
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_million_calls_leak_nothing():
+    """Every call mallocs its temporaries and reallocs its tapes (arrays of 40 doubles, past the
+    allocas' 16): a leak of even one tape's words per call would be 24 MB here."""
+    f = sb.value_and_grad(nested_while, wrt=("x", "w"), backend="llvm")
+    g = sb.value_and_grad(newton_sqrt, wrt=("a", "x0"), backend="llvm")
+    x, w = np.full(40, 0.3 / 20), np.full(40, 1.0)
+    a, x0 = np.linspace(1.0, 3.0, 40), np.ones(40)
+    for _ in range(20000):
+        f(x, w)
+        g(a, x0)
+    before = _rss_bytes()
+    for _ in range(500000):
+        f(x, w)
+        g(a, x0)
+    grown = _rss_bytes() - before
+    assert grown < 4 * 2**20, f"resident memory grew by {grown} bytes over a million calls"
+    value, grads = f(x, w)
+    assert_gradients_match(nested_while, grads, (x, w), (0, 1))
+
+
+def test_so_export_of_a_while_model_needs_nothing_new(tmp_path):
+    a, x0 = np.array([2.0, 3.0, 0.5]), np.array([1.0, 1.5, 1.0])
+    f = sb.value_and_grad(newton_sqrt, wrt=("a", "x0"), backend="llvm")
+    lib = tmp_path / "libnewton.so"
+    f.export(lib, a, x0)
+    header = (tmp_path / "libnewton.h").read_text()
+    assert header.count("int newton_sqrt_value_and_grad(") == 1
+    assert "tape" not in header.lower() and "trips" not in header  # the tapes live and die inside one call
+    deps = subprocess.run(["ldd", str(lib)], capture_output=True, text=True).stdout
+    assert "python" not in deps and "numpy" not in deps, deps
+    so = ctypes.CDLL(str(lib))
+    fn = so.newton_sqrt_value_and_grad
+    fn.restype = ctypes.c_int
+    want_value, (want_da, want_dx0) = f(a, x0)
+    for scale in (1.0, 40.0):  # a different trip count through the same library
+        aa = a * scale
+        value, da, dx0 = np.zeros(1), np.zeros(3), np.zeros(3)
+        ptr = lambda v: v.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+        assert fn(ptr(aa), ptr(x0), ptr(value), ptr(da), ptr(dx0)) == 0
+        v_jit, (da_jit, dx0_jit) = f(aa, x0)
+        assert value[0] == pytest.approx(v_jit, rel=1e-14)
+        np.testing.assert_allclose(da, da_jit, rtol=1e-13)
+        np.testing.assert_allclose(da, 0.5 / np.sqrt(aa), rtol=1e-9)
+        np.testing.assert_allclose(dx0, dx0_jit, rtol=1e-13, atol=1e-300)
