@@ -238,3 +238,59 @@ def test_a_loss_that_cancels_keeps_the_float32_dtype(backend):
         np.testing.assert_array_equal(g, np.zeros(4, np.float32))
     value, g = sb.value_and_grad(cancelling_loss, backend=backend)(w.astype(np.float64))
     assert type(value) is float or np.asarray(value).dtype == np.float64
+
+
+def subtract_a_float64_in_place(x, A):
+    v = A * 1.5
+    v -= np.tanh(A @ np.full((4,), 0.5))   # A @ (a float64 array) is float64; v stays float32 in NumPy
+    w = x * 2.0
+    w += np.zeros(x.shape)                 # np.zeros is float64 too
+    return np.sum(v * v) + np.sum(w * x)
+
+
+def test_an_augmented_assignment_keeps_the_arrays_dtype(backend):
+    """`v -= u` on a float32 array v with a float64 u was traced as `v = v - u`, float64, where NumPy writes the
+    result into v: a float32 model returned a float64 loss (python -m tests.fuzz --program-seed 304002296
+    --backend llvm, and 304010420)."""
+    rng = np.random.default_rng(3)
+    x, A = rng.uniform(-1, 1, 4), rng.uniform(-1, 1, (4, 4))
+    x32, A32 = x.astype(np.float32), A.astype(np.float32)
+    want = subtract_a_float64_in_place(x32, A32)
+    assert want.dtype == np.float32
+    value, (gx, gA) = sb.value_and_grad(subtract_a_float64_in_place, wrt=(0, 1), backend=backend)(x32, A32)
+    assert np.asarray(value).dtype == np.float32 and gx.dtype == gA.dtype == np.float32
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    ref = sb.value_and_grad(subtract_a_float64_in_place, wrt=(0, 1), backend=backend)(x, A)
+    assert_gradients_match(subtract_a_float64_in_place, ref[1], [x, A], (0, 1))
+    np.testing.assert_allclose(gx, ref[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gA, ref[1][1], rtol=1e-4, atol=1e-5)
+
+
+def zeros_of_zeros(x):
+    v = np.sum(np.sin(x) - x, axis=1, keepdims=True)
+    zero = np.tanh((v - v) * 0.25)         # a float32 zero fill
+    again = np.tanh((zero - zero) * 0.25)  # a fill minus itself: a body with no input left
+    return np.max(again) + np.sum(x)
+
+
+def stacked_zeros(x, u):
+    v = u - u
+    w = np.sin(v) - v                      # sin of the zero fill is that fill: w is fill - fill
+    return np.sum(np.stack((w, np.sin(w) + 1.0), axis=0) * x)
+
+
+def test_a_body_that_cancels_all_its_inputs_keeps_their_dtype(backend):
+    """A kernel whose inputs were constants and whose body cancelled them all (zero - zero) had no symbol
+    left to type it: it became an int64 fill, a float64 loss in a float32 model (python -m tests.fuzz
+    --program-seed 304004780 --backend llvm), and LLVM IR that did not parse, `fpext i64` into the stack
+    (--program-seed 304005674)."""
+    x = np.linspace(0.1, 0.9, 8).reshape(2, 4)
+    for dtype in (np.float32, np.float64):
+        for model, args in [(zeros_of_zeros, [x.astype(dtype)]), (stacked_zeros, [x.astype(dtype), x[0].astype(dtype)])]:
+            value, grads = sb.value_and_grad(model, wrt=tuple(range(len(args))), backend=backend)(*args)
+            want = model(*args)
+            assert np.asarray(value).dtype == want.dtype == dtype
+            assert all(g.dtype == dtype for g in grads)
+            np.testing.assert_allclose(value, want, rtol=1e-6)
+            if dtype == np.float64:
+                assert_gradients_match(model, grads, args, tuple(range(len(args))))

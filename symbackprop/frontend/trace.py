@@ -29,7 +29,7 @@ from ..primitives import gather, ops
 from ..primitives.custom import CustomJVPCall, CustomVJPCall
 from . import compositions, namespace, regions, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
-from .assignment import assigned_into, check_unshared, view_base
+from .assignment import assigned_into, check_unshared, in_place, view_base
 from .closures import Closure, signature
 from .custom import CustomJVP, CustomVJP
 from .regions import FLAG_NAMES, FLAGS, IFEXP, MISSING, Escape, Loop, Undefined, condition, is_number
@@ -513,10 +513,12 @@ class Tracer:
         """`y = <expression>` makes a new array in NumPy, even where value numbering finds the same Value
         (`x - x` and np.zeros_like(x) are one constant; two `x * 2` are one node): for a name the model
         assigns into, bind a copy of its own, so that the alias check (frontend/assignment.py) sees only
-        real sharing. `y = x` (a name), views and arguments stay what they are."""
+        real sharing. `y = x` (a name), views and arguments stay what they are, except where arithmetic
+        simplified to one of them (`y = x * 1.0` is a new array in NumPy, and the Value of x here)."""
         if (isinstance(target, ast.Name) and not isinstance(expr, ast.Name) and isinstance(value, Value)
-                and value.node is not None and view_base(value) is value
-                and target.id in assigned_into(frame.src)):
+                and target.id in assigned_into(frame.src)
+                and (isinstance(expr, (ast.BinOp, ast.UnaryOp))
+                     or value.node is not None and view_base(value) is value)):
             return ops.copy(value)
         return value
 
@@ -530,6 +532,10 @@ class Tracer:
             self._reject_target(frame, s.target, augmented=True)
         current = self.expr(frame, s.target)
         value = self.binop(frame, s, current, s.op, self.expr(frame, s.value))
+        if isinstance(s.target, ast.Name) and isinstance(current, Value) and current.ndim and isinstance(value, Value):
+            name = s.target.id
+            rebound = f"{name} = {name} {_BINOPS[type(s.op)][0]} {frame.src.segment(s.value)}"
+            value = in_place(name, current, value, (frame, self.frames), frame.src.loc(s), rebound)
         self.assign(frame, s.target, value)
 
     def stmt_If(self, frame, s):

@@ -90,6 +90,8 @@ def kernel_dtype(expr, dtypes) -> np.dtype:
     if is_bool_expr(expr):
         return np.dtype(bool)
     used = [dtypes[int(s.name[1:])] for s in expr.free_symbols if s.name.startswith("a")]
+    if not used:  # a body its inputs cancelled from (x - x is 0) has NumPy's dtype of x - x
+        used = list(dtypes)
     if used and all(d is None for d in used):
         return np.dtype(np.float64)
     numeric = [d for d in used if d is not None and d.kind != "b"]

@@ -419,6 +419,16 @@ def stack(xs, axis=0):
     return concatenate(expanded, axis) if len(xs) > 1 else expanded[0]
 
 
+def astype(x, dtype):
+    """x converted to `dtype` (x.astype(dtype)): an elementwise identity kernel of that dtype."""
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    out = kernel([x], (arg(0),), x.shape, dtype=dtype)[0]
+    out.weak = False
+    return out
+
+
 def zeros_like(x):
     return fill(0.0, x.shape, x.dtype)
 
