@@ -294,3 +294,36 @@ def test_a_body_that_cancels_all_its_inputs_keeps_their_dtype(backend):
             np.testing.assert_allclose(value, want, rtol=1e-6)
             if dtype == np.float64:
                 assert_gradients_match(model, grads, args, tuple(range(len(args))))
+
+
+def assigned_labels(x, idx):
+    y = np.zeros(3)
+    y[0:2] = idx                           # int64 into a float64 array
+    return np.sum(y * x[:3])
+
+
+def joined_labels(x, idx):
+    k = idx * 2 - 7
+    return np.sum(np.concatenate([x[:2], k]) ** 2) + np.sum(np.stack([x[:2], k + 1]) * x[:2])
+
+
+def extremes_of_labels(x, idx):
+    k = idx * 3 - 10
+    return np.max(k) * np.sum(x) + np.min(k) + np.sum(np.max(k.reshape(1, 2), axis=0) * x[:2])
+
+
+def extremes_of_a_mask(x, idx):
+    m = x > 0.3
+    return np.sum(np.max(m) * x) + np.sum(np.min(m) * x) + np.sum(m) * np.sum(x)
+
+
+def test_llvm_converts_integer_and_boolean_elements(backend):
+    """LLVM cast every element with fpext/fptrunc: an int64 array written into a float one, concatenated or
+    stacked with floats was `fpext i64`, IR that did not parse (the int64 zero fill of fuzz seed 304005674),
+    and max/min of integers called llvm.maximum.f32 on them and started from 0."""
+    x = np.linspace(0.1, 0.9, 4)
+    for idx in (np.array([1, -2]), np.array([-3, 2], dtype=np.int32)):
+        for model in (assigned_labels, joined_labels, extremes_of_labels, extremes_of_a_mask):
+            value, grad = sb.value_and_grad(model, backend=backend)(x, idx)
+            np.testing.assert_allclose(value, model(x, idx), rtol=1e-13)
+            assert_gradients_match(model, (grad,), [x, idx], (0,))
