@@ -1,4 +1,6 @@
 """Bugs the fuzzer (tests/fuzzgen.py) found, each reduced to the smallest model that showed it."""
+import math
+
 import numpy as np
 
 import symbackprop as sb
@@ -327,3 +329,30 @@ def test_llvm_converts_integer_and_boolean_elements(backend):
             value, grad = sb.value_and_grad(model, backend=backend)(x, idx)
             np.testing.assert_allclose(value, model(x, idx), rtol=1e-13)
             assert_gradients_match(model, (grad,), [x, idx], (0,))
+
+
+def where_of_a_python_float(x1, s):
+    c = math.tanh(s) + math.exp(-s * s)    # a Python float
+    v = np.where((c > 0.3) | ~(x1 > 0), c, 0.0)
+    return np.sum(np.tanh(v)) + np.sum(x1 * c)
+
+
+def mask_plus_a_float(x, s):
+    m = x > 0
+    k = m + 1.0                            # bool + Python float: float64 in NumPy
+    return np.sum(k) * np.sum(x) + np.sum(np.tanh((x > 0.1) * 2.0 + x * s))
+
+
+def test_a_python_float_among_booleans_is_float64(backend):
+    """np.where(a bool array, a Python float c, 0.0) was typed int64 (the float is weak, the rest booleans):
+    the NumPy code cast it to int64 (value 0) and both backends dropped the gradient of the float argument
+    (python -m tests.fuzz --program-seed 304007293 --backend llvm). `mask + 1.0` was int64 too (1.0 is the
+    SymPy integer 1): "the model returns a int64 value"."""
+    x = np.array([0.6, -0.2, 0.3])
+    for model in (where_of_a_python_float, mask_plus_a_float):
+        for s in (-0.4935063020030055, 0.8):
+            value, grads = sb.value_and_grad(model, wrt=(0, 1), backend=backend)(x, s)
+            want = model(x, s)
+            assert np.asarray(value).dtype == np.float64
+            np.testing.assert_allclose(value, want, rtol=1e-12)
+            assert_gradients_match(model, grads, [x, s], (0, 1))

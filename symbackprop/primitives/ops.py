@@ -79,6 +79,10 @@ def elementwise(fn, *args, what="operation"):
             out = kernel(list(index), (expr,), shape, dtype=wanted)[0]
             out.weak = False
             return out
+    if any(type(a) is float for a in args) and not is_bool_expr(expr) \
+            and kernel_dtype(expr, operand_dtypes(list(index))).kind in "iub":
+        # `number` made an integral float an integer: a Python float among booleans and integers is float64
+        return kernel(list(index), (expr,), shape, dtype=np.float64)[0]
     return kernel(list(index), (expr,), shape)[0]
 
 
