@@ -356,3 +356,24 @@ def test_a_python_float_among_booleans_is_float64(backend):
             assert np.asarray(value).dtype == np.float64
             np.testing.assert_allclose(value, want, rtol=1e-12)
             assert_gradients_match(model, grads, [x, s], (0, 1))
+
+
+def tilde_of_a_numpy_function_of_a_float(x, s):
+    c = math.tanh(s) + math.exp(-s * s)    # a Python float
+    v = np.tanh(c)                         # NumPy's float64 scalar: ~(v > 0) is NumPy's logical not
+    return np.sum(np.where((x > 0.3) | ~(v > 0), x, 0.0)) + np.sum(x * np.tanh(s)) + np.sum(x * math.tanh(s))
+
+
+def test_a_numpy_function_of_a_python_float_is_a_numpy_scalar(backend):
+    """np.tanh(c) of a Python float c was traced as a Python float (weak): `~(np.tanh(c) > 0)` was refused as a
+    bitwise not of a Python bool (python -m tests.fuzz --program-seed 304010622 --backend llvm), and LLVM
+    returned float32 for x32 * np.tanh(s), which NumPy widens to float64 (math.tanh(s) stays a Python float)."""
+    x64 = np.array([-1.0, 0.5, 2.0])
+    for s in (-0.5, 0.7):
+        for x in (x64, x64.astype(np.float32)):
+            want = tilde_of_a_numpy_function_of_a_float(x, s)
+            value, (gx, gs) = sb.value_and_grad(tilde_of_a_numpy_function_of_a_float, wrt=(0, 1), backend=backend)(x, s)
+            assert np.asarray(value).dtype == want.dtype == np.float64 and gx.dtype == x.dtype
+            np.testing.assert_allclose(value, want, rtol=1e-6 if x.dtype == np.float32 else 1e-12)
+            if x.dtype == np.float64:
+                assert_gradients_match(tilde_of_a_numpy_function_of_a_float, (gx, gs), [x, s], (0, 1))
