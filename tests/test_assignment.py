@@ -226,3 +226,33 @@ def test_augmented_assignments_in_a_loop_match_numpy(backend):
     value, grad = sb.value_and_grad(accumulated, backend=backend)(x)
     np.testing.assert_allclose(value, accumulated(x.copy()), rtol=1e-12)
     assert_gradients_match(accumulated, (grad,), [x], (0,))
+
+
+def grown_in_a_while(x):
+    acc = x * 2.0
+    k = 0.0
+    while np.sum(acc) < 10.0 and k < 5:
+        acc += x                         # the array from before the loop, carried: the loop's own
+        acc[0] += x[0]
+        k = k + 1.0
+    return np.sum(acc * acc)
+
+
+def shared_into_a_while(x):
+    acc = x * 2.0
+    z = acc
+    while np.sum(acc) < 10.0:
+        acc += x                         # NumPy changes z too
+    return np.sum(acc * z)
+
+
+def test_assigning_into_a_carried_array_in_a_while_loop_on_values():
+    """A `while` body's carried value is the array from before the loop: assigning into it was refused as
+    assigning into an argument of the model; it is checked as that array."""
+    x = r(4) + 1.5
+    value, grad = sb.value_and_grad(grown_in_a_while, backend="numpy")(x)
+    np.testing.assert_allclose(value, grown_in_a_while(x.copy()), rtol=1e-12)
+    assert_gradients_match(grown_in_a_while, (grad,), [x], (0,))
+    with pytest.raises(sb.CompileError, match=r"`acc` is shared: `z` holds it too") as info:
+        sb.grad(shared_into_a_while, backend="numpy")(x)
+    assert f"{__file__}:{shared_into_a_while.__code__.co_firstlineno + 4}" in str(info.value)

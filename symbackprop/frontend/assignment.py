@@ -84,20 +84,21 @@ def check_unshared(name, value, scope, frames, loc):
                                loc, copy)
 
 
-def in_place(name, current, new, frames, loc, rebound):
+def in_place(name, current, new, frames, loc, rebound, written=None):
     """The value `name` holds after `name op= v` when it holds the array `current` (ndim >= 1) and `new` is
     `current op v`: NumPy writes the result into current's memory, so it has current's shape (a
     ShapeError where it broadcasts larger, as NumPy's ValueError) and dtype (float32 stays float32 when
     v is float64: the result is cast, as NumPy's same-kind casting; other kinds are a CompileError), and
     current must be unshared (`check_unshared`). `frames`: (the frame of the statement, every active
-    one); `rebound`: the statement written as `name = name op v`, for the hints. The new version is a
+    one); `rebound`: the statement written as `name = name op v`, for the hints; `written`: the array NumPy
+    writes into, when not current itself (a `while` body's carried value). The new version is a
     Value no other name holds (value numbering may have found it already as another name's value)."""
     scope, active = frames
     if new.shape != current.shape:
         raise ShapeError(f"`{name}` has shape {current.shape} and the result of the augmented assignment "
                          f"{new.shape}: NumPy writes it into `{name}` and refuses (non-broadcastable output "
                          f"operand); for a new array of the broadcast shape write `{rebound}`", loc)
-    check_unshared(name, current, scope, active, loc)
+    check_unshared(name, current if written is None else written, scope, active, loc)
     if new.dtype != current.dtype:
         if not (dtypes.is_float(new.dtype) and dtypes.is_float(current.dtype)):
             raise CompileError(f"the augmented assignment writes a {new.dtype} result into `{name}`, a "

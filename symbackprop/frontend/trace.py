@@ -188,6 +188,9 @@ class Tracer:
         self.return_loc = None
         #: per value-dependent region being traced: the lists made outside it (it may read, not change them)
         self.frozen: list = []
+        #: a `while` body's param for a carried name -> the array the name held before the loop, which NumPy
+        #: writes into when the body assigns into the name (checked unshared as that array)
+        self.carried: dict = {}
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -535,7 +538,8 @@ class Tracer:
         if isinstance(s.target, ast.Name) and isinstance(current, Value) and current.ndim and isinstance(value, Value):
             name = s.target.id
             rebound = f"{name} = {name} {_BINOPS[type(s.op)][0]} {frame.src.segment(s.value)}"
-            value = in_place(name, current, value, (frame, self.frames), frame.src.loc(s), rebound)
+            value = in_place(name, current, value, (frame, self.frames), frame.src.loc(s), rebound,
+                             self._written(current))
         self.assign(frame, s.target, value)
 
     def stmt_If(self, frame, s):
@@ -752,7 +756,9 @@ class Tracer:
         self.frozen.append(regions.lists_in(self._envs()))
         try:
             with building(body):
-                _carried_params(frame, body, order, specs)
+                for n, p in zip(order, _carried_params(frame, body, order, specs)):
+                    if isinstance(saved.get(n), Value):
+                        self.carried[p] = saved[n]
                 frame.env["break"] = False   # the body runs only when no `break` has
                 frame.env["continue"] = False
                 try:
@@ -851,10 +857,17 @@ class Tracer:
             scope = scope.parent
         if scope is None:
             raise CompileError(f"cannot assign into the global `{name}`", loc, "Make a local array.")
-        check_unshared(name, current, scope, self.frames, loc)
+        check_unshared(name, self._written(current), scope, self.frames, loc)
         new = ops.set_index(current, index, value, name)
         new.name = name
         scope.env[name] = new
+
+    def _written(self, current):
+        """The array NumPy writes into when the model assigns into `current`: a `while` body's carried param
+        is the array from before the loop."""
+        while current in self.carried:
+            current = self.carried[current]
+        return current
 
     def unpack(self, frame, target, value):
         n = len(target.elts)
@@ -1447,13 +1460,16 @@ class Tracer:
 
 
 def _carried_params(frame, graph, order, specs):
-    """A param of `graph` for each carried name of a loop, bound to the name in the frame."""
+    """A param of `graph` for each carried name of a loop, bound to the name in the frame; the params."""
+    made = []
     for n in order:
         shape, dtype, weak = specs[n]
         p = Value(shape, dtype, None, FLAG_NAMES.get(n, n))
         p.weak = weak
         graph.params.append(p)
         frame.env[n] = p
+        made.append(p)
+    return made
 
 
 #: the functions making an array, which take dtype= (a float dtype: see namespace._float_dtype)
