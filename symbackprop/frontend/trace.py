@@ -29,7 +29,7 @@ from ..primitives import gather, ops
 from ..primitives.custom import CustomJVPCall, CustomVJPCall
 from . import compositions, namespace, regions, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
-from .assignment import assigned_into, check_unshared, view_base
+from .assignment import assigned_into, check_unshared, in_place, view_base
 from .closures import Closure, signature
 from .custom import CustomJVP, CustomVJP
 from .regions import FLAG_NAMES, FLAGS, IFEXP, MISSING, Escape, Loop, Undefined, condition, is_number
@@ -188,6 +188,9 @@ class Tracer:
         self.return_loc = None
         #: per value-dependent region being traced: the lists made outside it (it may read, not change them)
         self.frozen: list = []
+        #: a `while` body's param for a carried name -> the array the name held before the loop, which NumPy
+        #: writes into when the body assigns into the name (checked unshared as that array)
+        self.carried: dict = {}
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -513,10 +516,12 @@ class Tracer:
         """`y = <expression>` makes a new array in NumPy, even where value numbering finds the same Value
         (`x - x` and np.zeros_like(x) are one constant; two `x * 2` are one node): for a name the model
         assigns into, bind a copy of its own, so that the alias check (frontend/assignment.py) sees only
-        real sharing. `y = x` (a name), views and arguments stay what they are."""
+        real sharing. `y = x` (a name), views and arguments stay what they are, except where arithmetic
+        simplified to one of them (`y = x * 1.0` is a new array in NumPy, and the Value of x here)."""
         if (isinstance(target, ast.Name) and not isinstance(expr, ast.Name) and isinstance(value, Value)
-                and value.node is not None and view_base(value) is value
-                and target.id in assigned_into(frame.src)):
+                and target.id in assigned_into(frame.src)
+                and (isinstance(expr, (ast.BinOp, ast.UnaryOp))
+                     or value.node is not None and view_base(value) is value)):
             return ops.copy(value)
         return value
 
@@ -530,6 +535,11 @@ class Tracer:
             self._reject_target(frame, s.target, augmented=True)
         current = self.expr(frame, s.target)
         value = self.binop(frame, s, current, s.op, self.expr(frame, s.value))
+        if isinstance(s.target, ast.Name) and isinstance(current, Value) and current.ndim and isinstance(value, Value):
+            name = s.target.id
+            rebound = f"{name} = {name} {_BINOPS[type(s.op)][0]} {frame.src.segment(s.value)}"
+            value = in_place(name, current, value, (frame, self.frames), frame.src.loc(s), rebound,
+                             self._written(current))
         self.assign(frame, s.target, value)
 
     def stmt_If(self, frame, s):
@@ -746,7 +756,9 @@ class Tracer:
         self.frozen.append(regions.lists_in(self._envs()))
         try:
             with building(body):
-                _carried_params(frame, body, order, specs)
+                for n, p in zip(order, _carried_params(frame, body, order, specs)):
+                    if isinstance(saved.get(n), Value):
+                        self.carried[p] = saved[n]
                 frame.env["break"] = False   # the body runs only when no `break` has
                 frame.env["continue"] = False
                 try:
@@ -845,10 +857,17 @@ class Tracer:
             scope = scope.parent
         if scope is None:
             raise CompileError(f"cannot assign into the global `{name}`", loc, "Make a local array.")
-        check_unshared(name, current, scope, self.frames, loc)
+        check_unshared(name, self._written(current), scope, self.frames, loc)
         new = ops.set_index(current, index, value, name)
         new.name = name
         scope.env[name] = new
+
+    def _written(self, current):
+        """The array NumPy writes into when the model assigns into `current`: a `while` body's carried param
+        is the array from before the loop."""
+        while current in self.carried:
+            current = self.carried[current]
+        return current
 
     def unpack(self, frame, target, value):
         n = len(target.elts)
@@ -1441,13 +1460,16 @@ class Tracer:
 
 
 def _carried_params(frame, graph, order, specs):
-    """A param of `graph` for each carried name of a loop, bound to the name in the frame."""
+    """A param of `graph` for each carried name of a loop, bound to the name in the frame; the params."""
+    made = []
     for n in order:
         shape, dtype, weak = specs[n]
         p = Value(shape, dtype, None, FLAG_NAMES.get(n, n))
         p.weak = weak
         graph.params.append(p)
         frame.env[n] = p
+        made.append(p)
+    return made
 
 
 #: the functions making an array, which take dtype= (a float dtype: see namespace._float_dtype)
