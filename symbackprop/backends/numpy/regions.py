@@ -202,14 +202,21 @@ def _write_if(writer, node, args):
                                         undefined="None" if writer.loops else None)
         texts.append(statements + ending)
     then, other = texts
+    probe = _probe(writer, node)
+    recorded = [f"record({probe}, {pred})"] if probe is not None else []
     if not then and not other:
-        return []
+        return recorded
     if not then:
-        return [_with_comment(f"if not {pred}:", node)] + _indent(other)
-    lines = [_with_comment(f"if {pred}:", node)] + _indent(then)
+        return recorded + [_with_comment(f"if not {pred}:", node)] + _indent(other)
+    lines = recorded + [_with_comment(f"if {pred}:", node)] + _indent(then)
     if other:
         lines += ["else:"] + _indent(other)
     return lines
+
+
+def _probe(writer, node):
+    """The number explain's probe gives `node` (a forward region), or None: generated code has no probes."""
+    return writer.probes.get(node) if writer.probes else None
 
 
 def _write_while(writer, node, args):
@@ -235,9 +242,12 @@ def _write_while(writer, node, args):
         lines.append(f"{name} = []")
         push = f"{name}.append({writer.arg(source)})"
         (pushed_first if source in body.params else pushed_last).append(push)
-    count = node.outputs[node.attrs["count"]] if "count" in node.attrs else None
+    count = writer.name(node.outputs[node.attrs["count"]]) if "count" in node.attrs else None
+    probe = _probe(writer, node)
+    if count is None and probe is not None:  # explain counts the iterations reverse mode did not need
+        count = writer.fresh("trips")
     if count is not None:
-        lines.append(f"{writer.name(count)} = 0")
+        lines.append(f"{count} = 0")
     head = test and _ASSIGNMENT.match(test[0])
     if not test:
         lines.append(_with_comment(f"while {go}:", node))
@@ -250,8 +260,8 @@ def _write_while(writer, node, args):
         inner = test + [f"if not {go}:", INDENT + "break"]
     inner += pushed_first + statements + pushed_last + ending
     if count is not None:
-        inner.append(f"{writer.name(count)} += 1")
-    return lines + _indent(inner or ["pass"])
+        inner.append(f"{count} += 1")
+    return lines + _indent(inner or ["pass"]) + ([f"record({probe}, {count})"] if probe is not None else [])
 
 
 def _write_replay(writer, node, args):
