@@ -46,7 +46,7 @@ class Site:
     kind: str                      # "if", "while", or "guard" (the rest of a loop body after a break)
     loc: object
     outer: "Site | None"
-    seen: list = field(default_factory=list)
+    seen: list | None = None       # None: not run (explain without arguments)
     tape: list = field(default_factory=list)   # while: Residual per value pushed per iteration
     keeps: list = field(default_factory=list)  # if: the names of the branch's values the backward reads
     flags: tuple = ()                          # guard: the flags it tests ("break", "continue")
@@ -66,11 +66,13 @@ class Site:
 
     @property
     def iterations(self) -> int:
-        return sum(self.seen) if self.kind == "while" else 0
+        return sum(self.seen) if self.kind == "while" and self.seen else 0
 
     def outcome(self) -> str:
         """What it did, in words: "took the `else` branch", "ran 6 iterations"."""
         seen = self.seen
+        if seen is None:
+            return "(give explain arguments to see what it does on them)"
         if not seen:
             return "not reached on these arguments"
         if self.kind == "while":
@@ -98,7 +100,7 @@ class Site:
             parts = [f"{r.name} {r.type} {_bytes_text(r.bytes)}" + (f" (from {r.line})" if r.line else "")
                      if r.bytes else f"{r.name} (the tape of an inner loop, counted there)" for r in self.tape]
             total = f"{_bytes_text(self.bytes_per_iteration)} per iteration"
-            if self.seen:
+            if self.seen is not None:
                 total += f", {_bytes_text(self.bytes_per_iteration * self.iterations)} on these arguments"
             return f"tape per iteration: {', '.join(parts)} = {total}"
         if self.kind == "if" and self.keeps:
@@ -196,20 +198,21 @@ def merged(sites) -> list:
             kept.append(s)
             into[id(s)] = s
         else:
-            first.seen = first.seen + s.seen
+            first.seen = None if first.seen is None else first.seen + s.seen
             first.copies.append(s.node)
             into[id(s)] = first
     return kept
 
 
 def run(program, arguments) -> Report:
-    """The Report of `program` (a NumPy value_and_grad program) on its dynamic `arguments`."""
+    """The Report of `program` (a NumPy value_and_grad program) on its dynamic `arguments` (None: the
+    regions and their tapes only, not run)."""
     sites = forward_sites(program.graph, program.forward_nodes)
     if not sites:
         return Report([])
     records, names = run_probed(program, {s.node: s.number for s in sites}, arguments)
     for s in sites:
-        s.seen = records[s.number]
+        s.seen = records[s.number] if arguments is not None else None
         node = s.node
         if s.kind == "while":
             for source, tape in node.attrs.get("tapes", ()):
@@ -227,9 +230,14 @@ def run(program, arguments) -> Report:
 
 def for_call(gradfn, args, kwargs) -> Report:
     """The Report of a sb.grad / sb.value_and_grad function on these arguments (its NumPy program, whatever
-    its backend: the trip counts are the arguments', the tapes those of the same graph)."""
-    s, flat = gradfn.specialiser.flat(gradfn.specialiser.arguments(args, kwargs))
-    program = s.lookup(s.key(flat), flat)
+    its backend: the trip counts are the arguments', the tapes those of the same graph). With no arguments,
+    its last specialisation's regions, not run."""
+    s, flat = gradfn.specialiser, None
+    if not args and not kwargs and gradfn._last is not None:
+        program = gradfn._last
+    else:
+        s, flat = s.flat(s.arguments(args, kwargs))
+        program = s.lookup(s.key(flat), flat)
     if program.backend.name != "numpy":
         program = s.compile(program.specs, kind=program.kind, backend=get_backend("numpy"))
-    return run(program, [flat[i] for i in program.dynamic])
+    return run(program, None if flat is None else [flat[i] for i in program.dynamic])

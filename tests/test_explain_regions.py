@@ -209,3 +209,11 @@ def test_cli_explain_and_graph_show_the_regions(tmp_path, capsys):
     assert re.search(rf"loop_model\.py:{line}\s+while np\.max\(np\.abs\(dx\)\) > 1e-12:\s+ran \d+ iteration", out), out
     assert cli.main(["graph", f"{path}:model", *a]) == 0
     assert re.search(r"ran \d+ iteration", capsys.readouterr().out)
+
+
+def test_explain_without_arguments_shows_the_regions_not_run():
+    f = sb.value_and_grad(newton_sqrt, wrt=("a", "x0"))
+    f(np.array([2.0, 3.0]), np.ones(2))
+    lines = section(f.explain())  # the last specialisation: no arguments to run it on
+    assert "give explain arguments" in row(lines, newton_sqrt, "while np.max")
+    assert "48 B per iteration" in "\n".join(lines) and "on these arguments" not in "\n".join(lines)

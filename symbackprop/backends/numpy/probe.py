@@ -56,9 +56,12 @@ def probed_forward(program, numbering):
 
 def run_probed(program, numbering, arguments):
     """What each numbered region recorded on `arguments` (the program's dynamic arguments, in order):
-    number -> list of values (a bool per `if` reached, a trip count per loop run); and the names."""
+    number -> list of values (a bool per `if` reached, a trip count per loop run); and the names.
+    With `arguments` None, the names only (nothing is run)."""
     source, names = probed_forward(program, numbering)
     records: dict = {k: [] for k in numbering.values()}
+    if arguments is None:
+        return records, names
 
     def record(k, value):
         records[k].append(value.item() if isinstance(value, np.generic) else value)
