@@ -658,7 +658,8 @@ class Tracer:
         """The loop as a region: its carried names found by tracing the body until they settle."""
         env = frame.env
         assigned = regions.assigned_names(s.body)
-        candidates = [n for n in assigned if n in env and n not in FLAGS]
+        # a name left Undefined by an earlier region (a temporary of a loop body) is as good as unbound here
+        candidates = [n for n in assigned if n in env and not isinstance(env[n], Undefined) and n not in FLAGS]
         if regions.breaks(s.body):
             candidates.append("break")
         specs = {n: (env[n].shape, env[n].dtype, env[n].weak) for n in candidates if isinstance(env[n], Value)}
@@ -682,7 +683,7 @@ class Tracer:
         for n, v in zip(order, node.outputs):
             env[n] = v
         for n in assigned:
-            if n not in env:
+            if n not in env or (isinstance(env[n], Undefined) and n not in order and n not in FLAGS):
                 env[n] = Undefined(n, f"`{n}` is assigned only inside the `while` loop at line {s.lineno}, which "
                                       "may not run", "Assign it before the loop too (the value it has when the "
                                                      "loop does not run).")
