@@ -238,6 +238,6 @@ def for_call(gradfn, args, kwargs) -> Report:
     else:
         s, flat = s.flat(s.arguments(args, kwargs))
         program = s.lookup(s.key(flat), flat)
-    if program.backend.name != "numpy":
+    if program.backend.language != "python":  # the LLVM backend's program: the same graph, written in NumPy
         program = s.compile(program.specs, kind=program.kind, backend=get_backend("numpy"))
     return run(program, None if flat is None else [flat[i] for i in program.dynamic])
