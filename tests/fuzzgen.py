@@ -287,7 +287,8 @@ class Site:
                 options.append((q + record) / 2)
                 record = q
         options.append(record + sign * delta)  # never: the guard (or the for's range) stops it
-        return _short(options[self.pick % len(options)])
+        # mostly after some iterations (the backward pass then runs through several): at once for pick 0 only
+        return _short(options[0] if self.pick == 0 else options[1 + (self.pick - 1) % (len(options) - 1)])
 
     def distance(self, q, t) -> float:
         return float(np.min(np.abs(np.asarray(q, dtype=np.float64) - t)))
@@ -1081,7 +1082,7 @@ class Generator:
         if a is None:
             return False
         h, k = self.fresh("h"), self.fresh("k")
-        guard = self.ch.int(1, 5)
+        guard = self.ch.int(2, 6)
         form = self.ch.weighted({"while": 3, "true": 1})  # `while True:` stops by its `break` only
         blk.write(f"{h} = {a.name} * 1.0")
         blk.write(f"{k} = 0")
