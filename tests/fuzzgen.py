@@ -5,8 +5,11 @@ the arguments to call it on: random DAGs of elementwise functions, reductions,
 matrix products, broadcasting, shape operations, indexing, concatenation,
 `for` loops over stacked weights, static loops whose index picks elements and
 moves slices (a convolution as a loop), one operand shared by several products
-combined elementwise, static `if`s and helper calls, called with arguments in
-every memory layout (LAYOUTS). Shapes are
+combined elementwise, static `if`s and helper calls, value-dependent `if`s
+(comparisons of 0-d values and reductions, np.any/np.all, and/or/not), `while`
+loops with a counter guard and `break` (in a `while` and in a static `for`),
+whose thresholds are chosen on the program's arguments with a margin (Site,
+calibrate), called with arguments in every memory layout (LAYOUTS). Shapes are
 tracked while generating, so every program is valid; rough value intervals
 are tracked too, so that `log`, `sqrt` and division only see values away from
 their singularities (outside `np.where` guards) and nothing overflows.
