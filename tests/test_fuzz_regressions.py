@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 import symbackprop as sb
 from gradcheck import assert_gradients_match
@@ -377,3 +378,59 @@ def test_a_numpy_function_of_a_python_float_is_a_numpy_scalar(backend):
             np.testing.assert_allclose(value, want, rtol=1e-6 if x.dtype == np.float32 else 1e-12)
             if x.dtype == np.float64:
                 assert_gradients_match(tilde_of_a_numpy_function_of_a_float, (gx, gs), [x, s], (0, 1))
+
+
+# ---- value-dependent control flow (NumPy backend: LLVM does not lower regions yet) -------------------
+
+def two_zero_gradients(w, b):
+    v = w + b
+    y = b * 1.0
+    if np.max(v) < 0.5:
+        u = w * 2.0
+        if np.max(u) > 0.0:
+            z = np.sin(u)
+        else:
+            z = u * 0.5 + np.tanh(v)
+        y = np.tanh(b) + z
+    return np.sum(y * y)
+
+
+def test_one_zero_gradient_as_two_results_of_a_branch():
+    """The untaken branch's backward gave w and v the same zeros; the NumPy writer assigned that value to the
+    first result's name only, and reading the second raised UnboundLocalError."""
+    b = np.array([0.1, 0.2])
+    for w in (np.array([0.3, 0.4]), np.array([-0.3, -0.4]), np.array([-0.9, -0.8])):
+        value, grads = sb.value_and_grad(two_zero_gradients, wrt=(0, 1), backend="numpy")(w, b)
+        assert value == two_zero_gradients(w, b)
+        assert_gradients_match(two_zero_gradients, grads, [w, b], (0, 1))
+
+
+def temporary_of_a_loop_in_a_loop(x):
+    h = x
+    for i in range(3):
+        k = 0
+        while np.sum(h * h) > 0.5 and k < 5:
+            t = h * 0.5
+            h = 0.8 * np.tanh(h) + 0.1 * np.mean(t)
+            k += 1
+        h = h + 0.3
+    return np.sum(h * h)
+
+
+def test_a_while_temporary_in_the_next_iteration_of_a_for():
+    """The second copy of the `while` saw its temporary `t` bound (Undefined, from the first copy) and refused
+    it as a name that "changes inside the loop"; it is as unbound as it was before the first."""
+    x = np.array([0.9, -0.7, 0.8])
+    value, g = sb.value_and_grad(temporary_of_a_loop_in_a_loop, backend="numpy")(x)
+    assert np.isclose(value, temporary_of_a_loop_in_a_loop(x), rtol=1e-13)
+    assert_gradients_match(temporary_of_a_loop_in_a_loop, (g,), [x], (0,))
+
+    def reads_it_after(x):
+        for i in range(2):
+            while np.sum(x) < 3.0:
+                t = x * 2.0
+                x = t
+        return np.sum(t)
+
+    with pytest.raises(sb.CompileError, match="`t` is assigned only inside the `while` loop"):
+        sb.value_and_grad(reads_it_after, backend="numpy")(np.array([0.5, 0.2]))

@@ -433,8 +433,10 @@ class Tracer:
                 f = f.parent
         return envs
 
-    def branches(self, frame, pred, runs, loc, construct, presets=(None, None)):
-        """An `if` on the 0-d boolean `pred`: `runs` (then, else) traced as the branches of one region."""
+    def branches(self, frame, pred, runs, loc, construct, presets=(None, None), guard=None):
+        """An `if` on the 0-d boolean `pred`: `runs` (then, else) traced as the branches of one region
+        (`guard`: the flags it tests when it is no `if` of the model's, but the rest of a loop's body
+        running if no `break` or `continue` did)."""
         decided = regions.static_truth(pred)
         if decided is not None:
             frame.env.update(presets[0 if decided else 1] or {})
@@ -444,7 +446,7 @@ class Tracer:
         graphs = [g for g, _ in traced]
         merged, outputs = regions.merge([e for _, e in traced], graphs, loc,
                                         ("after one branch", "after the other", construct))
-        outs = regions.build_if(pred, graphs, outputs, loc)
+        outs = regions.build_if(pred, graphs, outputs, loc, guard)
         frame.env = merged
         for (name, *_), v in zip(outputs, outs):
             frame.env[name] = v
@@ -458,7 +460,9 @@ class Tracer:
         go = ops.logical_not(escaping, what="`not`")
         if go.name is None and go.node is not None:
             go.name = "go"
-        self.branches(frame, go, [run, lambda: None], loc, construct, ({f: False for f in FLAGS}, None))
+        tested = tuple(f for f in FLAGS if any(frame.env.get(f) is x for x in flags if isinstance(x, Value)))
+        self.branches(frame, go, [run, lambda: None], loc, construct, ({f: False for f in FLAGS}, None),
+                      guard=tested or ("break",))
 
     def _save_flags(self, frame):
         saved = {f: frame.env.get(f, MISSING) for f in FLAGS}
@@ -664,7 +668,8 @@ class Tracer:
         """The loop as a region: its carried names found by tracing the body until they settle."""
         env = frame.env
         assigned = regions.assigned_names(s.body)
-        candidates = [n for n in assigned if n in env and n not in FLAGS]
+        # a name left Undefined by an earlier region (a temporary of a loop body) is as good as unbound here
+        candidates = [n for n in assigned if n in env and not isinstance(env[n], Undefined) and n not in FLAGS]
         if regions.breaks(s.body):
             candidates.append("break")
         specs = {n: (env[n].shape, env[n].dtype, env[n].weak) for n in candidates if isinstance(env[n], Value)}
@@ -688,7 +693,7 @@ class Tracer:
         for n, v in zip(order, node.outputs):
             env[n] = v
         for n in assigned:
-            if n not in env:
+            if n not in env or (isinstance(env[n], Undefined) and n not in order and n not in FLAGS):
                 env[n] = Undefined(n, f"`{n}` is assigned only inside the `while` loop at line {s.lineno}, which "
                                       "may not run", "Assign it before the loop too (the value it has when the "
                                                      "loop does not run).")

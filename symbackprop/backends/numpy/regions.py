@@ -126,8 +126,8 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
     by_text: dict = {}
     for p, text in bind.items():
         by_text.setdefault(text, []).append(p)
-    direct = set()
-    for r, target in zip(graph.results, targets):
+    direct = set()  # the results computed straight into their targets, by position (one value may be two results)
+    for k, (r, target) in enumerate(zip(graph.results, targets)):
         if r is None or target is None or r in writer.names or r in inlinable or r.node not in scope.position:
             continue
         if r.node.prim is Fill and r.shape == ():
@@ -137,15 +137,15 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
         if any(last.get(p, -1) > i or (last.get(p, -1) == i and not single) for p in by_text.get(target, ())):
             continue  # computing it in place would overwrite a value the body still reads
         writer.names[r] = target
-        direct.add(r)
+        direct.add(k)
     writer.scopes.append(scope)
     try:
         statements = writer.statements(nodes, inlinable)
     finally:
         writer.scopes.pop()
     ending = []
-    for r, target in zip(graph.results, targets):
-        if target is None or r in direct:
+    for k, (r, target) in enumerate(zip(graph.results, targets)):
+        if target is None or k in direct:
             continue
         if r is None:
             if undefined is not None:
@@ -202,14 +202,21 @@ def _write_if(writer, node, args):
                                         undefined="None" if writer.loops else None)
         texts.append(statements + ending)
     then, other = texts
+    probe = _probe(writer, node)
+    recorded = [f"record({probe}, {pred})"] if probe is not None else []
     if not then and not other:
-        return []
+        return recorded
     if not then:
-        return [_with_comment(f"if not {pred}:", node)] + _indent(other)
-    lines = [_with_comment(f"if {pred}:", node)] + _indent(then)
+        return recorded + [_with_comment(f"if not {pred}:", node)] + _indent(other)
+    lines = recorded + [_with_comment(f"if {pred}:", node)] + _indent(then)
     if other:
         lines += ["else:"] + _indent(other)
     return lines
+
+
+def _probe(writer, node):
+    """The number explain's probe gives `node` (a forward region), or None: generated code has no probes."""
+    return writer.probes.get(node) if writer.probes else None
 
 
 def _write_while(writer, node, args):
@@ -235,9 +242,12 @@ def _write_while(writer, node, args):
         lines.append(f"{name} = []")
         push = f"{name}.append({writer.arg(source)})"
         (pushed_first if source in body.params else pushed_last).append(push)
-    count = node.outputs[node.attrs["count"]] if "count" in node.attrs else None
+    count = writer.name(node.outputs[node.attrs["count"]]) if "count" in node.attrs else None
+    probe = _probe(writer, node)
+    if count is None and probe is not None:  # explain counts the iterations reverse mode did not need
+        count = writer.fresh("trips")
     if count is not None:
-        lines.append(f"{writer.name(count)} = 0")
+        lines.append(f"{count} = 0")
     head = test and _ASSIGNMENT.match(test[0])
     if not test:
         lines.append(_with_comment(f"while {go}:", node))
@@ -250,8 +260,8 @@ def _write_while(writer, node, args):
         inner = test + [f"if not {go}:", INDENT + "break"]
     inner += pushed_first + statements + pushed_last + ending
     if count is not None:
-        inner.append(f"{writer.name(count)} += 1")
-    return lines + _indent(inner or ["pass"])
+        inner.append(f"{count} += 1")
+    return lines + _indent(inner or ["pass"]) + ([f"record({probe}, {count})"] if probe is not None else [])
 
 
 def _write_replay(writer, node, args):

@@ -64,6 +64,9 @@ class Writer:
         # many loops deep the statements being written are
         self.scopes: list = []
         self.loops = 0
+        # explain's probe (symbackprop/regions_run.py): forward region node -> its number; each writes
+        # `record(number, predicate)` or `record(number, trips)`. None (no such lines) in generated code
+        self.probes = None
 
     def statements(self, nodes, inlinable=frozenset()):
         """Source lines for `nodes` (a region's body), in order."""
