@@ -42,7 +42,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import symbackprop as sb  # noqa: E402
-from symbackprop.ir import has_regions  # noqa: E402
 import gradcheck  # noqa: E402
 
 MAX_SIZE = 96          # elements in any value
@@ -1654,32 +1653,8 @@ def _timed(timings, backend):
             timings[backend] = timings.get(backend, 0.0) + time.perf_counter() - start
 
 
-#: Value-dependent `if`/`while`/`break` (issue 14) on the LLVM backend. While False, a program whose compiled
-#: graph keeps such a region is checked on NumPy only, after asserting that LLVM still refuses it with its
-#: "not yet on the LLVM backend" CompileError, so this fails loudly the day LLVM lowers regions: then set
-#: it True and the fuzzer compares the backends on these programs too. (A program whose regions the
-#: compiler removed, the loss not depending on them, is checked on both backends either way.)
-LLVM_REGIONS = False
+#: the features of value-dependent `if`/`while`/`break` (issue 14), checked on both backends like the rest
 REGION_FEATURES = frozenset({"value_if", "value_while", "break_while", "break_for"})
-REFUSED = "on an array value is not yet on the LLVM backend"
-
-
-def checked_on(program, model, args, backends):
-    """The backends `program` is checked on: all, unless LLVM_REGIONS is False and its gradient keeps a
-    value-dependent region, which LLVM must then refuse (AssertionError if it compiles it)."""
-    if LLVM_REGIONS or "llvm" not in backends or not program.features & REGION_FEATURES:
-        return tuple(backends)
-    make = sb.value_and_grad if program.with_value else sb.grad
-    if not has_regions(make(model, wrt=program.wrt).specialise(*args).graph):
-        return tuple(backends)
-    try:
-        make(model, wrt=program.wrt, backend="llvm")(*args)
-    except sb.CompileError as e:
-        if REFUSED not in str(e):
-            raise
-        return tuple(b for b in backends if b != "llvm")
-    raise AssertionError("the LLVM backend compiles value-dependent regions now: set fuzzgen.LLVM_REGIONS = True "
-                         "so that the fuzzer compares the backends on programs using them")
 
 
 def check(program, directory, backends=("numpy", "llvm"), determinism=True, timings=None):
@@ -1693,7 +1668,6 @@ def check(program, directory, backends=("numpy", "llvm"), determinism=True, timi
     module, path = load(program.source, directory)
     model = module.model
     args = program.arguments()
-    backends = checked_on(program, model, args, backends)
     want = _call(model, args)
     if not np.isfinite(want):
         raise Skip("the loss is not finite in plain NumPy")

@@ -64,14 +64,11 @@ def test_random_valid_programs(workdir, data):
 @given(data=st.data())
 def test_random_programs_with_value_dependent_control_flow(workdir, data):
     """Programs drawn with value-dependent `if`, `while` and `break` far more often (fuzzgen.generate's
-    `regions`), at points whose conditions keep a margin from their thresholds. On NumPy; on LLVM too once
-    fuzzgen.LLVM_REGIONS is True (until then check() asserts that LLVM refuses the regions)."""
+    `regions`), at points whose conditions keep a margin from their thresholds, on both backends."""
     program = fuzzgen.generate(fuzzgen.DataChooser(data), regions=True)
     note(program.describe())
     for feature in sorted(program.features & fuzzgen.REGION_FEATURES):
         event(f"uses {feature}")
-    if not fuzzgen.LLVM_REGIONS:
-        event("regions checked on numpy only (fuzzgen.LLVM_REGIONS = False)")
     try:
         fuzzgen.check(program, workdir)
     except fuzzgen.Skip as why:
@@ -79,10 +76,8 @@ def test_random_programs_with_value_dependent_control_flow(workdir, data):
 
 
 def _backend(program, data):
-    """A backend to call `program` on: LLVM only if it lowers the program's regions (fuzzgen.LLVM_REGIONS)."""
-    usable = ["numpy", "llvm"] if fuzzgen.LLVM_REGIONS or not program.features & fuzzgen.REGION_FEATURES \
-        else ["numpy"]
-    return data.draw(st.sampled_from(usable))
+    """A backend to call `program` on."""
+    return data.draw(st.sampled_from(["numpy", "llvm"]))
 
 
 # ---- programs broken on purpose -----------------------------------------------------------
