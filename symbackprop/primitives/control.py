@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import is_float
 from ..errors import CompileError
 from ..ir import Graph, Node, Value, building, current_graph, current_loc
 from . import ops
@@ -51,6 +52,68 @@ def _differentiate(graph, seeds, wrt, live):
     if _backprop is None:  # pragma: no cover - installed when symbackprop.transforms is imported
         raise RuntimeError("reverse mode is not loaded")
     return _backprop(graph, seeds, wrt, live)
+
+
+_walk = None
+
+
+def use_forward(fn):
+    """Give the region tangent rules forward mode's walk over a graph (transforms/forward.py installs it)."""
+    global _walk
+    _walk = fn
+
+
+def _tangents_in(body, seeds, batch):
+    """The tangents of `body`'s own nodes for `seeds`, built into the body: its nodes made by an earlier
+    forward pass (one column of a Hessian) are not differentiated again, as the outer graph's are not."""
+    if _walk is None:  # pragma: no cover - installed when symbackprop.transforms is imported
+        raise RuntimeError("forward mode is not loaded")
+    with building(body):
+        return _walk(body, seeds, batch, primal_nodes(body))
+
+
+def primal_nodes(body):
+    return [n for n in body.nodes if n not in body.tangent_origin]
+
+
+def tangent_param(v, batch):
+    """A new body parameter for the tangent of `v` (batch + its shape), named t_<v> in generated code."""
+    t = Value(tuple(batch) + v.shape, v.dtype, None, None)
+    t.tangent_of, t.weak = v, v.weak and not batch
+    return t
+
+
+def _tangent_out(node, v, batch):
+    t = Value(tuple(batch) + v.shape, v.dtype, node, None)
+    t.tangent_of, t.weak = v, v.weak and not batch
+    return t
+
+
+def _tangent_zeros(v, batch):
+    return ops.fill(0.0, tuple(batch) + v.shape, v.dtype)
+
+
+def _tangent_port(p) -> bool:
+    """Whether a body param (or a region output) is a tangent that forward mode gave the region: a
+    later forward pass (the next column of a Hessian) differentiates only the primal ones."""
+    return p.tangent_of is not None
+
+
+def _primal_ports(node, params, ts, offset):
+    """The inputs (by index) of `node` from `offset` on, one per body param, that are primal floats with a
+    tangent. A tangent port with a tangent of its own would be a tangent of a tangent (forward mode over
+    forward mode: a jvp of a model calling sb.hessian), which a region's rule does not build: refused."""
+    ports = []
+    for k, (p, t) in enumerate(zip(params, ts[offset:])):
+        if t is None or not is_float(node.inputs[offset + k].dtype):
+            continue
+        if _tangent_port(p):
+            raise CompileError(f"a derivative of a forward-mode derivative (a tangent of a tangent) through an "
+                               f"`{node.prim.describe(node)}` on array values is not supported", node.loc,
+                               "Take the inner derivative in reverse mode (sb.grad, sb.vjp), or move the "
+                               "`if`/`while` out of the function differentiated twice.")
+        ports.append(k)
+    return ports
 
 
 def param_like(v, name=None):
@@ -110,11 +173,11 @@ def _zeros(v):
     return ops.fill(0.0, v.shape, v.dtype if v.dtype.kind == "f" else np.float64)
 
 
-def _reaching(graph, sources) -> set:
+def _reaching(graph, sources, nodes=None) -> set:
     live = set(sources)
-    for node in graph.nodes:
-        if any(v in live for v in node.inputs):
-            live.update(node.outputs)
+    for node in graph.nodes if nodes is None else nodes:
+        if any(v in live for v in node.inputs):  # a region's tangents depend on its tangent inputs only
+            live.update(v for v in node.outputs if not _tangent_port(v))
     return live
 
 
@@ -162,6 +225,36 @@ class If(Region):
         node.outputs.append(out)
         node.attrs["residuals"] = node.attrs.get("residuals", 0) + 1
         return out
+
+    def tangent(self, node, ts, batch):
+        """The same `if` computes the tangents beside the values: each branch gets a tangent param per
+        captured input that has a tangent, and a tangent result per float output (zeros in a branch where
+        the output does not depend on them, None where it is a residual the branch leaves undefined)."""
+        ins, branches = node.inputs[1:], node.attrs["bodies"]
+        with_t = _primal_ports(node, branches[0].params, ts, 1)
+        if not with_t:
+            return [None] * len(node.outputs)
+        walks = []
+        for body in branches:
+            params = [tangent_param(body.params[i], batch) for i in with_t]
+            walks.append((params, _tangents_in(body, dict(zip([body.params[i] for i in with_t], params)), batch)))
+        got = [k for k, v in enumerate(node.outputs) if is_float(v.dtype) and not _tangent_port(v) and any(
+            body.results[k] is not None and tans.get(body.results[k]) is not None
+            for body, (_, tans) in zip(branches, walks))]
+        for body, (params, tans) in zip(branches, walks):
+            body.params = list(body.params) + params
+            with building(body):
+                for k in got:
+                    r = body.results[k]
+                    t = None if r is None else tans.get(r)
+                    body.results.append(t if t is not None or r is None else _tangent_zeros(r, batch))
+        node.inputs = node.inputs + [ts[1 + i] for i in with_t]
+        made = [_tangent_out(node, node.outputs[k], batch) for k in got]
+        node.outputs.extend(made)
+        result = [None] * len(node.outputs)
+        for k, t in zip(got, made):
+            result[k] = t
+        return result
 
     def adjoint(self, node, gs, wants):
         ins, branches = node.inputs[1:], node.attrs["bodies"]
@@ -236,6 +329,53 @@ class While(Region):
         tapes.append((v, out))
         return out
 
+    def tangent(self, node, ts, batch):
+        """The same loop carries (value, tangent) pairs, so it runs the primal's trip count: a tangent
+        param and result per float carried value that depends on a tangent (by the end of some iteration),
+        one per captured input with a tangent; each tape of a residual gets a tape of its tangent, pushed
+        alongside (the tangent of the backward pass pops both)."""
+        n = node.attrs["carried"]
+        cond, body = node.attrs["bodies"]
+        nodes = primal_nodes(body)
+        ports = _primal_ports(node, body.params, ts, 0)
+        caps = [k - n for k in ports if k >= n]
+        floats = [i for i in range(n) if is_float(body.params[i].dtype) and not _tangent_port(body.params[i])]
+        live = {body.params[k] for k in ports}
+        while True:  # a carried value computed from one with a tangent has one from then on
+            reach = _reaching(body, live, nodes)
+            more = {body.params[i] for i in floats if body.results[i] in reach} - live
+            if not more:
+                break
+            live |= more
+        carried = [i for i in floats if body.params[i] in live]
+        if not carried and not caps:
+            return [None] * len(node.outputs)
+        tps = [tangent_param(body.params[i], batch) for i in carried]
+        tcs = [tangent_param(body.params[n + j], batch) for j in caps]
+        seeds = dict(zip([body.params[i] for i in carried] + [body.params[n + j] for j in caps], tps + tcs))
+        tans = _tangents_in(body, seeds, batch)
+        with building(body):
+            for i in carried:
+                t = tans.get(body.results[i])
+                body.results.append(t if t is not None else _tangent_zeros(body.results[i], batch))
+        inits = [ts[i] if ts[i] is not None else _tangent_zeros(node.inputs[i], batch) for i in carried]
+        node.inputs = node.inputs[:n] + inits + node.inputs[n:] + [ts[n + j] for j in caps]
+        body.params = body.params[:n] + tps + body.params[n:] + tcs
+        unread = [tangent_param(cond.params[i], batch) for i in carried]
+        cond.params = cond.params[:n] + unread + cond.params[n:] + [tangent_param(cond.params[n + j], batch)
+                                                                    for j in caps]
+        made = [_tangent_out(node, node.outputs[i], batch) for i in carried]
+        node.outputs = node.outputs[:n] + made + node.outputs[n:]
+        node.attrs["carried"] = n + len(carried)
+        if "count" in node.attrs:
+            node.attrs["count"] += len(carried)
+        result = {node.outputs[i]: m for i, m in zip(carried, made)}
+        for source, tape in list(node.attrs.get("tapes", ())):
+            t = tans.get(source)
+            if t is not None and is_float(source.dtype):
+                result[tape] = self.tape(node, t)
+        return [result.get(v) for v in node.outputs]
+
     def adjoint(self, node, gs, wants):
         n = node.attrs["carried"]
         _, body = node.attrs["bodies"]
@@ -309,6 +449,51 @@ class Replay(Region):
 
     def describe(self, node):
         return "replay"
+
+    def tangent(self, node, ts, batch):
+        """The same steps back carry the adjoints' tangents (forward over reverse: a Hessian-vector
+        product): each popped residual with a tangent tape pops its tangent alongside."""
+        m, c = node.attrs["tapes"], node.attrs["carried"]
+        (body,) = node.attrs["bodies"]
+        nodes = primal_nodes(body)
+        ports = _primal_ports(node, body.params, ts, 1)
+        popped = [k for k in ports if k < m]
+        caps = [k - m - c for k in ports if k >= m + c]
+        primal = [j for j in range(c) if not _tangent_port(body.params[m + j])]
+        live = {body.params[k] for k in ports}
+        while True:
+            reach = _reaching(body, live, nodes)
+            more = {body.params[m + j] for j in primal if body.results[j] in reach} - live
+            if not more:
+                break
+            live |= more
+        adjoints = [j for j in range(c) if body.params[m + j] in live]
+        if not adjoints:
+            return [None] * len(node.outputs)
+        tpop = [tangent_param(body.params[i], batch) for i in popped]
+        tadj = [tangent_param(body.params[m + j], batch) for j in adjoints]
+        tcap = [tangent_param(body.params[m + c + j], batch) for j in caps]
+        seeds = dict(zip([body.params[i] for i in popped] + [body.params[m + j] for j in adjoints]
+                         + [body.params[m + c + j] for j in caps], tpop + tadj + tcap))
+        tans = _tangents_in(body, seeds, batch)
+        with building(body):
+            for j in adjoints:
+                t = tans.get(body.results[j])
+                body.results.append(t if t is not None else _tangent_zeros(body.results[j], batch))
+        ins = node.inputs
+        starts = [ts[1 + m + j] if ts[1 + m + j] is not None else _tangent_zeros(ins[1 + m + j], batch)
+                  for j in adjoints]
+        node.inputs = ([ins[0]] + ins[1:1 + m] + [ts[1 + i] for i in popped] + ins[1 + m:1 + m + c] + starts
+                       + ins[1 + m + c:] + [ts[1 + m + c + j] for j in caps])
+        p = body.params
+        body.params = p[:m] + tpop + p[m:m + c] + tadj + p[m + c:] + tcap
+        node.attrs["tapes"], node.attrs["carried"] = m + len(popped), c + len(adjoints)
+        made = [_tangent_out(node, node.outputs[j], batch) for j in adjoints]
+        node.outputs.extend(made)
+        result = [None] * len(node.outputs)
+        for t, j in zip(made, adjoints):
+            result[j] = t
+        return result
 
     def adjoint(self, node, gs, wants):
         raise CompileError("the derivative of the backward pass of a `while` on array values (a second "

@@ -126,8 +126,8 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
     by_text: dict = {}
     for p, text in bind.items():
         by_text.setdefault(text, []).append(p)
-    direct = set()
-    for r, target in zip(graph.results, targets):
+    direct = set()  # the results computed straight into their targets (by position: one value may be two results)
+    for k, (r, target) in enumerate(zip(graph.results, targets)):
         if r is None or target is None or r in writer.names or r in inlinable or r.node not in scope.position:
             continue
         if r.node.prim is Fill and r.shape == ():
@@ -137,15 +137,15 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
         if any(last.get(p, -1) > i or (last.get(p, -1) == i and not single) for p in by_text.get(target, ())):
             continue  # computing it in place would overwrite a value the body still reads
         writer.names[r] = target
-        direct.add(r)
+        direct.add(k)
     writer.scopes.append(scope)
     try:
         statements = writer.statements(nodes, inlinable)
     finally:
         writer.scopes.pop()
     ending = []
-    for r, target in zip(graph.results, targets):
-        if target is None or r in direct:
+    for k, (r, target) in enumerate(zip(graph.results, targets)):
+        if target is None or k in direct:
             continue
         if r is None:
             if undefined is not None:
