@@ -23,8 +23,9 @@ mode) is adding a stage here and to the lists that want it:
                     -> OUTPUTS
     PER_EXAMPLE_GRAD  trace one example -> patterns -> dead code -> fuse -> reverse mode -> batching -> OUTPUTS
     where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
-    and DERIVATIVE_OUTPUTS (the five entry points) is OUTPUTS with share subexpressions across kernels before
-    finalize and checkpoint under the memory budget after it;
+    and DERIVATIVE_OUTPUTS (the five entry points) is OUTPUTS with the first dead code dropping the regions'
+    unread outputs too (passes/regions.py), share subexpressions across kernels before finalize and checkpoint
+    under the memory budget after it;
     the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
+from ..passes.regions import drop_dead_region_parts
 from ..passes.share import everything, share_across_kernels, transcendental
 from ..passes.storage import rewiden_residuals, store_in_16_bits
 from ..primitives import control, ops
@@ -397,6 +399,12 @@ def drop_dead(program: Program):
     eliminate_dead_code(program.graph, results(program))
     for body, keep in bodies(program):
         eliminate_dead_code(body, keep)
+
+
+def drop_dead_in_regions(program: Program):
+    """Dead code, with the outputs of regions nothing reads (a derivative program reads a region's tangents,
+    often not its values: passes/regions.py) and what only they needed."""
+    drop_dead_region_parts(program.graph, results(program))
 
 
 def narrow(program: Program):
@@ -786,7 +794,7 @@ TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, f
                          drop_dead, finalize, checkpoint, check_update_order)
 
 OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize, as_forward)
-DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, share_subexpressions,
+DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead_in_regions, narrow, fuse_for_backend, drop_dead, share_subexpressions,
                       finalize, checkpoint, as_forward)
 JVP = FORWARD + (jvp_mode,) + DERIVATIVE_OUTPUTS
 VJP = FORWARD + (vjp_mode,) + DERIVATIVE_OUTPUTS
