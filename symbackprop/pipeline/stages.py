@@ -52,7 +52,7 @@ from ..passes.storage import rewiden_residuals, store_in_16_bits
 from ..primitives import control, ops
 from ..primitives.elementwise import Kernel, arg, constant, kernel
 from ..transforms import batching, recompute, update
-from ..transforms.forward import forward
+from ..transforms.forward import forward, snapshot
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
 
@@ -208,14 +208,17 @@ def derivatives(entry, body, values, names, wrt, directions):
                 tangents = forward(sub, seeds)
                 results = [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in results]
             elif entry == "hessian":
-                nodes = list(sub.nodes)
+                nodes = snapshot(sub)
                 columns = [forward(sub, {p: basis(p)}, (p.size,), nodes) for p in params]
                 results = [_block(columns[j].get(g), g, p, batch_first=False)
                            for g in results for j, p in enumerate(params)]
     outer = {p: v for p, v in zip(sub.params, [x for x in values if isinstance(x, Value)] + list(directions or []))}
     for node in sub.nodes:  # inlined into the model being traced (the current graph)
         with at(node.loc):
-            made = append(node.prim, [outer[v] for v in node.inputs], node.attrs)
+            if isinstance(node.prim, control.Region):
+                made = tuple(control.copy_region(node, [outer[v] for v in node.inputs]).outputs)
+            else:
+                made = append(node.prim, [outer[v] for v in node.inputs], node.attrs)
         made = made if isinstance(made, tuple) else (made,)
         for v, m in zip(node.outputs, made):
             outer[v] = m
@@ -622,7 +625,7 @@ def _jacobian_blocks(graph, out, params):
     parameters' basis when they have no more entries than the result, else reverse mode seeded by a
     cotangent u and forward mode along u's basis (the backward pass is linear in u, so its tangent along
     basis vector k is row k of the Jacobian)."""
-    nodes = list(graph.nodes)
+    nodes = snapshot(graph)
     if _jacobian_way(out, params) == "forward":
         return [_block(forward(graph, {p: basis(p)}, (p.size,), nodes).get(out), out, p, batch_first=False)
                 for p in params]
@@ -649,7 +652,7 @@ def hessian_mode(program):
     graph = program.graph
     grads, params = program.grads, program.wrt_values
     with building(graph):
-        nodes = list(graph.nodes)
+        nodes = snapshot(graph)
         columns = [forward(graph, {p: basis(p)}, (p.size,), nodes) for p in params]
         blocks = [_block(columns[j].get(g), g, p, batch_first=False)
                   for g in grads for j, p in enumerate(params)]

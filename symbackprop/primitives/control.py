@@ -22,6 +22,10 @@ residual gets a tape, one entry pushed per iteration, and the trip count is reco
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
+import weakref
+
 import numpy as np
 
 from ..dtypes import is_float
@@ -55,6 +59,10 @@ def _differentiate(graph, seeds, wrt, live):
 
 
 _walk = None
+#: when each tangent a region's rule made (a body param, a region output) was made: forward mode's clock
+_made_at: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_clock = itertools.count(1)
+_since = [float("inf")]  # outside forward mode (reverse mode's walks) no tangent is later
 
 
 def use_forward(fn):
@@ -63,57 +71,77 @@ def use_forward(fn):
     _walk = fn
 
 
+def clock() -> int:
+    """Forward mode's clock: a pass that began at time t differentiates what was made before t."""
+    return next(_clock)
+
+
+@contextlib.contextmanager
+def differentiating(since):
+    """Inside: a forward pass that differentiates the tangents region rules made before `since` (an outer
+    derivative of an inner one's tangents), not the ones made since (an earlier column of the same
+    Hessian, which no later column reads)."""
+    _since.append(since)
+    try:
+        yield
+    finally:
+        _since.pop()
+
+
+def _later(v) -> bool:
+    """Whether `v` (a body param, a region output) is a tangent made by this forward pass or an earlier
+    column of it: not differentiated again."""
+    return v in _made_at and _made_at[v] >= _since[-1]
+
+
 def _tangents_in(body, seeds, batch):
-    """The tangents of `body`'s own nodes for `seeds`, built into the body: its nodes made by an earlier
-    forward pass (one column of a Hessian) are not differentiated again, as the outer graph's are not."""
+    """The tangents of `body`'s nodes for `seeds`, built into the body; its nodes made by a forward pass of
+    the same derivative (an earlier column of a Hessian) are not differentiated again, as the outer graph's
+    are not."""
     if _walk is None:  # pragma: no cover - installed when symbackprop.transforms is imported
         raise RuntimeError("forward mode is not loaded")
+    nodes = _differentiated(body)
     with building(body):
-        return _walk(body, seeds, batch, primal_nodes(body))
+        tangents = _walk(body, seeds, batch, nodes)
+    old = set(nodes)
+    for n in body.nodes:
+        if n not in old:
+            body.made_at.setdefault(n, _since[-1])
+    return tangents
 
 
-def primal_nodes(body):
-    return [n for n in body.nodes if n not in body.tangent_origin]
+def _differentiated(body):
+    """The nodes of `body` this forward pass differentiates: all but those an earlier column made."""
+    return [n for n in body.nodes if body.made_at.get(n, 0) < _since[-1]]
+
+
+def _made(v):
+    _made_at[v] = _since[-1]
+    return v
 
 
 def tangent_param(v, batch):
     """A new body parameter for the tangent of `v` (batch + its shape), named t_<v> in generated code."""
     t = Value(tuple(batch) + v.shape, v.dtype, None, None)
     t.tangent_of, t.weak = v, v.weak and not batch
-    return t
+    return _made(t)
 
 
 def _tangent_out(node, v, batch):
     t = Value(tuple(batch) + v.shape, v.dtype, node, None)
     t.tangent_of, t.weak = v, v.weak and not batch
-    return t
+    return _made(t)
 
 
 def _tangent_zeros(v, batch):
     return ops.fill(0.0, tuple(batch) + v.shape, v.dtype)
 
 
-def _tangent_port(p) -> bool:
-    """Whether a body param (or a region output) is a tangent that forward mode gave the region: a
-    later forward pass (the next column of a Hessian) differentiates only the primal ones."""
-    return p.tangent_of is not None
-
-
-def _primal_ports(node, params, ts, offset):
-    """The inputs (by index) of `node` from `offset` on, one per body param, that are primal floats with a
-    tangent. A tangent port with a tangent of its own would be a tangent of a tangent (forward mode over
-    forward mode: a jvp of a model calling sb.hessian), which a region's rule does not build: refused."""
-    ports = []
-    for k, (p, t) in enumerate(zip(params, ts[offset:])):
-        if t is None or not is_float(node.inputs[offset + k].dtype):
-            continue
-        if _tangent_port(p):
-            raise CompileError(f"a derivative of a forward-mode derivative (a tangent of a tangent) through an "
-                               f"`{node.prim.describe(node)}` on array values is not supported", node.loc,
-                               "Take the inner derivative in reverse mode (sb.grad, sb.vjp), or move the "
-                               "`if`/`while` out of the function differentiated twice.")
-        ports.append(k)
-    return ports
+def _ports(node, params, ts, offset):
+    """The inputs (by index, from `offset`: one per body param) of `node` that are floats with a tangent
+    and not a tangent made by this derivative's forward mode."""
+    return [k for k, (p, t) in enumerate(zip(params, ts[offset:]))
+            if t is not None and is_float(node.inputs[offset + k].dtype) and not _later(p)]
 
 
 def param_like(v, name=None):
@@ -169,6 +197,21 @@ def region(prim, inputs, attrs, outs):
     return node
 
 
+def copy_region(node, inputs):
+    """`node` again, reading `inputs`, in the graph being built (an sb.grad function's graph inlined into
+    the model calling it): its bodies are shared, its outputs new, its tapes recorded on the new ones."""
+    new = Node(node.prim, inputs, node.attrs, current_loc())
+    for v in node.outputs:
+        out = type(v)(v.shape, v.dtype, new, v.name)
+        out.weak, out.grad_of, out.tangent_of = v.weak, v.grad_of, v.tangent_of
+        new.outputs.append(out)
+    if "tapes" in node.attrs and node.prim is While:
+        made = dict(zip(node.outputs, new.outputs))
+        new.attrs["tapes"] = [(source, made[out]) for source, out in node.attrs["tapes"]]
+    current_graph().nodes.append(new)
+    return new
+
+
 def _zeros(v):
     return ops.fill(0.0, v.shape, v.dtype if v.dtype.kind == "f" else np.float64)
 
@@ -177,7 +220,7 @@ def _reaching(graph, sources, nodes=None) -> set:
     live = set(sources)
     for node in graph.nodes if nodes is None else nodes:
         if any(v in live for v in node.inputs):  # a region's tangents depend on its tangent inputs only
-            live.update(v for v in node.outputs if not _tangent_port(v))
+            live.update(v for v in node.outputs if not _later(v))
     return live
 
 
@@ -231,14 +274,14 @@ class If(Region):
         captured input that has a tangent, and a tangent result per float output (zeros in a branch where
         the output does not depend on them, None where it is a residual the branch leaves undefined)."""
         ins, branches = node.inputs[1:], node.attrs["bodies"]
-        with_t = _primal_ports(node, branches[0].params, ts, 1)
+        with_t = _ports(node, branches[0].params, ts, 1)
         if not with_t:
             return [None] * len(node.outputs)
         walks = []
         for body in branches:
             params = [tangent_param(body.params[i], batch) for i in with_t]
             walks.append((params, _tangents_in(body, dict(zip([body.params[i] for i in with_t], params)), batch)))
-        got = [k for k, v in enumerate(node.outputs) if is_float(v.dtype) and not _tangent_port(v) and any(
+        got = [k for k, v in enumerate(node.outputs) if is_float(v.dtype) and not _later(v) and any(
             body.results[k] is not None and tans.get(body.results[k]) is not None
             for body, (_, tans) in zip(branches, walks))]
         for body, (params, tans) in zip(branches, walks):
@@ -336,10 +379,10 @@ class While(Region):
         alongside (the tangent of the backward pass pops both)."""
         n = node.attrs["carried"]
         cond, body = node.attrs["bodies"]
-        nodes = primal_nodes(body)
-        ports = _primal_ports(node, body.params, ts, 0)
+        nodes = _differentiated(body)
+        ports = _ports(node, body.params, ts, 0)
         caps = [k - n for k in ports if k >= n]
-        floats = [i for i in range(n) if is_float(body.params[i].dtype) and not _tangent_port(body.params[i])]
+        floats = [i for i in range(n) if is_float(body.params[i].dtype) and not _later(body.params[i])]
         live = {body.params[k] for k in ports}
         while True:  # a carried value computed from one with a tangent has one from then on
             reach = _reaching(body, live, nodes)
@@ -455,11 +498,11 @@ class Replay(Region):
         product): each popped residual with a tangent tape pops its tangent alongside."""
         m, c = node.attrs["tapes"], node.attrs["carried"]
         (body,) = node.attrs["bodies"]
-        nodes = primal_nodes(body)
-        ports = _primal_ports(node, body.params, ts, 1)
+        nodes = _differentiated(body)
+        ports = _ports(node, body.params, ts, 1)
         popped = [k for k in ports if k < m]
         caps = [k - m - c for k in ports if k >= m + c]
-        primal = [j for j in range(c) if not _tangent_port(body.params[m + j])]
+        primal = [j for j in range(c) if not _later(body.params[m + j])]
         live = {body.params[k] for k in ports}
         while True:
             reach = _reaching(body, live, nodes)
@@ -497,4 +540,6 @@ class Replay(Region):
 
     def adjoint(self, node, gs, wants):
         raise CompileError("the derivative of the backward pass of a `while` on array values (a second "
-                           "derivative through it) is not supported", node.loc)
+                           "derivative through it, by reverse mode) is not supported", node.loc,
+                           "For second derivatives use sb.hvp or sb.hessian (forward mode over the gradient, which "
+                           "goes through the loop), or sb.jvp of the sb.grad function.")

@@ -28,10 +28,24 @@ def forward(graph, seeds, batch=(), nodes=None):
     """Append the tangent computation for `seeds` ({value: its tangent}) to `graph`; return the map
     from each value that depends on a seed to its tangent (shape batch + the value's shape).
     `nodes` are the nodes differentiated (default: all of the graph's now)."""
-    with building(graph):
+    since = nodes.since if isinstance(nodes, Snapshot) else control.clock()
+    with building(graph), control.differentiating(since):
         tangents = walk(graph, seeds, batch, nodes)
     graph.tangent_passes.append((dict(seeds), tangents))
     return tangents
+
+
+class Snapshot(list):
+    """The nodes of a graph before several forward passes over them (a Jacobian's or Hessian's columns):
+    no pass differentiates what an earlier one built, inside a region's body either (`since`)."""
+
+    def __init__(self, nodes, since):
+        super().__init__(nodes)
+        self.since = since
+
+
+def snapshot(graph) -> Snapshot:
+    return Snapshot(graph.nodes, control.clock())
 
 
 def walk(graph, seeds, batch=(), nodes=None):
