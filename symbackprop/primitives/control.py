@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import weakref
 
 import numpy as np
@@ -62,7 +63,13 @@ _walk = None
 #: when each tangent a region's rule made (a body param, a region output) was made: forward mode's clock
 _made_at: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _clock = itertools.count(1)
-_since = [float("inf")]  # outside forward mode (reverse mode's walks) no tangent is later
+_state = threading.local()  # the forward passes being run, innermost last: when each began
+
+
+def _since() -> list:
+    if not hasattr(_state, "since"):
+        _state.since = [float("inf")]  # outside forward mode (reverse mode's walks) no tangent is later
+    return _state.since
 
 
 def use_forward(fn):
@@ -81,17 +88,17 @@ def differentiating(since):
     """Inside: a forward pass that differentiates the tangents region rules made before `since` (an outer
     derivative of an inner one's tangents), not the ones made since (an earlier column of the same
     Hessian, which no later column reads)."""
-    _since.append(since)
+    _since().append(since)
     try:
         yield
     finally:
-        _since.pop()
+        _since().pop()
 
 
 def _later(v) -> bool:
     """Whether `v` (a body param, a region output) is a tangent made by this forward pass or an earlier
     column of it: not differentiated again."""
-    return v in _made_at and _made_at[v] >= _since[-1]
+    return v in _made_at and _made_at[v] >= _since()[-1]
 
 
 def _tangents_in(body, seeds, batch):
@@ -106,17 +113,17 @@ def _tangents_in(body, seeds, batch):
     old = set(nodes)
     for n in body.nodes:
         if n not in old:
-            body.made_at.setdefault(n, _since[-1])
+            body.made_at.setdefault(n, _since()[-1])
     return tangents
 
 
 def _differentiated(body):
     """The nodes of `body` this forward pass differentiates: all but those an earlier column made."""
-    return [n for n in body.nodes if body.made_at.get(n, 0) < _since[-1]]
+    return [n for n in body.nodes if body.made_at.get(n, 0) < _since()[-1]]
 
 
 def _made(v):
-    _made_at[v] = _since[-1]
+    _made_at[v] = _since()[-1]
     return v
 
 
