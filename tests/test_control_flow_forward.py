@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import symbackprop as sb
-from test_control_flow import W3, X3, break_out_of_for, fixed_point, if_inside_while, if_on_reduction, newton_sqrt
+from test_control_flow import (W3, X3, break_out_of_for, fixed_point, if_inside_while, if_on_reduction, matrix_loop,
+                               newton_sqrt)
 
 #: whether backend="llvm" compiles `if`/`while` on array values (the lead's lowering); False: it must refuse
 LLVM_LOWERS_REGIONS = False
@@ -109,6 +110,7 @@ SCALAR = {
     "break_for_late": (break_out_of_for, (np.random.default_rng(14).normal(size=(3, 3)) * 1.5,
                                           np.array([0.9, -0.7, 0.8])), (0, 1)),
     "if_inside_while": (if_inside_while, (X3, W3), (0, 1)),
+    "matrix_loop": (matrix_loop, (np.array([[1.1, 0.2], [0.1, 0.9]]), np.array([0.3, 0.4])), (0, 1)),
 }
 # (test_control_flow's power iteration is left out: its stop, |lam - lam_old| > 1e-13, is near enough to a
 # change of trip count that a finite-difference step of 1e-6 along some basis directions crosses it)
