@@ -405,3 +405,12 @@ def test_memory_budget_is_refused(entry):
     kwargs = {"v": (A3, A3)} if entry == "hvp" else {}
     with pytest.raises(sb.CompileError, match="memory_budget= is not yet supported with an `if` or `while`"):
         f(A3, np.ones(3), **kwargs)
+
+
+@pytest.mark.parametrize("entry", ["jvp", "hvp", "hessian", "jacobian"])
+def test_explain_reads_the_regions_tangents(entry):
+    """explain tabulates the program right after forward mode: a region's adjoint record keeps step with the
+    tangent ports its rule added (an IndexError before)."""
+    text = str(getattr(sb, entry)(newton_sqrt, wrt=("a", "x0")).explain(A3, np.ones(3)))
+    assert "tangents along" in text and "test_control_flow.py:" in text, text[:2000]
+    assert "while" in text

@@ -144,6 +144,17 @@ def _tangent_zeros(v, batch):
     return ops.fill(0.0, tuple(batch) + v.shape, v.dtype)
 
 
+def _reindex_step(node, inputs, outputs):
+    """Keep reverse mode's record of `node`'s adjoint (read by explain) in step with the ports a tangent rule
+    gave it: `inputs` and `outputs` name, for each new position, the old index (None: a new tangent port)."""
+    step = current_graph().adjoints.get(node)
+    if step is None:
+        return
+    step.wants = tuple(False if k is None else step.wants[k] for k in inputs)
+    step.results = tuple(None if k is None else step.results[k] for k in inputs)
+    step.gs = tuple(None if k is None or k >= len(step.gs) else step.gs[k] for k in outputs)
+
+
 def _ports(node, params, ts, offset):
     """The inputs (by index, from `offset`: one per body param) of `node` that are floats with a tangent
     and not a tangent made by this derivative's forward mode."""
@@ -298,6 +309,8 @@ class If(Region):
                     r = body.results[k]
                     t = None if r is None else tans.get(r)
                     body.results.append(t if t is not None or r is None else _tangent_zeros(r, batch))
+        _reindex_step(node, list(range(len(node.inputs))) + [None] * len(with_t),
+                      list(range(len(node.outputs))) + [None] * len(got))
         node.inputs = node.inputs + [ts[1 + i] for i in with_t]
         made = [_tangent_out(node, node.outputs[k], batch) for k in got]
         node.outputs.extend(made)
@@ -409,6 +422,11 @@ class While(Region):
                 t = tans.get(body.results[i])
                 body.results.append(t if t is not None else _tangent_zeros(body.results[i], batch))
         inits = [ts[i] if ts[i] is not None else _tangent_zeros(node.inputs[i], batch) for i in carried]
+        tapes = [(source, tape) for source, tape in node.attrs.get("tapes", ())
+                 if tans.get(source) is not None and is_float(source.dtype)]
+        k, o = len(node.inputs), len(node.outputs)
+        _reindex_step(node, [*range(n), *[None] * len(carried), *range(n, k), *[None] * len(caps)],
+                      [*range(n), *[None] * len(carried), *range(n, o), *[None] * len(tapes)])
         node.inputs = node.inputs[:n] + inits + node.inputs[n:] + [ts[n + j] for j in caps]
         body.params = body.params[:n] + tps + body.params[n:] + tcs
         unread = [tangent_param(cond.params[i], batch) for i in carried]
@@ -420,10 +438,8 @@ class While(Region):
         if "count" in node.attrs:
             node.attrs["count"] += len(carried)
         result = {node.outputs[i]: m for i, m in zip(carried, made)}
-        for source, tape in list(node.attrs.get("tapes", ())):
-            t = tans.get(source)
-            if t is not None and is_float(source.dtype):
-                result[tape] = self.tape(node, t)
+        for source, tape in tapes:
+            result[tape] = self.tape(node, tans[source])
         return [result.get(v) for v in node.outputs]
 
     def adjoint(self, node, gs, wants):
@@ -531,6 +547,9 @@ class Replay(Region):
                 t = tans.get(body.results[j])
                 body.results.append(t if t is not None else _tangent_zeros(body.results[j], batch))
         ins = node.inputs
+        _reindex_step(node, [*range(1 + m), *[None] * len(popped), *range(1 + m, 1 + m + c), *[None] * len(adjoints),
+                             *range(1 + m + c, len(ins)), *[None] * len(caps)],
+                      [*range(c), *[None] * len(adjoints)])
         starts = [ts[1 + m + j] if ts[1 + m + j] is not None else _tangent_zeros(ins[1 + m + j], batch)
                   for j in adjoints]
         node.inputs = ([ins[0]] + ins[1:1 + m] + [ts[1 + i] for i in popped] + ins[1 + m:1 + m + c] + starts
