@@ -19,6 +19,18 @@ Reverse mode (the adjoints below) differentiates each body on its own and reads,
 body, only what that derivative reads: for an `if`, the residuals of the branch taken become
 outputs of the forward region (the predicate is the record of the branch); for a `while`, each
 residual gets a tape, one entry pushed per iteration, and the trip count is recorded.
+
+Forward mode (the tangent rules below) makes the region itself carry the tangents beside the values,
+so that nothing is recorded and a loop runs the primal's trip count once, whatever the tangents'
+batch axis (a Jacobian's basis). The ports keep each primitive's layout above: an `if` gets a param
+per captured input with a tangent (appended, its input the tangent) and a result per float output;
+a `while` gets carried tangents after its carried values (`carried` counts them; the condition has a
+param for each, unread) and captured tangents after its captured values, and the tangent of a tape
+is a tape of the tangent, pushed beside it; a replay pops the tangent tapes after the tapes, carries
+the adjoints' tangents after the adjoints and reads captured tangents last. The tangent params and
+outputs are named t_<x> (tangent_of). Forward mode's clock (`clock`, `differentiating`) tells a pass
+which tangent ports and body nodes are its own or an earlier column's (left alone) and which an
+inner derivative made before it (differentiated like any value).
 """
 from __future__ import annotations
 

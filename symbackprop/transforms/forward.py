@@ -15,6 +15,10 @@ graph.tangent_origin records, for each node a tangent rule built, the node whose
 pipeline counts the tangents of forward values as part of the forward pass (a forward-over-reverse
 program is the forward pass with its tangents, then the backward pass with its). graph.tangent_passes
 keeps each call's seeds and tangents, for explain's table of tangent rules.
+
+A value-dependent `if` or `while` (primitives/control.py) is one node whose rule gives the node
+itself the tangents' ports and walks its bodies with `walk`; the node then reads tangents built after
+it, and the nodes are put back in an order that computes each value before it is read.
 """
 from __future__ import annotations
 
