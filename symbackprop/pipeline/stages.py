@@ -663,9 +663,12 @@ def hessian_mode(program):
 def share_subexpressions(program):
     """What several kernels of a derivative program compute (forward, backward and tangent kernels alike)
     is computed once and read by the others: every repeated operation on NumPy, what holds a
-    transcendental on a backend fusing loops (passes/share.py)."""
-    share_across_kernels(program.graph, keep=results(program) + program.graph.params,
-                         worth=transcendental if program.backend.fuses_across_statements else everything)
+    transcendental on a backend fusing loops (passes/share.py); so within each region's body (a loop body
+    and its tangents, a replay step and its tangents)."""
+    worth = transcendental if program.backend.fuses_across_statements else everything
+    share_across_kernels(program.graph, keep=results(program) + program.graph.params, worth=worth)
+    for body, keep in bodies(program):
+        share_across_kernels(body, keep=keep + body.params, worth=worth)
 
 
 def _with_forward_tangents(program):
