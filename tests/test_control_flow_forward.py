@@ -431,3 +431,23 @@ def test_vjp_of_array_results(name, backend):
     for g, i in zip(grads, idx):
         J = _fd_jacobian(model, args, i)
         _close(g, np.tensordot(u, J, axes=u.ndim))
+
+
+@pytest.mark.parametrize("entry", ["jvp", "jacobian", "hessian", "hvp"])
+def test_exported_py_module_returns_what_the_callable_returns(entry, tmp_path):
+    import importlib.util
+    a, x0 = A3, np.array([1.0, 1.5, 1.0])
+    fn = getattr(sb, entry)(newton_sqrt, wrt=("a", "x0"))
+    direction = {"jvp": {"tangents": (W3, X3)}, "hvp": {"v": (W3, X3)}}.get(entry, {})
+    want = fn(a, x0, **direction)
+    path = fn.export(tmp_path / f"{entry}.py")
+    spec = importlib.util.spec_from_file_location(f"exported_cf_{entry}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    got = getattr(module, entry)(a, x0, *[d for v in direction.values() for d in v])
+    flat = lambda t: [np.asarray(x) for x in (t if isinstance(t, tuple) else (t,))  # noqa: E731
+                      for x in (flat(x) if isinstance(x, tuple) else [x])]
+    assert len(flat(got)) == len(flat(want))
+    for g, w in zip(flat(got), flat(want)):
+        np.testing.assert_array_equal(g, w)
+    assert "while " in open(path).read()
