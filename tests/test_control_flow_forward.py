@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import symbackprop as sb
+from test_control_flow import CASES
 from test_control_flow import (W3, X3, break_out_of_for, fixed_point, if_inside_while, if_on_reduction, matrix_loop,
-                               newton_sqrt)
+                               newton_sqrt, power_iteration)
 
 #: whether backend="llvm" compiles `if`/`while` on array values (the lead's lowering); False: it must refuse
 LLVM_LOWERS_REGIONS = False
@@ -112,8 +113,10 @@ SCALAR = {
     "if_inside_while": (if_inside_while, (X3, W3), (0, 1)),
     "matrix_loop": (matrix_loop, (np.array([[1.1, 0.2], [0.1, 0.9]]), np.array([0.3, 0.4])), (0, 1)),
 }
-# (test_control_flow's power iteration is left out: its stop, |lam - lam_old| > 1e-13, is near enough to a
-# change of trip count that a finite-difference step of 1e-6 along some basis directions crosses it)
+#: test_control_flow's gradient cases but its power iteration: its stop, |lam - lam_old| > 1e-13, is near
+#: enough to a change of trip count that a finite-difference step of 1e-6 along some directions crosses it
+#: (22 trips on one side, 23 on the other; at 1e-7 both sides run 23 and the hvp agrees to 5e-9)
+GRADIENT_CASES = [c for c in CASES if c[0] is not power_iteration]
 
 #: (model, arguments, wrt, the way sb.jacobian goes: forward when the wrt entries are no more than the result's)
 ARRAY = {
@@ -199,6 +202,23 @@ def test_jvp_of_array_results(name, backend):
     value, t = got
     np.testing.assert_allclose(value, model(*args), rtol=1e-12, atol=1e-14)
     _close(t, _directional(model, args, idx, ts))
+
+
+@pytest.mark.parametrize("case", range(len(GRADIENT_CASES)),
+                         ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(GRADIENT_CASES)])
+def test_jvp_and_hvp_of_every_control_flow_model(case):
+    """test_control_flow's gradient cases (elif chains, nested loops, continue, a while in a for, a for in a
+    while, swapped carried values, zero trips...): the jvp is the gradient along a direction, the hvp the
+    finite-difference derivative of the gradient along it."""
+    model, args, wrt = GRADIENT_CASES[case]
+    ds = _direction(args, wrt, seed=11)
+    value, t = sb.jvp(model, wrt=wrt)(*args, tangents=tuple(ds))
+    grads = sb.grad(model, wrt=wrt)(*args)
+    _close(t, sum(np.sum(g * d) for g, d in zip(grads, ds)), rtol=1e-9, atol=1e-10)
+    _close(t, _directional(model, args, wrt, ds))
+    hv = sb.hvp(model, wrt=wrt)(*args, v=tuple(ds))
+    for got, want in zip(hv, _directional(_numpy_grad(model, wrt), args, wrt, ds)):
+        _close(got, want, rtol=1e-4, atol=1e-5)
 
 
 # ---- Jacobians: forward mode along the basis, or reverse mode then forward along the cotangent's --------------
