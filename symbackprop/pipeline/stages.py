@@ -800,8 +800,8 @@ TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, f
                          drop_dead, finalize, checkpoint, check_update_order)
 
 OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize, as_forward)
-DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead_in_regions, narrow, fuse_for_backend, drop_dead, share_subexpressions,
-                      finalize, checkpoint, as_forward)
+DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead_in_regions, narrow, fuse_for_backend, drop_dead,
+                      share_subexpressions, finalize, checkpoint, as_forward)
 JVP = FORWARD + (jvp_mode,) + DERIVATIVE_OUTPUTS
 VJP = FORWARD + (vjp_mode,) + DERIVATIVE_OUTPUTS
 JACOBIAN = FORWARD + (jacobian_mode,) + DERIVATIVE_OUTPUTS
