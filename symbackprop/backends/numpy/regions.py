@@ -41,12 +41,16 @@ INDENT = "    "
 class Scope:
     """The nodes being written at one level, for asking whether a value is read after a node."""
 
-    def __init__(self, nodes, kept=()):
+    def __init__(self, nodes, kept=(), inlined=()):
         self.position = {n: i for i, n in enumerate(nodes)}
         self.last: dict = {}
         for i, n in enumerate(nodes):
             for v in n.inputs:
                 self.last[v] = i
+        for n in reversed(nodes):  # a view written inline is read where its reader is
+            if n.outputs and n.outputs[0] in inlined and n.outputs[0] in self.last:
+                for v in n.inputs:
+                    self.last[v] = max(self.last[v], self.last[n.outputs[0]])
         self.kept = set(kept)
 
     def read_after(self, v, node) -> bool:
@@ -99,7 +103,8 @@ def _reusable(writer, node, out, v, text, claimed) -> bool:
     """Whether a region's output may take the name of `v`, its input: the same variable (or the gradient
     of the same), and nothing reads `v` after the region."""
     scope = writer.scopes[-1] if writer.scopes else None
-    own = out.name or (f"d_{writer.name(out.grad_of)}" if out.grad_of is not None else None)
+    own = out.name or (f"d_{writer.name(out.grad_of)}" if out.grad_of is not None else
+                       f"t_{writer.name(out.tangent_of)}" if out.tangent_of is not None else None)
     return (scope is not None and own is not None and text.isidentifier() and _base(text) == _base(own)
             and text not in claimed and sum(1 for x in node.inputs if x is v) == 1
             and not scope.read_after(v, node))
@@ -118,7 +123,7 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
     results = [r for r in graph.results if r is not None]
     keep = results + list(extra_keep)
     inlinable = writer.inlinable_views(nodes, keep) - {v for n in nodes if n.attrs.get("bodies") for v in n.inputs}
-    scope = Scope(nodes, keep)
+    scope = Scope(nodes, keep, inlinable)
     last = dict(scope.last)
     for r in results:
         if r.node is None or r.node not in scope.position:

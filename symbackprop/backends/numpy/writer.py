@@ -410,7 +410,7 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
         if has_regions_in(nodes):  # a region reads its inputs by name, at every iteration
             inlinable -= {v for n in nodes if bodies(n) for v in n.inputs}
             writer.scopes.append(Scope(nodes, [value] + aux + list(grads or []) + list(params)
-                                       + [t for t, _ in updates] + [new for _, new in updates]))
+                                       + [t for t, _ in updates] + [new for _, new in updates], inlinable))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         results = [value] + list(grads or []) + [new for _, new in updates]
