@@ -35,7 +35,7 @@ def program_seed(seed, k):
     return seed * 1_000_003 + k
 
 
-def failure_text(program, seed, backends, error):
+def failure_text(program, seed, backends, error, regions=False):
     """A reproducing file: the program's module source, and how it was called, as comments."""
     args = ", ".join(f"{p.name}={p.kind}{list(p.shape) if p.shape else ''}" + (f"={p.value!r}" if p.kind == "static"
                                                                                else "")
@@ -47,7 +47,7 @@ def failure_text(program, seed, backends, error):
               f"# arguments: {args}",
               f"# layouts: {layouts or 'all contiguous'}",
               f"# run it again: python -m tests.fuzz --program-seed {seed} --backend "
-              f"{'both' if len(backends) == 2 else backends[0]}",
+              f"{'both' if len(backends) == 2 else backends[0]}{' --regions' if regions else ''}",
               "# error:"] + ["#   " + line for line in error.strip().split("\n")[-30:]]
     return "\n".join(header) + "\n\n" + program.source
 
@@ -91,7 +91,7 @@ class Run:
             error = traceback.format_exc()
             record.update(result="failed", error=f"{type(e).__name__}: {e}"[:2000])
             path = self.out / f"failure_{seed}.py"
-            path.write_text(failure_text(program, seed, self.backends, error))
+            path.write_text(failure_text(program, seed, self.backends, error, self.options.regions))
             self.counts["failed"] += 1
             self.failures.append({"seed": seed, "file": str(path), "error": record["error"].split("\n")[0][:200]})
         self.counts["programs"] += 1

@@ -225,6 +225,19 @@ def reads_before_and_updates(x, w):
         z = z + base * 0.5
     return np.sum(z * base)
 
+def while_in_if(x, w):
+    """The loop's tapes are made in a branch and read by the same branch of the backward `if`."""
+    s = np.sum(x * w)
+    if s > 0:
+        h = x
+        while np.sum(h * h) > 0.1:
+            h = 0.8 * np.tanh(h * w)
+        y = np.sum(h * w)
+    else:
+        y = np.sum(np.sin(x))
+    return y
+
+
 def matrix_loop(W, x):
     h = x
     n = 0
@@ -275,6 +288,8 @@ CASES = [
     (if_in_if, (np.array([-0.3, -1.7]),), (0,)),
     (reads_before_and_updates, (np.array([0.3, 0.7]), np.array([1.3, 1.2])), (0, 1)),
     (matrix_loop, (np.array([[1.1, 0.2], [0.1, 0.9]]), np.array([0.3, 0.4])), (0, 1)),
+    (while_in_if, (np.array([0.9, 0.7]), np.array([1.2, 0.8])), (0, 1)),
+    (while_in_if, (np.array([0.9, 0.7]), -np.array([1.2, 0.8])), (0, 1)),
 ]
 
 

@@ -3,9 +3,7 @@ sb.jacobian (both ways), sb.hvp and sb.hessian of models with `if`, `while` and 
 against central finite differences in float64, at points away from the branch boundaries and the
 tolerances the iterations stop at.
 
-Every test runs on both backends. The LLVM backend does not lower regions yet: until it does, each LLVM
-case must raise the region CompileError at the model's line (LLVM_LOWERS_REGIONS below is the one
-place that says so; set it to True when the lowering lands, and the same cases check the numbers).
+Every test runs on both backends.
 """
 import re
 
@@ -17,35 +15,13 @@ from test_control_flow import CASES
 from test_control_flow import (W3, X3, break_out_of_for, fixed_point, if_inside_while, if_on_reduction, matrix_loop,
                                newton_sqrt, power_iteration)
 
-#: whether backend="llvm" compiles `if`/`while` on array values (the lead's lowering); False: it must refuse
-LLVM_LOWERS_REGIONS = False
-
 H = 1e-6
 RNG = np.random.default_rng(1416)
 
 
 def compiled(backend, entry, model, **options):
-    """sb.<entry>(model, backend=backend, **options), or None after checking the refusal an LLVM build
-    gives while regions are not lowered there (the caller then has nothing more to check)."""
-    fn = getattr(sb, entry)(model, backend=backend, **options)
-    if backend == "llvm" and not LLVM_LOWERS_REGIONS:
-        return _Refused(fn)
-    return fn
-
-
-class _Refused:
-    """Calls the LLVM build and checks it raises the region CompileError at the model's line."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *args, **kwargs):
-        with pytest.raises(sb.CompileError) as info:
-            self.fn(*args, **kwargs)
-        message = str(info.value)
-        assert "on an array value is not yet on the LLVM backend; use backend='numpy'" in message, message
-        assert re.search(r"test_control_flow(_forward)?\.py:\d+", message), message
-        return None
+    """sb.<entry>(model, backend=backend, **options)."""
+    return getattr(sb, entry)(model, backend=backend, **options)
 
 
 # ---- models beyond test_control_flow's: array results, for Jacobians both ways ------------------------
@@ -180,8 +156,6 @@ def test_jvp_is_the_directional_derivative(name, backend):
     ts = _direction(args, idx, seed=0)
     f = compiled(backend, "jvp", model, wrt=wrt)
     got = f(*args, tangents=tuple(ts))
-    if got is None:
-        return
     value, t = got
     assert value == pytest.approx(model(*args), rel=1e-12, abs=1e-14)
     _close(t, _directional(model, args, idx, ts))
@@ -197,8 +171,6 @@ def test_jvp_of_array_results(name, backend):
     ts = _direction(args, idx, seed=2)
     f = compiled(backend, "jvp", model, wrt=wrt)
     got = f(*args, tangents=ts[0] if len(ts) == 1 and not isinstance(wrt, tuple) else tuple(ts))
-    if got is None:
-        return
     value, t = got
     np.testing.assert_allclose(value, model(*args), rtol=1e-12, atol=1e-14)
     _close(t, _directional(model, args, idx, ts))
@@ -235,8 +207,6 @@ def test_jacobian_both_ways(name, backend):
     idx = _indices(model, wrt)
     jac = compiled(backend, "jacobian", model, wrt=wrt)
     J = jac(*args)
-    if J is None:
-        return
     assert jac._last.mode == way
     blocks = list(J) if isinstance(wrt, tuple) else [J]
     for block, i in zip(blocks, idx):
@@ -248,8 +218,6 @@ def test_jacobian_of_a_scalar_is_the_gradient(name, backend):
     model, args, wrt = SCALAR[name]
     jac = compiled(backend, "jacobian", model, wrt=wrt)
     J = jac(*args)
-    if J is None:
-        return
     assert jac._last.mode == "reverse"
     for block, g in zip(J, sb.grad(model, wrt=wrt, backend="numpy")(*args)):
         np.testing.assert_allclose(block, g, rtol=1e-10, atol=1e-12)
@@ -276,8 +244,6 @@ def test_hvp_is_the_directional_derivative_of_the_gradient(name, backend):
     vs = _direction(args, idx, seed=1)
     f = compiled(backend, "hvp", model, wrt=wrt)
     hv = f(*args, v=tuple(vs))
-    if hv is None:
-        return
     fd = _directional(_numpy_grad(model, wrt), args, idx, vs, h=H)
     assert len(hv) == len(idx)
     for got, want, i in zip(hv, fd, idx):
@@ -291,8 +257,6 @@ def test_hessian_is_finite_differences_of_the_gradient(name, backend):
     idx = _indices(model, wrt)
     f = compiled(backend, "hessian", model, wrt=wrt)
     blocks = f(*args)
-    if blocks is None:
-        return
     grad = _numpy_grad(model, wrt)
     sizes = [np.size(args[i]) for i in idx]
     for b, j in enumerate(idx):
@@ -444,8 +408,6 @@ def test_vjp_of_array_results(name, backend):
     u = np.random.default_rng(5).uniform(-1, 1, np.shape(model(*args)))
     f = compiled(backend, "vjp", model, wrt=wrt)
     got = f(*args, cotangent=u)
-    if got is None:
-        return
     value, grads = got
     grads = list(grads) if isinstance(wrt, tuple) else [grads]
     for g, i in zip(grads, idx):

@@ -293,7 +293,7 @@ class If(Region):
                 return node.outputs[k]
         for i, body in enumerate(branches):
             body.results.append(v if i == b else None)
-        out = Value(v.shape, v.dtype, node, v.name)
+        out = type(v)(v.shape, v.dtype, node, v.name)  # a loop's tape in the branch is handed on as a tape
         out.weak = v.weak
         node.outputs.append(out)
         node.attrs["residuals"] = node.attrs.get("residuals", 0) + 1

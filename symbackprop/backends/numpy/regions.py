@@ -243,7 +243,9 @@ def _write_while(writer, node, args):
     pushed_first, pushed_last = [], []
     for source, tape in tapes:
         base = writer.names.get(source, "t")
-        writer.names[tape] = name = writer.fresh(f"{base}_tape" if base.isidentifier() else "tape")
+        name = writer.names.get(tape)  # the name of the branch result it is made into (a loop inside an `if`)
+        if name is None:
+            writer.names[tape] = name = writer.fresh(f"{base}_tape" if base.isidentifier() else "tape")
         lines.append(f"{name} = []")
         push = f"{name}.append({writer.arg(source)})"
         (pushed_first if source in body.params else pushed_last).append(push)
