@@ -221,8 +221,12 @@ class DerivativeFunction:
         return self._shaped(program, outs)
 
     def specialise(self, *args, **kwargs) -> Program:
-        """Compile (or fetch) the specialisation for these arguments (the model's) without running it."""
+        """Compile (or fetch) the specialisation for these arguments (the model's) without running it; the
+        direction (`v=`, `tangent=`, `cotangent=`) may be passed as to a call, and is not needed."""
         s = self.specialiser
+        keyword = DIRECTIONS[self.entry]
+        if keyword is not None and keyword in kwargs:
+            kwargs = {k: v for k, v in kwargs.items() if k != keyword}
         args = s.arguments(args, kwargs)
         return s.lookup(s.key(args), args)
 

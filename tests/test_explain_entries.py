@@ -104,6 +104,19 @@ def test_hvp_tabulates_the_gradient_then_the_tangents_of_both_passes():
     assert rule(text, "t_d_W") == "np.outer(t_d_z, x)"
 
 
+def test_explain_source_and_memory_take_the_arguments_of_a_call():
+    """The direction a call needs (v=, tangents=, cotangent=) may be passed to explain, source and memory as
+    to the call itself; it does not change the specialisation."""
+    v = np.ones_like(W)
+    h = sb.hvp(energy)
+    assert h.explain(W, X, v=v) == h.explain(W, X)
+    assert h.specialise(W, X, v=v) is h.specialise(W, X)
+    j = sb.jvp(energy)
+    assert j.explain(W, X, tangents=v) == j.explain(W, X)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'u'"):
+        h.explain(W, X, u=v)
+
+
 def test_hessian_has_one_table_per_parameter_basis():
     text = sb.hessian(energy, wrt=("x", "W")).explain(W, X)
     assert "tangents along t_x = np.eye(4)" in text
