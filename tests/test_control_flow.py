@@ -150,6 +150,31 @@ def batched_newton(W, b, x, y):
     return np.mean((u - y) ** 2)
 
 
+def overwrite_then_read(W, x):
+    """The new `a` (c) is computed before the product reads the old one: it must not go into a's buffer."""
+    a, b = x, x * 0.5
+    k = 0
+    while np.sum(b * b) < 20.0 and k < 50:
+        c = np.tanh(b) * 1.5
+        b = W @ a + c * 0.1 + b
+        a = c
+        k += 1
+    return np.sum(a * b)
+
+
+def view_then_overwrite(x):
+    """A view of the old `a` is read after the new `a` is computed (the NumPy backend wrote `a[:2]` where
+    it is read, after `a` was rebound: fixed)."""
+    a, b = x, x * 0.5
+    k = 0
+    while np.sum(b) < 10.0 and k < 40:
+        top = a[:2]
+        a = np.tanh(b) + 1.0
+        b = b + 0.3 * np.sum(top) + 0.1
+        k += 1
+    return np.sum(a * b)
+
+
 def fib_swap(x):
     a, b = x, x * 0.5
     k = 0
@@ -264,6 +289,9 @@ CASES = [
     (batched_newton, (RNG.normal(size=(3, 2)), RNG.normal(size=2), RNG.normal(size=(4, 3)),
                       RNG.normal(size=(4, 2))), (0, 1, 2)),
     (fib_swap, (np.array([0.3, 0.7]),), (0,)),
+    (overwrite_then_read, (np.array([[0.2, 0.1, 0.0], [0.0, 0.3, 0.1], [0.1, 0.0, 0.2]]),
+                           np.array([0.3, 0.5, 0.7])), (0, 1)),
+    (view_then_overwrite, (np.array([0.3, 0.5, 0.7]),), (0,)),
     (nested_while, (np.array([0.3, 0.7]), np.array([1.0, 0.5])), (0, 1)),
     (continue_while, (np.array([0.2, 0.25]),), (0,)),
     (break_depth0, (np.array([0.2, 0.5]),), (0,)),

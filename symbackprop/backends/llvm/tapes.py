@@ -47,8 +47,8 @@ def free_tape(L, ptr):
     L.b.call(L._libc("free", ir.VoidType(), [PTR]), [_data(L.b, ptr)])
 
 
-def push(L, tape, source, nbytes, move):
-    """Append the `nbytes` at `source` to `tape`, doubling its capacity when full."""
+def reserve(L, tape, nbytes):
+    """A pointer to a new last entry of `tape` (`nbytes`, not yet written), doubling its capacity when full."""
     b = L.b
     n = b.load(_field(b, tape, 1), typ=I64)
     cap = b.load(_field(b, tape, 2), typ=I64)
@@ -58,12 +58,17 @@ def push(L, tape, source, nbytes, move):
         data = b.call(realloc, [_data(b, tape), b.mul(grown, ir.Constant(I64, nbytes))])
         b.store(b.ptrtoint(data, I64), _field(b, tape, 0))
         b.store(grown, _field(b, tape, 2))
-    data = _data(b, tape)
-    slot = b.gep(data, [b.mul(n, ir.Constant(I64, nbytes))], source_etype=I8)
-    L.b.call(L._libc("memcpy", PTR, [PTR, PTR, I64]), [slot, source, ir.Constant(I64, nbytes)])
+    slot = b.gep(_data(b, tape), [b.mul(n, ir.Constant(I64, nbytes))], source_etype=I8)
     b.store(b.add(n, ir.Constant(I64, 1)), _field(b, tape, 1))
+    return slot
+
+
+def push(L, tape, source, nbytes, move):
+    """Append the `nbytes` at `source` to `tape`."""
+    slot = reserve(L, tape, nbytes)
+    L.b.call(L._libc("memcpy", PTR, [PTR, PTR, I64]), [slot, source, ir.Constant(I64, nbytes)])
     if move:
-        clear(b, source)
+        clear(L.b, source)
 
 
 def pop(L, tape, nbytes):

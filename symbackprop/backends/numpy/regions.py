@@ -119,6 +119,11 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
     keep = results + list(extra_keep)
     inlinable = writer.inlinable_views(nodes, keep) - {v for n in nodes if n.attrs.get("bodies") for v in n.inputs}
     scope = Scope(nodes, keep)
+    for node in reversed(nodes):  # an inlined view is written where it is read: so is what it reads (`a[:2]`)
+        for v in node.outputs:
+            if v in inlinable and v in scope.last:
+                for u in node.inputs:
+                    scope.last[u] = max(scope.last.get(u, -1), scope.last[v])
     last = dict(scope.last)
     for r in results:
         if r.node is None or r.node not in scope.position:
