@@ -119,3 +119,24 @@ def test_buffers_given_to_body_results_keep_the_old_values_readable(model, args,
     for a, b in zip(grads, g_np):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert_gradients_match(model, grads, args, wrt)
+
+
+def test_tapes_start_at_an_earlier_calls_capacity_and_still_grow():
+    """A tape starts at the capacity it reached in an earlier call: calls with far fewer trips, then
+    far more (growing past it), then fewer again, each give the NumPy backend's gradient."""
+    w = np.linspace(0.5, 1.5, 32)
+    llvm = sb.value_and_grad(long_loop, wrt=("x", "w"), backend="llvm")
+    numpy = sb.value_and_grad(long_loop, wrt=("x", "w"))
+    trips = []
+    for scale in (1.0, 1.3, 0.5, 1.3, 1.0):
+        x = np.linspace(0.1, 0.4, 32) * scale
+        h, k = x, 0
+        while np.sum(h * h) < 4.0:
+            h, k = h + 0.0001 * np.tanh(h * w), k + 1
+        trips.append(k)
+        value, grads = llvm(x, w)
+        v_np, g_np = numpy(x, w)
+        assert value == pytest.approx(v_np, rel=1e-12)
+        for a, b in zip(grads, g_np):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert trips[2] > trips[0] > trips[1] > 0 and llvm.compilations == 1
