@@ -9,7 +9,8 @@ so its compile time should stay within 2x of the straight chain's.
 Compile time = first call of a fresh `sb.value_and_grad` minus a warm call of it (the first call
 compiles, the warm one only runs); median over several fresh compilations, after one untimed
 compilation of each model (imports and SymPy's derivative cache, as in any session). Both
-backends; LLVM's figure includes LLVM's own compilation.
+backends; LLVM's figure includes LLVM's own compilation. The two backends' value and gradient of
+the looped model are checked against each other first.
 
 Run: nice -n 10 python -m benchmarks.compile_while [--repeats 7]
 """
@@ -100,6 +101,10 @@ def main(argv=None):
     print(f"chain of {len(CHAIN)} operations (8 x: h @ W, tanh, * 0.9, + 0.1, sin), W 16x16, "
           f"x 8x16; value_and_grad wrt W, x; compile = first call - warm call, median of "
           f"{repeats} fresh compilations\n")
+    loss_np, grads_np = sb.value_and_grad(looped, wrt=("W", "x"))(*args)
+    loss_llvm, grads_llvm = sb.value_and_grad(looped, wrt=("W", "x"), backend="llvm")(*args)
+    assert np.isclose(loss_np, loss_llvm, rtol=1e-12) and np.isclose(loss_np, looped(*args), rtol=1e-12)
+    assert all(np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(grads_np, grads_llvm))
     ratios = {}
     for backend in ("numpy", "llvm"):
         for model in (straight, looped):

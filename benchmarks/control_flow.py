@@ -6,7 +6,11 @@ pre-activations, need different numbers of steps; symbackprop compiles once for 
 shapes) and its tapes record each call's own trip count. Implementations, value_and_grad:
 
 - hand-written: NumPy backprop recording a Python list of (u, step, 1 / (3*u**2 + 1)) per
-  iteration, replayed backward (checked by benchmarks/check.py against central differences);
+  iteration, replayed backward (checked by benchmarks/check.py against central differences); its
+  backward uses that a Newton step's derivative through f and through u' cancel (5 array
+  operations per step back);
+- hand-written-chain-rule: the same tape and forward, the backward op by op (9 per step back),
+  without that cancellation: the ratios are still taken against the first;
 - symbackprop-numpy and symbackprop-llvm;
 - torch: PyTorch eager, float64, one thread, `torch.autograd.grad` through the Python while loop;
 - jax: `jax.grad` through `jax.lax.while_loop` raises under reverse mode: the script runs it and
@@ -140,6 +144,49 @@ def newton_value_and_grad(W, b, x, y):
         du *= step
         du *= u
         du *= 6.0
+    return loss, (x.T @ dz, dz.sum(axis=0))
+
+
+def newton_value_and_grad_chain_rule(W, b, x, y):
+    """The same tape, the backward written op by op by the chain rule, without the cancellation the
+    expert above uses (a second baseline: what symbackprop's adjoint rules can reach without algebra
+    across operations)."""
+    z = x @ W
+    z += b
+    u = np.zeros_like(z)
+    tape = []
+    k = 0
+    while k < MAX_STEPS:
+        uu = u * u
+        step = uu * u
+        step += u
+        step -= z
+        uu *= 3.0
+        uu += 1.0
+        r = 1.0 / uu
+        step *= r
+        tape.append((u, step, r))
+        u = u - step
+        k += 1
+        if np.max(np.abs(step)) <= TOL:
+            break
+    d = u - y
+    flat = d.ravel()
+    loss = (flat @ flat) / flat.size
+    du = d * (2.0 / flat.size)
+    dz = np.zeros_like(z)
+    while tape:
+        u, step, r = tape.pop()
+        d_f = du * r                     # step = f*r, u' = u - step: d_step = -du'
+        d_f *= -1.0
+        d_q = du * step                  # r = 1/q: d_q = -d_r*r**2 with d_r = d_step*f = -du'*step/r
+        d_q *= r
+        dz -= d_f                        # f = u**3 + u - z
+        d_f /= r                         # df/du = q = 1/r
+        du = du + d_f
+        d_q *= u
+        d_q *= 6.0                       # q = 3*u**2 + 1
+        du += d_q
     return loss, (x.T @ dz, dz.sum(axis=0))
 
 
@@ -283,7 +330,9 @@ def main(argv=None):
     compiled = {}
     results = []
     for workload in WORKLOADS:
-        impls = [harness.hand_written_impl(workload)]
+        impls = [harness.hand_written_impl(workload),
+                 harness.Impl("hand-written-chain-rule", newton_value_and_grad_chain_rule,
+                              newton_forward, workload.make_inputs())]
         for impl in harness.symbackprop_impls(workload):
             # one compiled function for both input sets: same shapes, different trip counts
             impl.value_and_grad = compiled.setdefault(impl.name, impl.value_and_grad)
