@@ -9,7 +9,7 @@ shapes) and its tapes record each call's own trip count. Implementations, value_
   iteration, replayed backward (checked by benchmarks/check.py against central differences); its
   backward uses that a Newton step's derivative through f and through u' cancel (5 array
   operations per step back);
-- hand-written-chain-rule: the same tape and forward, the backward op by op (9 per step back),
+- hand-chain-rule: the same tape and forward, the backward op by op (9 per step back),
   without that cancellation: the ratios are still taken against the first;
 - symbackprop-numpy and symbackprop-llvm;
 - torch: PyTorch eager, float64, one thread, `torch.autograd.grad` through the Python while loop;
@@ -331,7 +331,7 @@ def main(argv=None):
     results = []
     for workload in WORKLOADS:
         impls = [harness.hand_written_impl(workload),
-                 harness.Impl("hand-written-chain-rule", newton_value_and_grad_chain_rule,
+                 harness.Impl("hand-chain-rule", newton_value_and_grad_chain_rule,
                               newton_forward, workload.make_inputs())]
         for impl in harness.symbackprop_impls(workload):
             # one compiled function for both input sets: same shapes, different trip counts
