@@ -50,9 +50,10 @@ def free_tape(L, ptr):
 def reserve(L, tape, nbytes):
     """A pointer to a new last entry of `tape` (`nbytes`, not yet written), doubling its capacity when full.
 
-    An empty tape starts at the capacity this tape's last growth reached in an earlier call (a global per
+    An empty tape starts at the largest capacity this tape has grown to in earlier calls (a global per
     tape, read and written atomically: a hint, shared by threads), at least 4 entries: a loop that runs
-    about as often as before then allocates once per call and copies nothing when it grows.
+    no more often than before then allocates once per call and never copies the tape to grow it. (The
+    allocation is as large as the largest call's; only the entries written are touched.)
     """
     b = L.b
     hint = ir.GlobalVariable(L.module, I64, L.module.get_unique_name("tape_capacity"))
