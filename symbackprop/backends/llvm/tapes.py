@@ -1,7 +1,8 @@
 """Tapes: what a loop's forward pass records for its backward pass, one entry per iteration.
 
-A tape is three 64-bit words {data, length, capacity} in an alloca: `data` grows by doubling (realloc) and
-is freed when the scope that made the tape ends. An entry is the bytes of a value (a taped tape is its
+A tape is three 64-bit words {data, length, capacity} in an alloca: `data` grows by doubling (realloc), from
+the largest capacity the same tape reached in earlier calls, and is freed when the scope that made the tape
+ends. A kernel may write its value straight into the entry `reserve` hands out (regions.py). An entry is the bytes of a value (a taped tape is its
 three words, moved: copied, then the source zeroed, so only the last owner frees it).
 """
 from __future__ import annotations
