@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, regions_report
 from . import __version__, backends
 from .api import DerivativeFunction, value_and_grad
 from .errors import CompileError
@@ -471,7 +471,8 @@ def cmd_graph(args):
         raise UsageError(f"-o {args.output}: graph writes .dot or .gv (DOT text), or .svg, .png or .pdf "
                          "(drawn by Graphviz)")
     gradfn, (values, keywords) = gradient_function(args)
-    dot_text = to_dot(gradfn.specialise(*values, **keywords))
+    regions = None if isinstance(gradfn, DerivativeFunction) else regions_report.for_call(gradfn, values, keywords)
+    dot_text = to_dot(gradfn.specialise(*values, **keywords), regions=regions)
     if not args.output:
         sys.stdout.write(dot_text)
         return EXIT_OK

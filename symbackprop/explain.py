@@ -26,6 +26,7 @@ import sympy
 from sympy.core.parameters import distribute
 from sympy.printing.precedence import PRECEDENCE
 
+from . import regions_report
 from .backends import get as get_backend
 from .backends.numpy import rules as numpy_rules
 from .backends.numpy.printer import NumpyPrinter
@@ -35,6 +36,7 @@ from .ir import Graph, Node, Value, building
 from .pipeline import stages
 from .primitives.custom import CUSTOM_CALLS
 from .primitives.elementwise import Fill, Kernel, arg, expand, fill_value, number
+from .primitives.control import Region, While
 from .primitives.reduce import axis_text
 from .primitives import scalar
 from .primitives.shape import BroadcastTo, Reshape, SumTo, Transpose
@@ -443,6 +445,11 @@ class _Builder:
             operation = "; ".join(f"{o} = {math_text(b)}" for o, b in zip(outs, bodies))
             return Step(index, node.loc, outs, operation, "elementwise", bodies, ins)
         kind = node.prim.describe(node)
+        if isinstance(node.prim, Region):  # its body's operations are not rows: the control-flow section says what ran
+            made = [self.name(v) for v in regions_report.results(node)]
+            reads = [self.text(v) for v in dict.fromkeys(node.inputs)]
+            operation = f"{', '.join(made) or '(nothing)'} = {kind} at line {node.loc.line} on {', '.join(reads)}"
+            return Step(index, node.loc, outs, operation, kind, (), ins)
         return Step(index, node.loc, outs, f"{outs[0]} = {self.operation(node, ins, outs)}", kind, (), ins)
 
     def operation(self, node, ins, outs) -> str:
@@ -471,7 +478,8 @@ class _Builder:
             for i, v in enumerate(node.inputs):
                 if not adjoint.wants[i] or (node.prim in CUSTOM_CALLS and i == len(node.inputs) - 1):
                     continue  # (a custom rule's helper value is not differentiated: no row for it)
-                rows = self.kernel_rows if node.prim is Kernel else self.rule_rows
+                rows = self.kernel_rows if node.prim is Kernel else \
+                    self.region_rows if isinstance(node.prim, Region) else self.rule_rows
                 for row, part in rows(step, adjoint, gs, i, seed):
                     if part is not None:
                         row.accumulates = bool(parts.get(v))
@@ -545,6 +553,26 @@ class _Builder:
         if closed is not None and closed != sympy.Symbol(residual, real=True):
             row.closed = self.closed_text(closed)
         yield row, _Part(closed, contribution)
+
+    def region_rows(self, step, adjoint, gs, i, seed):
+        """The row of an `if` or `while`: its backward region (the branch taken replayed, or the iterations
+        run backward) sends a gradient to the input; the generated code's backward section spells it out."""
+        node = adjoint.node
+        v, r = node.inputs[i], adjoint.results[i]
+        outs = [k for k, g in enumerate(adjoint.gs) if g is not None]
+        residual = ", ".join(self.grad_name(node.outputs[k]) for k in outs)
+        output = ", ".join(self.name(node.outputs[k]) for k in outs)
+        where = f"the backward pass of the {node.prim.describe(node)} at line {node.loc.line}"
+        row = Adjoint(step.index, node.loc, output, self.text(v), residual, False, None,
+                      node.prim.explain_note, self.grad_name(v), "")
+        if r is None or fill_value(r) == 0:
+            row.contribution, row.note = "0", f"no gradient reaches {row.input}"
+            yield row, None
+            return
+        if node.prim is While and i < node.attrs["carried"]:  # an initial value: which carried name it starts
+            where += f", to the initial {self.name(node.outputs[i])}"
+        row.contribution = f"({where})"
+        yield row, _Part(None, row.contribution)
 
     def reads(self, r, g) -> bool:
         """Whether the backward value `r` is computed from `g`."""
@@ -732,6 +760,9 @@ def explain(gradfn, *args, **kwargs) -> str:
     memory budget, then what is kept and what is recomputed (the memory report)."""
     text = render(backprop_table(gradfn, *args, **kwargs))
     compiled = gradfn._last
+    regions = regions_report.for_call(gradfn, args, kwargs).lines()
+    if regions:
+        text += "\n" + "\n".join(regions) + "\n"
     if compiled is not None and compiled.memory_budget is not None:
         report = str(gradfn.specialiser.memory(compiled)).splitlines()
         text += "\nmemory: " + report[0] + "\n" + "\n".join("  " + line for line in report[1:]) + "\n"

@@ -1,7 +1,10 @@
 """The computational graph of one specialisation as Graphviz DOT: forward and backward passes.
 
 One box per statement of the generated code, labelled with that statement (so
-the names match `.source`), inside two clusters: forward and backward. Solid
+the names match `.source`), inside two clusters: forward and backward. A
+value-dependent `if` or `while` is one rounded box labelled with its statement
+and, given a run on arguments (regions_report), the branch it took or its trip
+count and what its tape stores per iteration. Solid
 edges carry values within a pass; dashed red edges are the forward values (and
 inputs) the backward pass reuses, the residuals backprop keeps.
 """
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 from .backends.numpy import writer as numpy_writer
 from .backends.numpy.printer import MathPrinter, NumpyPrinter
+from .ir import bodies
+from .primitives.control import If, Replay, While
 from .primitives.elementwise import Fill
 
 REUSE_STYLE = 'style=dashed, color="#c0392b", fontcolor="#c0392b"'
@@ -62,8 +67,30 @@ def _is_inline_constant(node):
     return node.prim is Fill and node.outputs[0].shape == ()
 
 
-def to_dot(compiled, title=None) -> str:
-    """DOT text for the forward and backward graph of `compiled` (one specialisation)."""
+def _region_lines(node, lines, regions, forward):
+    """A region's box: its `if`/`while`/`for` statement (not its body), then what it is, what its tape
+    stores and, given a regions report (explain's run on arguments), the branch taken or the trip count."""
+    header = next((l for l in lines if l.startswith(("if ", "while ", "for "))), lines[0] if lines else "")
+    shown = [header]
+    if not forward:
+        shown.append(f"backward of the {node.prim.describe(node) if node.prim is not Replay else 'while'}: "
+                     + ("the branch taken, replayed" if node.prim is If else "the iterations, last first"))
+        return shown
+    site = regions.of(node) if regions is not None else None
+    if site is not None:
+        shown.append(site.outcome())
+        if site.stores():
+            shown.append(site.stores())
+        for inner in regions.inside(site):  # the regions in its bodies, which have no boxes of their own
+            shown.append(f"line {inner.loc.line}: {inner.source}  {inner.outcome()}")
+    elif node.prim is While and node.attrs.get("tapes"):
+        shown.append(f"tape per iteration: {len(node.attrs['tapes'])} values")
+    return shown
+
+
+def to_dot(compiled, title=None, regions=None) -> str:
+    """DOT text for the forward and backward graph of `compiled` (one specialisation); with `regions` (a
+    regions_report.Report of a run on arguments), each `if` and `while` box says what it did on them."""
     graph = compiled.graph
     texts, writer = statements(compiled)
     nodes = [n for n in graph.nodes if not _is_inline_constant(n)]
@@ -96,7 +123,12 @@ def to_dot(compiled, title=None) -> str:
     def box(n):
         extra = ", peripheries=2" if any(v in results for v in n.outputs) else ""
         lines = texts.get(n) or [n.prim.describe(n)]
-        return f"    {ids[n]} [label={_label(lines, n.loc)}{extra}];"
+        limit = 60
+        if bodies(n):
+            lines = _region_lines(n, lines, regions, n in compiled.forward_nodes)
+            extra += ", style=rounded"
+            limit = 120
+        return f"    {ids[n]} [label={_label(lines, n.loc, limit)}{extra}];"
 
     for cluster, title_, members, style in (("cluster_forward", "forward", forward, FORWARD_STYLE),
                                             ("cluster_backward", "backward", backward, BACKWARD_STYLE)):

@@ -148,6 +148,8 @@ class Graph:
         self.tangent_origin: dict = {}
         # filled by forward mode: one (seeds, tangents) pair per forward-mode pass, value -> its tangent
         self.tangent_passes: list = []
+        # filled by forward mode in a region's body: tangent node -> when its pass began (control.clock)
+        self.made_at: dict = {}
 
     @property
     def nodes(self) -> list[Node]:

@@ -60,7 +60,8 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         self.work = self.out / "programs"
         self.work.mkdir(exist_ok=True)
-        self.counts = {"programs": 0, "passed": 0, "skipped": 0, "failed": 0, **{b: 0 for b in self.backends}}
+        self.counts = {"programs": 0, "passed": 0, "skipped": 0, "failed": 0, "with_regions": 0,
+                       **{b: 0 for b in self.backends}}
         self.timings = {b: 0.0 for b in self.backends}
         self.failures = []
         self.start = time.time()
@@ -69,7 +70,7 @@ class Run:
     def one(self, seed):
         record = {"seed": seed}
         try:
-            program = fuzzgen.generate(fuzzgen.Chooser(seed))
+            program = fuzzgen.generate(fuzzgen.Chooser(seed), regions=self.options.regions)
         except Exception:  # noqa: BLE001 - a generator bug is a finding too
             record.update(result="failed", error="generator: " + traceback.format_exc()[-2000:])
             self.counts["failed"] += 1
@@ -77,6 +78,7 @@ class Run:
             return record
         record["dtype"] = program.dtype
         record["features"] = sorted(program.features)
+        self.counts["with_regions"] += bool(program.features & fuzzgen.REGION_FEATURES)
         try:
             with time_limit(self.options.timeout):
                 fuzzgen.check(program, self.work, self.backends, timings=self.timings)
@@ -110,7 +112,8 @@ class Run:
         s = self.summary()
         rates = ", ".join(f"{b} {self.counts[b]} ({r}/s)" for b, r in s["per_backend_programs_per_second"].items())
         print(f"[{time.strftime('%H:%M:%S')}] {k}/{total} programs in {s['seconds']:.0f}s: {rates}; "
-              f"passed {self.counts['passed']}, skipped {self.counts['skipped']}, failed {self.counts['failed']}",
+              f"passed {self.counts['passed']}, skipped {self.counts['skipped']}, failed {self.counts['failed']}; "
+              f"{self.counts['with_regions']} with value-dependent control flow",
               flush=True)
         (self.out / "summary.json").write_text(json.dumps(s, indent=1))
 
@@ -149,9 +152,11 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds one program may take before it is recorded as a failure (0: none)")
     parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines")
+    parser.add_argument("--regions", action="store_true",
+                        help="value-dependent if/while/break far more often (fuzzgen.generate's `regions`)")
     options = parser.parse_args(argv)
     if options.program_seed is not None:
-        program = fuzzgen.generate(fuzzgen.Chooser(options.program_seed))
+        program = fuzzgen.generate(fuzzgen.Chooser(options.program_seed), regions=options.regions)
         print(program.describe())
         print("# layouts:", {program.params[i].name: k for i, k in program.layouts.items()})
         with tempfile.TemporaryDirectory() as work:

@@ -5,8 +5,11 @@ the arguments to call it on: random DAGs of elementwise functions, reductions,
 matrix products, broadcasting, shape operations, indexing, concatenation,
 `for` loops over stacked weights, static loops whose index picks elements and
 moves slices (a convolution as a loop), one operand shared by several products
-combined elementwise, static `if`s and helper calls, called with arguments in
-every memory layout (LAYOUTS). Shapes are
+combined elementwise, static `if`s and helper calls, value-dependent `if`s
+(comparisons of 0-d values and reductions, np.any/np.all, and/or/not), `while`
+loops with a counter guard and `break` (in a `while` and in a static `for`),
+whose thresholds are chosen on the program's arguments with a margin (Site,
+calibrate), called with arguments in every memory layout (LAYOUTS). Shapes are
 tracked while generating, so every program is valid; rough value intervals
 are tracked too, so that `log`, `sqrt` and division only see values away from
 their singularities (outside `np.where` guards) and nothing overflows.
@@ -114,6 +117,7 @@ class Program:
     features: set = field(default_factory=set)
     every_wrt: bool = False    # also checked w.r.t. each differentiable argument alone
     layouts: dict = field(default_factory=dict)   # parameter index -> memory layout of its argument (LAYOUTS)
+    too_close: bool = False    # a value-dependent condition comes within MARGIN of its threshold
 
     def in_layouts(self, args):
         """The arguments as views in the program's layouts (the values of a broadcast one change: see
@@ -216,6 +220,139 @@ def _fmt(x):
     return repr(float(x))
 
 
+# ---- value-dependent conditions, kept away from their thresholds ------------------------------
+
+@dataclass
+class Site:
+    """One value-dependent condition of a program, written `_c(k, q)` while the program is generated.
+
+    `form` "cmp" is `q > t` or `q < t` (`op`) of a 0-d q; "any" is np.any(q > t), "all" np.all(q < t).
+    The threshold t is chosen afterwards (calibrate), from the values q takes on the program's arguments:
+    an `if` (role "if") gets the truth value `side` where it is first reached, `frac` of |q| away; a loop's
+    stopping condition (role "while": the loop runs while it holds; "break": the loop stops when it does)
+    stops the loop at one of the iterations where it can (`pick`), or never (the counter guard stops it).
+    """
+
+    k: int
+    form: str
+    op: str
+    role: str
+    side: bool = True
+    pick: int = 0
+    frac: float = 0.2
+
+    def text(self, q, t):
+        if self.form == "any":
+            return f"np.any({q} > {t!r})"
+        if self.form == "all":
+            return f"np.all({q} < {t!r})"
+        return f"{q} {self.op} {t!r}"
+
+    def holds(self, q, t) -> bool:
+        q = np.asarray(q)
+        if self.form == "any":
+            return bool(np.any(q > t))
+        if self.form == "all":
+            return bool(np.all(q < t))
+        return bool(q > t) if self.op == ">" else bool(q < t)
+
+    def unset(self) -> bool:
+        """Its value before it has a threshold: an `if`'s side; a loop keeps running."""
+        return self.side if self.role == "if" else self.role == "while"
+
+    def threshold(self, seen) -> float:
+        """The threshold for the values `seen` (in order; each an array for any/all)."""
+        if not seen:
+            return 0.0  # never reached
+        if self.role == "if":
+            q = np.sort(np.asarray(seen[0], dtype=np.float64).ravel())
+            delta = self.frac * max(abs(float(q[-1])), 0.2)
+            if self.form == "cmp":
+                above = (self.op == ">") == self.side  # whether t lies below q
+                return _short(q[-1] - delta if above else q[-1] + delta)
+            # any(q > t) is true, and all(q < t) false, when t lies below the largest element
+            below_max = self.side if self.form == "any" else not self.side
+            if not below_max:
+                return _short(q[-1] + delta)
+            if q.size > 1 and q[-1] - q[-2] > 1e-3 * max(1.0, abs(q[-1])):
+                return _short((q[-1] + q[-2]) / 2)
+            return _short(q[-1] - delta if q.size == 1 else (q[-1] + q[-2]) / 2)
+        # a loop's condition: it stops at the first iteration j where `stops` holds
+        qs = [float(np.asarray(v)) for v in seen]
+        rising = (self.role == "break") == (self.op == ">")  # stops once q rises above t, or falls below
+        sign = 1.0 if rising else -1.0
+        delta = self.frac * max(abs(qs[0]), 0.2)
+        options = [qs[0] - sign * delta]  # stops at once
+        record = qs[0]
+        for q in qs[1:]:
+            if sign * q > sign * record:  # a new maximum (rising) or minimum: the loop can stop here
+                options.append((q + record) / 2)
+                record = q
+        options.append(record + sign * delta)  # never: the guard (or the for's range) stops it
+        # mostly after some iterations (the backward pass then runs through several): at once for pick 0 only
+        return _short(options[0] if self.pick == 0 else options[1 + (self.pick - 1) % (len(options) - 1)])
+
+    def distance(self, q, t) -> float:
+        return float(np.min(np.abs(np.asarray(q, dtype=np.float64) - t)))
+
+
+def _short(t) -> float:
+    return float(f"{float(t):.6g}")
+
+
+_CALL = re.compile(r"_c\((\d+), ")
+
+
+def written(text, sites, thresholds) -> str:
+    """`text` with each `_c(k, q)` written as its condition on threshold thresholds[k]."""
+    out, at = [], 0
+    for m in _CALL.finditer(text):
+        if m.start() < at:
+            continue
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        out.append(text[at:m.start()])
+        k = int(m.group(1))
+        out.append(sites[k].text(text[m.end():i - 1], thresholds[k]))
+        at = i
+    return "".join(out) + text[at:]
+
+
+#: a condition's value keeps this far (times max(1, |threshold|)) from its threshold at every evaluation
+MARGIN = 1e-3
+
+
+def _run_sites(text, sites, thresholds, args):
+    """The values each site's q takes when the model runs in plain NumPy (unset thresholds: Site.unset)."""
+    seen = {s.k: [] for s in sites}
+
+    def _c(k, q):
+        seen[k].append(np.array(q, dtype=np.float64, copy=True))
+        t = thresholds.get(k)
+        return sites[k].unset() if t is None else sites[k].holds(q, t)
+
+    namespace = {"_c": _c}
+    exec(compile(text, "<fuzz calibration>", "exec"), namespace)
+    with np.errstate(all="ignore"):
+        namespace["model"](*args)
+    return seen
+
+
+def calibrate(text, sites, args):
+    """Thresholds for the sites, one at a time in source order (each fixed on the values it sees once the
+    earlier ones are fixed), then whether every evaluation keeps MARGIN from its threshold: (thresholds, ok)."""
+    thresholds: dict = {}
+    for s in sites:
+        seen = _run_sites(text, sites, thresholds, args)
+        thresholds[s.k] = s.threshold(seen[s.k])
+    seen = _run_sites(text, sites, thresholds, args) if sites else {}
+    ok = all(s.distance(q, thresholds[s.k]) >= MARGIN * max(1.0, abs(thresholds[s.k]))
+             for s in sites for q in seen[s.k])
+    return thresholds, ok
+
+
 # ---- the generator ------------------------------------------------------------------------
 
 class Block:
@@ -243,6 +380,9 @@ class Generator:
         self.tap_loops = 0
         self.every_wrt = False             # differentiate w.r.t. each argument in turn as well
         self.features: set = set()
+        self.sites: list[Site] = []        # the value-dependent conditions written (see Site, calibrate)
+        self.regions = 0                   # how deep in value-dependent regions the statements are
+        self.region_focus = False          # value-dependent `if`, `while` and `break` much more often
 
     # -- names and parameters --
     def fresh(self, prefix="v"):
@@ -309,6 +449,7 @@ class Generator:
                 table.pop(k)
         if blk.depth > 1:
             table.pop("helper")
+        table.update(self.region_weights(blk, table))
         for _ in range(8):
             kind = self.ch.weighted(table)
             if getattr(self, "op_" + kind)(blk) is not False:
@@ -852,6 +993,146 @@ class Generator:
         self.helpers.append(h)
         return h
 
+    # value-dependent control flow: `if` on 0-d values, `while` with a counter guard, `break`
+    def region_weights(self, blk, table):
+        """The weights of the region statements in `table` (and, inside a region, what it drops)."""
+        if self.regions:
+            for k in ("alloc", "lists", "taps", "shared", "loop"):
+                table.pop(k, None)
+        if self.regions >= 2 or blk.depth > 0:
+            return {}
+        focus = 6 if self.region_focus else 1
+        return {"value_if": 3 * focus, "value_while": 2 * focus, "break_for": focus}
+
+    def site(self, role, form="cmp", op=None):
+        """A new condition (see Site): written `_c(k, q)` until calibrate() gives it its threshold."""
+        s = Site(len(self.sites), form, op or self.ch.choice([">", "<"]), role, side=self.ch.coin(50),
+                 pick=self.ch.int(0, 7), frac=self.ch.choice([0.05, 0.2, 0.5]))
+        self.sites.append(s)
+        return s
+
+    def quantity(self, blk, want=None):
+        """A 0-d value of the block as text (a reduction of an array, or a 0-d array), or None."""
+        v = self.pick(blk, lambda v: not v.pyfloat and (want is None or want(v)))
+        if v is None:
+            return None
+        if v.shape == () and self.ch.coin(50):
+            return v.name
+        return f"np.{self.ch.choice(['sum', 'mean', 'max', 'min'])}({v.name})"
+
+    def condition(self, blk):
+        """A value-dependent condition: comparisons of 0-d values, np.any/np.all, and/or/not of those."""
+        def one():
+            if self.ch.coin(25):
+                v = self.pick(blk, lambda v: not v.pyfloat and v.size > 1)
+                if v is not None:
+                    form = self.ch.choice(["any", "all"])
+                    self.features.add("any_all")
+                    return f"_c({self.site('if', form).k}, {v.name})"
+            return f"_c({self.site('if').k}, {self.quantity(blk)})"
+
+        kind = self.ch.weighted({"one": 5, "and": 1, "or": 1, "not": 1})
+        if kind == "one":
+            return one()
+        self.features.add("and_or_not")
+        if kind == "not":
+            return f"not {one()}"
+        return f"{one()} {kind} {self.ch.choice(['', 'not '])}{one()}"
+
+    def region_block(self, blk, count, scope=None):
+        """Statements of a region's body: one level in, reading the block's names; what they assign
+        stays inside (a name bound on one path only is not readable after the region)."""
+        inner = Block(blk.scope if scope is None else scope, blk.indent + 4, blk.params_allowed, blk.depth)
+        self.regions += 1
+        try:
+            self.block(inner, count)
+        finally:
+            self.regions -= 1
+        return inner
+
+    def op_value_if(self, blk):
+        a = self.pick(blk, lambda v: not v.pyfloat)
+        if a is None or self.quantity(blk) is None:
+            return False
+        y = self.fresh("y")
+        t1, t2, t3 = (self.ch.choice(["np.tanh({0})", "{0} * 0.5", "np.sin({0}) - {0}", "{0} * {0}"])
+                      for _ in range(3))
+        form = self.ch.weighted({"else": 3, "no_else": 2, "elif": 1, "ifexp": 1})
+        bound = max(a.bound * a.bound, 2 * a.bound + 1)
+        if form == "ifexp":
+            self.assign(blk, f"{t1.format(a.name)} if {self.condition(blk)} else {t2.format(a.name)}",
+                        a.shape, -bound, bound)
+            self.features.add("value_if")
+            return
+        if form == "no_else":
+            blk.write(f"{y} = {a.name} * 1.0")
+        branches = [("if", t1)] + ([("elif", t3)] if form == "elif" else []) + \
+            ([("else", t2)] if form != "no_else" else [])
+        for word, text in branches:  # each condition written where it stands (the sites in source order)
+            blk.write("else:" if word == "else" else f"{word} {self.condition(blk)}:")
+            branch = self.region_block(blk, self.ch.int(0, 2))
+            blk.lines += branch.lines
+            made = branch.scope[-1]
+            extra = f" + 0.1 * np.tanh({made.name})" if made.shape == a.shape and not made.pyfloat \
+                and all(made is not v for v in blk.scope) else ""
+            blk.write(f"    {y} = {text.format(a.name)}{extra}")
+        blk.scope.append(Var(y, a.shape, -bound - 0.1, bound + 0.1))
+        self.features.add("value_if")
+
+    def op_value_while(self, blk):
+        a = self.pick(blk, lambda v: not v.pyfloat and v.ndim <= 2)
+        if a is None:
+            return False
+        h, k = self.fresh("h"), self.fresh("k")
+        guard = self.ch.int(2, 6)
+        form = self.ch.weighted({"while": 3, "true": 1})  # `while True:` stops by its `break` only
+        blk.write(f"{h} = {a.name} * 1.0")
+        blk.write(f"{k} = 0")
+        carried = Var(h, a.shape, -1.5, 1.5)
+        if form == "while":
+            blk.write(f"while _c({self.site('while').k}, np.sum({h} * {h})) and {k} < {guard}:")
+        else:
+            blk.write("while True:")
+        body = self.region_block(blk, self.ch.int(0, 2), blk.scope + [carried])
+        blk.lines += body.lines
+        last = body.scope[-1]
+        mix = f" + 0.3 * np.tanh(np.mean({last.name}))" if last is not carried and not last.pyfloat else ""
+        blk.write(f"    {h} = 0.8 * np.tanh({h}){mix}")
+        if form == "true" or self.ch.coin(35):
+            brk = self.site("break")
+            test = f"_c({brk.k}, {self.ch.choice(['np.sum', 'np.max', 'np.mean'])}({h}))"
+            if form == "true":
+                blk.write(f"    {k} += 1")
+                blk.write(f"    if {k} >= {guard} or {test}:")
+                blk.write("        break")
+            else:
+                blk.write(f"    if {test}:")
+                blk.write("        break")
+                blk.write(f"    {k} += 1")
+            self.features.add("break_while")
+        else:
+            blk.write(f"    {k} += 1")
+        blk.scope.append(carried)
+        self.features.add("value_while")
+
+    def op_break_for(self, blk):
+        a = self.pick(blk, lambda v: not v.pyfloat and v.ndim <= 2)
+        if a is None:
+            return False
+        g, i = self.fresh("g"), self.fresh("i")
+        trips = self.ch.int(2, 5)
+        blk.write(f"{g} = {a.name} * 1.0")
+        blk.write(f"for {i} in range({trips}):")
+        carried = Var(g, a.shape, -1.5, 1.5)
+        body = self.region_block(blk, self.ch.int(0, 1), blk.scope + [carried])
+        blk.lines += body.lines
+        blk.write(f"    {g} = 0.8 * np.tanh({g} + 0.3 * {i})")
+        brk = self.site("break")
+        blk.write(f"    if _c({brk.k}, {self.ch.choice(['np.sum', 'np.max', 'np.min'])}({g})):")
+        blk.write("        break")
+        blk.scope.append(carried)
+        self.features.add("break_for")
+
     # control flow decided at compile time
     def op_static_if(self, blk):
         a = self.pick(blk)
@@ -1188,6 +1469,7 @@ class Generator:
             helpers += h["lines"] + ["", ""]
         source = "\n".join(header + helpers + [f"def model({', '.join(p.name for p in params)}):"]
                            + body.lines) + "\n"
+        source, seed, close = self.calibrated(source, seed)
         differentiable = [i for i, p in enumerate(params) if p.differentiable]
         chosen = [i for i in differentiable if self.ch.coin(60)] or [differentiable[0]]
         style = self.ch.weighted({"indices": 2, "names": 2, "single": 1})
@@ -1209,7 +1491,20 @@ class Generator:
             self.features.add("layouts")
         return Program(source, params, wrt, tuple(chosen), self.dtype, seed,
                        with_value=self.ch.coin(80), features=self.features, every_wrt=self.every_wrt,
-                       layouts=layouts)
+                       layouts=layouts, too_close=close)
+
+    def calibrated(self, source, seed):
+        """The source with its value-dependent conditions' thresholds (calibrate), the argument seed they
+        were chosen on, and whether, on every one of a few seeds, some evaluation came within MARGIN of
+        its threshold (then the program is not a fair finite-difference test: check() skips it)."""
+        if not self.sites:
+            return source, seed, False
+        for attempt in range(4):  # on arguments too close to a branch boundary: others
+            args = Program(source, self.params, (), (), self.dtype, seed + 7919 * attempt).arguments()
+            thresholds, ok = calibrate(source, self.sites, args)
+            if ok:
+                return written(source, self.sites, thresholds), seed + 7919 * attempt, False
+        return written(source, self.sites, thresholds), seed + 7919 * attempt, True
 
 
 def _matmul_shape(a, b):
@@ -1239,11 +1534,13 @@ def _factor(ch, size):
     return (first, second, rest // second)
 
 
-def generate(chooser) -> Program:
-    """One random valid program."""
+def generate(chooser, regions=False) -> Program:
+    """One random valid program (`regions`: with value-dependent `if`, `while` and `break` far more often)."""
     dtype = "float32" if chooser.coin(25) else "float64"
     seed = chooser.int(0, 2**31 - 1)
-    return Generator(chooser, dtype).program(seed)
+    gen = Generator(chooser, dtype)
+    gen.region_focus = regions
+    return gen.program(seed)
 
 
 # ---- running one program ----------------------------------------------------------------------
@@ -1356,12 +1653,18 @@ def _timed(timings, backend):
             timings[backend] = timings.get(backend, 0.0) + time.perf_counter() - start
 
 
+#: the features of value-dependent `if`/`while`/`break` (issue 14), checked on both backends like the rest
+REGION_FEATURES = frozenset({"value_if", "value_while", "break_while", "break_for"})
+
+
 def check(program, directory, backends=("numpy", "llvm"), determinism=True, timings=None):
     """Every promise for one valid program; raises AssertionError (or what escaped) on a failure, Skip to discard.
 
     The program's `wrt`, then (every_wrt) each differentiable argument alone, then the arguments in
     the program's layouts against contiguous copies of them. A Skip from one part (a kink in the
     finite-difference check) does not stop the others; it is raised at the end."""
+    if program.too_close:
+        raise Skip("a value-dependent condition came within MARGIN of its threshold on every argument draw")
     module, path = load(program.source, directory)
     model = module.model
     args = program.arguments()

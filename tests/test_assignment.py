@@ -160,3 +160,99 @@ def test_under_a_memory_budget_the_numbers_are_the_same_bit_for_bit(name, backen
     assert v0 == v1
     for a, b in zip(g0, g1):
         np.testing.assert_array_equal(a, b)
+
+
+def aliased_then_added(x):
+    y = x * 1.0
+    z = y
+    y += 1.0                             # NumPy changes z too
+    return np.sum(z)
+
+
+def view_then_added(x):
+    y = x * 2.0
+    z = y[1:]
+    y -= x                               # NumPy changes the view z too
+    return np.sum(z * z)
+
+
+def argument_added(x):
+    x += 1.0                             # NumPy changes the caller's array
+    return np.sum(x * x)
+
+
+def widened_in_place(x, A):
+    y = x * 1.0
+    y += A                               # (4,) += (4, 4): NumPy refuses
+    return np.sum(y)
+
+
+def comparison_added(x):
+    m = x > 0
+    m += 0.5                             # a float result into a bool array: NumPy refuses
+    return np.sum(x * m)
+
+
+def test_an_augmented_assignment_writes_into_the_array_as_numpy_does():
+    """`y += v` on an array is NumPy's np.add(y, v, out=y): everything sharing y sees it, y keeps its shape and
+    dtype. Sharing refused as for `y[...] += v` (it returned the unchanged z: 10.0 where NumPy gives 14.0)."""
+    x = np.arange(1.0, 5.0)
+    for model, message in [(aliased_then_added, r"`y` is shared: `z` holds it too"),
+                           (view_then_added, r"`y` is shared: `z` holds a view of it"),
+                           (argument_added, r"`x`, an argument of the model, would change the caller's array")]:
+        with pytest.raises(sb.CompileError, match=message) as info:
+            sb.grad(model)(x)
+        assert f"{__file__}:" in str(info.value)
+    with pytest.raises(ValueError, match=r"`y` has shape \(4,\) and the result of the augmented assignment "
+                                         r"\(4, 4\).*write `y = y \+ A`") as info:
+        sb.grad(widened_in_place)(x, np.ones((4, 4)))
+    assert f"{__file__}:{widened_in_place.__code__.co_firstlineno + 2}" in str(info.value)
+    with pytest.raises(sb.CompileError, match=r"into `m`, a bool array, which NumPy refuses"):
+        sb.grad(comparison_added)(x)
+
+
+def accumulated(x):
+    acc = np.zeros_like(x)               # value numbering makes both zeros_like one Value
+    other = np.zeros_like(x)
+    for k in range(3):
+        acc += x ** (k + 1)
+        other = acc + x                  # the same Value as the next `acc + x`
+        acc += x
+    return np.sum(acc * acc) + np.sum(other)
+
+
+def test_augmented_assignments_in_a_loop_match_numpy(backend):
+    x = r(4)
+    value, grad = sb.value_and_grad(accumulated, backend=backend)(x)
+    np.testing.assert_allclose(value, accumulated(x.copy()), rtol=1e-12)
+    assert_gradients_match(accumulated, (grad,), [x], (0,))
+
+
+def grown_in_a_while(x):
+    acc = x * 2.0
+    k = 0.0
+    while np.sum(acc) < 10.0 and k < 5:
+        acc += x                         # the array from before the loop, carried: the loop's own
+        acc[0] += x[0]
+        k = k + 1.0
+    return np.sum(acc * acc)
+
+
+def shared_into_a_while(x):
+    acc = x * 2.0
+    z = acc
+    while np.sum(acc) < 10.0:
+        acc += x                         # NumPy changes z too
+    return np.sum(acc * z)
+
+
+def test_assigning_into_a_carried_array_in_a_while_loop_on_values():
+    """A `while` body's carried value is the array from before the loop: assigning into it was refused as
+    assigning into an argument of the model; it is checked as that array."""
+    x = r(4) + 1.5
+    value, grad = sb.value_and_grad(grown_in_a_while, backend="numpy")(x)
+    np.testing.assert_allclose(value, grown_in_a_while(x.copy()), rtol=1e-12)
+    assert_gradients_match(grown_in_a_while, (grad,), [x], (0,))
+    with pytest.raises(sb.CompileError, match=r"`acc` is shared: `z` holds it too") as info:
+        sb.grad(shared_into_a_while, backend="numpy")(x)
+    assert f"{__file__}:{shared_into_a_while.__code__.co_firstlineno + 4}" in str(info.value)

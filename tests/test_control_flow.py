@@ -459,6 +459,43 @@ def test_float32_stays_float32(backend):
     np.testing.assert_allclose(value, if_inside_while(x, w), rtol=1e-5)
 
 
+# ---- programs the rejected corpus held (tests/rejected/) until issue 14 ------------------------
+
+def while_on_a_counter(x):  # was tests/rejected/while_loop.py: "a `while` loop is not supported"
+    s = np.sum(x)
+    i = 0
+    while i < 3:
+        s = s * 2
+        i += 1
+    return s
+
+
+def test_formerly_rejected_while_loop_is_accepted():
+    x = np.array([0.1, 0.5, 0.9])
+    f = sb.value_and_grad(while_on_a_counter)
+    value, g = f(x)
+    assert value == pytest.approx(8 * np.sum(x), rel=1e-15)
+    np.testing.assert_allclose(g, np.full(3, 8.0), rtol=1e-15)
+    assert_gradients_match(while_on_a_counter, (g,), (x,), (0,))
+    assert "while" not in f.source.split("# forward")[1]  # a Python int counter: decided at compile time
+
+
+def while_on_a_sum(x):  # was the rejected model of tests/test_cli.py: "a `while` loop is not supported"
+    while np.sum(x) > 0:
+        x = x - 1
+    return np.sum(x)
+
+
+def test_formerly_rejected_while_on_a_sum_is_accepted():
+    f = sb.value_and_grad(while_on_a_sum)
+    for x in (np.array([0.3, 0.5, 0.9]), np.array([2.2, 1.4, 3.1])):
+        k = int(np.ceil(np.sum(x) / 3))  # the steps until the sum is not positive, each taking 3 off it
+        value, g = f(x)
+        assert value == pytest.approx(np.sum(x) - 3 * k, rel=1e-13)
+        assert_gradients_match(while_on_a_sum, (g,), (x,), (0,))
+    assert f.compilations == 1
+
+
 # ---- what is rejected ------------------------------------------------------------------------
 
 def multi_element_condition(x):

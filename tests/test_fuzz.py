@@ -31,6 +31,8 @@ import fuzzgen
 LONG = int(os.environ.get("SYMBACKPROP_FUZZ", "0"))
 #: the CI profile: valid programs on both backends, and programs broken on purpose
 CI_PROGRAMS, CI_BROKEN = 30, 30
+#: and programs with value-dependent control flow
+CI_REGIONS = 20
 
 
 def _settings(ci_examples):
@@ -56,6 +58,26 @@ def test_random_valid_programs(workdir, data):
         fuzzgen.check(program, workdir)
     except fuzzgen.Skip as why:
         event(f"skipped: {why}")
+
+
+@_settings(CI_REGIONS)
+@given(data=st.data())
+def test_random_programs_with_value_dependent_control_flow(workdir, data):
+    """Programs drawn with value-dependent `if`, `while` and `break` far more often (fuzzgen.generate's
+    `regions`), at points whose conditions keep a margin from their thresholds, on both backends."""
+    program = fuzzgen.generate(fuzzgen.DataChooser(data), regions=True)
+    note(program.describe())
+    for feature in sorted(program.features & fuzzgen.REGION_FEATURES):
+        event(f"uses {feature}")
+    try:
+        fuzzgen.check(program, workdir)
+    except fuzzgen.Skip as why:
+        event(f"skipped: {why}")
+
+
+def _backend(program, data):
+    """A backend to call `program` on."""
+    return data.draw(st.sampled_from(["numpy", "llvm"]))
 
 
 # ---- programs broken on purpose -----------------------------------------------------------
@@ -121,7 +143,7 @@ def test_programs_broken_in_the_source_raise_compile_error_at_the_line(workdir, 
     source, line = _insert(program.source, position, text.format(x=x))
     note(source)
     module, path = fuzzgen.load(source, workdir, "broken")
-    backend = data.draw(st.sampled_from(["numpy", "llvm"]))
+    backend = _backend(program, data)
     f = sb.value_and_grad(module.model, wrt=program.wrt, backend=backend)
     with pytest.raises(sb.CompileError) as info:
         f(*program.arguments())
@@ -168,7 +190,7 @@ def test_programs_called_wrongly_raise_type_or_value_error(workdir, data):
     if broken is None:
         return
     args, expected, name = broken
-    backend = data.draw(st.sampled_from(["numpy", "llvm"]))
+    backend = _backend(program, data)
     f = sb.value_and_grad(module.model, wrt=program.wrt, backend=backend)
     if expected is not None:
         with pytest.raises(expected) as info:

@@ -1,5 +1,8 @@
 """Bugs the fuzzer (tests/fuzzgen.py) found, each reduced to the smallest model that showed it."""
+import math
+
 import numpy as np
+import pytest
 
 import symbackprop as sb
 from gradcheck import assert_gradients_match
@@ -238,3 +241,196 @@ def test_a_loss_that_cancels_keeps_the_float32_dtype(backend):
         np.testing.assert_array_equal(g, np.zeros(4, np.float32))
     value, g = sb.value_and_grad(cancelling_loss, backend=backend)(w.astype(np.float64))
     assert type(value) is float or np.asarray(value).dtype == np.float64
+
+
+def subtract_a_float64_in_place(x, A):
+    v = A * 1.5
+    v -= np.tanh(A @ np.full((4,), 0.5))   # A @ (a float64 array) is float64; v stays float32 in NumPy
+    w = x * 2.0
+    w += np.zeros(x.shape)                 # np.zeros is float64 too
+    return np.sum(v * v) + np.sum(w * x)
+
+
+def test_an_augmented_assignment_keeps_the_arrays_dtype(backend):
+    """`v -= u` on a float32 array v with a float64 u was traced as `v = v - u`, float64, where NumPy writes the
+    result into v: a float32 model returned a float64 loss (python -m tests.fuzz --program-seed 304002296
+    --backend llvm, and 304010420)."""
+    rng = np.random.default_rng(3)
+    x, A = rng.uniform(-1, 1, 4), rng.uniform(-1, 1, (4, 4))
+    x32, A32 = x.astype(np.float32), A.astype(np.float32)
+    want = subtract_a_float64_in_place(x32, A32)
+    assert want.dtype == np.float32
+    value, (gx, gA) = sb.value_and_grad(subtract_a_float64_in_place, wrt=(0, 1), backend=backend)(x32, A32)
+    assert np.asarray(value).dtype == np.float32 and gx.dtype == gA.dtype == np.float32
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    ref = sb.value_and_grad(subtract_a_float64_in_place, wrt=(0, 1), backend=backend)(x, A)
+    assert_gradients_match(subtract_a_float64_in_place, ref[1], [x, A], (0, 1))
+    np.testing.assert_allclose(gx, ref[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gA, ref[1][1], rtol=1e-4, atol=1e-5)
+
+
+def zeros_of_zeros(x):
+    v = np.sum(np.sin(x) - x, axis=1, keepdims=True)
+    zero = np.tanh((v - v) * 0.25)         # a float32 zero fill
+    again = np.tanh((zero - zero) * 0.25)  # a fill minus itself: a body with no input left
+    return np.max(again) + np.sum(x)
+
+
+def stacked_zeros(x, u):
+    v = u - u
+    w = np.sin(v) - v                      # sin of the zero fill is that fill: w is fill - fill
+    return np.sum(np.stack((w, np.sin(w) + 1.0), axis=0) * x)
+
+
+def test_a_body_that_cancels_all_its_inputs_keeps_their_dtype(backend):
+    """A kernel whose inputs were constants and whose body cancelled them all (zero - zero) had no symbol
+    left to type it: it became an int64 fill, a float64 loss in a float32 model (python -m tests.fuzz
+    --program-seed 304004780 --backend llvm), and LLVM IR that did not parse, `fpext i64` into the stack
+    (--program-seed 304005674)."""
+    x = np.linspace(0.1, 0.9, 8).reshape(2, 4)
+    for dtype in (np.float32, np.float64):
+        for model, args in [(zeros_of_zeros, [x.astype(dtype)]), (stacked_zeros, [x.astype(dtype), x[0].astype(dtype)])]:
+            value, grads = sb.value_and_grad(model, wrt=tuple(range(len(args))), backend=backend)(*args)
+            want = model(*args)
+            assert np.asarray(value).dtype == want.dtype == dtype
+            assert all(g.dtype == dtype for g in grads)
+            np.testing.assert_allclose(value, want, rtol=1e-6)
+            if dtype == np.float64:
+                assert_gradients_match(model, grads, args, tuple(range(len(args))))
+
+
+def assigned_labels(x, idx):
+    y = np.zeros(3)
+    y[0:2] = idx                           # int64 into a float64 array
+    return np.sum(y * x[:3])
+
+
+def joined_labels(x, idx):
+    k = idx * 2 - 7
+    return np.sum(np.concatenate([x[:2], k]) ** 2) + np.sum(np.stack([x[:2], k + 1]) * x[:2])
+
+
+def extremes_of_labels(x, idx):
+    k = idx * 3 - 10
+    return np.max(k) * np.sum(x) + np.min(k) + np.sum(np.max(k.reshape(1, 2), axis=0) * x[:2])
+
+
+def extremes_of_a_mask(x, idx):
+    m = x > 0.3
+    return np.sum(np.max(m) * x) + np.sum(np.min(m) * x) + np.sum(m) * np.sum(x)
+
+
+def test_llvm_converts_integer_and_boolean_elements(backend):
+    """LLVM cast every element with fpext/fptrunc: an int64 array written into a float one, concatenated or
+    stacked with floats was `fpext i64`, IR that did not parse (the int64 zero fill of fuzz seed 304005674),
+    and max/min of integers called llvm.maximum.f32 on them and started from 0."""
+    x = np.linspace(0.1, 0.9, 4)
+    for idx in (np.array([1, -2]), np.array([-3, 2], dtype=np.int32)):
+        for model in (assigned_labels, joined_labels, extremes_of_labels, extremes_of_a_mask):
+            value, grad = sb.value_and_grad(model, backend=backend)(x, idx)
+            np.testing.assert_allclose(value, model(x, idx), rtol=1e-13)
+            assert_gradients_match(model, (grad,), [x, idx], (0,))
+
+
+def where_of_a_python_float(x1, s):
+    c = math.tanh(s) + math.exp(-s * s)    # a Python float
+    v = np.where((c > 0.3) | ~(x1 > 0), c, 0.0)
+    return np.sum(np.tanh(v)) + np.sum(x1 * c)
+
+
+def mask_plus_a_float(x, s):
+    m = x > 0
+    k = m + 1.0                            # bool + Python float: float64 in NumPy
+    return np.sum(k) * np.sum(x) + np.sum(np.tanh((x > 0.1) * 2.0 + x * s))
+
+
+def test_a_python_float_among_booleans_is_float64(backend):
+    """np.where(a bool array, a Python float c, 0.0) was typed int64 (the float is weak, the rest booleans):
+    the NumPy code cast it to int64 (value 0) and both backends dropped the gradient of the float argument
+    (python -m tests.fuzz --program-seed 304007293 --backend llvm). `mask + 1.0` was int64 too (1.0 is the
+    SymPy integer 1): "the model returns a int64 value"."""
+    x = np.array([0.6, -0.2, 0.3])
+    for model in (where_of_a_python_float, mask_plus_a_float):
+        for s in (-0.4935063020030055, 0.8):
+            value, grads = sb.value_and_grad(model, wrt=(0, 1), backend=backend)(x, s)
+            want = model(x, s)
+            assert np.asarray(value).dtype == np.float64
+            np.testing.assert_allclose(value, want, rtol=1e-12)
+            assert_gradients_match(model, grads, [x, s], (0, 1))
+
+
+def tilde_of_a_numpy_function_of_a_float(x, s):
+    c = math.tanh(s) + math.exp(-s * s)    # a Python float
+    v = np.tanh(c)                         # NumPy's float64 scalar: ~(v > 0) is NumPy's logical not
+    return np.sum(np.where((x > 0.3) | ~(v > 0), x, 0.0)) + np.sum(x * np.tanh(s)) + np.sum(x * math.tanh(s))
+
+
+def test_a_numpy_function_of_a_python_float_is_a_numpy_scalar(backend):
+    """np.tanh(c) of a Python float c was traced as a Python float (weak): `~(np.tanh(c) > 0)` was refused as a
+    bitwise not of a Python bool (python -m tests.fuzz --program-seed 304010622 --backend llvm), and LLVM
+    returned float32 for x32 * np.tanh(s), which NumPy widens to float64 (math.tanh(s) stays a Python float)."""
+    x64 = np.array([-1.0, 0.5, 2.0])
+    for s in (-0.5, 0.7):
+        for x in (x64, x64.astype(np.float32)):
+            want = tilde_of_a_numpy_function_of_a_float(x, s)
+            value, (gx, gs) = sb.value_and_grad(tilde_of_a_numpy_function_of_a_float, wrt=(0, 1), backend=backend)(x, s)
+            assert np.asarray(value).dtype == want.dtype == np.float64 and gx.dtype == x.dtype
+            np.testing.assert_allclose(value, want, rtol=1e-6 if x.dtype == np.float32 else 1e-12)
+            if x.dtype == np.float64:
+                assert_gradients_match(tilde_of_a_numpy_function_of_a_float, (gx, gs), [x, s], (0, 1))
+
+
+# ---- value-dependent control flow (NumPy backend: LLVM does not lower regions yet) -------------------
+
+def two_zero_gradients(w, b):
+    v = w + b
+    y = b * 1.0
+    if np.max(v) < 0.5:
+        u = w * 2.0
+        if np.max(u) > 0.0:
+            z = np.sin(u)
+        else:
+            z = u * 0.5 + np.tanh(v)
+        y = np.tanh(b) + z
+    return np.sum(y * y)
+
+
+def test_one_zero_gradient_as_two_results_of_a_branch():
+    """The untaken branch's backward gave w and v the same zeros; the NumPy writer assigned that value to the
+    first result's name only, and reading the second raised UnboundLocalError."""
+    b = np.array([0.1, 0.2])
+    for w in (np.array([0.3, 0.4]), np.array([-0.3, -0.4]), np.array([-0.9, -0.8])):
+        value, grads = sb.value_and_grad(two_zero_gradients, wrt=(0, 1), backend="numpy")(w, b)
+        assert value == two_zero_gradients(w, b)
+        assert_gradients_match(two_zero_gradients, grads, [w, b], (0, 1))
+
+
+def temporary_of_a_loop_in_a_loop(x):
+    h = x
+    for i in range(3):
+        k = 0
+        while np.sum(h * h) > 0.5 and k < 5:
+            t = h * 0.5
+            h = 0.8 * np.tanh(h) + 0.1 * np.mean(t)
+            k += 1
+        h = h + 0.3
+    return np.sum(h * h)
+
+
+def test_a_while_temporary_in_the_next_iteration_of_a_for():
+    """The second copy of the `while` saw its temporary `t` bound (Undefined, from the first copy) and refused
+    it as a name that "changes inside the loop"; it is as unbound as it was before the first."""
+    x = np.array([0.9, -0.7, 0.8])
+    value, g = sb.value_and_grad(temporary_of_a_loop_in_a_loop, backend="numpy")(x)
+    assert np.isclose(value, temporary_of_a_loop_in_a_loop(x), rtol=1e-13)
+    assert_gradients_match(temporary_of_a_loop_in_a_loop, (g,), [x], (0,))
+
+    def reads_it_after(x):
+        for i in range(2):
+            while np.sum(x) < 3.0:
+                t = x * 2.0
+                x = t
+        return np.sum(t)
+
+    with pytest.raises(sb.CompileError, match="`t` is assigned only inside the `while` loop"):
+        sb.value_and_grad(reads_it_after, backend="numpy")(np.array([0.5, 0.2]))

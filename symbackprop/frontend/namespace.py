@@ -220,7 +220,16 @@ def _function(function, name):
     return _binary(getattr(np, function.name), _BUILDERS[function.name])
 
 
-NUMPY = {name: _function(function, name) for name, function in scalar.NUMPY_NAMES.items()}
+def _numpy_result(fn):
+    """np.<name> on a Python float argument (a weak value) gives NumPy's float64 scalar (ops.numpy_scalar);
+    math.<name> shares the function and gives a Python float (_math)."""
+    def on_values(*xs, **kw):
+        return ops.numpy_scalar(fn(*xs, **kw))
+    on_values.__name__ = fn.__name__
+    return on_values
+
+
+NUMPY = {name: _numpy_result(_function(function, name)) for name, function in scalar.NUMPY_NAMES.items()}
 NUMPY.update(
     sum=_sum, mean=_mean, max=_max, min=_min, amax=_max, amin=_min,
     clip=_clip,

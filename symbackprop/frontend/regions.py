@@ -221,12 +221,16 @@ def merge(envs, graphs, loc, where):
     return merged, outputs
 
 
-def build_if(pred, graphs, outputs, loc):
-    """The `if` region node over the traced branches; returns its outputs, in `outputs` order."""
+def build_if(pred, graphs, outputs, loc, guard=None):
+    """The `if` region node over the traced branches; returns its outputs, in `outputs` order. A guard
+    (the rest of a loop body, run if no `break` or `continue` did) says which flags it tests (explain)."""
     captured, _ = control.close_over(graphs)
     outs = [(shape, dtype, weak, FLAG_NAMES.get(name, name if name != IFEXP else None))
             for name, shape, dtype, weak in outputs]
-    node = control.region(control.If, [pred] + captured, {"bodies": tuple(graphs)}, outs)
+    attrs = {"bodies": tuple(graphs)}
+    if guard:
+        attrs["guard"] = tuple(guard)
+    node = control.region(control.If, [pred] + captured, attrs, outs)
     return node.outputs
 
 

@@ -29,7 +29,7 @@ from ..primitives import gather, ops
 from ..primitives.custom import CustomJVPCall, CustomVJPCall
 from . import compositions, namespace, regions, suggest
 from .checks import REJECTED_EXPRESSIONS, REJECTED_STATEMENTS, check_function, star_parameters_error
-from .assignment import assigned_into, check_unshared, view_base
+from .assignment import assigned_into, check_unshared, in_place, view_base
 from .closures import Closure, signature
 from .custom import CustomJVP, CustomVJP
 from .regions import FLAG_NAMES, FLAGS, IFEXP, MISSING, Escape, Loop, Undefined, condition, is_number
@@ -188,6 +188,9 @@ class Tracer:
         self.return_loc = None
         #: per value-dependent region being traced: the lists made outside it (it may read, not change them)
         self.frozen: list = []
+        #: a `while` body's param for a carried name -> the array the name held before the loop, which NumPy
+        #: writes into when the body assigns into the name (checked unshared as that array)
+        self.carried: dict = {}
 
     # ---- functions ---------------------------------------------------------
     def call_model(self, fn, values):
@@ -430,8 +433,10 @@ class Tracer:
                 f = f.parent
         return envs
 
-    def branches(self, frame, pred, runs, loc, construct, presets=(None, None)):
-        """An `if` on the 0-d boolean `pred`: `runs` (then, else) traced as the branches of one region."""
+    def branches(self, frame, pred, runs, loc, construct, presets=(None, None), guard=None):
+        """An `if` on the 0-d boolean `pred`: `runs` (then, else) traced as the branches of one region
+        (`guard`: the flags it tests when it is no `if` of the model's, but the rest of a loop's body
+        running if no `break` or `continue` did)."""
         decided = regions.static_truth(pred)
         if decided is not None:
             frame.env.update(presets[0 if decided else 1] or {})
@@ -441,7 +446,7 @@ class Tracer:
         graphs = [g for g, _ in traced]
         merged, outputs = regions.merge([e for _, e in traced], graphs, loc,
                                         ("after one branch", "after the other", construct))
-        outs = regions.build_if(pred, graphs, outputs, loc)
+        outs = regions.build_if(pred, graphs, outputs, loc, guard)
         frame.env = merged
         for (name, *_), v in zip(outputs, outs):
             frame.env[name] = v
@@ -455,7 +460,9 @@ class Tracer:
         go = ops.logical_not(escaping, what="`not`")
         if go.name is None and go.node is not None:
             go.name = "go"
-        self.branches(frame, go, [run, lambda: None], loc, construct, ({f: False for f in FLAGS}, None))
+        tested = tuple(f for f in FLAGS if any(frame.env.get(f) is x for x in flags if isinstance(x, Value)))
+        self.branches(frame, go, [run, lambda: None], loc, construct, ({f: False for f in FLAGS}, None),
+                      guard=tested or ("break",))
 
     def _save_flags(self, frame):
         saved = {f: frame.env.get(f, MISSING) for f in FLAGS}
@@ -513,10 +520,12 @@ class Tracer:
         """`y = <expression>` makes a new array in NumPy, even where value numbering finds the same Value
         (`x - x` and np.zeros_like(x) are one constant; two `x * 2` are one node): for a name the model
         assigns into, bind a copy of its own, so that the alias check (frontend/assignment.py) sees only
-        real sharing. `y = x` (a name), views and arguments stay what they are."""
+        real sharing. `y = x` (a name), views and arguments stay what they are, except where arithmetic
+        simplified to one of them (`y = x * 1.0` is a new array in NumPy, and the Value of x here)."""
         if (isinstance(target, ast.Name) and not isinstance(expr, ast.Name) and isinstance(value, Value)
-                and value.node is not None and view_base(value) is value
-                and target.id in assigned_into(frame.src)):
+                and target.id in assigned_into(frame.src)
+                and (isinstance(expr, (ast.BinOp, ast.UnaryOp))
+                     or value.node is not None and view_base(value) is value)):
             return ops.copy(value)
         return value
 
@@ -530,6 +539,11 @@ class Tracer:
             self._reject_target(frame, s.target, augmented=True)
         current = self.expr(frame, s.target)
         value = self.binop(frame, s, current, s.op, self.expr(frame, s.value))
+        if isinstance(s.target, ast.Name) and isinstance(current, Value) and current.ndim and isinstance(value, Value):
+            name = s.target.id
+            rebound = f"{name} = {name} {_BINOPS[type(s.op)][0]} {frame.src.segment(s.value)}"
+            value = in_place(name, current, value, (frame, self.frames), frame.src.loc(s), rebound,
+                             self._written(current))
         self.assign(frame, s.target, value)
 
     def stmt_If(self, frame, s):
@@ -654,7 +668,8 @@ class Tracer:
         """The loop as a region: its carried names found by tracing the body until they settle."""
         env = frame.env
         assigned = regions.assigned_names(s.body)
-        candidates = [n for n in assigned if n in env and n not in FLAGS]
+        # a name left Undefined by an earlier region (a temporary of a loop body) is as good as unbound here
+        candidates = [n for n in assigned if n in env and not isinstance(env[n], Undefined) and n not in FLAGS]
         if regions.breaks(s.body):
             candidates.append("break")
         specs = {n: (env[n].shape, env[n].dtype, env[n].weak) for n in candidates if isinstance(env[n], Value)}
@@ -678,7 +693,7 @@ class Tracer:
         for n, v in zip(order, node.outputs):
             env[n] = v
         for n in assigned:
-            if n not in env:
+            if n not in env or (isinstance(env[n], Undefined) and n not in order and n not in FLAGS):
                 env[n] = Undefined(n, f"`{n}` is assigned only inside the `while` loop at line {s.lineno}, which "
                                       "may not run", "Assign it before the loop too (the value it has when the "
                                                      "loop does not run).")
@@ -746,7 +761,9 @@ class Tracer:
         self.frozen.append(regions.lists_in(self._envs()))
         try:
             with building(body):
-                _carried_params(frame, body, order, specs)
+                for n, p in zip(order, _carried_params(frame, body, order, specs)):
+                    if isinstance(saved.get(n), Value):
+                        self.carried[p] = saved[n]
                 frame.env["break"] = False   # the body runs only when no `break` has
                 frame.env["continue"] = False
                 try:
@@ -845,10 +862,17 @@ class Tracer:
             scope = scope.parent
         if scope is None:
             raise CompileError(f"cannot assign into the global `{name}`", loc, "Make a local array.")
-        check_unshared(name, current, scope, self.frames, loc)
+        check_unshared(name, self._written(current), scope, self.frames, loc)
         new = ops.set_index(current, index, value, name)
         new.name = name
         scope.env[name] = new
+
+    def _written(self, current):
+        """The array NumPy writes into when the model assigns into `current`: a `while` body's carried param
+        is the array from before the loop."""
+        while current in self.carried:
+            current = self.carried[current]
+        return current
 
     def unpack(self, frame, target, value):
         n = len(target.elts)
@@ -1441,13 +1465,16 @@ class Tracer:
 
 
 def _carried_params(frame, graph, order, specs):
-    """A param of `graph` for each carried name of a loop, bound to the name in the frame."""
+    """A param of `graph` for each carried name of a loop, bound to the name in the frame; the params."""
+    made = []
     for n in order:
         shape, dtype, weak = specs[n]
         p = Value(shape, dtype, None, FLAG_NAMES.get(n, n))
         p.weak = weak
         graph.params.append(p)
         frame.env[n] = p
+        made.append(p)
+    return made
 
 
 #: the functions making an array, which take dtype= (a float dtype: see namespace._float_dtype)

@@ -23,8 +23,9 @@ mode) is adding a stage here and to the lists that want it:
                     -> OUTPUTS
     PER_EXAMPLE_GRAD  trace one example -> patterns -> dead code -> fuse -> reverse mode -> batching -> OUTPUTS
     where OUTPUTS is without stop_gradient -> dead code -> narrow -> fuse for the backend -> dead code -> finalize,
-    and DERIVATIVE_OUTPUTS (the five entry points) is OUTPUTS with share subexpressions across kernels before
-    finalize and checkpoint under the memory budget after it;
+    and DERIVATIVE_OUTPUTS (the five entry points) is OUTPUTS with the first dead code dropping the regions'
+    unread outputs too (passes/regions.py), share subexpressions across kernels before finalize and checkpoint
+    under the memory budget after it;
     the backend builds the result as a forward returning the entry point's arrays (as aux).
 """
 from __future__ import annotations
@@ -45,12 +46,13 @@ from ..passes.dce import drop_stop_gradients, eliminate_dead_code
 from ..passes.fuse import finalize_kernels, fuse_elementwise, inline_scalars
 from ..passes.narrow import narrow_kernel_outputs
 from ..passes.patterns import recognise_softmax_family
+from ..passes.regions import drop_dead_region_parts
 from ..passes.share import everything, share_across_kernels, transcendental
 from ..passes.storage import rewiden_residuals, store_in_16_bits
 from ..primitives import control, ops
 from ..primitives.elementwise import Kernel, arg, constant, kernel
 from ..transforms import batching, recompute, update
-from ..transforms.forward import forward
+from ..transforms.forward import forward, snapshot
 from ..transforms.reverse import reverse
 from ..program import Leaf, Program
 
@@ -206,14 +208,17 @@ def derivatives(entry, body, values, names, wrt, directions):
                 tangents = forward(sub, seeds)
                 results = [tangents.get(g) if tangents.get(g) is not None else _zero(g) for g in results]
             elif entry == "hessian":
-                nodes = list(sub.nodes)
+                nodes = snapshot(sub)
                 columns = [forward(sub, {p: basis(p)}, (p.size,), nodes) for p in params]
                 results = [_block(columns[j].get(g), g, p, batch_first=False)
                            for g in results for j, p in enumerate(params)]
     outer = {p: v for p, v in zip(sub.params, [x for x in values if isinstance(x, Value)] + list(directions or []))}
     for node in sub.nodes:  # inlined into the model being traced (the current graph)
         with at(node.loc):
-            made = append(node.prim, [outer[v] for v in node.inputs], node.attrs)
+            if isinstance(node.prim, control.Region):
+                made = tuple(control.copy_region(node, [outer[v] for v in node.inputs]).outputs)
+            else:
+                made = append(node.prim, [outer[v] for v in node.inputs], node.attrs)
         made = made if isinstance(made, tuple) else (made,)
         for v, m in zip(node.outputs, made):
             outer[v] = m
@@ -397,6 +402,12 @@ def drop_dead(program: Program):
     eliminate_dead_code(program.graph, results(program))
     for body, keep in bodies(program):
         eliminate_dead_code(body, keep)
+
+
+def drop_dead_in_regions(program: Program):
+    """Dead code, with the outputs of regions nothing reads (a derivative program reads a region's tangents,
+    often not its values: passes/regions.py) and what only they needed."""
+    drop_dead_region_parts(program.graph, results(program))
 
 
 def narrow(program: Program):
@@ -614,7 +625,7 @@ def _jacobian_blocks(graph, out, params):
     parameters' basis when they have no more entries than the result, else reverse mode seeded by a
     cotangent u and forward mode along u's basis (the backward pass is linear in u, so its tangent along
     basis vector k is row k of the Jacobian)."""
-    nodes = list(graph.nodes)
+    nodes = snapshot(graph)
     if _jacobian_way(out, params) == "forward":
         return [_block(forward(graph, {p: basis(p)}, (p.size,), nodes).get(out), out, p, batch_first=False)
                 for p in params]
@@ -641,7 +652,7 @@ def hessian_mode(program):
     graph = program.graph
     grads, params = program.grads, program.wrt_values
     with building(graph):
-        nodes = list(graph.nodes)
+        nodes = snapshot(graph)
         columns = [forward(graph, {p: basis(p)}, (p.size,), nodes) for p in params]
         blocks = [_block(columns[j].get(g), g, p, batch_first=False)
                   for g in grads for j, p in enumerate(params)]
@@ -652,9 +663,12 @@ def hessian_mode(program):
 def share_subexpressions(program):
     """What several kernels of a derivative program compute (forward, backward and tangent kernels alike)
     is computed once and read by the others: every repeated operation on NumPy, what holds a
-    transcendental on a backend fusing loops (passes/share.py)."""
-    share_across_kernels(program.graph, keep=results(program) + program.graph.params,
-                         worth=transcendental if program.backend.fuses_across_statements else everything)
+    transcendental on a backend fusing loops (passes/share.py); so within each region's body (a loop body
+    and its tangents, a replay step and its tangents)."""
+    worth = transcendental if program.backend.fuses_across_statements else everything
+    share_across_kernels(program.graph, keep=results(program) + program.graph.params, worth=worth)
+    for body, keep in bodies(program):
+        share_across_kernels(body, keep=keep + body.params, worth=worth)
 
 
 def _with_forward_tangents(program):
@@ -786,8 +800,8 @@ TRAIN_STEP = GRADIENT + (without_stop_gradients, optimizer_updates, drop_dead, f
                          drop_dead, finalize, checkpoint, check_update_order)
 
 OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, finalize, as_forward)
-DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead, narrow, fuse_for_backend, drop_dead, share_subexpressions,
-                      finalize, checkpoint, as_forward)
+DERIVATIVE_OUTPUTS = (without_stop_gradients, drop_dead_in_regions, narrow, fuse_for_backend, drop_dead,
+                      share_subexpressions, finalize, checkpoint, as_forward)
 JVP = FORWARD + (jvp_mode,) + DERIVATIVE_OUTPUTS
 VJP = FORWARD + (vjp_mode,) + DERIVATIVE_OUTPUTS
 JACOBIAN = FORWARD + (jacobian_mode,) + DERIVATIVE_OUTPUTS

@@ -85,15 +85,28 @@ def operand_dtypes(values):
     return [None if v.weak else v.dtype for v in values]
 
 
+def _valued_symbols(expr) -> set:
+    """The inputs whose values reach `expr`'s result, not only through a comparison (a bool)."""
+    if is_bool_expr(expr):
+        return set()
+    if expr.is_Symbol:
+        return {expr} if expr.name.startswith("a") else set()
+    return set().union(*(_valued_symbols(a) for a in expr.args))
+
+
 def kernel_dtype(expr, dtypes) -> np.dtype:
     """The dtype NumPy gives `expr` evaluated on inputs of `dtypes` (None: a weak Python float)."""
     if is_bool_expr(expr):
         return np.dtype(bool)
     used = [dtypes[int(s.name[1:])] for s in expr.free_symbols if s.name.startswith("a")]
+    if not used:  # a body its inputs cancelled from (x - x is 0) has NumPy's dtype of x - x
+        used = list(dtypes)
     if used and all(d is None for d in used):
         return np.dtype(np.float64)
     numeric = [d for d in used if d is not None and d.kind != "b"]
     dtype = np.result_type(*numeric) if numeric else np.dtype(np.int64)
+    if dtype.kind in "iub" and any(dtypes[int(s.name[1:])] is None for s in _valued_symbols(expr)):
+        return np.dtype(np.float64)  # a Python float's value among integers and booleans: float64, as NumPy's
     if dtype.kind in "iub":
         exact = all(
             a.is_Symbol or a.is_Integer or isinstance(a, (sympy.Add, sympy.Mul) + _INTEGRAL_FUNCS + scalar.BOOL_FUNCTIONS)

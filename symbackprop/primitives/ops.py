@@ -18,7 +18,7 @@ from .index import Index, normalize_index, set_index  # noqa: F401 (set_index: y
 from .linalg import MatMul, Outer
 from .reduce import REDUCTIONS
 from .shape import BroadcastTo, Concatenate, Copy, Reshape, StopGradient, SumTo, Transpose
-from .elementwise import arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
+from .elementwise import Kernel, arg, fill, fill_value, is_bool_expr, kernel, kernel_dtype, number, operand_dtypes
 
 Static = (_numbers.Number, np.number, np.bool_)
 
@@ -79,6 +79,10 @@ def elementwise(fn, *args, what="operation"):
             out = kernel(list(index), (expr,), shape, dtype=wanted)[0]
             out.weak = False
             return out
+    if any(type(a) is float for a in args) and not is_bool_expr(expr) \
+            and kernel_dtype(expr, operand_dtypes(list(index))).kind in "iub":
+        # `number` made an integral float an integer: a Python float among booleans and integers is float64
+        return kernel(list(index), (expr,), shape, dtype=np.float64)[0]
     return kernel(list(index), (expr,), shape)[0]
 
 
@@ -417,6 +421,27 @@ def stack(xs, axis=0):
     (axis,) = normalize_axes(axis, len(shape) + 1)
     expanded = [reshape(x, shape[:axis] + (1,) + shape[axis:]) for x in xs]
     return concatenate(expanded, axis) if len(xs) > 1 else expanded[0]
+
+
+def numpy_scalar(x):
+    """NumPy's function of a Python float (np.tanh(s), s a float argument) gives a float64 NumPy scalar, which
+    widens the float32 arrays it meets (NEP 50) where the Python float adapts: x, weak, as that scalar (a
+    node of its own, so that math.tanh(s), the same kernel, stays weak)."""
+    if not (is_value(x) and x.weak):
+        return x
+    out = append(Kernel, [x], {"outs": (arg(0),), "program": (), "names": (), "shape": x.shape, "dtype": x.dtype})
+    out.weak = False
+    return out
+
+
+def astype(x, dtype):
+    """x converted to `dtype` (x.astype(dtype)): an elementwise identity kernel of that dtype."""
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    out = kernel([x], (arg(0),), x.shape, dtype=dtype)[0]
+    out.weak = False
+    return out
 
 
 def zeros_like(x):

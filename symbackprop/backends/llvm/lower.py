@@ -443,13 +443,7 @@ def _accumulator(L, shape, out, axes, kind):
     dst = Operand(L.buffer(out), ty, out_strides)
 
     def accumulate(b, value, offset):
-        if value.type != ty:
-            if isinstance(ty, ir.IntType):
-                value = b.zext(value, ty)
-            elif isinstance(value.type, ir.IntType):
-                value = b.uitofp(value, ty)
-            else:
-                value = _cast(b, value, ty)
+        value = _cast(b, value, ty)
         acc = load(b, dst, offset)
         if kind == "sum":
             # reassociation lets LLVM keep several partial sums in vector lanes, as NumPy's pairwise sum does
@@ -924,11 +918,24 @@ def lower_set_index(L, node):
 
 
 def _cast(b, v, ty):
+    """The element `v` as an element of type `ty`, as NumPy's astype converts: floats of either width,
+    integers (i8 is a bool, 0 or 1) and floats into one another (a float into a bool is `v != 0`)."""
     if v.type == ty:
         return v
-    if isinstance(ty, ir.DoubleType):
-        return b.fpext(v, ty)
-    return b.fptrunc(v, ty)
+    if isinstance(ty, ir.IntType) and ty.width == 8:
+        zero = ir.Constant(v.type, 0 if isinstance(v.type, ir.IntType) else 0.0)
+        if isinstance(v.type, ir.IntType):
+            return b.zext(b.icmp_unsigned("!=", v, zero), ty)
+        return b.zext(b.fcmp_unordered("!=", v, zero), ty)
+    if isinstance(v.type, ir.IntType):
+        if isinstance(ty, ir.IntType):
+            if v.type.width == 8:
+                return b.zext(v, ty)
+            return b.sext(v, ty) if ty.width > v.type.width else b.trunc(v, ty)
+        return b.uitofp(v, ty) if v.type.width == 8 else b.sitofp(v, ty)
+    if isinstance(ty, ir.IntType):
+        return b.fptosi(v, ty)
+    return b.fpext(v, ty) if isinstance(ty, ir.DoubleType) else b.fptrunc(v, ty)
 
 
 @lowers(Concatenate)
@@ -966,10 +973,7 @@ def _in_dtype(L, v, pointer, dtype):
     dst = Operand(L.buffer(copy), llvm_type(dtype), (1,))
 
     def body(b, o):
-        x = load(b, src, o[0])
-        if isinstance(x.type, ir.IntType):
-            x = b.uitofp(x, dst.etype) if x.type.width == 8 else b.sitofp(x, dst.etype)
-        store(b, _cast(b, x, dst.etype), dst, o[1])
+        store(b, _cast(b, load(b, src, o[0]), dst.etype), dst, o[1])
 
     loop_nest(L.b, (max(v.size, 1),), [src, dst], body)
     return L.buffer(copy)

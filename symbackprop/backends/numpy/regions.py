@@ -44,12 +44,16 @@ INDENT = "    "
 class Scope:
     """The nodes being written at one level, for asking whether a value is read after a node."""
 
-    def __init__(self, nodes, kept=()):
+    def __init__(self, nodes, kept=(), inlined=()):
         self.position = {n: i for i, n in enumerate(nodes)}
         self.last: dict = {}
         for i, n in enumerate(nodes):
             for v in n.inputs:
                 self.last[v] = i
+        for n in reversed(nodes):  # a view written inline is read where its reader is
+            if n.outputs and n.outputs[0] in inlined and n.outputs[0] in self.last:
+                for v in n.inputs:
+                    self.last[v] = max(self.last[v], self.last[n.outputs[0]])
         self.kept = set(kept)
 
     def read_after(self, v, node) -> bool:
@@ -102,7 +106,8 @@ def _reusable(writer, node, out, v, text, claimed) -> bool:
     """Whether a region's output may take the name of `v`, its input: the same variable (or the gradient
     of the same), and nothing reads `v` after the region."""
     scope = writer.scopes[-1] if writer.scopes else None
-    own = out.name or (f"d_{writer.name(out.grad_of)}" if out.grad_of is not None else None)
+    own = out.name or (f"d_{writer.name(out.grad_of)}" if out.grad_of is not None else
+                       f"t_{writer.name(out.tangent_of)}" if out.tangent_of is not None else None)
     return (scope is not None and own is not None and text.isidentifier() and _base(text) == _base(own)
             and text not in claimed and sum(1 for x in node.inputs if x is v) == 1
             and not scope.read_after(v, node))
@@ -121,12 +126,7 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
     results = [r for r in graph.results if r is not None]
     keep = results + list(extra_keep)
     inlinable = writer.inlinable_views(nodes, keep) - {v for n in nodes if n.attrs.get("bodies") for v in n.inputs}
-    scope = Scope(nodes, keep)
-    for node in reversed(nodes):  # an inlined view is written where it is read: so is what it reads (`a[:2]`)
-        for v in node.outputs:
-            if v in inlinable and v in scope.last:
-                for u in node.inputs:
-                    scope.last[u] = max(scope.last.get(u, -1), scope.last[v])
+    scope = Scope(nodes, keep, inlinable)
     last = dict(scope.last)
     for r in results:
         if r.node is None or r.node not in scope.position:
@@ -134,8 +134,8 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
     by_text: dict = {}
     for p, text in bind.items():
         by_text.setdefault(text, []).append(p)
-    direct = set()
-    for r, target in zip(graph.results, targets):
+    direct = set()  # the results computed straight into their targets, by position (one value may be two results)
+    for k, (r, target) in enumerate(zip(graph.results, targets)):
         if r is None or target is None or r in writer.names or r in inlinable or r.node not in scope.position:
             continue
         if r.node.prim is Fill and r.shape == ():
@@ -145,15 +145,15 @@ def body_lines(writer, graph, bind, targets, extra_keep=(), undefined=None):
         if any(last.get(p, -1) > i or (last.get(p, -1) == i and not single) for p in by_text.get(target, ())):
             continue  # computing it in place would overwrite a value the body still reads
         writer.names[r] = target
-        direct.add(r)
+        direct.add(k)
     writer.scopes.append(scope)
     try:
         statements = writer.statements(nodes, inlinable)
     finally:
         writer.scopes.pop()
     ending = []
-    for r, target in zip(graph.results, targets):
-        if target is None or r in direct:
+    for k, (r, target) in enumerate(zip(graph.results, targets)):
+        if target is None or k in direct:
             continue
         if r is None:
             if undefined is not None:
@@ -210,14 +210,21 @@ def _write_if(writer, node, args):
                                         undefined="None" if writer.loops else None)
         texts.append(statements + ending)
     then, other = texts
+    probe = _probe(writer, node)
+    recorded = [f"record({probe}, {pred})"] if probe is not None else []
     if not then and not other:
-        return []
+        return recorded
     if not then:
-        return [_with_comment(f"if not {pred}:", node)] + _indent(other)
-    lines = [_with_comment(f"if {pred}:", node)] + _indent(then)
+        return recorded + [_with_comment(f"if not {pred}:", node)] + _indent(other)
+    lines = recorded + [_with_comment(f"if {pred}:", node)] + _indent(then)
     if other:
         lines += ["else:"] + _indent(other)
     return lines
+
+
+def _probe(writer, node):
+    """The number explain's probe gives `node` (a forward region), or None: generated code has no probes."""
+    return writer.probes.get(node) if writer.probes else None
 
 
 def _write_while(writer, node, args):
@@ -243,9 +250,12 @@ def _write_while(writer, node, args):
         lines.append(f"{name} = []")
         push = f"{name}.append({writer.arg(source)})"
         (pushed_first if source in body.params else pushed_last).append(push)
-    count = node.outputs[node.attrs["count"]] if "count" in node.attrs else None
+    count = writer.name(node.outputs[node.attrs["count"]]) if "count" in node.attrs else None
+    probe = _probe(writer, node)
+    if count is None and probe is not None:  # explain counts the iterations reverse mode did not need
+        count = writer.fresh("trips")
     if count is not None:
-        lines.append(f"{writer.name(count)} = 0")
+        lines.append(f"{count} = 0")
     head = test and _ASSIGNMENT.match(test[0])
     if not test:
         lines.append(_with_comment(f"while {go}:", node))
@@ -258,8 +268,8 @@ def _write_while(writer, node, args):
         inner = test + [f"if not {go}:", INDENT + "break"]
     inner += pushed_first + statements + pushed_last + ending
     if count is not None:
-        inner.append(f"{writer.name(count)} += 1")
-    return lines + _indent(inner or ["pass"])
+        inner.append(f"{count} += 1")
+    return lines + _indent(inner or ["pass"]) + ([f"record({probe}, {count})"] if probe is not None else [])
 
 
 def steady_adjoints(node):

@@ -23,7 +23,7 @@ from ...rendering import render
 from . import rules
 from .context import COMMENT_COLUMN, current, with_comment as _with_comment  # noqa: F401 (COMMENT_COLUMN: the layout's)
 from .inplace import in_place_lines, writes_in_place
-from .printer import MathPrinter, NumpyPrinter, float_literal, kernel_may_warn
+from .printer import MathPrinter, NumpyPrinter, float_literal, kernel_into_lines, kernel_may_warn, kernel_writes_into
 from .regions import Scope, write_region
 from .stacking import Plan, batch_lines, plan_stacks, slot_lines, slotted
 
@@ -64,6 +64,9 @@ class Writer:
         # many loops deep the statements being written are
         self.scopes: list = []
         self.loops = 0
+        # explain's probe (symbackprop/regions_run.py): forward region node -> its number; each writes
+        # `record(number, predicate)` or `record(number, trips)`. None (no such lines) in generated code
+        self.probes = None
 
     def statements(self, nodes, inlinable=frozenset()):
         """Source lines for `nodes` (a region's body), in order."""
@@ -174,10 +177,14 @@ def _write_into(writer, node, args):
     target = rules.scatter_target(scatter, name, k)
     if node in writer.ones_sums:
         return lines + [f"np.matmul({_ones(node)}, {args[0]}, out={target})"]
+    if node.prim is Kernel:  # an elementwise part (the sum of two products, t_d_Ws[i]) is one ufunc call
+        return lines + kernel_into_lines(node, args, 0, target)
     return lines + [rules.write_into(node, args, target)]
 
 
-def _writes_into(node):
+def _writes_into(node, slot_shape):
+    if node.prim is Kernel:
+        return len(node.outputs) == 1 and node.outputs[0].shape == slot_shape and kernel_writes_into(node, 0)
     if not rules.writes_into(node):
         return False
     if node.prim is SumTo:  # only a sum over leading axes is one call with out=
@@ -200,7 +207,8 @@ def plan_writes_into(writer, nodes, results):
         for k, g in enumerate(s.inputs):
             p = g.node
             # a 0-d part's slot (t[1] of a vector) is a number, not a view out= could write into
-            if (p is not None and p in node_set and _writes_into(p) and len(p.outputs) == 1 and g.ndim > 0
+            if (p is not None and p in node_set and _writes_into(p, tuple(s.attrs["shape"][1:]))
+                    and len(p.outputs) == 1 and g.ndim > 0
                     and uses.get(g) == 1 and g not in results and g.dtype == s.attrs["dtype"]
                     and p not in writer.into and p not in writer.stacking.batch
                     and slotted(writer, p) is None):
@@ -402,7 +410,7 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
         if has_regions_in(nodes):  # a region reads its inputs by name, at every iteration
             inlinable -= {v for n in nodes if bodies(n) for v in n.inputs}
             writer.scopes.append(Scope(nodes, [value] + aux + list(grads or []) + list(params)
-                                       + [t for t, _ in updates] + [new for _, new in updates]))
+                                       + [t for t, _ in updates] + [new for _, new in updates], inlinable))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
         results = [value] + list(grads or []) + [new for _, new in updates]
