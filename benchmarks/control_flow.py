@@ -9,7 +9,7 @@ shapes) and its tapes record each call's own trip count. Implementations, value_
   iteration, replayed backward (checked by benchmarks/check.py against central differences); its
   backward uses that a Newton step's derivative through f and through u' cancel (5 array
   operations per step back);
-- hand-chain-rule: the same tape and forward, the backward op by op (9 per step back),
+- hand-chain-rule: the same tape and forward, the backward op by op (10 per step back),
   without that cancellation: the ratios are still taken against the first;
 - symbackprop-numpy and symbackprop-llvm;
 - torch: PyTorch eager, float64, one thread, `torch.autograd.grad` through the Python while loop;
