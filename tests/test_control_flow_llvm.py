@@ -140,3 +140,20 @@ def test_tapes_start_at_an_earlier_calls_capacity_and_still_grow():
         for a, b in zip(grads, g_np):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert trips[2] > trips[0] > trips[1] > 0 and llvm.compilations == 1
+
+
+def test_threads_calling_one_while_model_with_different_trip_counts_agree_with_serial_calls():
+    """Every call has its own tapes; only the starting-capacity hint is shared (atomically)."""
+    from concurrent.futures import ThreadPoolExecutor
+    w = np.linspace(0.5, 1.5, 32)
+    inputs = [np.linspace(0.1, 0.4, 32) * s for s in (1.0, 1.3, 0.5, 1.2)]
+    llvm = sb.value_and_grad(long_loop, wrt=("x", "w"), backend="llvm")
+    serial = [llvm(x, w) for x in inputs]
+
+    def run(k):
+        got = [llvm(inputs[(k + i) % 4], w) for i in range(12)]
+        return all(v == serial[(k + i) % 4][0] and all(np.array_equal(a, b) for a, b in zip(g, serial[(k + i) % 4][1]))
+                   for i, (v, g) in enumerate(got))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(8)))
