@@ -1,4 +1,5 @@
-"""Benchmarks: six workloads, hand-written expert baselines and peer implementations.
+"""Benchmarks: six workloads (W7, a `while` on values, in control_flow.py), hand-written expert
+baselines and peer implementations.
 
 `python -m benchmarks` runs everything (see benchmarks/run.py). This module imports nothing
 heavy on purpose: it is loaded before run.py, and BLAS/XLA read their thread settings once,

@@ -11,7 +11,10 @@ import sys
 
 import numpy as np
 
-from benchmarks.workloads import WORKLOADS
+from benchmarks import control_flow
+from benchmarks.workloads import WORKLOADS as STRAIGHT_LINE
+
+WORKLOADS = STRAIGHT_LINE + control_flow.WORKLOADS     # W1-W6, then W7 (a while loop on values)
 
 # |analytic - finite difference| <= RTOL * |analytic| + ATOL * max|gradient array|
 RTOL = 1e-6

@@ -150,6 +150,56 @@ def batched_newton(W, b, x, y):
     return np.mean((u - y) ** 2)
 
 
+def overwrite_then_read(W, x):
+    """The new `a` (c) is computed before the product reads the old one: it must not go into a's buffer."""
+    a, b = x, x * 0.5
+    k = 0
+    while np.sum(b * b) < 20.0 and k < 50:
+        c = np.tanh(b) * 1.5
+        b = W @ a + c * 0.1 + b
+        a = c
+        k += 1
+    return np.sum(a * b)
+
+
+def view_then_overwrite(x):
+    """A view of the old `a` is read after the new `a` is computed (the NumPy backend wrote `a[:2]` where
+    it is read, after `a` was rebound: fixed)."""
+    a, b = x, x * 0.5
+    k = 0
+    while np.sum(b) < 10.0 and k < 40:
+        top = a[:2]
+        a = np.tanh(b) + 1.0
+        b = b + 0.3 * np.sum(top) + 0.1
+        k += 1
+    return np.sum(a * b)
+
+
+def newton_cube(z):
+    """`step` is overwritten, never read, by the body: its adjoint is zero at every step back."""
+    u = np.zeros_like(z)
+    step = np.ones_like(z)
+    k = 0
+    while np.max(np.abs(step)) > 1e-12 and k < 100:
+        step = (u ** 3 + u - z) / (3.0 * u ** 2 + 1.0)
+        u = u - step
+        k += 1
+    return np.sum(np.sin(u) * z)
+
+
+def last_write_read(x):
+    """`g` is written, never read, by the body, and the loss reads its last value: its adjoint starts as
+    ones (a fill, like the zeros it is set to by each step back, but another value)."""
+    h = x
+    g = np.zeros_like(x)
+    k = 0
+    while np.sum(h * h) < 10.0 and k < 50:
+        g = np.sin(h) * 2.0
+        h = h * 1.2 + 0.1
+        k += 1
+    return np.sum(g) + np.sum(h)
+
+
 def fib_swap(x):
     a, b = x, x * 0.5
     k = 0
@@ -277,6 +327,11 @@ CASES = [
     (batched_newton, (RNG.normal(size=(3, 2)), RNG.normal(size=2), RNG.normal(size=(4, 3)),
                       RNG.normal(size=(4, 2))), (0, 1, 2)),
     (fib_swap, (np.array([0.3, 0.7]),), (0,)),
+    (overwrite_then_read, (np.array([[0.2, 0.1, 0.0], [0.0, 0.3, 0.1], [0.1, 0.0, 0.2]]),
+                           np.array([0.3, 0.5, 0.7])), (0, 1)),
+    (view_then_overwrite, (np.array([0.3, 0.5, 0.7]),), (0,)),
+    (newton_cube, (np.linspace(-3.0, 5.0, 7),), (0,)),
+    (last_write_read, (np.array([0.3, 0.5, 0.7]),), (0,)),
     (nested_while, (np.array([0.3, 0.7]), np.array([1.0, 0.5])), (0, 1)),
     (continue_while, (np.array([0.2, 0.25]),), (0,)),
     (break_depth0, (np.array([0.2, 0.5]),), (0,)),
@@ -312,6 +367,18 @@ def test_scalar_model_is_math_code():
 
 
 # ---- what the generated code records -----------------------------------------------------------
+
+def test_a_zero_adjoint_is_not_reset_every_step_back():
+    """`step`'s adjoint is zeros before the backward loop and would be set to zeros by every step back:
+    the NumPy backend leaves it (no np.full in the loop); when the loss reads the last value (`g`), the
+    adjoint is ones at first, and the step back sets it to zeros."""
+    z = np.linspace(-3.0, 5.0, 7)
+    loop = lambda src: src[src.index("for _ in range(trips):"):src.index("return loss")]  # noqa: E731
+    steady = sb.value_and_grad(newton_cube).specialise(z).source
+    assert "np.full" not in loop(steady) and "d_step" in loop(steady)
+    seeded = sb.value_and_grad(last_write_read).specialise(np.array([0.3, 0.5, 0.7])).source
+    assert "np.full" in loop(seeded)
+
 
 def test_if_is_a_python_if_replayed_backward():
     f = sb.value_and_grad(if_on_reduction, wrt=("x", "w"))

@@ -10,7 +10,7 @@ import pytest
 
 import symbackprop as sb
 from gradcheck import assert_gradients_match
-from test_control_flow import nested_while, newton_sqrt
+from test_control_flow import nested_while, newton_sqrt, overwrite_then_read, view_then_overwrite
 
 
 def long_loop(x, w):
@@ -87,3 +87,73 @@ def test_so_export_of_a_while_model_needs_nothing_new(tmp_path):
         np.testing.assert_allclose(da, da_jit, rtol=1e-13)
         np.testing.assert_allclose(da, 0.5 / np.sqrt(aa), rtol=1e-9)
         np.testing.assert_allclose(dx0, dx0_jit, rtol=1e-13, atol=1e-300)
+
+
+# ---- results computed straight into the carried buffers, residuals into their tape entries ----------
+
+def step_overwritten(z):
+    """`step` is not read by the body: its new value is computed straight into its buffer, and the
+    residuals (u, f, r) into their tape entries."""
+    u = np.zeros_like(z)
+    step = np.ones_like(z)
+    k = 0
+    while np.max(np.abs(step)) > 1e-12 and k < 100:
+        r = 1.0 / (3.0 * u ** 2 + 1.0)
+        step = (u ** 3 + u - z) * r
+        u = u - step
+        k += 1
+    return np.sum(np.sin(u) * z)
+
+
+@pytest.mark.parametrize("model, args, wrt", [
+    (overwrite_then_read, (np.array([[0.2, 0.1, 0.0], [0.0, 0.3, 0.1], [0.1, 0.0, 0.2]]),
+                           np.array([0.3, 0.5, 0.7])), (0, 1)),
+    (view_then_overwrite, (np.array([0.3, 0.5, 0.7]),), (0,)),
+    (step_overwritten, (np.linspace(-3.0, 5.0, 40),), (0,)),
+], ids=["overwrite_then_read", "view_then_overwrite", "step_overwritten"])
+def test_buffers_given_to_body_results_keep_the_old_values_readable(model, args, wrt):
+    llvm = sb.value_and_grad(model, wrt=wrt, backend="llvm")
+    value, grads = llvm(*args)
+    assert value == pytest.approx(model(*args), rel=1e-12)
+    v_np, g_np = sb.value_and_grad(model, wrt=wrt)(*args)
+    for a, b in zip(grads, g_np):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_gradients_match(model, grads, args, wrt)
+
+
+def test_tapes_start_at_an_earlier_calls_capacity_and_still_grow():
+    """A tape starts at the capacity it reached in an earlier call: calls with far fewer trips, then
+    far more (growing past it), then fewer again, each give the NumPy backend's gradient."""
+    w = np.linspace(0.5, 1.5, 32)
+    llvm = sb.value_and_grad(long_loop, wrt=("x", "w"), backend="llvm")
+    numpy = sb.value_and_grad(long_loop, wrt=("x", "w"))
+    trips = []
+    for scale in (1.0, 1.3, 0.5, 1.3, 1.0):
+        x = np.linspace(0.1, 0.4, 32) * scale
+        h, k = x, 0
+        while np.sum(h * h) < 4.0:
+            h, k = h + 0.0001 * np.tanh(h * w), k + 1
+        trips.append(k)
+        value, grads = llvm(x, w)
+        v_np, g_np = numpy(x, w)
+        assert value == pytest.approx(v_np, rel=1e-12)
+        for a, b in zip(grads, g_np):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert trips[2] > trips[0] > trips[1] > 0 and llvm.compilations == 1
+
+
+def test_threads_calling_one_while_model_with_different_trip_counts_agree_with_serial_calls():
+    """Every call has its own tapes; only the starting-capacity hint is shared (atomically)."""
+    from concurrent.futures import ThreadPoolExecutor
+    w = np.linspace(0.5, 1.5, 32)
+    inputs = [np.linspace(0.1, 0.4, 32) * s for s in (1.0, 1.3, 0.5, 1.2)]
+    llvm = sb.value_and_grad(long_loop, wrt=("x", "w"), backend="llvm")
+    serial = [llvm(x, w) for x in inputs]
+
+    def run(k):
+        got = [llvm(inputs[(k + i) % 4], w) for i in range(12)]
+        return all(v == serial[(k + i) % 4][0] and all(np.array_equal(a, b) for a, b in zip(g, serial[(k + i) % 4][1]))
+                   for i, (v, g) in enumerate(got))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(8)))

@@ -3,14 +3,19 @@
     if      cond = load pred; br cond, then, else; each branch's body lowered in its block, its
             results written into the region's outputs; both branches meet in `merge`
     while   carried <- init; trips = 0; header: the condition's body, br go, body, exit;
-            body: push the tapes read before the step, the step's body, the new carried values,
-            push the tapes of values it computed, trips += 1, br header
+            body: push the tapes read before the step, reserve the entries of the values it
+            computes (a kernel writes straight into its tape entry), the step's body, the new
+            carried values, copy in the other tapes' entries, trips += 1, br header
     replay  adjoints <- seeds; i = trips; header: br i > 0, step, exit;
             step: i -= 1, pop one entry of each tape (a pointer into the tape: nothing is copied),
             the backward body, the new adjoints, br header
 
 A tape (tapes.py) is freed when the scope that made it ends (the function, or one iteration of an
 enclosing loop), after the backward pass has read it.
+
+A body's result that a kernel or fill computes after the body's last read of the value it replaces
+is written straight into the carried buffer (or the replay's adjoint), not into a temporary copied
+there at the end of the step.
 
 A body is lowered in a scope of its own (Lowering.scope): its temporaries are freed at their last
 read inside the body or at its end, every iteration, so a loop's memory does not grow with its trips.
@@ -22,9 +27,12 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from ...primitives.control import If, Replay, Tape, While
+from ...primitives.elementwise import Fill, Kernel
+from ...primitives.linalg import MatMul
+from ...primitives.reduce import Max, Min, Sum
 from .loops import I8, I64
 from .lower import lowers
-from .tapes import PTR, clear, entry_bytes, free_tape, pop, push
+from .tapes import PTR, clear, entry_bytes, free_tape, pop, push, reserve
 
 _ZERO = ir.Constant(I64, 0)
 #: a value copied aside (a swap of carried values) goes on the stack up to this size, else to malloc
@@ -65,6 +73,46 @@ def scope(L, graph, bind, keep=()):
             free_tape(L, ptr)
     finally:
         L.order, L.last_use, L.owned, L.tapes, L.row_passes, L.row_pass_nodes = saved
+
+
+#: nodes whose outputs get buffers of their own (L.define), which may be given to them instead: a tape's entry,
+#: a carried value's buffer
+_OWN_BUFFER = (Kernel, Fill)
+#: nodes that read their inputs and keep no view of them
+_READ_ONLY = (Kernel, Fill, Sum, Max, Min, MatMul)
+
+
+def _computes_own(body, v):
+    return v.node is not None and v.node in body.nodes and v.node.prim in _OWN_BUFFER \
+        and not isinstance(v, Tape)
+
+
+def _into_targets(L, body, params, targets):
+    """{result: its target buffer} for the body's results that can be computed straight into their target:
+    made by a kernel or a fill after every read of the param the target holds, that param neither a result
+    nor read through a view, the result neither given a buffer already nor a result twice."""
+    position = {n: i for i, n in enumerate(body.nodes)}
+    results = [r for r in body.results if r is not None]
+    out = {}
+    for r, p, dst in zip(body.results, params, targets):
+        if r is None or not _computes_own(body, r) or r in L.direct or sum(x is r for x in results) > 1 \
+                or any(x is p for x in results):
+            continue
+        readers = [n for n in body.nodes if any(v is p for v in n.inputs)]
+        if all(n.prim in _READ_ONLY and position[n] < position[r.node] for n in readers):
+            out[r] = dst
+    return out
+
+
+@contextmanager
+def _given(L, buffers):
+    """Inside the `with`, the values in `buffers` are defined into the buffers given (L.direct)."""
+    L.direct.update(buffers)
+    try:
+        yield
+    finally:
+        for v in buffers:
+            del L.direct[v]
 
 
 def _truth(L, v):
@@ -149,9 +197,13 @@ def lower_while(L, node):
         if source in params:
             ptr = (carried + captured)[body.params.index(source)]
             push(L, tape, ptr, entry_bytes(source), move=False)
-    with scope(L, body, carried + captured, keep=[s for s, _ in tapes]):
+    given = {source: reserve(L, tape, entry_bytes(source)) for source, tape in tapes
+             if source not in params and _computes_own(body, source) and source not in L.direct}
+    with _given(L, given):
+        given = {**given, **_into_targets(L, body, body.params[:n], carried)}
+    with _given(L, given), scope(L, body, carried + captured, keep=[s for s, _ in tapes]):
         for source, tape in tapes:  # the values the step computed, before the carried ones are overwritten
-            if source not in params:
+            if source not in params and source not in given:
                 push(L, tape, L.buffer(source), entry_bytes(source), move=isinstance(source, Tape))
         _assign(L, body.results, carried, carried)
     if count is not None:
@@ -180,7 +232,8 @@ def lower_replay(L, node):
     L.b.position_at_end(step)
     L.b.store(L.b.sub(k, ir.Constant(I64, 1)), left)
     popped = [pop(L, tape, entry_bytes(p)) for tape, p in zip(tapes, body.params[:m])]
-    with scope(L, body, popped + adjoints + captured):
+    given = _into_targets(L, body, body.params[m:m + c], adjoints)
+    with _given(L, given), scope(L, body, popped + adjoints + captured):
         for p in body.params[:m]:
             if isinstance(p, Tape):  # a tape of the loop inside: this iteration's, freed with the step
                 L.tapes.append(L.buffer(p))

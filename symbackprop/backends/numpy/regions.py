@@ -21,16 +21,19 @@ same predicate, or the replay of a loop) where reverse mode put it:
 A body's parameters are written as the names of what its region reads; its results are computed
 straight into the names its region's outputs get (a loop's carried names stay the same name through
 the loop), or assigned at the end of the body, all at once (`a, b = b, a + b`), where computing one
-in place would overwrite a value the body still reads.
+in place would overwrite a value the body still reads. An inlined view (`a[:2]` written where it is read)
+counts as a read of its source there. An adjoint that the replay starts as zeros and every step back sets
+to zeros again (the carried value is overwritten, never read, by the loop's body) is left as it is.
 """
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 
 from ...primitives.control import If, Replay, While
-from ...primitives.elementwise import Fill
+from ...primitives.elementwise import Fill, fill_value
 from .printer import MathPrinter, float_literal
 from .context import COMMENT_COLUMN, current_writer, with_comment
 
@@ -271,6 +274,27 @@ def _write_while(writer, node, args):
     return lines + _indent(inner or ["pass"]) + ([f"record({probe}, {count})"] if probe is not None else [])
 
 
+def steady_adjoints(node):
+    """The replay's body without the resets of adjoints that hold one constant throughout: seeded with a
+    fill (zeros) that every step back sets again (the adjoint of a carried value the body never reads,
+    Newton's `step`), read by nothing else in the body. Returns (body, their positions)."""
+    c = node.attrs["carried"]
+    m = node.attrs["tapes"]
+    (body,) = node.attrs["bodies"]
+    seeds = node.inputs[1 + m:1 + m + c]
+    read = {v for n in body.nodes for v in n.inputs}
+    steady = set()
+    for k, (seed, r) in enumerate(zip(seeds, body.results)):
+        if (r is not None and r not in read and fill_value(seed) is not None and fill_value(r) == fill_value(seed)
+                and (r.shape, r.dtype) == (seed.shape, seed.dtype) and sum(x is r for x in body.results) == 1):
+            steady.add(k)
+    if not steady:
+        return body, steady
+    dropped = {body.results[k].node for k in steady}
+    return SimpleNamespace(params=body.params, nodes=[n for n in body.nodes if n not in dropped],
+                           results=[None if k in steady else r for k, r in enumerate(body.results)]), steady
+
+
 def _write_replay(writer, node, args):
     m, c = node.attrs["tapes"], node.attrs["carried"]
     (body,) = node.attrs["bodies"]
@@ -280,9 +304,11 @@ def _write_replay(writer, node, args):
     popped, adjoints, params = body.params[:m], body.params[m:m + c], body.params[m + c:]
     bind = dict(zip(adjoints, targets)) | dict(zip(params, captured))
     pops = [f"{writer.name(p)} = {tape}.pop()" for p, tape in zip(popped, tapes)]
+    body, steady = steady_adjoints(node)  # zeros from the start stay zeros: not reset every step back
     writer.loops += 1
     try:
-        statements, ending = body_lines(writer, body, bind, targets)
+        statements, ending = body_lines(writer, body, bind,
+                                        [None if k in steady else t for k, t in enumerate(targets)])
     finally:
         writer.loops -= 1
     if not pops and not statements and not ending:
