@@ -417,6 +417,18 @@ def test_tape_holds_only_what_the_adjoint_reads():
     assert_gradients_match(scaled, (dc,), (np.array([1.0, 2.0]), 1.5), (1,))
 
 
+def test_a_carried_value_the_step_overwrites_carries_no_adjoint():
+    """Newton's `step` is recomputed from `u` every iteration and the loss does not read it: its adjoint is
+    zero in every step back, so the backward loop neither carries nor adds it."""
+    args = (RNG.normal(size=(3, 2)), RNG.normal(size=2), RNG.normal(size=(4, 3)), RNG.normal(size=(4, 2)))
+    f = sb.value_and_grad(batched_newton, wrt=("W", "b", "x"))
+    backward = f.specialise(*args).source.split("# backward")[1]
+    loop = backward.split("for _ in range(trips):")[1]
+    assert re.search(r"^\s+d_step = -d_u", loop, re.M), loop
+    assert not re.search(r"d_step\w* \+ |\+ d_step", loop), loop
+    assert_gradients_match(batched_newton, f(*args)[1], args, (0, 1, 2))
+
+
 def test_swapped_carried_values_are_assigned_at_once():
     src = sb.value_and_grad(fib_swap).specialise(np.array([0.3, 0.7])).source
     assert re.search(r"^\s+a, b = b, b_1$", src, re.M)       # the forward: Python's parallel assignment

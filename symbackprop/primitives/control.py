@@ -467,7 +467,11 @@ class While(Region):
             if not more:
                 break
             live |= more
-        carried = [i for i in floats if body.params[i] in live]
+        results = {r for r in body.results if r is not None}
+        # a carried value whose adjoint is zero at the end (no seed) and whose old value the step does not
+        # differentiably read (`step = f / f'` in Newton's loop) has a zero adjoint in every step back: not carried
+        carried = [i for i in floats if body.params[i] in live
+                   and ((gs[i] is not None and fill_value(gs[i]) != 0) or _reaching(body, {body.params[i]}) & results)]
         invs = [j for j, w in enumerate(wants[n:]) if w]
         if not carried and not invs:
             return [None] * len(node.inputs)
