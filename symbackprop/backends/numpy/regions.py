@@ -29,7 +29,7 @@ import re
 
 import numpy as np
 
-from ...primitives.control import If, Replay, While
+from ...primitives.control import If, Replay, Tape, While
 from ...primitives.elementwise import Fill
 from .printer import MathPrinter, float_literal
 from .context import COMMENT_COLUMN, current_writer, with_comment
@@ -195,6 +195,12 @@ def _write_if(writer, node, args):
                 j = body.params.index(r)
                 options.append((captured[j], args[1 + j]))
         candidates.append(options)
+    for k, out in enumerate(node.outputs):  # a loop's tape a branch hands on: named as the loop names its tapes
+        tape = next((b.results[k] for b in branches if isinstance(b.results[k], Tape)), None)
+        if tape is not None and out not in writer.names:
+            source = next((v for v, t in tape.node.attrs.get("tapes", ()) if t is tape), None)
+            base = source.name if source is not None and source.name else "t"
+            writer.names[out] = writer.fresh(f"{base}_tape")
     targets = _names(writer, node, node.outputs, candidates)
     texts = []
     for body in branches:
@@ -238,7 +244,9 @@ def _write_while(writer, node, args):
     pushed_first, pushed_last = [], []
     for source, tape in tapes:
         base = writer.names.get(source, "t")
-        writer.names[tape] = name = writer.fresh(f"{base}_tape" if base.isidentifier() else "tape")
+        name = writer.names.get(tape)  # an enclosing body's result it is made as (the tape an `if` hands on)
+        if name is None:
+            writer.names[tape] = name = writer.fresh(f"{base}_tape" if base.isidentifier() else "tape")
         lines.append(f"{name} = []")
         push = f"{name}.append({writer.arg(source)})"
         (pushed_first if source in body.params else pushed_last).append(push)
