@@ -324,3 +324,26 @@ def test_a_loop_in_a_branch_hands_its_tapes_to_the_backward_branch():
     for tape in re.findall(r"(\w+) = \1_?\w*\.pop\(\)|= (\w+)\.pop\(\)", source):
         name = tape[1] or tape[0]
         assert re.search(rf"^\s+{name} = \[\]$", source, re.M), name  # every tape popped was made
+
+
+def softmax_in_a_loop(W):
+    h = W * 1.0
+    k = 0
+    while True:
+        m = np.max(h, axis=-1, keepdims=True)
+        e = np.exp(h - m)
+        p = e / np.sum(e, axis=-1, keepdims=True)
+        h = 0.8 * np.tanh(h) + 0.3 * np.tanh(np.mean(p * W))
+        k += 1
+        if k >= 3 or np.max(h) > 0.95:
+            break
+    return np.sum(h * h) + np.sum(p)
+
+
+def test_a_softmax_in_a_loop_body_is_its_carried_value():
+    """The softmax pattern replaced `p` inside the loop body but not among the body's results (the carried
+    p the loop hands on), which then named a value nothing computed (NameError)."""
+    W = np.random.default_rng(0).uniform(-1, 1, (3, 2))
+    value, g = sb.value_and_grad(softmax_in_a_loop, backend="numpy")(W)
+    assert np.isclose(value, softmax_in_a_loop(W), rtol=1e-13)
+    assert_gradients_match(softmax_in_a_loop, (g,), [W], (0,))
