@@ -33,7 +33,7 @@ class Residual:
     tape: str
     type: str         # float64[2]
     bytes: int        # per iteration (0 for a tape of an inner loop: its own entries are counted there)
-    line: str         # the model line computing it (`m.py:6`), or ""
+    line: str         # the model line computing it (`m.py:6`), "its value before the step" (a carried value), or ""
 
 
 @dataclass
@@ -97,7 +97,8 @@ class Site:
         if self.kind == "while":
             if not self.tape:
                 return "tape: nothing per iteration (the backward pass reads no value of the body)"
-            parts = [f"{r.name} {r.type} {_bytes_text(r.bytes)}" + (f" (from {r.line})" if r.line else "")
+            parts = [f"{r.name} {r.type} {_bytes_text(r.bytes)}" + (
+                f" ({r.line})" if r.line.startswith("its") else f" (from {r.line})" if r.line else "")
                      if r.bytes else f"{r.name} (the tape of an inner loop, counted there)" for r in self.tape]
             total = f"{_bytes_text(self.bytes_per_iteration)} per iteration"
             if self.seen is not None:
@@ -221,6 +222,8 @@ def run(program, arguments) -> Report:
                     source.dtype).itemsize
                 line = source.node.loc.short() if source.node is not None and source.node.loc and \
                     source.node.loc.line else ""
+                if source in node.attrs["bodies"][1].params:  # pushed at the top of the body
+                    line = "its value before the step"
                 s.tape.append(Residual(name, names.get(tape, ""), _type(source), size, line))
         elif node.attrs.get("residuals"):
             kept = node.outputs[len(node.outputs) - node.attrs["residuals"]:]

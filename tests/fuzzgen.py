@@ -276,7 +276,7 @@ class Site:
                 return _short(q[-1] + delta)
             if q.size > 1 and q[-1] - q[-2] > 1e-3 * max(1.0, abs(q[-1])):
                 return _short((q[-1] + q[-2]) / 2)
-            return _short(q[-1] - delta if q.size == 1 else (q[-1] + q[-2]) / 2)
+            return _short(q[0] - delta)  # below every element
         # a loop's condition: it stops at the first iteration j where `stops` holds
         qs = [float(np.asarray(v)) for v in seen]
         rising = (self.role == "break") == (self.op == ">")  # stops once q rises above t, or falls below

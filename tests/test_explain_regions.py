@@ -217,3 +217,36 @@ def test_explain_without_arguments_shows_the_regions_not_run():
     lines = section(f.explain())  # the last specialisation: no arguments to run it on
     assert "give explain arguments" in row(lines, newton_sqrt, "while np.max")
     assert "48 B per iteration" in "\n".join(lines) and "on these arguments" not in "\n".join(lines)
+
+
+def scalar_newton(a, x):
+    while abs(x * x - a) > 1e-12:
+        x = x - (x * x - a) / (2 * x)
+    return x
+
+
+def test_scalar_model_with_python_floats():
+    x, k = 1.0, 0
+    while abs(x * x - 3.0) > 1e-12:
+        x, k = x - (x * x - 3.0) / (2 * x), k + 1
+    lines = section(sb.value_and_grad(scalar_newton, wrt=("a", "x")).explain(3.0, 1.0))
+    assert re.search(rf"ran {k} iterations$", row(lines, scalar_newton, "while abs")), lines
+
+
+def carried_tree(p, x):
+    h = x
+    while np.sum(h * h) > 0.1:
+        h = np.tanh(p["W"] @ h)
+    return np.sum(h)
+
+
+def test_tape_says_which_values_are_the_carried_ones_before_the_step():
+    W = np.eye(2) * 0.5
+    h, k = np.ones(2), 0
+    while np.sum(h * h) > 0.1:
+        h, k = np.tanh(W @ h), k + 1
+    lines = section(sb.value_and_grad(carried_tree).explain({"W": W}, np.ones(2)))
+    stores = lines[lines.index(row(lines, carried_tree, "while np.sum")) + 1]
+    # d(W @ h)/dW reads h before the step, tanh' reads h after it: both pushed, told apart
+    assert "h float64[2] 16 B (its value before the step)" in stores and "h float64[2] 16 B (from" in stores
+    assert f"= 32 B per iteration, {32 * k} B on these arguments" in stores, stores

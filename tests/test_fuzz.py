@@ -75,6 +75,26 @@ def test_random_programs_with_value_dependent_control_flow(workdir, data):
         event(f"skipped: {why}")
 
 
+def test_loop_thresholds_stop_the_loop_at_each_possible_iteration():
+    """A `while q > t` stops at the first q <= t: on these values it can stop at iteration 0, 1, 3 or 4 (2.5 then
+    3.0: no threshold stops it at 3.0 but not at 2.5), or never; the thresholds keep a margin from every q."""
+    qs = [4.0, 2.5, 3.0, 1.0, 0.5]
+    stops = set()
+    for pick in range(8):
+        site = fuzzgen.Site(0, "cmp", ">", "while", pick=pick, frac=0.2)
+        t = site.threshold(qs)
+        stops.add(next((j for j, q in enumerate(qs) if not q > t), None))
+        assert min(abs(q - t) for q in qs) >= fuzzgen.MARGIN * max(1.0, abs(t))
+    assert stops == {0, 1, 3, 4, None}
+
+
+def test_conditions_are_written_with_their_thresholds():
+    sites = [fuzzgen.Site(0, "cmp", "<", "if"), fuzzgen.Site(1, "any", ">", "if"), fuzzgen.Site(2, "all", "<", "if")]
+    text = "if _c(0, np.sum(f(x, (y)))) and not _c(1, v2) or _c(2, w[0]):"
+    assert fuzzgen.written(text, sites, {0: 0.5, 1: -1.25, 2: 2.0}) == \
+        "if np.sum(f(x, (y))) < 0.5 and not np.any(v2 > -1.25) or np.all(w[0] < 2.0):"
+
+
 def _backend(program, data):
     """A backend to call `program` on."""
     return data.draw(st.sampled_from(["numpy", "llvm"]))

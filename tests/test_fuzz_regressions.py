@@ -1,5 +1,6 @@
 """Bugs the fuzzer (tests/fuzzgen.py) found, each reduced to the smallest model that showed it."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -434,3 +435,53 @@ def test_a_while_temporary_in_the_next_iteration_of_a_for():
 
     with pytest.raises(sb.CompileError, match="`t` is assigned only inside the `while` loop"):
         sb.value_and_grad(reads_it_after, backend="numpy")(np.array([0.5, 0.2]))
+
+
+def loop_inside_a_branch(x):
+    if np.max(x) > 0.5:
+        y = x * x
+    else:
+        h = x * 1.0
+        k = 0
+        while np.sum(h * h) > 0.2 and k < 3:
+            h = 0.8 * np.tanh(h) + 0.3 * np.tanh(np.mean(np.cos(h * 0.25)))
+            k += 1
+        y = x * 0.5 + 0.1 * np.tanh(h)
+    return np.sum(y * y)
+
+
+def test_a_loop_in_a_branch_hands_its_tapes_to_the_backward_branch():
+    """The branch's results named the loop's tapes (t3, an output of the `if`), then the loop named them again
+    (t10_tape): the backward branch popped from t3, which the forward never made (NameError)."""
+    f = sb.value_and_grad(loop_inside_a_branch, backend="numpy")
+    for x in (np.array([0.3, -0.9, 0.4]), np.array([0.9, 0.2, 0.1])):
+        value, g = f(x)
+        assert np.isclose(value, loop_inside_a_branch(x), rtol=1e-13)
+        assert_gradients_match(loop_inside_a_branch, (g,), [x], (0,))
+    source = f.source
+    for tape in re.findall(r"(\w+) = \1_?\w*\.pop\(\)|= (\w+)\.pop\(\)", source):
+        name = tape[1] or tape[0]
+        assert re.search(rf"^\s+{name} = \[\]$", source, re.M), name  # every tape popped was made
+
+
+def softmax_in_a_loop(W):
+    h = W * 1.0
+    k = 0
+    while True:
+        m = np.max(h, axis=-1, keepdims=True)
+        e = np.exp(h - m)
+        p = e / np.sum(e, axis=-1, keepdims=True)
+        h = 0.8 * np.tanh(h) + 0.3 * np.tanh(np.mean(p * W))
+        k += 1
+        if k >= 3 or np.max(h) > 0.95:
+            break
+    return np.sum(h * h) + np.sum(p)
+
+
+def test_a_softmax_in_a_loop_body_is_its_carried_value():
+    """The softmax pattern replaced `p` inside the loop body but not among the body's results (the carried
+    p the loop hands on), which then named a value nothing computed (NameError)."""
+    W = np.random.default_rng(0).uniform(-1, 1, (3, 2))
+    value, g = sb.value_and_grad(softmax_in_a_loop, backend="numpy")(W)
+    assert np.isclose(value, softmax_in_a_loop(W), rtol=1e-13)
+    assert_gradients_match(softmax_in_a_loop, (g,), [W], (0,))

@@ -42,7 +42,8 @@ def _new_node(prim, z, attrs, loc, like, e, s):
 
 def recognise_softmax_family(graph):
     users = graph.users()
-    for v in graph.aux:  # returned beside the loss: a use of its own, never absorbed into a composite
+    # returned beside the loss, or a region body's result: a use of its own, never absorbed into a composite
+    for v in list(graph.aux) + [r for r in graph.results if r is not None]:
         users.setdefault(v, []).append(None)
     new_nodes, replaced = [], {}
     for node in graph.nodes:
@@ -59,6 +60,7 @@ def recognise_softmax_family(graph):
     if graph.result in replaced:
         graph.result = replaced[graph.result]
     graph.aux = [replaced.get(v, v) for v in graph.aux]
+    graph.results = [replaced.get(v, v) if v is not None else None for v in graph.results]
     for old, new in replaced.items():
         replace_uses(graph, old, new)
     return graph

@@ -29,9 +29,9 @@ from .regions import Scope
 from .writer import write_statements, writing
 
 
-def probed_forward(program, numbering):
-    """(source, names): the forward nodes of `program` as a function `forward` of its graph's params that
-    calls `record(number, value)` for each region in `numbering` (node -> number), then returns the loss.
+def probed_forward(program, numbering, record):
+    """(function, names): the forward nodes of `program` as a function of its graph's params that calls
+    `record(number, value)` for each region in `numbering` (node -> number), then returns the loss.
     `names` are the value names the probed code uses (those of .source, where the forward is the same)."""
     graph = program.graph
     nodes = [n for n in graph.nodes if n in program.forward_nodes]
@@ -51,22 +51,21 @@ def probed_forward(program, numbering):
     source = render("numpy_module.py.j2", title=f"Probed forward pass of `{name}` (explain).",
                     origin=f"{program.fn.__module__}.{program.fn.__qualname__}", notes=[], uses_math=False,
                     functions=[text.rstrip("\n")])
-    return source, names
+    return load(source, f"<symbackprop probe {name}>", {"record": record})["forward"], names
 
 
 def run_probed(program, numbering, arguments):
     """What each numbered region recorded on `arguments` (the program's dynamic arguments, in order):
     number -> list of values (a bool per `if` reached, a trip count per loop run); and the names.
     With `arguments` None, the names only (nothing is run)."""
-    source, names = probed_forward(program, numbering)
     records: dict = {k: [] for k in numbering.values()}
-    if arguments is None:
-        return records, names
 
     def record(k, value):
         records[k].append(value.item() if isinstance(value, np.generic) else value)
 
-    forward = load(source, f"<symbackprop probe {program.fn.__name__}>", {"record": record})["forward"]
+    forward, names = probed_forward(program, numbering, record)
+    if arguments is None:
+        return records, names
     args = [np.float64(a) if type(a) is float else a for a in arguments]  # NumPy code takes float64 numbers
     with np.errstate(all="ignore"):
         forward(*args)

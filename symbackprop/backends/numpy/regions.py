@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ...primitives.control import If, Replay, While
+from ...primitives.control import If, Replay, Tape, While
 from ...primitives.elementwise import Fill, fill_value
 from .printer import MathPrinter, float_literal
 from .context import COMMENT_COLUMN, current_writer, with_comment
@@ -203,6 +203,12 @@ def _write_if(writer, node, args):
                 j = body.params.index(r)
                 options.append((captured[j], args[1 + j]))
         candidates.append(options)
+    for k, out in enumerate(node.outputs):  # a loop's tape a branch hands on: named as the loop names its tapes
+        tape = next((b.results[k] for b in branches if isinstance(b.results[k], Tape)), None)
+        if tape is not None and out not in writer.names:
+            source = next((v for v, t in tape.node.attrs.get("tapes", ()) if t is tape), None)
+            base = source.name if source is not None and source.name else "t"
+            writer.names[out] = writer.fresh(f"{base}_tape")
     targets = _names(writer, node, node.outputs, candidates)
     texts = []
     for body in branches:
