@@ -523,6 +523,27 @@ def test_formerly_rejected_while_on_a_sum_is_accepted():
     assert f.compilations == 1
 
 
+def float64_cotangent(w, s):
+    """A float32 loop whose value reaches a float64 loss (np.ones is float64): the cotangent entering the
+    loop's backward is float64, the carried adjoint float32 (fuzz seed 8000108, --regions)."""
+    h = w * 1.0
+    while np.sum(h * h) > 0.138529:
+        h = 0.8 * np.tanh(h)
+    v = np.tanh(s) * h
+    y = np.ones((3,))
+    y[0] = v[0] * 2.0
+    return np.sum(y * y)
+
+
+def test_a_float64_cotangent_of_a_float32_loop(backend):
+    w, s = np.array([0.5, 0.6, 0.7], np.float32), np.full(3, 0.3, np.float32)
+    _, g = sb.value_and_grad(float64_cotangent, wrt="w", backend=backend)(w, s)
+    assert g.dtype == np.float32
+    _, want = sb.value_and_grad(float64_cotangent, wrt="w")(w.astype(np.float64), s.astype(np.float64))
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-7)
+    assert_gradients_match(float64_cotangent, (want,), (w.astype(np.float64), s.astype(np.float64)), (0,))
+
+
 # ---- what is rejected ------------------------------------------------------------------------
 
 def multi_element_condition(x):

@@ -246,6 +246,15 @@ def _zeros(v):
     return ops.fill(0.0, v.shape, v.dtype if v.dtype.kind == "f" else np.float64)
 
 
+def _like(v, p):
+    """`v` in the dtype of `p` (an adjoint carried through a loop has one dtype in every step)."""
+    if v.dtype == p.dtype:
+        return v
+    out = ops.astype(v, p.dtype)
+    out.grad_of = v.grad_of
+    return out
+
+
 def _reaching(graph, sources, nodes=None) -> set:
     live = set(sources)
     for node in graph.nodes if nodes is None else nodes:
@@ -487,9 +496,11 @@ class While(Region):
             pairs = [(body.results[i], p) for p, i in zip(adjoints, carried)]
             targets = [body.params[i] for i in carried] + [body.params[n + j] for j in invs]
             grads = _differentiate(body, pairs, targets, live)
-            new = [g if g is not None else _zeros(body.params[i]) for g, i in zip(grads, carried)]
+            # each adjoint keeps the dtype of the value it is the adjoint of, step after step (a float64
+            # cotangent of a float32 carried value is converted once, where it enters the loop)
+            new = [_like(g, p) if g is not None else _zeros(body.params[i]) for g, i, p in zip(grads, carried, adjoints)]
             for acc, g in zip(accs, grads[len(carried):]):
-                total = acc if g is None else ops.add(acc, g)
+                total = acc if g is None else _like(ops.add(acc, g), acc)
                 total.grad_of = acc.grad_of
                 new.append(total)
         back.results = new
@@ -503,7 +514,7 @@ class While(Region):
                 popped.append(p)
                 tapes.append(self.tape(node, v))
         back.params = popped + adjoints + accs + caps
-        seeds = [gs[i] if gs[i] is not None else _zeros(init[i]) for i in carried]
+        seeds = [_like(gs[i], p) if gs[i] is not None else _zeros(init[i]) for i, p in zip(carried, adjoints)]
         seeds += [_zeros(inv[j]) for j in invs]
         for s, i in zip(seeds, carried):
             if s.node is not None and s.name is None and s.grad_of is None:

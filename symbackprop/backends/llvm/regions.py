@@ -26,6 +26,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
+from ...errors import CompileError
 from ...primitives.control import If, Replay, Tape, While
 from ...primitives.elementwise import Fill, Kernel
 from ...primitives.linalg import MatMul
@@ -154,8 +155,19 @@ def _assign(L, results, targets, carried):
                 L.b.call(L._libc("free", ir.VoidType(), [PTR]), [tmp])
 
 
+def _check_layouts(node, sources, targets):
+    """Each value written into a region's output (or carried buffer) has that output's dtype and shape: a
+    mismatch would copy the wrong number of bytes, so it is an internal error, never a lowering."""
+    for v, out in zip(sources, targets):
+        if v is not None and (v.dtype != out.dtype or v.shape != out.shape):
+            raise CompileError(f"internal: the `{node.prim.describe(node)}` region writes a {v.dtype}{list(v.shape)} "
+                               f"value into its {out.dtype}{list(out.shape)} output (LLVM lowering)", node.loc)
+
+
 @lowers(If)
 def lower_if(L, node):
+    for body in node.attrs["bodies"]:
+        _check_layouts(node, body.results, node.outputs)
     outs = _define_all(L, node.outputs)
     go = _truth(L, node.inputs[0])
     fn = L.b.block.parent
@@ -175,6 +187,8 @@ def lower_if(L, node):
 def lower_while(L, node):
     n = node.attrs["carried"]
     cond, body = node.attrs["bodies"]
+    _check_layouts(node, node.inputs[:n], node.outputs[:n])
+    _check_layouts(node, body.results, node.outputs[:n])
     carried = _define_all(L, node.outputs[:n])
     for v, dst in zip(node.inputs[:n], carried):
         copy(L, v, dst)
@@ -218,6 +232,8 @@ def lower_replay(L, node):
     (body,) = node.attrs["bodies"]
     tapes = [L.buffer(v) for v in node.inputs[1:1 + m]]
     seeds, captured = node.inputs[1 + m:1 + m + c], [L.buffer(v) for v in node.inputs[1 + m + c:]]
+    _check_layouts(node, seeds, node.outputs)
+    _check_layouts(node, body.results, node.outputs)
     adjoints = _define_all(L, node.outputs)
     for v, dst in zip(seeds, adjoints):
         copy(L, v, dst)
