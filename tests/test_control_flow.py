@@ -544,6 +544,26 @@ def test_a_float64_cotangent_of_a_float32_loop(backend):
     assert_gradients_match(float64_cotangent, (want,), (w.astype(np.float64), s.astype(np.float64)), (0,))
 
 
+def branch_gradient_dtypes(x):
+    """One branch's gradient of x is float64 (x times a float64 array), the other's a float32 zero."""
+    s = np.sum(x)
+    if s > 0:
+        y = x * np.ones(3)
+    else:
+        y = np.ones(3) * 2.0
+    return np.sum(y * y) + s
+
+
+def test_both_branches_hand_on_one_gradient_dtype(backend):
+    for x in (np.array([0.5, 0.6, 0.7], np.float32), -np.array([0.5, 0.6, 0.7], np.float32)):
+        _, g = sb.value_and_grad(branch_gradient_dtypes, backend=backend)(x)
+        assert g.dtype == np.float32
+        x64 = x.astype(np.float64)
+        want = 2 * x64 + 1 if x64.sum() > 0 else np.ones(3)
+        np.testing.assert_allclose(g, want, rtol=1e-6)
+        assert_gradients_match(branch_gradient_dtypes, (want,), (x64,), (0,))
+
+
 # ---- what is rejected ------------------------------------------------------------------------
 
 def multi_element_condition(x):

@@ -246,13 +246,18 @@ def _zeros(v):
     return ops.fill(0.0, v.shape, v.dtype if v.dtype.kind == "f" else np.float64)
 
 
-def _like(v, p):
-    """`v` in the dtype of `p` (an adjoint carried through a loop has one dtype in every step)."""
-    if v.dtype == p.dtype:
+def _as(v, dtype):
+    """`v` converted to `dtype` (a gradient that must have one dtype whatever the path: each step of a loop,
+    each branch of an `if`)."""
+    if v.dtype == dtype:
         return v
-    out = ops.astype(v, p.dtype)
+    out = ops.astype(v, dtype)
     out.grad_of = v.grad_of
     return out
+
+
+def _like(v, p):
+    return _as(v, p.dtype)
 
 
 def _reaching(graph, sources, nodes=None) -> set:
@@ -362,6 +367,11 @@ class If(Region):
         for back, gr in zip(backs, grads):
             with building(back):
                 back.results = [gr[j] if gr[j] is not None else _zeros(ins[wanted[j]]) for j in got]
+        for k in range(len(got)):  # both branches hand on one dtype, the one NumPy promotes theirs to
+            dtype = np.result_type(*[back.results[k].dtype for back in backs])
+            for back in backs:
+                with building(back):
+                    back.results[k] = _as(back.results[k], dtype)
         captured, _ = close_over(backs)
         outer = []
         for v in captured:
