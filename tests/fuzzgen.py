@@ -945,7 +945,7 @@ class Generator:
         names = [self.fresh() for _ in outs]
         if len(outs) == 1:
             blk.write(f"{names[0]} = {call}")
-        elif self.ch.coin(70):
+        elif self.ch.coin(70) or self.regions:  # (a tuple may not change in a value-dependent loop)
             blk.write(f"{', '.join(names)} = {call}")
         else:
             pair = self.fresh("r")
@@ -1073,8 +1073,9 @@ class Generator:
             branch = self.region_block(blk, self.ch.int(0, 2))
             blk.lines += branch.lines
             made = branch.scope[-1]
+            # (in float32 programs a value of the branch may be float64, np.ones(...): y would change dtype)
             extra = f" + 0.1 * np.tanh({made.name})" if made.shape == a.shape and not made.pyfloat \
-                and all(made is not v for v in blk.scope) else ""
+                and all(made is not v for v in blk.scope) and self.dtype == "float64" else ""
             blk.write(f"    {y} = {text.format(a.name)}{extra}")
         blk.scope.append(Var(y, a.shape, -bound - 0.1, bound + 0.1))
         self.features.add("value_if")
@@ -1096,7 +1097,8 @@ class Generator:
         body = self.region_block(blk, self.ch.int(0, 2), blk.scope + [carried])
         blk.lines += body.lines
         last = body.scope[-1]
-        mix = f" + 0.3 * np.tanh(np.mean({last.name}))" if last is not carried and not last.pyfloat else ""
+        mix = f" + 0.3 * np.tanh(np.mean({last.name}))" if last is not carried and not last.pyfloat \
+            and self.dtype == "float64" else ""  # (float32: a float64 value, np.ones(...), would widen h)
         blk.write(f"    {h} = 0.8 * np.tanh({h}){mix}")
         if form == "true" or self.ch.coin(35):
             brk = self.site("break")

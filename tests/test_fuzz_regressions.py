@@ -485,3 +485,26 @@ def test_a_softmax_in_a_loop_body_is_its_carried_value():
     value, g = sb.value_and_grad(softmax_in_a_loop, backend="numpy")(W)
     assert np.isclose(value, softmax_in_a_loop(W), rtol=1e-13)
     assert_gradients_match(softmax_in_a_loop, (g,), [W], (0,))
+
+
+def peeled_while_true(w):
+    h = w * 1.0
+    k = 0
+    while True:
+        v = np.sum(h)
+        h = 0.8 * np.tanh(h) + 0.3 * np.tanh(v)
+        k += 1
+        if k >= 6 or np.max(h) > 0.315542:
+            break
+    return np.mean(h)
+
+
+def test_a_loop_does_not_take_the_name_of_a_value_the_backward_pass_reads():
+    """`while True:` runs its first iteration before the loop (its `break` is the only way out); the loop's
+    carried `v` took the name of that first `v`, which a backward statement, standing earlier in the graph's
+    node list than the loop, still read: the gradient used the last iteration's v (wrong by 25%)."""
+    f = sb.value_and_grad(peeled_while_true, backend="numpy")
+    for w in (np.array([-0.75, 0.47]), np.array([-0.9, -0.5])):
+        value, g = f(w)
+        assert np.isclose(value, peeled_while_true(w), rtol=1e-13)
+        assert_gradients_match(peeled_while_true, (g,), [w], (0,))

@@ -407,12 +407,14 @@ def write_function(name, params, specs, nodes, forward_nodes, value, grads, grad
                 writer.names[new] = target.name
         aux = list(aux)
         inlinable = _inlinable_views(nodes, [value] + aux + list(grads or []))
-        if has_regions_in(nodes):  # a region reads its inputs by name, at every iteration
-            inlinable -= {v for n in nodes if bodies(n) for v in n.inputs}
-            writer.scopes.append(Scope(nodes, [value] + aux + list(grads or []) + list(params)
-                                       + [t for t, _ in updates] + [new for _, new in updates], inlinable))
         forward_list = [n for n in nodes if n in forward_nodes]
         backward_list = [n for n in nodes if n not in forward_nodes and n not in update_nodes]
+        if has_regions_in(nodes):  # a region reads its inputs by name, at every iteration
+            inlinable -= {v for n in nodes if bodies(n) for v in n.inputs}
+            # in the order written (a backward node may stand before a forward one in the graph's list)
+            written = forward_list + backward_list + [n for n in nodes if n in update_nodes]
+            writer.scopes.append(Scope(written, [value] + aux + list(grads or []) + list(params)
+                                       + [t for t, _ in updates] + [new for _, new in updates], inlinable))
         results = [value] + list(grads or []) + [new for _, new in updates]
         if not scalar:
             results = [value] + aux + list(grads or []) + [new for _, new in updates]
