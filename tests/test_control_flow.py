@@ -219,6 +219,19 @@ def nested_while(x, w):
         s = s + 1.7
     return total + s
 
+def nested_taped(x, w):
+    """The inner loop's derivative reads its values (sin): the outer loop tapes the inner loop's tapes."""
+    s = np.sum(x * w)
+    total = 0.0
+    while s < 6.0:
+        t = s
+        while t < s * 2.0:
+            t = t * 1.2 + np.sin(t) * 0.3
+        total = total + t * t
+        s = s + np.cos(s) * 0.5 + 0.9
+    return total + s
+
+
 def continue_while(x):
     s = 0.0
     i = 0.0
@@ -333,6 +346,7 @@ CASES = [
     (newton_cube, (np.linspace(-3.0, 5.0, 7),), (0,)),
     (last_write_read, (np.array([0.3, 0.5, 0.7]),), (0,)),
     (nested_while, (np.array([0.3, 0.7]), np.array([1.0, 0.5])), (0, 1)),
+    (nested_taped, (np.array([0.3, 0.7]), np.array([1.0, 0.5])), (0, 1)),
     (continue_while, (np.array([0.2, 0.25]),), (0,)),
     (break_depth0, (np.array([0.2, 0.5]),), (0,)),
     (static_for_in_while, (RNG.normal(size=(2, 2)) * 0.5, np.array([0.3, 0.4])), (0, 1)),
