@@ -106,13 +106,9 @@ def newton_forward(W, b, x, y):
     return (d @ d) / d.size
 
 
-def newton_value_and_grad(W, b, x, y):
-    """Loss and (dW, db); the tape holds, per step, u, the step and r = 1 / (3*u**2 + 1).
-
-    Step: f = u**3 + u - z, step = f*r, u' = u - step. Backward, with g = du'*r: through u' and
-    through f the du' cancels (f's derivative is 1/r), through r it is d_step*f*(-r**2)*6u, so
-    du = 6*u*step*g and dz += g.
-    """
+def _newton_taped(W, b, x, y):
+    """The forward pass both hand-written backprops share: z, the tape of (u, step, r) per step, the
+    loss and its gradient with respect to the last u, and a zero dz to accumulate into."""
     z = x @ W
     z += b
     u = np.zeros_like(z)
@@ -137,6 +133,17 @@ def newton_value_and_grad(W, b, x, y):
     loss = (flat @ flat) / flat.size
     du = d * (2.0 / flat.size)
     dz = np.zeros_like(z)
+    return z, tape, loss, du, dz
+
+
+def newton_value_and_grad(W, b, x, y):
+    """Loss and (dW, db); the tape holds, per step, u, the step and r = 1 / (3*u**2 + 1).
+
+    Step: f = u**3 + u - z, step = f*r, u' = u - step. Backward, with g = du'*r: through u' and
+    through f the du' cancels (f's derivative is 1/r), through r it is d_step*f*(-r**2)*6u, so
+    du = 6*u*step*g and dz += g.
+    """
+    z, tape, loss, du, dz = _newton_taped(W, b, x, y)
     while tape:
         u, step, r = tape.pop()
         du *= r                  # g
@@ -151,30 +158,7 @@ def newton_value_and_grad_chain_rule(W, b, x, y):
     """The same tape, the backward written op by op by the chain rule, without the cancellation the
     expert above uses (a second baseline: what symbackprop's adjoint rules can reach without algebra
     across operations)."""
-    z = x @ W
-    z += b
-    u = np.zeros_like(z)
-    tape = []
-    k = 0
-    while k < MAX_STEPS:
-        uu = u * u
-        step = uu * u
-        step += u
-        step -= z
-        uu *= 3.0
-        uu += 1.0
-        r = 1.0 / uu
-        step *= r
-        tape.append((u, step, r))
-        u = u - step
-        k += 1
-        if np.max(np.abs(step)) <= TOL:
-            break
-    d = u - y
-    flat = d.ravel()
-    loss = (flat @ flat) / flat.size
-    du = d * (2.0 / flat.size)
-    dz = np.zeros_like(z)
+    z, tape, loss, du, dz = _newton_taped(W, b, x, y)
     while tape:
         u, step, r = tape.pop()
         d_f = du * r                     # step = f*r, u' = u - step: d_step = -du'
